@@ -5,7 +5,8 @@
 ///
 /// The rules (DESIGN.md §3, restated in `runtime/buffer_pool.hpp`):
 /// - free + Σ outstanding = buffer_count;
-/// - owed = Σ_registered max(0, reserve − outstanding) + max(0, processing_reserve − outstanding_proc);
+/// - owed = Σ_registered max(0, reserve − outstanding) + max(0, processing_reserve −
+/// outstanding_proc);
 ///   free ≥ owed; floating = free − owed;
 /// - a source may take while outstanding < reserve, or while outstanding < cap and floating ≥ 1;
 ///   processing may take while outstanding_proc < processing_reserve, or while floating ≥ 1;
@@ -66,8 +67,12 @@ public:
     std::uint32_t outstanding(int requester) const;
     std::uint32_t waiter_count(int requester) const;
     std::uint32_t reserved_total() const;
-    bool registered(int source) const { return sources_.at(index(source)).state == lifecycle::registered; }
-    bool retiring(int source) const { return sources_.at(index(source)).state == lifecycle::retiring; }
+    bool registered(int source) const {
+        return sources_.at(index(source)).state == lifecycle::registered;
+    }
+    bool retiring(int source) const {
+        return sources_.at(index(source)).state == lifecycle::retiring;
+    }
     int source_count() const { return static_cast<int>(sources_.size()); }
     const std::vector<waiter>& queue() const { return queue_; }
     const config& configuration() const { return config_; }

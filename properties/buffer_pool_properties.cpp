@@ -220,8 +220,8 @@ int pick_requester(const buffer_pool_model& m) {
 
 struct register_source final : command {
     std::uint32_t reserve = *rc::gen::inRange<std::uint32_t>(0, 5);
-    std::uint32_t cap = *rc::gen::inRange<std::uint32_t>(reserve == 0 ? 0 : reserve - 1,
-                                                         reserve + 5);
+    std::uint32_t cap =
+        *rc::gen::inRange<std::uint32_t>(reserve == 0 ? 0 : reserve - 1, reserve + 5);
 
     void apply(buffer_pool_model& m) const override { m.register_source(reserve, cap); }
     void run(const buffer_pool_model& m0, pool_sut& sut) const override {
@@ -347,8 +347,8 @@ struct release final : command {
         requester = choices.empty() ? -2 : *rc::gen::elementOf(choices);
     }
     void checkPreconditions(const buffer_pool_model& m) const override {
-        const bool valid = requester >= processing && requester < m.source_count() &&
-                           m.outstanding(requester) > 0;
+        const bool valid =
+            requester >= processing && requester < m.source_count() && m.outstanding(requester) > 0;
         RC_PRE(valid);
     }
     void apply(buffer_pool_model& m) const override { m.release(requester); }
@@ -411,11 +411,11 @@ RC_GTEST_PROP(buffer_pool_properties, real_pool_matches_reference_model, ()) {
     const auto cfg = gen_config();
     buffer_pool_model initial(cfg);
     pool_sut sut(cfg);
-    rc::state::check(initial, sut,
-                     rc::state::gen::execOneOfWithArgs<register_source, register_source,
-                                                       unregister_source, acquire, acquire,
-                                                       try_acquire, release, release, release,
-                                                       cancel>());
+    rc::state::check(
+        initial, sut,
+        rc::state::gen::execOneOfWithArgs<register_source, register_source, unregister_source,
+                                          acquire, acquire, try_acquire, release, release, release,
+                                          cancel>());
 }
 
 RC_GTEST_PROP(buffer_pool_properties, pool_is_whole_after_shutdown, ()) {

@@ -86,9 +86,13 @@ public:
     void reset() noexcept;
 
     /// The whole writable area, `capacity_bytes()` long.
-    std::span<std::byte> storage() const noexcept { return {checked().data, checked().capacity_bytes}; }
+    std::span<std::byte> storage() const noexcept {
+        return {checked().data, checked().capacity_bytes};
+    }
     /// The bytes written so far.
-    std::span<const std::byte> bytes() const noexcept { return {checked().data, checked().size_bytes}; }
+    std::span<const std::byte> bytes() const noexcept {
+        return {checked().data, checked().size_bytes};
+    }
     /// The part not yet written.
     std::span<std::byte> free_space() const noexcept {
         auto& s = checked();

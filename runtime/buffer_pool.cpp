@@ -73,7 +73,9 @@ void pool_config::validate() const {
     }
 }
 
-void buffer_pool::arena_deleter::operator()(std::byte* arena) const noexcept { std::free(arena); }
+void buffer_pool::arena_deleter::operator()(std::byte* arena) const noexcept {
+    std::free(arena);
+}
 
 buffer_pool::buffer_pool(const pool_config& config) : config_(config) {
     config_.validate();
@@ -204,7 +206,9 @@ void buffer_pool::unregister_source(source_id id) {
     complete_all(granted, {});
 }
 
-buffer buffer_pool::try_acquire(source_id id) { return try_take(id.index, id.generation, true); }
+buffer buffer_pool::try_acquire(source_id id) {
+    return try_take(id.index, id.generation, true);
+}
 
 buffer buffer_pool::try_acquire_processing() {
     return try_take(detail::owner_processing, 0, true);
@@ -213,7 +217,7 @@ buffer buffer_pool::try_acquire_processing() {
 buffer buffer_pool::try_take(std::uint32_t owner, std::uint32_t generation, bool count_failure) {
     const std::lock_guard lock(mutex_);
     if (owner != detail::owner_processing) {
-        registered_entry(owner, generation);
+        static_cast<void>(registered_entry(owner, generation)); // asserts the id is registered
     }
     if (!may_take(owner)) {
         if (count_failure) {
@@ -234,7 +238,7 @@ void buffer_pool::enqueue(std::unique_ptr<detail::waiter> node, std::uint32_t ow
         if (may_take(owner)) {
             // A release landed between try_take and here: serve it now, nothing was queued.
             if (owner != detail::owner_processing) {
-                registered_entry(owner, generation);
+                static_cast<void>(registered_entry(owner, generation)); // asserts the id is registered
             }
             ++counters_.acquired_immediately_total[requester_index(owner)];
             node->granted_slot = take(owner);
@@ -349,8 +353,7 @@ bool buffer_pool::may_take(std::uint32_t owner) const noexcept {
         return outstanding_processing_ < config_.processing_reserve || floating() >= 1;
     }
     const auto& entry = sources_[owner];
-    return entry.outstanding < entry.reserve ||
-           (entry.outstanding < entry.cap && floating() >= 1);
+    return entry.outstanding < entry.reserve || (entry.outstanding < entry.cap && floating() >= 1);
 }
 
 detail::buffer_slot* buffer_pool::take(std::uint32_t owner) noexcept {
@@ -440,7 +443,8 @@ void buffer_pool::free_registry_slot(std::uint32_t index) noexcept {
     free_source_indices_.push_back(index);
 }
 
-void buffer_pool::complete_all(detail::waiter_list& done, boost::system::error_code error) noexcept {
+void buffer_pool::complete_all(detail::waiter_list& done,
+                               boost::system::error_code error) noexcept {
     // Completions of one state change are delivered in grant order: processing first, then by
     // ticket (the reference model's order).
     done.sort([](const detail::waiter& a, const detail::waiter& b) {

@@ -7,8 +7,8 @@
 ///
 /// - `free + Σ outstanding_i + outstanding_proc = buffer_count`, always.
 /// - *owed* is what the pool still owes to reserves:
-///   `owed = Σ_active max(0, reserve_i − outstanding_i) + max(0, processing_reserve − outstanding_proc)`.
-///   The invariant is `free ≥ owed`; *floating* is `free − owed`.
+///   `owed = Σ_active max(0, reserve_i − outstanding_i) + max(0, processing_reserve −
+///   outstanding_proc)`. The invariant is `free ≥ owed`; *floating* is `free − owed`.
 /// - A source is served at once while `outstanding_i < reserve_i` (its reserve is never lent, so
 ///   this cannot fail); above its reserve it is served from floating buffers while
 ///   `outstanding_i < cap_i`; otherwise it waits.
@@ -142,11 +142,11 @@ struct pool_stats {
     std::uint32_t sources_retiring = 0;       ///< unregistered, buffers still outstanding
 
     std::array<std::uint64_t, admission_status_count> registrations_total{}; ///< by status
-    std::array<std::uint64_t, 2> acquired_immediately_total{}; ///< by requester
-    std::array<std::uint64_t, 2> acquired_after_wait_total{};  ///< by requester
-    std::array<std::uint64_t, 2> try_acquire_failed_total{};   ///< by requester
-    std::array<std::uint64_t, 2> waits_aborted_total{};        ///< cancelled or unregistered
-    std::uint64_t released_total = 0;                          ///< buffers returned
+    std::array<std::uint64_t, 2> acquired_immediately_total{};               ///< by requester
+    std::array<std::uint64_t, 2> acquired_after_wait_total{};                ///< by requester
+    std::array<std::uint64_t, 2> try_acquire_failed_total{};                 ///< by requester
+    std::array<std::uint64_t, 2> waits_aborted_total{}; ///< cancelled or unregistered
+    std::uint64_t released_total = 0;                   ///< buffers returned
 };
 
 namespace detail {
@@ -182,20 +182,19 @@ struct waiter_ticket_less {
 };
 
 using waiter_list =
-    boost::intrusive::list<waiter, boost::intrusive::base_hook<boost::intrusive::list_base_hook<
-                                       boost::intrusive::tag<source_list_tag>>>,
+    boost::intrusive::list<waiter,
+                           boost::intrusive::base_hook<boost::intrusive::list_base_hook<
+                               boost::intrusive::tag<source_list_tag>>>,
                            boost::intrusive::constant_time_size<true>>;
-using waiter_set =
-    boost::intrusive::set<waiter,
-                          boost::intrusive::base_hook<boost::intrusive::set_base_hook<
-                              boost::intrusive::tag<float_set_tag>>>,
-                          boost::intrusive::compare<waiter_ticket_less>,
-                          boost::intrusive::constant_time_size<true>>;
+using waiter_set = boost::intrusive::set<
+    waiter,
+    boost::intrusive::base_hook<
+        boost::intrusive::set_base_hook<boost::intrusive::tag<float_set_tag>>>,
+    boost::intrusive::compare<waiter_ticket_less>, boost::intrusive::constant_time_size<true>>;
 
 /// The waiter for one completion handler type: keeps the handler's executor busy (outstanding
 /// work) while suspended, and runs the handler there.
-template <typename Handler>
-class waiter_impl final : public waiter {
+template <typename Handler> class waiter_impl final : public waiter {
 public:
     explicit waiter_impl(Handler handler)
         : handler_(std::move(handler)),
@@ -265,8 +264,7 @@ public:
     /// Cancellation (any type) of a still-queued acquisition completes it with
     /// `operation_aborted` and leaves no trace in the accounting; the executor that emits the
     /// cancellation must be the handler's executor (a single-threaded lane or a strand).
-    template <typename CompletionToken>
-    auto async_acquire(source_id id, CompletionToken&& token) {
+    template <typename CompletionToken> auto async_acquire(source_id id, CompletionToken&& token) {
         return boost::asio::async_initiate<CompletionToken,
                                            void(boost::system::error_code, buffer)>(
             [this](auto handler, source_id source) {
@@ -276,8 +274,7 @@ public:
     }
 
     /// Acquires a buffer for processing, suspending until one may be taken. As `async_acquire`.
-    template <typename CompletionToken>
-    auto async_acquire_processing(CompletionToken&& token) {
+    template <typename CompletionToken> auto async_acquire_processing(CompletionToken&& token) {
         return boost::asio::async_initiate<CompletionToken,
                                            void(boost::system::error_code, buffer)>(
             [this](auto handler) { initiate(std::move(handler), detail::owner_processing, 0); },
@@ -329,13 +326,13 @@ private:
         // Fast path without allocation: granted at once, completion posted.
         if (buffer granted = try_take(owner, generation, false)) {
             auto executor = boost::asio::get_associated_executor(handler);
-            boost::asio::post(executor, boost::asio::append(std::forward<Handler>(handler),
-                                                            boost::system::error_code{},
-                                                            std::move(granted)));
+            boost::asio::post(executor,
+                              boost::asio::append(std::forward<Handler>(handler),
+                                                  boost::system::error_code{}, std::move(granted)));
             return;
         }
-        auto node = std::make_unique<detail::waiter_impl<handler_type>>(
-            std::forward<Handler>(handler));
+        auto node =
+            std::make_unique<detail::waiter_impl<handler_type>>(std::forward<Handler>(handler));
         auto slot = boost::asio::get_associated_cancellation_slot(node->handler());
         if (slot.is_connected()) {
             slot.template emplace<canceller>(canceller{this, node.get()});
@@ -376,12 +373,12 @@ private:
     std::unique_ptr<std::byte[], arena_deleter> arena_; ///< buffer_count × stride bytes
     std::vector<detail::buffer_slot> slots_;            ///< one descriptor per buffer
 
-    mutable std::mutex mutex_; ///< guards everything below
+    mutable std::mutex mutex_;                       ///< guards everything below
     std::vector<std::uint32_t> free_list_;           ///< indices of free buffers, LIFO
     std::vector<source_entry> sources_;              ///< registry, sources_max slots
     std::vector<std::uint32_t> free_source_indices_; ///< unused registry slots, LIFO
-    std::uint32_t reserved_total_ = 0; ///< Σ reserve of registered and retiring sources
-    std::uint32_t owed_ = 0;           ///< see the file comment; ≤ free_list_.size()
+    std::uint32_t reserved_total_ = 0;         ///< Σ reserve of registered and retiring sources
+    std::uint32_t owed_ = 0;                   ///< see the file comment; ≤ free_list_.size()
     std::uint32_t outstanding_processing_ = 0; ///< buffers charged to processing
     std::uint32_t outstanding_sources_ = 0;    ///< Σ outstanding of all sources
     std::uint32_t waiters_sources_ = 0;        ///< queued source waiters
@@ -389,8 +386,8 @@ private:
     std::uint32_t sources_retiring_ = 0;       ///< slots in state retiring
     std::uint64_t next_ticket_ = 0;            ///< ticket of the next waiter
     detail::waiter_list processing_waiters_;   ///< FIFO of suspended processing acquisitions
-    detail::waiter_set float_waiters_; ///< source waiters below their cap, by ticket
-    pool_stats counters_;              ///< only the cumulative counters are kept here
+    detail::waiter_set float_waiters_;         ///< source waiters below their cap, by ticket
+    pool_stats counters_;                      ///< only the cumulative counters are kept here
 };
 
 } // namespace sluice::runtime

@@ -106,7 +106,8 @@ asio::awaitable<void> source_loop(buffer_pool& pool, source_id id, handoff& to_p
             asio::cancellation_signal signal;
             asio::post(executor, [&signal] { signal.emit(asio::cancellation_type::terminal); });
             auto [error, granted] = co_await pool.async_acquire(
-                id, asio::bind_cancellation_slot(signal.slot(), asio::as_tuple(asio::use_awaitable)));
+                id,
+                asio::bind_cancellation_slot(signal.slot(), asio::as_tuple(asio::use_awaitable)));
             EXPECT_EQ(!error, bool(granted));
             if (error) {
                 EXPECT_EQ(error, asio::error::operation_aborted);
@@ -157,8 +158,8 @@ TEST(buffer_pool_concurrency, threads_hammering_one_pool_leave_it_whole) {
             buffer output = pool.try_acquire_processing();
             if (!output) {
                 bool got = false;
-                pool.async_acquire_processing(asio::bind_executor(
-                    io, [&](boost::system::error_code error, buffer b) {
+                pool.async_acquire_processing(
+                    asio::bind_executor(io, [&](boost::system::error_code error, buffer b) {
                         EXPECT_FALSE(error);
                         output = std::move(b);
                         got = true;
@@ -178,14 +179,13 @@ TEST(buffer_pool_concurrency, threads_hammering_one_pool_leave_it_whole) {
         lanes.emplace_back([&, l] {
             asio::io_context io(1);
             for (int s = 0; s < sources_per_lane; ++s) {
-                asio::co_spawn(io,
-                               source_loop(pool, ids[static_cast<std::size_t>(l)]
-                                                    [static_cast<std::size_t>(s)],
-                                           to_processing, static_cast<std::uint32_t>(l * 100 + s),
-                                           cancelled),
-                               [](const std::exception_ptr& error) {
-                                   EXPECT_FALSE(error) << "source coroutine threw";
-                               });
+                asio::co_spawn(
+                    io,
+                    source_loop(pool, ids[static_cast<std::size_t>(l)][static_cast<std::size_t>(s)],
+                                to_processing, static_cast<std::uint32_t>(l * 100 + s), cancelled),
+                    [](const std::exception_ptr& error) {
+                        EXPECT_FALSE(error) << "source coroutine threw";
+                    });
             }
             io.run(); // returns when every source coroutine finished
             if (lanes_running.fetch_sub(1) == 1) {
@@ -203,10 +203,9 @@ TEST(buffer_pool_concurrency, threads_hammering_one_pool_leave_it_whole) {
     EXPECT_EQ(stats.free, buffer_count);
     EXPECT_EQ(stats.waiters_sources, 0U);
     EXPECT_EQ(stats.waiters_processing, 0U);
-    const std::uint64_t acquired = stats.acquired_immediately_total[0] +
-                                   stats.acquired_after_wait_total[0] +
-                                   stats.acquired_immediately_total[1] +
-                                   stats.acquired_after_wait_total[1];
+    const std::uint64_t acquired =
+        stats.acquired_immediately_total[0] + stats.acquired_after_wait_total[0] +
+        stats.acquired_immediately_total[1] + stats.acquired_after_wait_total[1];
     EXPECT_EQ(acquired, stats.released_total);
     const std::uint64_t source_acquisitions =
         stats.acquired_immediately_total[0] + stats.acquired_after_wait_total[0];

@@ -256,8 +256,9 @@ TEST(buffer_pool, cancellation_leaves_no_trace_in_the_accounting) {
     std::vector<std::string> log;
     std::vector<buffer> granted;
     asio::cancellation_signal signal;
-    pool.async_acquire(a, asio::bind_cancellation_slot(
-                              signal.slot(), asio::bind_executor(io, recorder{&log, &granted, "w"})));
+    pool.async_acquire(
+        a, asio::bind_cancellation_slot(signal.slot(),
+                                        asio::bind_executor(io, recorder{&log, &granted, "w"})));
     drain(io);
     EXPECT_EQ(pool.waiters(a), 1U);
     signal.emit(asio::cancellation_type::terminal);
@@ -410,7 +411,8 @@ TEST(buffer_pool, coroutine_acquisition_can_be_cancelled) {
         io,
         [&]() -> asio::awaitable<void> {
             auto [error, b] = co_await pool.async_acquire(
-                a, asio::bind_cancellation_slot(signal.slot(), asio::as_tuple(asio::use_awaitable)));
+                a,
+                asio::bind_cancellation_slot(signal.slot(), asio::as_tuple(asio::use_awaitable)));
             result = error;
             done = true;
         },
