@@ -261,6 +261,7 @@ void buffer_pool::enqueue(std::unique_ptr<detail::waiter> node, std::uint32_t ow
                 }
             }
             node.release(); // owned by the queue until completed
+            publish_waiters();
         }
     }
     complete_all(granted, {});
@@ -388,11 +389,13 @@ void buffer_pool::unlink(detail::waiter& target) noexcept {
     SLUICE_ASSERT(target.status == detail::waiter::state::queued);
     if (target.owner == detail::owner_processing) {
         processing_waiters_.erase(processing_waiters_.iterator_to(target));
+        publish_waiters();
         return;
     }
     auto& entry = sources_[target.owner];
     entry.waiters.erase(entry.waiters.iterator_to(target));
     --waiters_sources_;
+    publish_waiters();
     if (target.in_float_set) {
         float_waiters_.erase(float_waiters_.iterator_to(target));
         target.in_float_set = false;

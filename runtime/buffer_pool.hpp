@@ -35,6 +35,7 @@
 /// waiter's completion to its associated executor after the lock is released (FLINK-9676).
 
 #include <array>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -289,6 +290,9 @@ public:
     source_limits limits(source_id id) const;
     /// A consistent snapshot of the accounting and counters.
     pool_stats stats() const;
+    /// True when some acquisition is suspended. Lock-free; may be stale by one state change.
+    /// The flush policy reads it to flush partial buffers under pressure.
+    bool has_waiters() const noexcept { return waiters_published_.load(std::memory_order_relaxed) != 0; }
 
     /// Asserts conservation and the reserve invariant (see the file comment) and the waiter
     /// queue's consistency; O(sources + buffers) parts under `SLUICE_ASSERT_SLOW`.
@@ -360,6 +364,11 @@ private:
     void unlink(detail::waiter& target) noexcept;
     void grant_eligible(detail::waiter_list& granted) noexcept;
     void free_registry_slot(std::uint32_t index) noexcept;
+    void publish_waiters() noexcept {
+        waiters_published_.store(
+            waiters_sources_ + static_cast<std::uint32_t>(processing_waiters_.size()),
+            std::memory_order_relaxed);
+    }
     std::uint32_t floating() const noexcept {
         return static_cast<std::uint32_t>(free_list_.size()) - owed_;
     }
@@ -388,6 +397,7 @@ private:
     detail::waiter_list processing_waiters_;   ///< FIFO of suspended processing acquisitions
     detail::waiter_set float_waiters_;         ///< source waiters below their cap, by ticket
     pool_stats counters_;                      ///< only the cumulative counters are kept here
+    std::atomic<std::uint32_t> waiters_published_{0}; ///< copy of the waiter count, lock-free
 };
 
 } // namespace sluice::runtime

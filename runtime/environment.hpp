@@ -1,0 +1,144 @@
+#pragma once
+/// The environment seam (DESIGN.md §4): the one interface through which runtime code reaches
+/// executors, the clock, timers, randomness, byte streams, the compute pool and the blocking
+/// pool. `production_environment` implements it with Asio lanes on real threads, steady_clock,
+/// Asio timers, sockets, files and a oneTBB arena; the simulator implements it with lanes it
+/// steps one handler at a time, virtual time and virtual streams. Runtime code holds an
+/// `environment&` — there is no global environment and no `is_simulated()` branch.
+///
+/// Asynchronous operations are coroutines (`asio::awaitable`) so that one implementation of a
+/// source runs unchanged on either side; every one of them honours per-operation cancellation
+/// (the `||` of awaitable_operators, or a stop) and returns expected failures as values.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <utility>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/system/error_code.hpp>
+
+namespace sluice::runtime {
+
+using executor = boost::asio::any_io_executor;
+/// Time as the environment measures it: nanoseconds since the environment started.
+using duration = std::chrono::nanoseconds;
+using time_point = std::chrono::nanoseconds;
+
+/// Outcome of a non-blocking read.
+struct read_result {
+    enum class status : std::uint8_t {
+        data,          ///< `bytes` > 0 were written
+        would_block,   ///< nothing available now
+        end_of_stream, ///< the peer or file ended cleanly
+        error,         ///< `error` says what failed
+        need_space,    ///< the next unit (a datagram) does not fit: offer an emptier buffer
+    };
+    status state = status::would_block;
+    std::size_t bytes = 0;
+    boost::system::error_code error;
+};
+
+/// A one-shot timer bound to one lane. Use it from that lane only.
+class timer {
+public:
+    virtual ~timer() = default;
+    /// Waits `delay` (≤ 0 completes at once, still asynchronously). Returns true when the time
+    /// elapsed, false when cancelled (by `cancel` or per-operation cancellation).
+    virtual boost::asio::awaitable<bool> wait_for(duration delay) = 0;
+    /// Cancels a pending wait; no effect when none is pending.
+    virtual void cancel() noexcept = 0;
+};
+
+/// A readable stream of bytes (a TCP connection, a file, a virtual stream). Lane-bound.
+class byte_stream {
+public:
+    virtual ~byte_stream() = default;
+    /// Waits until `read_now` would return something other than would_block. Returns an error
+    /// value on failure and `operation_aborted` when cancelled or closed.
+    virtual boost::asio::awaitable<boost::system::error_code> wait_readable() = 0;
+    /// Reads what is available without waiting, into `space`.
+    virtual read_result read_now(std::span<std::byte> space) = 0;
+    /// Cancels pending waits and releases the transport. Idempotent.
+    virtual void close() noexcept = 0;
+    /// For logs and errors: the peer address or the file path.
+    virtual std::string describe() const = 0;
+};
+
+/// Accepts TCP connections. Lane-bound.
+class stream_listener {
+public:
+    virtual ~stream_listener() = default;
+    /// Accepts the next connection; the new stream is bound to `target` (the lane that will run
+    /// its source). `operation_aborted` when closed or cancelled.
+    virtual boost::asio::awaitable<std::pair<boost::system::error_code, std::unique_ptr<byte_stream>>>
+    accept(executor target) = 0;
+    virtual void close() noexcept = 0;
+    /// The bound port (useful when 0 was asked for).
+    virtual std::uint16_t port() const = 0;
+};
+
+/// Receives datagrams. Lane-bound. `read_now` returns one whole datagram or would_block; a
+/// datagram larger than `space` is discarded and reported as an error `message_size`.
+class datagram_socket : public byte_stream {
+public:
+    /// Size of the next datagram, 0 when none is queued.
+    virtual std::size_t next_datagram_bytes() = 0;
+    virtual std::uint16_t port() const = 0;
+};
+
+/// A legacy source that reads by blocking a thread. Runs on the environment's blocking pool.
+class blocking_reader {
+public:
+    virtual ~blocking_reader() = default;
+    /// Blocks until some bytes are read into `space`; 0 means end of stream. Throws
+    /// `std::runtime_error` on failure. Called on a blocking-pool thread, one call at a time.
+    virtual std::size_t read_blocking(std::span<std::byte> space) = 0;
+    /// Asks a blocked `read_blocking` to return soon (best effort); called from a lane.
+    virtual void interrupt() noexcept {}
+};
+
+/// The seam. Every member is thread-safe unless it says otherwise.
+class environment {
+public:
+    virtual ~environment() = default;
+
+    /// Number of I/O lanes, fixed for the environment's life.
+    virtual std::size_t lane_count() const noexcept = 0;
+    /// Executor of lane `index` (< lane_count()). Handlers on one lane never run concurrently.
+    virtual executor lane_executor(std::size_t index) = 0;
+
+    /// Monotonic time.
+    virtual time_point now() const noexcept = 0;
+    /// A timer bound to `lane`.
+    virtual std::unique_ptr<timer> make_timer(const executor& lane) = 0;
+    /// A uniformly distributed 64-bit value (jitter and the like; never in the data path).
+    virtual std::uint64_t random_u64() noexcept = 0;
+
+    /// Runs `work` on the compute pool (fixed concurrency). Never runs it inline.
+    virtual void post_compute(std::function<void()> work) = 0;
+    virtual std::size_t compute_concurrency() const noexcept = 0;
+    /// Runs `work` on the bounded blocking pool (legacy sources). Never runs it inline.
+    virtual void post_blocking(std::function<void()> work) = 0;
+    virtual std::size_t blocking_concurrency() const noexcept = 0;
+
+    /// Connects to `address:port` (numeric address) within `timeout`.
+    virtual boost::asio::awaitable<std::pair<boost::system::error_code, std::unique_ptr<byte_stream>>>
+    connect(executor lane, std::string address, std::uint16_t port, duration timeout) = 0;
+    /// Listens on `address:port` (0 = any free port). Errors as values.
+    virtual std::pair<boost::system::error_code, std::unique_ptr<stream_listener>>
+    listen(executor lane, const std::string& address, std::uint16_t port, int backlog) = 0;
+    /// Binds a UDP socket on `address:port`.
+    virtual std::pair<boost::system::error_code, std::unique_ptr<datagram_socket>>
+    open_udp(executor lane, const std::string& address, std::uint16_t port) = 0;
+    /// Opens a file for reading from the start.
+    virtual std::pair<boost::system::error_code, std::unique_ptr<byte_stream>>
+    open_file(executor lane, const std::string& path) = 0;
+};
+
+} // namespace sluice::runtime

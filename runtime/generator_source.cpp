@@ -1,0 +1,114 @@
+#include "runtime/generator_source.hpp"
+
+#include <algorithm>
+#include <charconv>
+#include <cstring>
+
+#include <boost/asio/error.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "runtime/assert.hpp"
+
+namespace sluice::runtime {
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+
+std::size_t format_generator_record(std::uint64_t id, std::uint64_t n, char* out) noexcept {
+    char* end = out + generator_record_bytes_max;
+    char* p = std::to_chars(out, end, id).ptr;
+    *p++ = ',';
+    p = std::to_chars(p, end, n).ptr;
+    *p++ = ',';
+    p = std::to_chars(p, end, generator_value(id, n)).ptr;
+    *p++ = '\n';
+    return static_cast<std::size_t>(p - out);
+}
+
+generator_source::generator_source(environment& env, executor lane,
+                                   const generator_options& options)
+    : env_(env), lane_(std::move(lane)), options_(options), timer_(env.make_timer(lane_)) {
+    SLUICE_ASSERT(options_.records_per_second >= 0.0);
+    SLUICE_ASSERT(options_.burst_records >= 1);
+}
+
+std::string generator_source::describe() const {
+    return "generator " + std::to_string(options_.id);
+}
+
+asio::awaitable<error_code> generator_source::open() {
+    start_ = env_.now();
+    closed_ = false;
+    co_return error_code{};
+}
+
+bool generator_source::finished() const noexcept {
+    return options_.records_max != 0 && next_record_ >= options_.records_max &&
+           pending_offset_ == pending_size_;
+}
+
+std::uint64_t generator_source::records_allowed() const noexcept {
+    std::uint64_t allowed = ~std::uint64_t{0};
+    if (options_.records_per_second > 0.0) {
+        const double elapsed_s = std::chrono::duration<double>(env_.now() - start_).count();
+        allowed = static_cast<std::uint64_t>(elapsed_s * options_.records_per_second) + 1;
+    }
+    if (options_.records_max != 0) {
+        allowed = std::min(allowed, options_.records_max);
+    }
+    return allowed;
+}
+
+asio::awaitable<error_code> generator_source::wait_readable() {
+    if (closed_) {
+        co_return asio::error::operation_aborted;
+    }
+    if (finished() || pending_offset_ < pending_size_ || records_allowed() > next_record_) {
+        // Ready now; still yield once so a flat-out generator shares its lane.
+        co_await asio::post(lane_, asio::use_awaitable);
+        co_return closed_ ? error_code(asio::error::operation_aborted) : error_code{};
+    }
+    // Sleep until a burst of records is due.
+    const double due_s = static_cast<double>(next_record_ + options_.burst_records - 1) /
+                         options_.records_per_second;
+    const auto due = start_ + std::chrono::duration_cast<duration>(
+                                  std::chrono::duration<double>(due_s));
+    const bool elapsed = co_await timer_->wait_for(due - env_.now());
+    co_return elapsed && !closed_ ? error_code{} : error_code(asio::error::operation_aborted);
+}
+
+read_result generator_source::read_now(std::span<std::byte> space) {
+    if (closed_) {
+        return {read_result::status::error, 0, asio::error::operation_aborted};
+    }
+    if (finished()) {
+        return {read_result::status::end_of_stream, 0, {}};
+    }
+    std::size_t written = 0;
+    const auto copy_pending = [&] {
+        const std::size_t n = std::min(pending_size_ - pending_offset_, space.size() - written);
+        std::memcpy(space.data() + written, pending_.data() + pending_offset_, n);
+        pending_offset_ += n;
+        written += n;
+    };
+    copy_pending();
+    const std::uint64_t allowed = records_allowed();
+    while (written < space.size() && pending_offset_ == pending_size_ && next_record_ < allowed) {
+        pending_size_ = format_generator_record(options_.id, next_record_, pending_.data());
+        pending_offset_ = 0;
+        ++next_record_;
+        copy_pending();
+    }
+    if (written == 0) {
+        return {read_result::status::would_block, 0, {}};
+    }
+    return {read_result::status::data, written, {}};
+}
+
+void generator_source::close() noexcept {
+    closed_ = true;
+    timer_->cancel();
+}
+
+} // namespace sluice::runtime

@@ -1,0 +1,70 @@
+#pragma once
+/// A synthetic source: deterministic CSV records at a configured rate, finite or infinite. It is
+/// the worker's demo workload, the benchmarks' in-process load and the simulator's workload.
+///
+/// Record n of generator `id` is `"<id>,<n>,<value>\n"` with `value = generator_value(id, n)`,
+/// so a receiver can check every record: contiguous n per origin, the right value, nothing else.
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "runtime/environment.hpp"
+#include "runtime/source.hpp"
+
+namespace sluice::runtime {
+
+struct generator_options {
+    std::uint64_t id = 0;            ///< appears in every record
+    std::uint64_t records_max = 0;   ///< records before end of stream; 0 = infinite
+    double records_per_second = 0.0; ///< 0 = as fast as the pool and lane allow
+    std::uint32_t burst_records = 64; ///< records released per timer tick when rate-limited
+};
+
+/// The deterministic third field of record n.
+constexpr std::uint64_t generator_value(std::uint64_t id, std::uint64_t n) noexcept {
+    std::uint64_t x = (id + 1) * 0x9E3779B97F4A7C15ULL ^ (n + 0x632BE59BD9B4E019ULL);
+    x ^= x >> 31U;
+    x *= 0xBF58476D1CE4E5B9ULL;
+    x ^= x >> 29U;
+    return x % 1000000007ULL;
+}
+
+/// Writes record n into `out` (needs at most `generator_record_bytes_max`); returns its size.
+std::size_t format_generator_record(std::uint64_t id, std::uint64_t n, char* out) noexcept;
+inline constexpr std::size_t generator_record_bytes_max = 64;
+
+class generator_source final : public source {
+public:
+    generator_source(environment& env, executor lane, const generator_options& options);
+
+    source_kind kind() const noexcept override { return source_kind::generator; }
+    std::string describe() const override;
+    boost::asio::awaitable<boost::system::error_code> open() override;
+    boost::asio::awaitable<boost::system::error_code> wait_readable() override;
+    read_result read_now(std::span<std::byte> space) override;
+    void close() noexcept override;
+
+    /// Records fully written so far.
+    std::uint64_t records_produced() const noexcept { return next_record_; }
+
+private:
+    bool finished() const noexcept;
+    /// Records the rate limiter allows to exist by now (saturates at records_max).
+    std::uint64_t records_allowed() const noexcept;
+
+    environment& env_;
+    executor lane_;
+    generator_options options_;
+    std::unique_ptr<timer> timer_;
+    time_point start_{};
+    std::uint64_t next_record_ = 0;                        ///< index of the next record to format
+    std::array<char, generator_record_bytes_max> pending_{}; ///< a record cut by a full buffer
+    std::size_t pending_size_ = 0;
+    std::size_t pending_offset_ = 0;
+    bool closed_ = false;
+};
+
+} // namespace sluice::runtime

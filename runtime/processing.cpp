@@ -1,0 +1,296 @@
+#include "runtime/processing.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include "runtime/assert.hpp"
+
+namespace sluice::runtime {
+
+namespace {
+
+std::uint64_t count_byte(std::span<const std::byte> bytes, char value) {
+    return static_cast<std::uint64_t>(
+        std::count(bytes.begin(), bytes.end(), static_cast<std::byte>(value)));
+}
+
+std::uint32_t read_be32(const std::byte* p) {
+    return (std::to_integer<std::uint32_t>(p[0]) << 24U) |
+           (std::to_integer<std::uint32_t>(p[1]) << 16U) |
+           (std::to_integer<std::uint32_t>(p[2]) << 8U) | std::to_integer<std::uint32_t>(p[3]);
+}
+
+constexpr std::size_t header_bytes = 4;
+
+} // namespace
+
+processing::processing(environment& env, buffer_pool& pool, sink& out,
+                       const processing_options& options)
+    : env_(env), pool_(pool), sink_(out), options_(options) {
+    const auto buffer_size = pool_.config().buffer_size_bytes;
+    if (options_.record_bytes_max == 0 || options_.record_bytes_max > buffer_size) {
+        // A reassembled record must fit one output buffer.
+        options_.record_bytes_max = buffer_size;
+    }
+    SLUICE_ASSERT(options_.batch_buffers_max >= 1);
+    SLUICE_ASSERT(pool_.config().processing_reserve >= env_.compute_concurrency());
+}
+
+processing::~processing() { wait_idle(); }
+
+std::shared_ptr<processing::channel> processing::open_channel(std::uint64_t origin_id) {
+    return std::make_shared<channel>(origin_id);
+}
+
+void processing::set_idle_callback(std::function<void()> callback) {
+    const std::lock_guard lock(idle_mutex_);
+    idle_callback_ = std::move(callback);
+}
+
+void processing::submit(const std::shared_ptr<channel>& target, buffer filled) {
+    SLUICE_ASSERT(filled);
+    queued_.fetch_add(1, std::memory_order_relaxed);
+    {
+        const std::lock_guard lock(target->mutex_);
+        target->queue_.push_back(channel::item{channel::item::kind::data, std::move(filled), {}});
+    }
+    schedule(target);
+}
+
+void processing::end_of_stream(const std::shared_ptr<channel>& target) {
+    queued_.fetch_add(1, std::memory_order_relaxed);
+    {
+        const std::lock_guard lock(target->mutex_);
+        target->queue_.push_back(channel::item{channel::item::kind::end_of_stream, {}, {}});
+    }
+    schedule(target);
+}
+
+void processing::error(const std::shared_ptr<channel>& target, std::string message) {
+    queued_.fetch_add(1, std::memory_order_relaxed);
+    {
+        const std::lock_guard lock(target->mutex_);
+        target->queue_.push_back(
+            channel::item{channel::item::kind::error, {}, std::move(message)});
+    }
+    schedule(target);
+}
+
+void processing::schedule(const std::shared_ptr<channel>& target) {
+    {
+        const std::lock_guard lock(target->mutex_);
+        if (target->scheduled_ || target->queue_.empty()) {
+            return;
+        }
+        target->scheduled_ = true;
+    }
+    env_.post_compute([this, target] { drain(target); });
+}
+
+void processing::drain(const std::shared_ptr<channel>& target) {
+    const auto started = env_.now();
+    std::uint64_t done = 0;
+    bool more = false;
+    for (std::uint32_t i = 0; i < options_.batch_buffers_max; ++i) {
+        channel::item next;
+        {
+            const std::lock_guard lock(target->mutex_);
+            if (target->queue_.empty()) {
+                break;
+            }
+            next = std::move(target->queue_.front());
+            target->queue_.pop_front();
+        }
+        switch (next.what) {
+        case channel::item::kind::data:
+            process(*target, next.filled);
+            next.filled.reset(); // back to the pool before the sink hears of the next one
+            break;
+        case channel::item::kind::end_of_stream:
+            sink_.on_end_of_stream(target->origin_id_);
+            break;
+        case channel::item::kind::error:
+            sink_.on_error(target->origin_id_, next.message);
+            break;
+        }
+        ++done;
+    }
+    {
+        const std::lock_guard lock(target->mutex_);
+        more = !target->queue_.empty();
+        target->scheduled_ = more;
+    }
+    busy_nanoseconds_total_.fetch_add(static_cast<std::uint64_t>((env_.now() - started).count()),
+                                      std::memory_order_relaxed);
+    if (more) {
+        // Yield to other sources' channels rather than run one source to exhaustion.
+        env_.post_compute([this, target] { drain(target); });
+    }
+    finished_items(done);
+}
+
+void processing::finished_items(std::uint64_t count) {
+    if (count == 0) {
+        return;
+    }
+    if (queued_.fetch_sub(count, std::memory_order_acq_rel) == count) {
+        // Under the mutex so that once set_idle_callback(nullptr) returns, no call is running.
+        const std::lock_guard lock(idle_mutex_);
+        if (idle_callback_) {
+            idle_callback_();
+        }
+        idle_.notify_all();
+    }
+}
+
+void processing::wait_idle() {
+    std::unique_lock lock(idle_mutex_);
+    idle_.wait(lock, [&] { return queued_.load() == 0; });
+}
+
+void processing::process(channel& target, buffer& input) {
+    SLUICE_ASSERT(input.sequence() == target.expected_sequence_); // in order, none missing
+    ++target.expected_sequence_;
+    const std::span<const std::byte> raw = input.bytes();
+    const std::size_t n = raw.size();
+    const std::size_t max = options_.record_bytes_max;
+
+    data_event event;
+    event.origin_id = target.origin_id_;
+    event.sequence = input.sequence();
+    event.reason = input.reason();
+    event.raw = raw;
+    buffer output; // from the processing reserve, only when a record is reassembled
+    auto emit_spanning = [&](std::span<const std::byte> record) {
+        output = pool_.try_acquire_processing();
+        // processing_reserve ≥ compute concurrency and a task holds one output at a time.
+        SLUICE_ASSERT(output);
+        SLUICE_ASSERT(record.size() <= output.capacity_bytes());
+        std::memcpy(output.storage().data(), record.data(), record.size());
+        output.set_size_bytes(static_cast<std::uint32_t>(record.size()));
+        event.spanning_record = output.bytes();
+        ++event.record_count;
+    };
+
+    std::size_t pos = 0;
+    if (options_.record_framing == framing::newline) {
+        if (!target.carry_.empty() || target.skipping_) {
+            const auto nl = std::find(raw.begin(), raw.end(), std::byte{'\n'});
+            const std::size_t head = static_cast<std::size_t>(nl - raw.begin());
+            if (nl == raw.end()) {
+                if (!target.skipping_) {
+                    if (target.carry_.size() + n > max) {
+                        target.skipping_ = true;
+                        target.carry_.clear();
+                        ++event.records_dropped;
+                    } else {
+                        target.carry_.append(reinterpret_cast<const char*>(raw.data()), n);
+                    }
+                }
+                pos = n;
+            } else {
+                if (target.skipping_) {
+                    target.skipping_ = false;
+                } else if (target.carry_.size() + head + 1 > max) {
+                    ++event.records_dropped;
+                } else {
+                    target.carry_.append(reinterpret_cast<const char*>(raw.data()), head + 1);
+                    emit_spanning(std::as_bytes(std::span(target.carry_)));
+                    event.field_count += count_byte(event.spanning_record, ',') + 1;
+                }
+                target.carry_.clear();
+                pos = head + 1;
+            }
+        }
+        if (pos < n) {
+            const auto rest = raw.subspan(pos);
+            const auto last = std::find(rest.rbegin(), rest.rend(), std::byte{'\n'});
+            const std::size_t complete = static_cast<std::size_t>(rest.rend() - last);
+            event.records = rest.first(complete);
+            const std::uint64_t newlines = count_byte(event.records, '\n');
+            event.record_count += newlines;
+            event.field_count += count_byte(event.records, ',') + newlines;
+            const auto tail = rest.subspan(complete);
+            if (tail.size() > max) {
+                target.skipping_ = true;
+                ++event.records_dropped;
+            } else {
+                target.carry_.assign(reinterpret_cast<const char*>(tail.data()), tail.size());
+            }
+        }
+    } else {
+        // Finish the frame carried from earlier buffers (or skip an oversize one).
+        if (target.skip_bytes_ > 0) {
+            const std::size_t skip = std::min<std::uint64_t>(target.skip_bytes_, n);
+            target.skip_bytes_ -= skip;
+            pos = skip;
+        } else if (!target.carry_.empty()) {
+            while (pos < n && target.carry_.size() < header_bytes) {
+                target.carry_.push_back(static_cast<char>(raw[pos++]));
+            }
+            if (target.carry_.size() >= header_bytes) {
+                const std::size_t total =
+                    header_bytes +
+                    read_be32(reinterpret_cast<const std::byte*>(target.carry_.data()));
+                if (total > max) {
+                    ++event.records_dropped;
+                    const std::size_t skip = std::min(total - target.carry_.size(), n - pos);
+                    target.skip_bytes_ = total - target.carry_.size() - skip;
+                    pos += skip;
+                    target.carry_.clear();
+                } else {
+                    const std::size_t take = std::min(total - target.carry_.size(), n - pos);
+                    target.carry_.append(reinterpret_cast<const char*>(raw.data() + pos), take);
+                    pos += take;
+                    if (target.carry_.size() == total) {
+                        emit_spanning(std::as_bytes(std::span(target.carry_)));
+                        event.field_count +=
+                            count_byte(event.spanning_record.subspan(header_bytes), ',') + 1;
+                        target.carry_.clear();
+                    }
+                }
+            }
+        }
+        const std::size_t start = pos;
+        while (target.skip_bytes_ == 0 && target.carry_.empty() && pos + header_bytes <= n) {
+            const std::size_t total = header_bytes + read_be32(raw.data() + pos);
+            if (pos + total > n) {
+                break;
+            }
+            ++event.record_count;
+            event.field_count += count_byte(raw.subspan(pos + header_bytes, total - header_bytes), ',') + 1;
+            pos += total;
+        }
+        event.records = raw.subspan(start, pos - start);
+        if (target.skip_bytes_ == 0 && target.carry_.empty() && pos < n) {
+            const auto tail = raw.subspan(pos);
+            if (tail.size() >= header_bytes && header_bytes + read_be32(tail.data()) > max) {
+                ++event.records_dropped;
+                target.skip_bytes_ = header_bytes + read_be32(tail.data()) - tail.size();
+            } else {
+                target.carry_.assign(reinterpret_cast<const char*>(tail.data()), tail.size());
+            }
+        }
+    }
+
+    sink_.on_data(event);
+    buffers_total_.fetch_add(1, std::memory_order_relaxed);
+    bytes_total_.fetch_add(n, std::memory_order_relaxed);
+    records_total_.fetch_add(event.record_count, std::memory_order_relaxed);
+    fields_total_.fetch_add(event.field_count, std::memory_order_relaxed);
+    records_dropped_total_.fetch_add(event.records_dropped, std::memory_order_relaxed);
+}
+
+processing_stats processing::stats() const {
+    processing_stats s;
+    s.buffers_total = buffers_total_.load(std::memory_order_relaxed);
+    s.bytes_total = bytes_total_.load(std::memory_order_relaxed);
+    s.records_total = records_total_.load(std::memory_order_relaxed);
+    s.fields_total = fields_total_.load(std::memory_order_relaxed);
+    s.records_dropped_total = records_dropped_total_.load(std::memory_order_relaxed);
+    s.queued = queued_.load(std::memory_order_relaxed);
+    s.busy_nanoseconds_total = busy_nanoseconds_total_.load(std::memory_order_relaxed);
+    return s;
+}
+
+} // namespace sluice::runtime

@@ -1,0 +1,148 @@
+#pragma once
+/// Processing (DESIGN.md §3, P3): every emitted buffer runs through a pipeline on the compute
+/// pool — framing (newline-delimited or length-prefixed records; a record that spans buffers is
+/// reassembled per source, in order), a CSV stage that counts records and fields, and the
+/// engine-facing sink. Buffers of one source are processed strictly in sequence order, never
+/// concurrently; different sources run in parallel. A reassembled record is copied into an
+/// output buffer taken from the processing reserve. Processing never waits on a source.
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "runtime/buffer.hpp"
+#include "runtime/buffer_pool.hpp"
+#include "runtime/environment.hpp"
+
+namespace sluice::runtime {
+
+enum class framing : std::uint8_t {
+    newline,         ///< records end with '\n'
+    length_prefixed, ///< a 4-byte big-endian length, then that many payload bytes
+};
+
+struct processing_options {
+    framing record_framing = framing::newline;
+    std::uint32_t record_bytes_max = 0; ///< longer records are dropped and counted; 0 = buffer size
+    std::uint32_t batch_buffers_max = 16; ///< buffers one task handles before yielding
+};
+
+/// One processed buffer, as the sink sees it.
+struct data_event {
+    std::uint64_t origin_id = 0;
+    std::uint64_t sequence = 0;
+    flush_reason reason = flush_reason::none;
+    std::span<const std::byte> raw; ///< the bytes exactly as the source delivered them
+    /// The record that began in an earlier buffer and ended in this one, reassembled (in an
+    /// output buffer from the processing reserve); empty when none.
+    std::span<const std::byte> spanning_record;
+    /// Complete records that begin and end inside `raw` (a sub-span of it).
+    std::span<const std::byte> records;
+    std::uint64_t record_count = 0; ///< including the spanning record
+    std::uint64_t field_count = 0;  ///< CSV fields over all those records
+    std::uint64_t records_dropped = 0; ///< records longer than record_bytes_max, skipped
+};
+
+/// The engine-facing sink. Called on compute threads; for one origin, calls never overlap and
+/// come in order: data events in sequence order, then at most one end-of-stream or error.
+class sink {
+public:
+    virtual ~sink() = default;
+    virtual void on_data(const data_event& event) = 0;
+    virtual void on_end_of_stream(std::uint64_t origin_id) = 0;
+    virtual void on_error(std::uint64_t origin_id, std::string_view message) = 0;
+};
+
+struct processing_stats {
+    std::uint64_t buffers_total = 0;
+    std::uint64_t bytes_total = 0;
+    std::uint64_t records_total = 0;
+    std::uint64_t fields_total = 0;
+    std::uint64_t records_dropped_total = 0;
+    std::uint64_t queued = 0;             ///< items submitted and not yet processed
+    std::uint64_t busy_nanoseconds_total = 0;
+};
+
+class processing final {
+public:
+    class channel;
+
+    /// `sink` and `pool` must outlive this object; processing_reserve must be at least the
+    /// compute concurrency (each running task holds at most one output buffer).
+    processing(environment& env, buffer_pool& pool, sink& out, const processing_options& options);
+    processing(const processing&) = delete;
+    processing& operator=(const processing&) = delete;
+    ~processing();
+
+    /// A per-source, in-order channel. Shared because in-flight tasks keep it alive.
+    std::shared_ptr<channel> open_channel(std::uint64_t origin_id);
+
+    /// Queues a filled buffer. Any thread.
+    void submit(const std::shared_ptr<channel>& target, buffer filled);
+    /// Queues the end-of-stream event after everything submitted before.
+    void end_of_stream(const std::shared_ptr<channel>& target);
+    /// Queues the error event after everything submitted before.
+    void error(const std::shared_ptr<channel>& target, std::string message);
+
+    /// Called on a compute thread each time the pool becomes idle (nothing queued).
+    void set_idle_callback(std::function<void()> callback);
+    /// Waits (without a clock) until nothing is queued. Not from a compute thread.
+    void wait_idle();
+
+    processing_stats stats() const;
+    std::uint64_t queued() const noexcept { return queued_.load(std::memory_order_relaxed); }
+
+private:
+    void schedule(const std::shared_ptr<channel>& target);
+    void drain(const std::shared_ptr<channel>& target);
+    void process(channel& target, buffer& input);
+    void finished_items(std::uint64_t count);
+
+    environment& env_;
+    buffer_pool& pool_;
+    sink& sink_;
+    processing_options options_;
+    std::function<void()> idle_callback_;
+    std::atomic<std::uint64_t> queued_{0};
+    mutable std::mutex idle_mutex_;
+    std::condition_variable idle_;
+    std::atomic<std::uint64_t> buffers_total_{0};
+    std::atomic<std::uint64_t> bytes_total_{0};
+    std::atomic<std::uint64_t> records_total_{0};
+    std::atomic<std::uint64_t> fields_total_{0};
+    std::atomic<std::uint64_t> records_dropped_total_{0};
+    std::atomic<std::uint64_t> busy_nanoseconds_total_{0};
+};
+
+/// Per-source state: the queue and the record carried between buffers.
+class processing::channel {
+public:
+    explicit channel(std::uint64_t origin_id) : origin_id_(origin_id) {}
+
+private:
+    friend class processing;
+    struct item {
+        enum class kind : std::uint8_t { data, end_of_stream, error } what = kind::data;
+        buffer filled;
+        std::string message;
+    };
+
+    std::uint64_t origin_id_;
+    std::mutex mutex_;       ///< guards queue_ and scheduled_
+    std::deque<item> queue_; ///< bounded by the source's cap (+ one final event)
+    bool scheduled_ = false; ///< a drain task is posted or running
+    // Touched only by the single drain task running for this channel:
+    std::string carry_;          ///< bytes of a record not yet ended
+    bool skipping_ = false;      ///< newline framing: inside an oversize record, dropping it
+    std::uint64_t skip_bytes_ = 0; ///< length-prefixed framing: bytes of an oversize frame left
+    std::uint64_t expected_sequence_ = 0; ///< next sequence, checked
+};
+
+} // namespace sluice::runtime

@@ -1,0 +1,380 @@
+#include "runtime/production_environment.hpp"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <stdexcept>
+#include <string>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ip/udp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <oneapi/tbb/global_control.h>
+#include <oneapi/tbb/task_arena.h>
+
+#include "runtime/assert.hpp"
+
+namespace sluice::runtime {
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+using tcp = asio::ip::tcp;
+using udp = asio::ip::udp;
+
+struct production_environment::compute_pool {
+    compute_pool(std::size_t threads)
+        // The calling threads never join the arena, so all slots go to workers, and the global
+        // limit (which counts one external thread) lets exactly `threads` workers exist.
+        : limit(tbb::global_control::max_allowed_parallelism, threads + 1),
+          arena(static_cast<int>(threads), 0) {}
+    tbb::global_control limit;
+    tbb::task_arena arena;
+};
+
+namespace {
+
+read_result classify(std::size_t bytes, const error_code& error) {
+    if (!error) {
+        return {read_result::status::data, bytes, {}};
+    }
+    if (error == asio::error::would_block || error == asio::error::try_again) {
+        return {read_result::status::would_block, 0, {}};
+    }
+    if (error == asio::error::eof) {
+        return {read_result::status::end_of_stream, 0, {}};
+    }
+    return {read_result::status::error, 0, error};
+}
+
+class asio_timer final : public timer {
+public:
+    explicit asio_timer(const executor& lane) : timer_(lane) {}
+    asio::awaitable<bool> wait_for(duration delay) override {
+        timer_.expires_after(delay);
+        auto [error] = co_await timer_.async_wait(asio::as_tuple(asio::use_awaitable));
+        co_return !error;
+    }
+    void cancel() noexcept override { timer_.cancel(); }
+
+private:
+    asio::steady_timer timer_;
+};
+
+class tcp_stream final : public byte_stream {
+public:
+    explicit tcp_stream(tcp::socket socket) : socket_(std::move(socket)) {
+        error_code ignored;
+        socket_.non_blocking(true, ignored);
+        const auto peer = socket_.remote_endpoint(ignored);
+        description_ = "tcp " + peer.address().to_string() + ":" + std::to_string(peer.port());
+    }
+    asio::awaitable<error_code> wait_readable() override {
+        auto [error] = co_await socket_.async_wait(tcp::socket::wait_read,
+                                                   asio::as_tuple(asio::use_awaitable));
+        co_return error;
+    }
+    read_result read_now(std::span<std::byte> space) override {
+        error_code error;
+        const std::size_t n = socket_.read_some(asio::buffer(space.data(), space.size()), error);
+        return classify(n, error);
+    }
+    void close() noexcept override {
+        error_code ignored;
+        socket_.close(ignored);
+    }
+    std::string describe() const override { return description_; }
+
+private:
+    tcp::socket socket_;
+    std::string description_;
+};
+
+class tcp_listener final : public stream_listener {
+public:
+    explicit tcp_listener(tcp::acceptor acceptor) : acceptor_(std::move(acceptor)) {}
+    asio::awaitable<std::pair<error_code, std::unique_ptr<byte_stream>>>
+    accept(executor target) override {
+        tcp::socket socket(target);
+        auto [error] = co_await acceptor_.async_accept(socket, asio::as_tuple(asio::use_awaitable));
+        if (error) {
+            co_return std::pair<error_code, std::unique_ptr<byte_stream>>{error, nullptr};
+        }
+        co_return std::pair<error_code, std::unique_ptr<byte_stream>>{
+            error_code{}, std::make_unique<tcp_stream>(std::move(socket))};
+    }
+    void close() noexcept override {
+        error_code ignored;
+        acceptor_.close(ignored);
+    }
+    std::uint16_t port() const override {
+        error_code ignored;
+        return acceptor_.local_endpoint(ignored).port();
+    }
+
+private:
+    tcp::acceptor acceptor_;
+};
+
+class udp_socket final : public datagram_socket {
+public:
+    udp_socket(udp::socket socket, std::string description)
+        : socket_(std::move(socket)), description_(std::move(description)) {
+        error_code ignored;
+        socket_.non_blocking(true, ignored);
+    }
+    asio::awaitable<error_code> wait_readable() override {
+        auto [error] = co_await socket_.async_wait(udp::socket::wait_read,
+                                                   asio::as_tuple(asio::use_awaitable));
+        co_return error;
+    }
+    std::size_t next_datagram_bytes() override {
+        error_code ignored;
+        return socket_.available(ignored); // Linux: the size of the next datagram
+    }
+    read_result read_now(std::span<std::byte> space) override {
+        error_code error;
+        const std::size_t next = next_datagram_bytes();
+        if (next > space.size()) {
+            // Would be truncated: drop it whole rather than deliver a cut record.
+            std::array<std::byte, 1> scratch{};
+            socket_.receive(asio::buffer(scratch), 0, error);
+            return {read_result::status::error, 0, asio::error::message_size};
+        }
+        const std::size_t n = socket_.receive(asio::buffer(space.data(), space.size()), 0, error);
+        auto result = classify(n, error);
+        if (result.state == read_result::status::data && n == 0) {
+            result.state = read_result::status::would_block; // an empty datagram carries nothing
+        }
+        return result;
+    }
+    void close() noexcept override {
+        error_code ignored;
+        socket_.close(ignored);
+    }
+    std::string describe() const override { return description_; }
+    std::uint16_t port() const override {
+        error_code ignored;
+        return socket_.local_endpoint(ignored).port();
+    }
+
+private:
+    udp::socket socket_;
+    std::string description_;
+};
+
+class file_stream final : public byte_stream {
+public:
+    file_stream(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+    ~file_stream() override { close(); }
+    file_stream(const file_stream&) = delete;
+    file_stream& operator=(const file_stream&) = delete;
+
+    asio::awaitable<error_code> wait_readable() override {
+        // A regular file is always readable; yield once so a long file does not monopolise
+        // its lane, and report a close as an abort.
+        co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);
+        co_return fd_ < 0 ? error_code(asio::error::operation_aborted) : error_code{};
+    }
+    read_result read_now(std::span<std::byte> space) override {
+        if (fd_ < 0) {
+            return {read_result::status::error, 0, asio::error::bad_descriptor};
+        }
+        for (int attempt = 0; attempt < 8; ++attempt) { // EINTR is retried, boundedly
+            const ssize_t n = ::read(fd_, space.data(), space.size());
+            if (n > 0) {
+                return {read_result::status::data, static_cast<std::size_t>(n), {}};
+            }
+            if (n == 0) {
+                return {read_result::status::end_of_stream, 0, {}};
+            }
+            if (errno != EINTR) {
+                return {read_result::status::error, 0,
+                        error_code(errno, boost::system::system_category())};
+            }
+        }
+        return {read_result::status::would_block, 0, {}};
+    }
+    void close() noexcept override {
+        if (fd_ >= 0) {
+            ::close(fd_);
+            fd_ = -1;
+        }
+    }
+    std::string describe() const override { return "file " + path_; }
+
+private:
+    int fd_;
+    std::string path_;
+};
+
+void name_thread(std::thread& thread, const std::string& name) {
+    pthread_setname_np(thread.native_handle(), name.substr(0, 15).c_str());
+}
+
+} // namespace
+
+production_environment::production_environment(const production_options& options)
+    : compute_threads_(options.compute_threads), blocking_threads_(options.blocking_threads),
+      start_(std::chrono::steady_clock::now()), random_(std::random_device{}()) {
+    if (options.io_threads == 0 || options.compute_threads == 0 ||
+        options.blocking_threads == 0) {
+        throw std::invalid_argument(
+            "environment: io_threads, compute_threads and blocking_threads must each be at "
+            "least 1");
+    }
+    compute_ = std::make_unique<compute_pool>(compute_threads_);
+    blocking_ = std::make_unique<asio::thread_pool>(blocking_threads_);
+    for (std::size_t i = 0; i < options.io_threads; ++i) {
+        lanes_.push_back(std::make_unique<asio::io_context>(1));
+        guards_.emplace_back(lanes_.back()->get_executor());
+    }
+    for (std::size_t i = 0; i < options.io_threads; ++i) {
+        lane_threads_.emplace_back([lane = lanes_[i].get()] { lane->run(); });
+        name_thread(lane_threads_.back(), "sluice-io-" + std::to_string(i));
+    }
+}
+
+production_environment::~production_environment() { shutdown(); }
+
+void production_environment::shutdown() {
+    if (stopped_) {
+        return;
+    }
+    stopped_ = true;
+    {
+        std::unique_lock lock(compute_mutex_);
+        compute_idle_.wait(lock, [&] { return compute_in_flight_.load() == 0; });
+    }
+    blocking_->join();
+    for (auto& guard : guards_) {
+        guard.reset();
+    }
+    for (auto& lane : lanes_) {
+        lane->stop();
+    }
+    for (auto& thread : lane_threads_) {
+        thread.join();
+    }
+}
+
+executor production_environment::lane_executor(std::size_t index) {
+    SLUICE_ASSERT(index < lanes_.size());
+    return lanes_[index]->get_executor();
+}
+
+time_point production_environment::now() const noexcept {
+    return std::chrono::duration_cast<duration>(std::chrono::steady_clock::now() - start_);
+}
+
+std::unique_ptr<timer> production_environment::make_timer(const executor& lane) {
+    return std::make_unique<asio_timer>(lane);
+}
+
+std::uint64_t production_environment::random_u64() noexcept {
+    const std::lock_guard lock(random_mutex_);
+    return random_();
+}
+
+void production_environment::post_compute(std::function<void()> work) {
+    compute_in_flight_.fetch_add(1);
+    compute_->arena.enqueue([this, work = std::move(work)] {
+        work();
+        if (compute_in_flight_.fetch_sub(1) == 1) {
+            const std::lock_guard lock(compute_mutex_);
+            compute_idle_.notify_all();
+        }
+    });
+}
+
+void production_environment::post_blocking(std::function<void()> work) {
+    asio::post(*blocking_, std::move(work));
+}
+
+asio::awaitable<std::pair<error_code, std::unique_ptr<byte_stream>>>
+production_environment::connect(executor lane, std::string address, std::uint16_t port,
+                                duration timeout) {
+    using result = std::pair<error_code, std::unique_ptr<byte_stream>>;
+    using namespace asio::experimental::awaitable_operators;
+    error_code error;
+    const auto ip = asio::ip::make_address(address, error);
+    if (error) {
+        co_return result{error, nullptr};
+    }
+    tcp::socket socket(lane);
+    asio::steady_timer deadline(lane, timeout);
+    auto outcome =
+        co_await (socket.async_connect(tcp::endpoint(ip, port), asio::as_tuple(asio::use_awaitable)) ||
+                  deadline.async_wait(asio::as_tuple(asio::use_awaitable)));
+    if (outcome.index() == 1) {
+        co_return result{asio::error::timed_out, nullptr};
+    }
+    error = std::get<0>(std::get<0>(outcome));
+    if (error) {
+        co_return result{error, nullptr};
+    }
+    co_return result{error_code{}, std::make_unique<tcp_stream>(std::move(socket))};
+}
+
+std::pair<error_code, std::unique_ptr<stream_listener>>
+production_environment::listen(executor lane, const std::string& address, std::uint16_t port,
+                               int backlog) {
+    error_code error;
+    const auto ip = asio::ip::make_address(address, error);
+    if (error) {
+        return {error, nullptr};
+    }
+    tcp::acceptor acceptor(lane);
+    const tcp::endpoint endpoint(ip, port);
+    acceptor.open(endpoint.protocol(), error);
+    if (!error) {
+        acceptor.set_option(tcp::acceptor::reuse_address(true), error);
+    }
+    if (!error) {
+        acceptor.bind(endpoint, error);
+    }
+    if (!error) {
+        acceptor.listen(backlog, error);
+    }
+    if (error) {
+        return {error, nullptr};
+    }
+    return {error_code{}, std::make_unique<tcp_listener>(std::move(acceptor))};
+}
+
+std::pair<error_code, std::unique_ptr<datagram_socket>>
+production_environment::open_udp(executor lane, const std::string& address, std::uint16_t port) {
+    error_code error;
+    const auto ip = asio::ip::make_address(address, error);
+    if (error) {
+        return {error, nullptr};
+    }
+    udp::socket socket(lane);
+    const udp::endpoint endpoint(ip, port);
+    socket.open(endpoint.protocol(), error);
+    if (!error) {
+        socket.bind(endpoint, error);
+    }
+    if (error) {
+        return {error, nullptr};
+    }
+    return {error_code{}, std::make_unique<udp_socket>(
+                              std::move(socket), "udp " + address + ":" + std::to_string(port))};
+}
+
+std::pair<error_code, std::unique_ptr<byte_stream>>
+production_environment::open_file(executor /*lane*/, const std::string& path) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return {error_code(errno, boost::system::system_category()), nullptr};
+    }
+    return {error_code{}, std::make_unique<file_stream>(fd, path)};
+}
+
+} // namespace sluice::runtime

@@ -1,0 +1,65 @@
+#pragma once
+/// What a data source is to the server: open, wait for data, read what is there, close.
+/// Sources deliver raw bytes only (no parsing: that is processing's first stage). Every
+/// suspension point honours cancellation; expected failures are values.
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/system/error_code.hpp>
+
+#include "runtime/environment.hpp"
+
+namespace sluice::runtime {
+
+enum class source_kind : std::uint8_t {
+    generator,      ///< synthetic, deterministic content, rate-limited by timers
+    tcp_client,     ///< connects out; reconnects with capped backoff and jitter
+    tcp_connection, ///< one accepted connection of a TCP listener
+    udp,            ///< datagrams on a bound socket
+    file,           ///< a file read to the end
+    blocking,       ///< a legacy blocking reader on the bounded blocking pool
+};
+
+inline constexpr std::size_t source_kind_count = 6;
+
+std::string_view to_string(source_kind kind) noexcept;
+
+class source {
+public:
+    virtual ~source() = default;
+
+    virtual source_kind kind() const noexcept = 0;
+    /// For logs and errors: what the source reads from.
+    virtual std::string describe() const = 0;
+
+    /// Opens the transport (again, after a failure, for sources that reconnect). Suspends while
+    /// connecting. Returns an error value on failure.
+    virtual boost::asio::awaitable<boost::system::error_code> open() = 0;
+    /// Waits until `read_now` has something to say. An idle source holds no buffer here.
+    /// `operation_aborted` when closed or cancelled.
+    virtual boost::asio::awaitable<boost::system::error_code> wait_readable() = 0;
+    /// Reads what is available into `space` without waiting.
+    virtual read_result read_now(std::span<std::byte> space) = 0;
+    /// Cancels pending waits and releases the transport. Idempotent; called on the source's lane.
+    virtual void close() noexcept = 0;
+
+    /// Extra words for an Error event (a legacy reader's exception message); empty otherwise.
+    virtual std::string error_detail() const { return {}; }
+
+    /// True when a transport failure reopens the source (with backoff) instead of failing it.
+    virtual bool reconnects() const noexcept { return false; }
+
+    /// True for sources that cannot tell readiness without reading (legacy blocking sources):
+    /// the server then acquires a buffer first and calls `read_some` instead of
+    /// `wait_readable` + `read_now`.
+    virtual bool reads_into_buffer() const noexcept { return false; }
+    /// Only for `reads_into_buffer()` sources: reads at least one byte, or reports end or error.
+    virtual boost::asio::awaitable<read_result> read_some(std::span<std::byte> space);
+};
+
+} // namespace sluice::runtime

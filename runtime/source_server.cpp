@@ -1,0 +1,679 @@
+#include "runtime/source_server.hpp"
+
+#include <algorithm>
+#include <exception>
+#include <utility>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/error.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "runtime/assert.hpp"
+#include "runtime/stream_sources.hpp"
+
+namespace sluice::runtime {
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+
+std::string_view to_string(source_state state) noexcept {
+    switch (state) {
+    case source_state::registered:
+        return "registered";
+    case source_state::running:
+        return "running";
+    case source_state::stopping:
+        return "stopping";
+    case source_state::stopped:
+        return "stopped";
+    case source_state::failed:
+        return "failed";
+    }
+    return "unknown";
+}
+
+namespace {
+constexpr std::size_t no_index = ~std::size_t{0};
+
+std::size_t index_of(flush_reason reason) { return static_cast<std::size_t>(reason); }
+std::size_t index_of(source_kind kind) { return static_cast<std::size_t>(kind); }
+} // namespace
+
+struct source_server::entry {
+    source_handle handle = 0;
+    source_options options;
+    source_kind kind = source_kind::generator;
+    source_id pool_id;
+    std::size_t lane_index = 0;
+    executor lane;
+    std::unique_ptr<source> src;
+    std::shared_ptr<processing::channel> channel;
+    std::atomic<source_state> state{source_state::registered};
+    listener* owner = nullptr; ///< the listener of an accepted connection, else null
+
+    // Touched only on the entry's lane.
+    std::unique_ptr<timer> flush_timer;     ///< flush deadline, backoff, and wake-ups
+    asio::cancellation_signal acquire_cancel; ///< aborts a suspended acquisition at stop
+    bool stop_requested = false;
+    flush_reason wake_reason = flush_reason::none; ///< why a wake-up cancelled flush_timer
+    std::size_t holder_index = no_index;   ///< position in partial_holders_[lane_index]
+    std::uint64_t next_sequence = 0;       ///< contiguous from 0 across restarts
+    time_point partial_since{};            ///< when the held buffer got its first byte
+    bool read_since_open = false;          ///< resets the reconnect attempt count
+    source_state final_state = source_state::stopped;
+};
+
+struct source_server::listener {
+    listener_options options;
+    std::size_t lane_index = 0;
+    std::unique_ptr<stream_listener> acceptor;
+    std::atomic<std::uint32_t> connections{0};
+    std::uint64_t accepted = 0;
+    bool closing = false; ///< lane-only
+};
+
+struct source_server::loop_end {
+    enum class kind : std::uint8_t { stop, end_of_stream, transport_error } what = kind::stop;
+    error_code error;
+};
+
+source_server::source_server(environment& env, buffer_pool& pool, processing& pipeline,
+                             const server_options& options)
+    : env_(env), pool_(pool), processing_(pipeline), options_(options),
+      partial_holders_(env.lane_count()),
+      wake_pending_(std::make_unique<std::atomic<std::uint8_t>[]>(env.lane_count())) {
+    SLUICE_ASSERT(options_.reads_per_turn_max >= 1);
+    SLUICE_ASSERT(options_.backoff_initial.count() > 0);
+    SLUICE_ASSERT(options_.backoff_max >= options_.backoff_initial);
+    processing_.set_idle_callback([this] { wake_partial_holders(flush_reason::demand); });
+}
+
+source_server::~source_server() { shutdown(); }
+
+std::size_t source_server::pick_lane(std::size_t requested) {
+    if (requested != source_options::any_lane) {
+        SLUICE_ASSERT(requested < env_.lane_count());
+        return requested;
+    }
+    return next_lane_.fetch_add(1, std::memory_order_relaxed) % env_.lane_count();
+}
+
+registration source_server::register_source(const source_options& options, source_factory make) {
+    return register_entry(options, make, nullptr);
+}
+
+registration source_server::register_entry(const source_options& options,
+                                           const source_factory& make, listener* owner) {
+    registration answer;
+    auto admission = pool_.register_source(options.limits);
+    answer.status = admission.status;
+    if (!admission.admitted()) {
+        refused_.fetch_add(1, std::memory_order_relaxed);
+        answer.message = "source '" + options.name + "': " + admission.message;
+        return answer;
+    }
+    auto e = std::make_unique<entry>();
+    e->options = options;
+    e->pool_id = admission.id;
+    e->lane_index = pick_lane(options.lane);
+    e->lane = env_.lane_executor(e->lane_index);
+    e->src = make(env_, e->lane);
+    SLUICE_ASSERT(e->src != nullptr);
+    e->kind = e->src->kind();
+    e->flush_timer = env_.make_timer(e->lane);
+    e->owner = owner;
+    {
+        const std::lock_guard lock(mutex_);
+        e->handle = next_handle_++;
+        e->channel = processing_.open_channel(e->handle);
+        answer.handle = e->handle;
+        entries_.emplace(e->handle, std::move(e));
+    }
+    admitted_.fetch_add(1, std::memory_order_relaxed);
+    return answer;
+}
+
+bool source_server::start(source_handle handle) {
+    entry* e = nullptr;
+    {
+        const std::lock_guard lock(mutex_);
+        const auto it = entries_.find(handle);
+        if (it == entries_.end()) {
+            return false;
+        }
+        e = it->second.get();
+        auto current = e->state.load();
+        if (current == source_state::running || current == source_state::stopping) {
+            return false;
+        }
+        {
+            const std::lock_guard gate(gate_mutex_);
+            if (shut_down_) {
+                return false;
+            }
+            ++coroutines_;
+        }
+        e->state.store(source_state::running);
+    }
+    spawn(*e);
+    return true;
+}
+
+void source_server::spawn(entry& e) {
+    // A named completion handler (never a bare `detached`): it records how the coroutine ended,
+    // counts it, and leaves the gate so shutdown can join.
+    asio::co_spawn(e.lane, run(e), [this, &e](const std::exception_ptr& failure) {
+        source_state final_state = e.final_state;
+        if (failure) {
+            std::string what = "unknown exception";
+            try {
+                std::rethrow_exception(failure);
+            } catch (const std::exception& ex) {
+                what = ex.what();
+            } catch (...) {
+            }
+            e.src->close();
+            processing_.error(e.channel, "source '" + e.options.name + "': " + what);
+            failures_.fetch_add(1, std::memory_order_relaxed);
+            final_state = source_state::failed;
+        }
+        e.state.store(final_state);
+        if (e.owner != nullptr) {
+            // An accepted connection is gone for good: unregister it (from a fresh handler, so
+            // the entry is not destroyed under this one).
+            enter_gate();
+            asio::post(e.lane, [this, handle = e.handle] {
+                unregister_source(handle);
+                leave_gate();
+            });
+        }
+        leave_gate();
+    });
+}
+
+void source_server::enter_gate() {
+    const std::lock_guard lock(gate_mutex_);
+    ++coroutines_;
+}
+
+void source_server::leave_gate() {
+    const std::lock_guard lock(gate_mutex_);
+    SLUICE_ASSERT(coroutines_ > 0);
+    if (--coroutines_ == 0) {
+        gate_closed_.notify_all();
+    }
+}
+
+void source_server::stop(source_handle handle) {
+    entry* e = nullptr;
+    {
+        const std::lock_guard lock(mutex_);
+        const auto it = entries_.find(handle);
+        if (it == entries_.end()) {
+            return;
+        }
+        e = it->second.get();
+        auto expected = source_state::running;
+        if (!e->state.compare_exchange_strong(expected, source_state::stopping)) {
+            return;
+        }
+        enter_gate();
+    }
+    asio::post(e->lane, [this, e] {
+        e->stop_requested = true;
+        e->acquire_cancel.emit(asio::cancellation_type::terminal);
+        e->flush_timer->cancel();
+        e->src->close();
+        leave_gate();
+    });
+}
+
+bool source_server::unregister_source(source_handle handle) {
+    std::unique_ptr<entry> removed;
+    {
+        const std::lock_guard lock(mutex_);
+        const auto it = entries_.find(handle);
+        if (it == entries_.end()) {
+            return false;
+        }
+        const auto current = it->second->state.load();
+        if (current == source_state::running || current == source_state::stopping) {
+            return false;
+        }
+        removed = std::move(it->second);
+        entries_.erase(it);
+    }
+    // Buffers still in processing stay charged to the source; the pool returns its reserve
+    // when the last of them is released.
+    pool_.unregister_source(removed->pool_id);
+    if (removed->owner != nullptr) {
+        removed->owner->connections.fetch_sub(1, std::memory_order_relaxed);
+    }
+    return true;
+}
+
+source_state source_server::state(source_handle handle) const {
+    const std::lock_guard lock(mutex_);
+    const auto it = entries_.find(handle);
+    SLUICE_ASSERT(it != entries_.end());
+    return it->second->state.load();
+}
+
+bool source_server::known(source_handle handle) const {
+    const std::lock_guard lock(mutex_);
+    return entries_.count(handle) != 0;
+}
+
+std::size_t source_server::source_count() const {
+    const std::lock_guard lock(mutex_);
+    return entries_.size();
+}
+
+duration source_server::backoff_delay(std::uint32_t attempt) {
+    // Capped exponential backoff with jitter: uniform in [base/2, base].
+    duration base = options_.backoff_initial;
+    for (std::uint32_t i = 0; i < attempt && base < options_.backoff_max; ++i) {
+        base *= 2;
+    }
+    base = std::min(base, options_.backoff_max);
+    const auto half = static_cast<std::uint64_t>(base.count() / 2);
+    return duration(static_cast<duration::rep>(half + env_.random_u64() % (half + 1)));
+}
+
+void source_server::emit(entry& e, buffer& filled, flush_reason reason) {
+    if (!filled) {
+        return;
+    }
+    if (filled.size_bytes() == 0) {
+        filled.reset(); // nothing to say: the buffer just goes back
+        return;
+    }
+    filled.set_origin_id(e.handle);
+    filled.set_sequence(e.next_sequence++);
+    filled.set_reason(reason);
+    flushes_[index_of(reason)].fetch_add(1, std::memory_order_relaxed);
+    buffers_emitted_.fetch_add(1, std::memory_order_relaxed);
+    processing_.submit(e.channel, std::move(filled));
+}
+
+void source_server::hold_partial(entry& e) {
+    auto& holders = partial_holders_[e.lane_index];
+    SLUICE_ASSERT(e.holder_index == no_index);
+    e.holder_index = holders.size();
+    holders.push_back(&e);
+    partial_holders_total_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void source_server::release_partial(entry& e) {
+    auto& holders = partial_holders_[e.lane_index];
+    SLUICE_ASSERT(e.holder_index < holders.size());
+    SLUICE_ASSERT(holders[e.holder_index] == &e);
+    holders[e.holder_index] = holders.back();
+    holders[e.holder_index]->holder_index = e.holder_index;
+    holders.pop_back();
+    e.holder_index = no_index;
+    partial_holders_total_.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void source_server::wake_partial_holders(flush_reason reason) {
+    if (partial_holders_total_.load(std::memory_order_relaxed) == 0) {
+        return;
+    }
+    const auto bit = static_cast<std::uint8_t>(1U << static_cast<unsigned>(reason));
+    for (std::size_t lane = 0; lane < partial_holders_.size(); ++lane) {
+        // Coalesced: at most one wake of each reason is pending per lane.
+        if ((wake_pending_[lane].fetch_or(bit) & bit) != 0) {
+            continue;
+        }
+        {
+            const std::lock_guard lock(gate_mutex_);
+            if (shut_down_ && coroutines_ == 0) {
+                return;
+            }
+            ++coroutines_;
+        }
+        asio::post(env_.lane_executor(lane), [this, lane, bit, reason] {
+            wake_pending_[lane].fetch_and(static_cast<std::uint8_t>(~bit));
+            for (entry* holder : partial_holders_[lane]) {
+                holder->wake_reason = reason;
+                holder->flush_timer->cancel();
+            }
+            leave_gate();
+        });
+    }
+}
+
+asio::awaitable<buffer> source_server::acquire(entry& e) {
+    if (buffer granted = pool_.try_acquire(e.pool_id)) {
+        co_return granted;
+    }
+    // Backpressure: this coroutine suspends; no thread blocks. Sources sitting on partial
+    // buffers flush them now, so the buffers this one waits for come back.
+    backpressure_waits_.fetch_add(1, std::memory_order_relaxed);
+    wake_partial_holders(flush_reason::pressure);
+    auto [error, granted] = co_await pool_.async_acquire(
+        e.pool_id,
+        asio::bind_cancellation_slot(e.acquire_cancel.slot(), asio::as_tuple(asio::use_awaitable)));
+    co_return std::move(granted); // empty when a stop aborted the wait
+}
+
+asio::awaitable<source_server::loop_end> source_server::read_loop(entry& e) {
+    using namespace asio::experimental::awaitable_operators;
+    auto& src = *e.src;
+    const bool into_buffer = src.reads_into_buffer();
+    const auto kind = index_of(e.kind);
+    buffer current;
+    for (;;) {
+        if (e.stop_requested) {
+            emit(e, current, flush_reason::stop);
+            co_return loop_end{loop_end::kind::stop, {}};
+        }
+        if (!current) {
+            if (!into_buffer) {
+                // Idle: wait for data first, then take a buffer, so idle sources hold none.
+                const auto error = co_await src.wait_readable();
+                if (e.stop_requested) {
+                    continue;
+                }
+                if (error) {
+                    co_return loop_end{loop_end::kind::transport_error, error};
+                }
+            }
+            current = co_await acquire(e);
+            if (!current) {
+                continue; // the wait was aborted by a stop
+            }
+            e.partial_since = env_.now();
+        } else if (!into_buffer) {
+            const auto waited = env_.now() - e.partial_since;
+            if (waited >= e.options.flush_timeout) {
+                emit(e, current, flush_reason::timeout);
+                continue;
+            }
+            hold_partial(e);
+            auto outcome = co_await (src.wait_readable() ||
+                                     e.flush_timer->wait_for(e.options.flush_timeout - waited));
+            release_partial(e);
+            if (e.stop_requested) {
+                continue;
+            }
+            if (outcome.index() == 1) {
+                const auto reason = std::exchange(e.wake_reason, flush_reason::none);
+                emit(e, current, reason == flush_reason::none ? flush_reason::timeout : reason);
+                continue;
+            }
+            if (const auto error = std::get<0>(outcome)) {
+                emit(e, current, flush_reason::end_of_stream);
+                co_return loop_end{loop_end::kind::transport_error, error};
+            }
+        }
+        e.wake_reason = flush_reason::none;
+        // Read what is there, a bounded number of times before yielding the lane.
+        for (std::uint32_t i = 0; i < options_.reads_per_turn_max && current; ++i) {
+            const read_result r = into_buffer ? co_await src.read_some(current.free_space())
+                                              : src.read_now(current.free_space());
+            bool stop_reading = false;
+            switch (r.state) {
+            case read_result::status::data:
+                current.commit_bytes(static_cast<std::uint32_t>(r.bytes));
+                bytes_[kind].fetch_add(r.bytes, std::memory_order_relaxed);
+                e.read_since_open = true;
+                if (current.full()) {
+                    emit(e, current, flush_reason::full);
+                    current = pool_.try_acquire(e.pool_id); // more may be waiting; never suspend here
+                    if (current) {
+                        e.partial_since = env_.now();
+                    }
+                }
+                break;
+            case read_result::status::would_block:
+                stop_reading = true;
+                break;
+            case read_result::status::need_space:
+                emit(e, current, flush_reason::full);
+                stop_reading = true;
+                break;
+            case read_result::status::end_of_stream:
+                emit(e, current, flush_reason::end_of_stream);
+                co_return loop_end{loop_end::kind::end_of_stream, {}};
+            case read_result::status::error:
+                emit(e, current, flush_reason::end_of_stream);
+                co_return loop_end{loop_end::kind::transport_error, r.error};
+            }
+            if (stop_reading || e.stop_requested) {
+                break;
+            }
+        }
+        if (current && current.size_bytes() == 0 && !into_buffer) {
+            current.reset(); // a spurious wake-up: hold nothing while idle
+        } else if (current) {
+            if (processing_.queued() == 0) {
+                emit(e, current, flush_reason::demand); // processing is idle: feed it now
+            } else if (pool_.has_waiters()) {
+                emit(e, current, flush_reason::pressure);
+            } else if (into_buffer && env_.now() - e.partial_since >= e.options.flush_timeout) {
+                emit(e, current, flush_reason::timeout);
+            }
+        }
+    }
+}
+
+asio::awaitable<void> source_server::run(entry& e) {
+    e.stop_requested = false;
+    e.wake_reason = flush_reason::none;
+    auto& src = *e.src;
+    std::uint32_t failures = 0;
+    std::string failure;
+    bool ended = false;
+    for (;;) {
+        if (e.stop_requested) {
+            break;
+        }
+        e.read_since_open = false;
+        auto error = co_await src.open();
+        if (!error) {
+            const auto end = co_await read_loop(e);
+            if (end.what == loop_end::kind::stop) {
+                break;
+            }
+            if (end.what == loop_end::kind::end_of_stream) {
+                ended = true;
+                break;
+            }
+            error = end.error;
+        }
+        if (e.stop_requested) {
+            break;
+        }
+        errors_[index_of(e.kind)].fetch_add(1, std::memory_order_relaxed);
+        std::string detail = src.error_detail();
+        const std::string reason =
+            src.describe() + ": " + error.message() + (detail.empty() ? "" : " (" + detail + ")");
+        if (!src.reconnects()) {
+            failure = reason;
+            break;
+        }
+        if (e.read_since_open) {
+            failures = 0;
+        }
+        if (++failures > options_.reconnect_attempts_max) {
+            failure = reason + "; gave up after " + std::to_string(failures - 1) + " reconnects";
+            break;
+        }
+        reconnects_.fetch_add(1, std::memory_order_relaxed);
+        src.close();
+        const bool elapsed = co_await e.flush_timer->wait_for(backoff_delay(failures - 1));
+        if (!elapsed && e.stop_requested) {
+            break;
+        }
+    }
+    src.close();
+    if (!failure.empty()) {
+        failures_.fetch_add(1, std::memory_order_relaxed);
+        processing_.error(e.channel, "source '" + e.options.name + "': " + failure);
+        e.final_state = source_state::failed;
+    } else if (ended) {
+        end_of_stream_.fetch_add(1, std::memory_order_relaxed);
+        processing_.end_of_stream(e.channel);
+        e.final_state = source_state::stopped;
+    } else {
+        e.final_state = source_state::stopped; // the engine asked: neither EoS nor Error
+    }
+}
+
+std::pair<error_code, std::uint16_t> source_server::add_tcp_listener(const listener_options& options) {
+    auto l = std::make_unique<listener>();
+    l->options = options;
+    l->lane_index = pick_lane(source_options::any_lane);
+    auto [error, acceptor] =
+        env_.listen(env_.lane_executor(l->lane_index), options.address, options.port, options.backlog);
+    if (error) {
+        return {error, 0};
+    }
+    l->acceptor = std::move(acceptor);
+    const std::uint16_t port = l->acceptor->port();
+    listener* raw = l.get();
+    {
+        const std::lock_guard lock(mutex_);
+        {
+            const std::lock_guard gate(gate_mutex_);
+            if (shut_down_) {
+                return {asio::error::shut_down, 0};
+            }
+            ++coroutines_;
+        }
+        listeners_.push_back(std::move(l));
+    }
+    asio::co_spawn(env_.lane_executor(raw->lane_index), accept_loop(*raw),
+                   [this](const std::exception_ptr&) { leave_gate(); });
+    return {error_code{}, port};
+}
+
+asio::awaitable<void> source_server::accept_loop(listener& l) {
+    std::uint32_t consecutive_errors = 0;
+    auto pause = env_.make_timer(env_.lane_executor(l.lane_index));
+    for (;;) {
+        const std::size_t lane = pick_lane(source_options::any_lane);
+        auto [error, stream] = co_await l.acceptor->accept(env_.lane_executor(lane));
+        if (l.closing || error == asio::error::operation_aborted) {
+            break;
+        }
+        if (error) {
+            // Out of descriptors and the like: count, pause (bounded), try again.
+            connections_refused_.fetch_add(1, std::memory_order_relaxed);
+            consecutive_errors = std::min<std::uint32_t>(consecutive_errors + 1, 10);
+            co_await pause->wait_for(std::chrono::milliseconds(10) * consecutive_errors);
+            continue;
+        }
+        consecutive_errors = 0;
+        accepted_.fetch_add(1, std::memory_order_relaxed);
+        if (l.connections.load(std::memory_order_relaxed) >= l.options.connections_max) {
+            stream->close();
+            connections_refused_.fetch_add(1, std::memory_order_relaxed);
+            continue;
+        }
+        auto holder = std::make_shared<std::unique_ptr<byte_stream>>(std::move(stream));
+        source_options options;
+        options.name = l.options.name + "#" + std::to_string(++l.accepted);
+        options.limits = l.options.limits;
+        options.flush_timeout = l.options.flush_timeout;
+        options.lane = lane;
+        const auto answer = register_entry(
+            options,
+            [holder](environment&, const executor&) -> std::unique_ptr<source> {
+                return std::make_unique<stream_source>(source_kind::tcp_connection,
+                                                       std::move(*holder));
+            },
+            &l);
+        if (!answer.admitted()) {
+            if (*holder) {
+                (*holder)->close();
+            }
+            connections_refused_.fetch_add(1, std::memory_order_relaxed);
+            continue;
+        }
+        l.connections.fetch_add(1, std::memory_order_relaxed);
+        start(answer.handle);
+    }
+}
+
+void source_server::shutdown() {
+    std::vector<source_handle> handles;
+    {
+        const std::lock_guard lock(mutex_);
+        {
+            const std::lock_guard gate(gate_mutex_);
+            if (shut_down_) {
+                return;
+            }
+            shut_down_ = true; // no new starts, listeners or coroutines from here
+        }
+        for (const auto& [handle, e] : entries_) {
+            handles.push_back(handle);
+        }
+        for (auto& l : listeners_) {
+            enter_gate();
+            asio::post(env_.lane_executor(l->lane_index), [this, raw = l.get()] {
+                raw->closing = true;
+                raw->acceptor->close();
+                leave_gate();
+            });
+        }
+    }
+    for (const auto handle : handles) {
+        stop(handle);
+    }
+    {
+        std::unique_lock lock(gate_mutex_);
+        gate_closed_.wait(lock, [&] { return coroutines_ == 0; });
+    }
+    processing_.wait_idle();
+    processing_.set_idle_callback(nullptr);
+    {
+        std::unique_lock lock(gate_mutex_);
+        gate_closed_.wait(lock, [&] { return coroutines_ == 0; }); // wakes posted meanwhile
+    }
+    handles.clear();
+    {
+        const std::lock_guard lock(mutex_);
+        for (const auto& [handle, e] : entries_) {
+            handles.push_back(handle);
+        }
+    }
+    for (const auto handle : handles) {
+        unregister_source(handle);
+    }
+}
+
+server_stats source_server::stats() const {
+    server_stats s;
+    {
+        const std::lock_guard lock(mutex_);
+        for (const auto& [handle, e] : entries_) {
+            ++s.sources_by_state[static_cast<std::size_t>(e->state.load())];
+        }
+    }
+    for (std::size_t i = 0; i < flush_reason_count; ++i) {
+        s.flushes_total[i] = flushes_[i].load(std::memory_order_relaxed);
+    }
+    for (std::size_t i = 0; i < source_kind_count; ++i) {
+        s.bytes_total[i] = bytes_[i].load(std::memory_order_relaxed);
+        s.errors_total[i] = errors_[i].load(std::memory_order_relaxed);
+    }
+    s.buffers_emitted_total = buffers_emitted_.load(std::memory_order_relaxed);
+    s.backpressure_waits_total = backpressure_waits_.load(std::memory_order_relaxed);
+    s.reconnects_total = reconnects_.load(std::memory_order_relaxed);
+    s.registrations_admitted_total = admitted_.load(std::memory_order_relaxed);
+    s.registrations_refused_total = refused_.load(std::memory_order_relaxed);
+    s.connections_accepted_total = accepted_.load(std::memory_order_relaxed);
+    s.connections_refused_total = connections_refused_.load(std::memory_order_relaxed);
+    s.end_of_stream_total = end_of_stream_.load(std::memory_order_relaxed);
+    s.failures_total = failures_.load(std::memory_order_relaxed);
+    return s;
+}
+
+} // namespace sluice::runtime

@@ -1,0 +1,196 @@
+#pragma once
+/// The source server (DESIGN.md §3): the registry of sources and their state machines, one
+/// coroutine per running source on its I/O lane, buffers from the accountant, the flush policy,
+/// supervision (reconnect with capped exponential backoff and jitter), TCP listeners, and the
+/// emit path into processing. The server owns every coroutine it starts and joins them all in
+/// `shutdown()`; none outlives it.
+///
+/// Events to the engine's sink follow NebulaStream: Data buffers carry the source's origin id
+/// and contiguous sequence numbers from 0; end of stream gives EoS after the data; a failure
+/// gives Error after the data read so far; a stop the engine asked for gives neither.
+///
+/// Thread-safety: `register_source`, `start`, `stop`, `unregister_source`, `state`, `stats`
+/// and `add_tcp_listener` may be called from any thread, including lanes. `shutdown` blocks
+/// and must not be called from a lane or a compute thread.
+
+#include <array>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+
+#include "runtime/buffer_pool.hpp"
+#include "runtime/environment.hpp"
+#include "runtime/processing.hpp"
+#include "runtime/source.hpp"
+
+namespace sluice::runtime {
+
+enum class source_state : std::uint8_t { registered, running, stopping, stopped, failed };
+inline constexpr std::size_t source_state_count = 5;
+std::string_view to_string(source_state state) noexcept;
+
+/// Server-wide settings.
+struct server_options {
+    duration backoff_initial = std::chrono::milliseconds(100); ///< first reconnect delay
+    duration backoff_max = std::chrono::seconds(5);            ///< cap of the delay
+    std::uint32_t reconnect_attempts_max = 100; ///< consecutive failures before Error
+    std::uint32_t reads_per_turn_max = 16; ///< reads of one source before it yields its lane
+};
+
+/// Per-source settings given at registration.
+struct source_options {
+    std::string name;                                  ///< for logs and errors
+    source_limits limits{1, 4};                        ///< reserve and cap in buffers
+    duration flush_timeout = std::chrono::milliseconds(50); ///< longest a partial buffer waits
+    std::size_t lane = any_lane;                       ///< I/O lane; any_lane = round-robin
+    static constexpr std::size_t any_lane = ~std::size_t{0};
+};
+
+using source_handle = std::uint64_t; ///< assigned by the server, from 1; also the origin id
+
+/// The answer to `register_source`.
+struct registration {
+    admission_status status = admission_status::invalid_limits;
+    source_handle handle = 0; ///< valid (≥ 1) iff admitted
+    std::string message;      ///< why not, with the numbers; empty iff admitted
+    bool admitted() const noexcept { return status == admission_status::admitted; }
+};
+
+/// A TCP listener: every accepted connection becomes a `tcp_connection` source that is
+/// unregistered when it ends.
+struct listener_options {
+    std::string name = "listener";
+    std::string address = "127.0.0.1"; ///< loopback unless configured (secure default)
+    std::uint16_t port = 0;             ///< 0 = any free port
+    std::uint32_t connections_max = 1024; ///< further connections are refused and counted
+    source_limits limits{1, 4};
+    duration flush_timeout = std::chrono::milliseconds(50);
+    int backlog = 1024;
+};
+
+struct server_stats {
+    std::array<std::uint32_t, source_state_count> sources_by_state{};
+    std::array<std::uint64_t, flush_reason_count> flushes_total{};
+    std::array<std::uint64_t, source_kind_count> bytes_total{};
+    std::array<std::uint64_t, source_kind_count> errors_total{};
+    std::uint64_t buffers_emitted_total = 0;
+    std::uint64_t backpressure_waits_total = 0; ///< acquisitions that suspended
+    std::uint64_t reconnects_total = 0;
+    std::uint64_t registrations_admitted_total = 0;
+    std::uint64_t registrations_refused_total = 0;
+    std::uint64_t connections_accepted_total = 0;
+    std::uint64_t connections_refused_total = 0;
+    std::uint64_t end_of_stream_total = 0;
+    std::uint64_t failures_total = 0;
+};
+
+class source_server final {
+public:
+    /// Makes the source object on the lane it will run on.
+    using source_factory = std::function<std::unique_ptr<source>(environment&, const executor&)>;
+
+    source_server(environment& env, buffer_pool& pool, processing& pipeline,
+                  const server_options& options);
+    source_server(const source_server&) = delete;
+    source_server& operator=(const source_server&) = delete;
+    /// Calls `shutdown()`.
+    ~source_server();
+
+    /// Registers a source with the pool's admission. Refusal is a value with the message;
+    /// nothing is half-registered.
+    registration register_source(const source_options& options, source_factory make);
+    /// Starts a registered, stopped or failed source. False when it is running or stopping, or
+    /// unknown.
+    bool start(source_handle handle);
+    /// Asks a running source to stop: its partial buffer is flushed (reason stop), then it is
+    /// stopped; no EoS and no Error. Asynchronous; no effect unless running.
+    void stop(source_handle handle);
+    /// Unregisters a source that is not running or stopping. False otherwise.
+    bool unregister_source(source_handle handle);
+    /// The source's state; `std::nullopt`-like `failed` for unknown handles is avoided: unknown
+    /// handles return false from `known`.
+    source_state state(source_handle handle) const;
+    bool known(source_handle handle) const;
+
+    /// Opens a TCP listener on a lane. Returns the bound port, or an error value.
+    std::pair<boost::system::error_code, std::uint16_t>
+    add_tcp_listener(const listener_options& options);
+
+    /// Stops listeners and every source, waits for every coroutine to end and for processing to
+    /// drain, and unregisters every source. Idempotent.
+    void shutdown();
+
+    server_stats stats() const;
+    std::size_t source_count() const;
+
+private:
+    struct entry;
+    struct listener;
+
+    struct loop_end;
+
+    registration register_entry(const source_options& options, const source_factory& make,
+                                listener* owner);
+    boost::asio::awaitable<void> run(entry& e);
+    boost::asio::awaitable<loop_end> read_loop(entry& e);
+    boost::asio::awaitable<buffer> acquire(entry& e);
+    boost::asio::awaitable<void> accept_loop(listener& l);
+    void hold_partial(entry& e);
+    void release_partial(entry& e);
+    /// Counts a handler posted to a lane that touches the server, so shutdown waits for it.
+    void enter_gate();
+    void leave_gate();
+    void spawn(entry& e);
+    void emit(entry& e, buffer& filled, flush_reason reason);
+    void wake_partial_holders(flush_reason reason);
+    std::size_t pick_lane(std::size_t requested);
+    duration backoff_delay(std::uint32_t attempt);
+
+    environment& env_;
+    buffer_pool& pool_;
+    processing& processing_;
+    server_options options_;
+
+    mutable std::mutex mutex_; ///< guards entries_, listeners_, next_handle_
+    std::unordered_map<source_handle, std::unique_ptr<entry>> entries_;
+    std::vector<std::unique_ptr<listener>> listeners_;
+    source_handle next_handle_ = 1;
+    std::atomic<std::size_t> next_lane_{0};
+
+    /// The gate: coroutines spawned and not yet finished.
+    std::mutex gate_mutex_;
+    std::condition_variable gate_closed_;
+    std::size_t coroutines_ = 0;
+    bool shut_down_ = false;
+
+    /// Per lane, the sources holding a partial buffer (touched only on that lane).
+    std::vector<std::vector<entry*>> partial_holders_;
+    std::atomic<std::size_t> partial_holders_total_{0};
+    std::unique_ptr<std::atomic<std::uint8_t>[]> wake_pending_; ///< per lane, coalesces wakes
+
+    // Counters (relaxed atomics: written on lanes, read by stats()).
+    std::array<std::atomic<std::uint64_t>, flush_reason_count> flushes_{};
+    std::array<std::atomic<std::uint64_t>, source_kind_count> bytes_{};
+    std::array<std::atomic<std::uint64_t>, source_kind_count> errors_{};
+    std::atomic<std::uint64_t> buffers_emitted_{0};
+    std::atomic<std::uint64_t> backpressure_waits_{0};
+    std::atomic<std::uint64_t> reconnects_{0};
+    std::atomic<std::uint64_t> admitted_{0};
+    std::atomic<std::uint64_t> refused_{0};
+    std::atomic<std::uint64_t> accepted_{0};
+    std::atomic<std::uint64_t> connections_refused_{0};
+    std::atomic<std::uint64_t> end_of_stream_{0};
+    std::atomic<std::uint64_t> failures_{0};
+};
+
+} // namespace sluice::runtime

@@ -1,0 +1,156 @@
+#include "runtime/stream_sources.hpp"
+
+#include <boost/asio/error.hpp>
+
+#include "runtime/assert.hpp"
+
+namespace sluice::runtime {
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+
+namespace {
+
+read_result closed_result() {
+    return {read_result::status::error, 0, asio::error::operation_aborted};
+}
+
+} // namespace
+
+tcp_client_source::tcp_client_source(environment& env, executor lane, tcp_client_options options)
+    : env_(env), lane_(std::move(lane)), options_(std::move(options)) {}
+
+std::string tcp_client_source::describe() const {
+    return "tcp client " + options_.address + ":" + std::to_string(options_.port);
+}
+
+asio::awaitable<error_code> tcp_client_source::open() {
+    close();
+    auto [error, stream] =
+        co_await env_.connect(lane_, options_.address, options_.port, options_.connect_timeout);
+    if (!error) {
+        stream_ = std::move(stream);
+    }
+    co_return error;
+}
+
+asio::awaitable<error_code> tcp_client_source::wait_readable() {
+    if (!stream_) {
+        co_return asio::error::not_connected;
+    }
+    co_return co_await stream_->wait_readable();
+}
+
+read_result tcp_client_source::read_now(std::span<std::byte> space) {
+    return stream_ ? stream_->read_now(space) : closed_result();
+}
+
+void tcp_client_source::close() noexcept {
+    if (stream_) {
+        stream_->close();
+    }
+}
+
+stream_source::stream_source(source_kind kind, std::unique_ptr<byte_stream> stream)
+    : kind_(kind), stream_(std::move(stream)), description_(stream_->describe()) {
+    SLUICE_ASSERT(stream_ != nullptr);
+}
+
+asio::awaitable<error_code> stream_source::open() {
+    // The stream came open; it cannot be reopened (an accepted peer that left is gone).
+    const bool first = !opened_;
+    opened_ = true;
+    co_return first ? error_code{} : error_code(asio::error::not_connected);
+}
+
+asio::awaitable<error_code> stream_source::wait_readable() {
+    co_return co_await stream_->wait_readable();
+}
+
+read_result stream_source::read_now(std::span<std::byte> space) { return stream_->read_now(space); }
+
+void stream_source::close() noexcept { stream_->close(); }
+
+file_source::file_source(environment& env, executor lane, std::string path)
+    : env_(env), lane_(std::move(lane)), path_(std::move(path)) {}
+
+asio::awaitable<error_code> file_source::open() {
+    close();
+    auto [error, stream] = env_.open_file(lane_, path_);
+    if (!error) {
+        stream_ = std::move(stream);
+    }
+    co_return error;
+}
+
+asio::awaitable<error_code> file_source::wait_readable() {
+    if (!stream_) {
+        co_return asio::error::bad_descriptor;
+    }
+    co_return co_await stream_->wait_readable();
+}
+
+read_result file_source::read_now(std::span<std::byte> space) {
+    return stream_ ? stream_->read_now(space) : closed_result();
+}
+
+void file_source::close() noexcept {
+    if (stream_) {
+        stream_->close();
+    }
+}
+
+udp_source::udp_source(environment& env, executor lane, udp_options options)
+    : env_(env), lane_(std::move(lane)), options_(std::move(options)) {
+    SLUICE_ASSERT(options_.datagram_bytes_max > 0);
+}
+
+std::string udp_source::describe() const {
+    return "udp " + options_.address + ":" + std::to_string(options_.port);
+}
+
+std::uint16_t udp_source::port() const { return socket_ ? socket_->port() : 0; }
+
+asio::awaitable<error_code> udp_source::open() {
+    close();
+    auto [error, socket] = env_.open_udp(lane_, options_.address, options_.port);
+    if (!error) {
+        socket_ = std::move(socket);
+    }
+    co_return error;
+}
+
+asio::awaitable<error_code> udp_source::wait_readable() {
+    if (!socket_) {
+        co_return asio::error::bad_descriptor;
+    }
+    co_return co_await socket_->wait_readable();
+}
+
+read_result udp_source::read_now(std::span<std::byte> space) {
+    if (!socket_) {
+        return closed_result();
+    }
+    // Bounded: a flood of oversize datagrams cannot hold the lane.
+    for (int dropped = 0; dropped < 64; ++dropped) {
+        const std::size_t next = socket_->next_datagram_bytes();
+        if (next > space.size() && next <= options_.datagram_bytes_max) {
+            return {read_result::status::need_space, 0, {}};
+        }
+        auto result = socket_->read_now(space);
+        if (result.state == read_result::status::error && result.error == asio::error::message_size) {
+            ++oversize_dropped_;
+            continue;
+        }
+        return result;
+    }
+    return {read_result::status::would_block, 0, {}};
+}
+
+void udp_source::close() noexcept {
+    if (socket_) {
+        socket_->close();
+    }
+}
+
+} // namespace sluice::runtime

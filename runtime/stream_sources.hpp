@@ -1,0 +1,107 @@
+#pragma once
+/// Sources over the seam's transports: a TCP client that reconnects, one accepted TCP
+/// connection, a UDP socket and a file. Each is a thin adapter from a `byte_stream` to `source`;
+/// the server does buffering, flushing, backoff and events.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "runtime/environment.hpp"
+#include "runtime/source.hpp"
+
+namespace sluice::runtime {
+
+struct tcp_client_options {
+    std::string address = "127.0.0.1"; ///< numeric IPv4 or IPv6 address
+    std::uint16_t port = 0;
+    duration connect_timeout = std::chrono::seconds(2);
+};
+
+/// Connects out; on reset or refusal the server reopens it with capped exponential backoff.
+class tcp_client_source final : public source {
+public:
+    tcp_client_source(environment& env, executor lane, tcp_client_options options);
+    source_kind kind() const noexcept override { return source_kind::tcp_client; }
+    std::string describe() const override;
+    boost::asio::awaitable<boost::system::error_code> open() override;
+    boost::asio::awaitable<boost::system::error_code> wait_readable() override;
+    read_result read_now(std::span<std::byte> space) override;
+    void close() noexcept override;
+    bool reconnects() const noexcept override { return true; }
+
+private:
+    environment& env_;
+    executor lane_;
+    tcp_client_options options_;
+    std::unique_ptr<byte_stream> stream_; ///< null while disconnected
+};
+
+/// Wraps an already open stream: an accepted TCP connection, or a file.
+class stream_source final : public source {
+public:
+    stream_source(source_kind kind, std::unique_ptr<byte_stream> stream);
+    source_kind kind() const noexcept override { return kind_; }
+    std::string describe() const override { return description_; }
+    boost::asio::awaitable<boost::system::error_code> open() override;
+    boost::asio::awaitable<boost::system::error_code> wait_readable() override;
+    read_result read_now(std::span<std::byte> space) override;
+    void close() noexcept override;
+
+private:
+    source_kind kind_;
+    std::unique_ptr<byte_stream> stream_;
+    std::string description_;
+    bool opened_ = false;
+};
+
+/// Opens a file at `open()` and reads it to the end.
+class file_source final : public source {
+public:
+    file_source(environment& env, executor lane, std::string path);
+    source_kind kind() const noexcept override { return source_kind::file; }
+    std::string describe() const override { return "file " + path_; }
+    boost::asio::awaitable<boost::system::error_code> open() override;
+    boost::asio::awaitable<boost::system::error_code> wait_readable() override;
+    read_result read_now(std::span<std::byte> space) override;
+    void close() noexcept override;
+
+private:
+    environment& env_;
+    executor lane_;
+    std::string path_;
+    std::unique_ptr<byte_stream> stream_;
+};
+
+struct udp_options {
+    std::string address = "127.0.0.1";
+    std::uint16_t port = 0;
+    std::uint32_t datagram_bytes_max = 0; ///< the pool's buffer size; larger datagrams are dropped
+};
+
+/// Appends each datagram whole to the buffer; a datagram that does not fit in the space left
+/// asks for a new buffer; one larger than a buffer is dropped and counted.
+class udp_source final : public source {
+public:
+    udp_source(environment& env, executor lane, udp_options options);
+    source_kind kind() const noexcept override { return source_kind::udp; }
+    std::string describe() const override;
+    boost::asio::awaitable<boost::system::error_code> open() override;
+    boost::asio::awaitable<boost::system::error_code> wait_readable() override;
+    read_result read_now(std::span<std::byte> space) override;
+    void close() noexcept override;
+
+    /// Datagrams dropped because they were larger than a buffer.
+    std::uint64_t oversize_dropped() const noexcept { return oversize_dropped_; }
+    /// The bound port (after open), for tests that bind port 0.
+    std::uint16_t port() const;
+
+private:
+    environment& env_;
+    executor lane_;
+    udp_options options_;
+    std::unique_ptr<datagram_socket> socket_;
+    std::uint64_t oversize_dropped_ = 0;
+};
+
+} // namespace sluice::runtime

@@ -1,0 +1,77 @@
+#pragma once
+/// The `sluiced` worker's configuration: TOML (toml++), validated as a whole. Every error names
+/// file:line:column, the key, what is wrong and what is allowed; all errors are reported, not
+/// only the first. An embedded default configuration runs a realistic demo.
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "runtime/buffer_pool.hpp"
+#include "runtime/generator_source.hpp"
+#include "runtime/processing.hpp"
+#include "runtime/production_environment.hpp"
+#include "runtime/source_server.hpp"
+#include "runtime/stream_sources.hpp"
+
+namespace sluice::runtime {
+
+/// How sources are run.
+enum class runner_mode : std::uint8_t {
+    sluice,            ///< coroutines on the I/O lanes (the point of this project)
+    thread_per_source, ///< the legacy baseline: a thread and fixed buffers per source
+};
+
+/// One `[[source]]` table: `count` instances of the same kind.
+struct source_spec {
+    std::string name;
+    source_kind kind = source_kind::generator;
+    std::uint32_t count = 1;
+    source_limits limits{1, 4};
+    duration flush_timeout = std::chrono::milliseconds(50);
+    generator_options generator;   ///< kind = generator (id is set per instance)
+    tcp_client_options tcp_client; ///< kind = tcp_client
+    udp_options udp;               ///< kind = udp
+    std::string path;              ///< kind = file
+};
+
+struct worker_config {
+    production_options threads;
+    pool_config pool{4096, 16384, 64, 16384};
+    processing_options processing;
+    server_options server;
+    std::vector<source_spec> sources;
+    std::vector<listener_options> listeners;
+    runner_mode mode = runner_mode::sluice;
+    std::uint32_t baseline_buffers_per_source = 4; ///< thread_per_source: fixed buffers each
+    duration status_interval = std::chrono::seconds(1);
+    std::string summary_json_path; ///< written at exit when not empty (also --summary-json)
+};
+
+/// A located configuration error.
+struct config_error {
+    std::string file;
+    std::uint32_t line = 0;   ///< 1-based; 0 when not tied to a place in the file
+    std::uint32_t column = 0; ///< 1-based
+    std::string key;          ///< dotted path, e.g. `source[2].port`
+    std::string problem;      ///< what is wrong
+    std::string allowed;      ///< what would be accepted
+    std::string to_string() const;
+};
+
+struct config_result {
+    worker_config config;
+    std::vector<config_error> errors;
+    bool ok() const noexcept { return errors.empty(); }
+};
+
+/// Parses and validates. Never throws for bad input: everything wrong is in `errors`.
+config_result parse_worker_config(std::string_view text, std::string_view file_name);
+
+/// The configuration used when no file is given: many generator sources, a TCP listener on
+/// 127.0.0.1, and a pool sized to admit them all.
+std::string_view default_worker_config() noexcept;
+
+} // namespace sluice::runtime
