@@ -329,8 +329,8 @@ private:
                       "(use it from a coroutine, or wrap the handler with bind_executor)");
         // Fast path without allocation: granted at once, completion posted.
         if (buffer granted = try_take(owner, generation, false)) {
-            auto executor = boost::asio::get_associated_executor(handler);
-            boost::asio::post(executor,
+            auto handler_executor = boost::asio::get_associated_executor(handler);
+            boost::asio::post(handler_executor,
                               boost::asio::append(std::forward<Handler>(handler),
                                                   boost::system::error_code{}, std::move(granted)));
             return;

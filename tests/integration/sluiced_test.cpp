@@ -1,0 +1,166 @@
+/// The sluiced worker as a user runs it: --check-config on broken files, a bounded run that
+/// drains with no leak, SIGTERM while running, and the thread count with 50 and 5,000 TCP
+/// sources fed by the load generator from another process.
+
+#include <regex>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "tests/support/process.hpp"
+
+namespace {
+
+using sluice::test::child_process;
+using sluice::test::json_number;
+using namespace std::chrono_literals;
+
+std::string write_file(const std::string& name, const std::string& text) {
+    const std::string path = ::testing::TempDir() + "/" + name;
+    std::ofstream(path) << text;
+    return path;
+}
+
+const char* worker_threads = R"(
+[worker]
+io_threads = 2
+compute_threads = 2
+blocking_threads = 2
+status_interval_ms = 100
+)";
+
+TEST(sluiced, check_config_prints_located_errors_and_exits_nonzero) {
+    const auto path = write_file("broken.toml", R"([pool]
+buffer_count = 0
+[[source]]
+kind = "generator"
+reserve = 4
+cap = 1
+[[listener]]
+port = 99999
+)");
+    child_process p({SLUICE_SLUICED, "--check-config", path}, "check_broken");
+    EXPECT_EQ(p.wait(30s), 2);
+    const auto err = p.err();
+    EXPECT_NE(err.find(path + ":2:16: pool.buffer_count: 0 is out of range; allowed: an integer from 2"), std::string::npos) << err;
+    EXPECT_NE(err.find(path + ":6:7: source[0].cap: cap 1 is below reserve 4"), std::string::npos) << err;
+    EXPECT_NE(err.find(path + ":8:8: listener[0].port: 99999 is out of range"), std::string::npos) << err;
+    EXPECT_NE(err.find("3 error(s)"), std::string::npos) << err;
+
+    const auto good = write_file("good.toml", "[[source]]\nkind = \"generator\"\n");
+    child_process ok({SLUICE_SLUICED, "--check-config", good}, "check_good");
+    EXPECT_EQ(ok.wait(30s), 0) << ok.err();
+}
+
+TEST(sluiced, a_broken_config_does_not_start_the_worker) {
+    const auto path = write_file("unknown_kind.toml", "[[source]]\nkind = \"telepathy\"\n");
+    child_process p({SLUICE_SLUICED, "--config", path, "--duration", "1"}, "unknown_kind");
+    EXPECT_EQ(p.wait(30s), 2);
+    EXPECT_NE(p.err().find("unknown source kind 'telepathy'"), std::string::npos) << p.err();
+    EXPECT_NE(p.err().find("not started"), std::string::npos) << p.err();
+}
+
+TEST(sluiced, default_configuration_runs_and_drains_with_every_buffer_back) {
+    // The built-in default, with its listener moved to a free port.
+    child_process print({SLUICE_SLUICED, "--print-default-config"}, "print_default");
+    ASSERT_EQ(print.wait(30s), 0);
+    const std::string config =
+        std::regex_replace(print.out(), std::regex("port = 9400"), "port = 0");
+    const auto path = write_file("default_port0.toml", config);
+    const auto summary = ::testing::TempDir() + "/default_summary.json";
+    child_process p({SLUICE_SLUICED, "--config", path, "--duration", "2", "--summary-json", summary},
+                    "default_run");
+    ASSERT_EQ(p.wait(60s), 0) << p.err();
+    const auto json = child_process::slurp(summary);
+    EXPECT_EQ(json_number(json, "sources"), 400) << json;
+    EXPECT_GT(json_number(json, "bytes_delivered"), 0) << json;
+    EXPECT_GT(json_number(json, "records_delivered"), 0) << json;
+    EXPECT_EQ(json_number(json, "buffers_free_at_exit"), json_number(json, "buffers_total")) << json;
+    EXPECT_EQ(json_number(json, "errors"), 0) << json;
+    // io + compute + blocking + the main thread.
+    EXPECT_EQ(json_number(json, "threads_max"), 2 + 2 + 2 + 1) << json;
+    EXPECT_NE(p.err().find("running 400"), std::string::npos) << "a status line shows the sources";
+}
+
+TEST(sluiced, sigterm_drains_gracefully) {
+    const auto path = write_file("sigterm.toml", std::string(worker_threads) + R"(
+[pool]
+buffer_count = 256
+buffer_size_bytes = 4096
+processing_reserve = 8
+[[source]]
+kind = "generator"
+count = 50
+records_per_second = 20000.0
+)");
+    const auto summary = ::testing::TempDir() + "/sigterm_summary.json";
+    child_process p({SLUICE_SLUICED, "--config", path, "--summary-json", summary}, "sigterm");
+    ASSERT_TRUE(p.wait_for_err([](const std::string& e) { return e.find("running 50") != std::string::npos; }, 30s))
+        << p.err();
+    p.signal(SIGTERM);
+    ASSERT_EQ(p.wait(30s), 0) << p.err();
+    EXPECT_NE(p.err().find("draining"), std::string::npos);
+    const auto json = child_process::slurp(summary);
+    EXPECT_EQ(json_number(json, "buffers_free_at_exit"), 256) << json;
+    EXPECT_GT(json_number(json, "bytes_delivered"), 0) << json;
+    EXPECT_EQ(json_number(json, "end_of_stream"), 0) << "a stop is neither EoS nor Error";
+    EXPECT_EQ(json_number(json, "errors"), 0) << json;
+}
+
+/// Runs sluiced with a listener, feeds it `connections` from the load generator, waits until
+/// they have all ended, stops it, and returns its summary.
+std::string serve_connections(std::uint32_t connections, std::uint64_t records) {
+    const auto path = write_file("tcp_" + std::to_string(connections) + ".toml",
+                                 std::string(worker_threads) + R"(
+[pool]
+buffer_count = 8192
+buffer_size_bytes = 4096
+processing_reserve = 64
+sources_max = 8192
+[[listener]]
+name = "in"
+port = 0
+connections_max = 6000
+reserve = 1
+cap = 2
+)");
+    const auto summary = ::testing::TempDir() + "/tcp_" + std::to_string(connections) + ".json";
+    child_process worker({SLUICE_SLUICED, "--config", path, "--summary-json", summary},
+                         "sluiced_tcp_" + std::to_string(connections));
+    std::smatch match;
+    const std::regex listening("listener 'in' on 127\\.0\\.0\\.1:([0-9]+)");
+    EXPECT_TRUE(worker.wait_for_err(
+        [&](const std::string& e) { return std::regex_search(e, match, listening); }, 30s))
+        << worker.err();
+    const std::string err = worker.err();
+    std::regex_search(err, match, listening);
+    const std::string port = match[1];
+    child_process load({SLUICE_LOADGEN, "--port", port, "--connections", std::to_string(connections),
+                        "--records", std::to_string(records)},
+                       "loadgen_for_sluiced_" + std::to_string(connections));
+    EXPECT_EQ(load.wait(120s), 0) << load.out() << load.err();
+    // Every connection has ended once a status line after the load shows none running.
+    const std::size_t seen = worker.err().size();
+    EXPECT_TRUE(worker.wait_for_err(
+        [&](const std::string& e) { return e.find("running 0 ", seen) != std::string::npos; }, 60s))
+        << worker.err().substr(seen);
+    worker.signal(SIGTERM);
+    EXPECT_EQ(worker.wait(60s), 0) << worker.err();
+    const auto json = child_process::slurp(summary);
+    EXPECT_EQ(json_number(json, "bytes_delivered"), json_number(load.out(), "bytes_sent"))
+        << json << load.out();
+    EXPECT_EQ(json_number(json, "records_delivered"), static_cast<long long>(connections * records));
+    EXPECT_EQ(json_number(json, "end_of_stream"), connections) << json;
+    EXPECT_EQ(json_number(json, "buffers_free_at_exit"), json_number(json, "buffers_total")) << json;
+    return json;
+}
+
+TEST(sluiced, threads_max_is_the_same_for_50_and_5000_tcp_sources) {
+    const auto small = serve_connections(50, 200);
+    const auto large = serve_connections(5000, 40);
+    EXPECT_EQ(json_number(small, "threads_max"), json_number(large, "threads_max"))
+        << small << large;
+    EXPECT_EQ(json_number(large, "threads_max"), 2 + 2 + 2 + 1) << large;
+}
+
+} // namespace

@@ -1,0 +1,374 @@
+/// The source server on real lanes, real timers and real loopback sockets: lifecycle and
+/// events (Data… then EoS, Data… then Error, neither on stop), backpressure with a slow
+/// pipeline, admission refusal while others run, and every kind of source.
+
+#include <atomic>
+#include <chrono>
+#include <fstream>
+#include <stdexcept>
+#include <thread>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ip/udp.hpp>
+#include <boost/asio/write.hpp>
+#include <gtest/gtest.h>
+
+#include "runtime/blocking_source.hpp"
+#include "runtime/generator_source.hpp"
+#include "runtime/stream_sources.hpp"
+#include "tests/support/test_worker.hpp"
+
+namespace {
+
+namespace asio = boost::asio;
+using namespace sluice::runtime;
+using sluice::test::test_worker;
+using namespace std::chrono_literals;
+
+source_server::source_factory generator(std::uint64_t id, std::uint64_t records_max,
+                                        double rate = 0.0) {
+    return [=](environment& env, const executor& lane) -> std::unique_ptr<source> {
+        generator_options g;
+        g.id = id;
+        g.records_max = records_max;
+        g.records_per_second = rate;
+        return std::make_unique<generator_source>(env, lane, g);
+    };
+}
+
+source_options named(std::string name, source_limits limits = {1, 4},
+                     duration flush_timeout = 20ms) {
+    source_options o;
+    o.name = std::move(name);
+    o.limits = limits;
+    o.flush_timeout = flush_timeout;
+    return o;
+}
+
+TEST(source_server, finite_generators_deliver_every_record_then_end_of_stream) {
+    test_worker w;
+    constexpr int sources = 40;
+    constexpr std::uint64_t records = 5000;
+    std::vector<source_handle> handles;
+    for (int i = 0; i < sources; ++i) {
+        const auto answer = w.server.register_source(named("gen" + std::to_string(i)),
+                                                     generator(static_cast<std::uint64_t>(i), records));
+        ASSERT_TRUE(answer.admitted()) << answer.message;
+        handles.push_back(answer.handle);
+        ASSERT_TRUE(w.server.start(answer.handle));
+    }
+    ASSERT_TRUE(w.sink.wait_for([&] { return w.sink.end_of_streams_locked() == sources; }));
+    EXPECT_TRUE(w.sink.violations().empty()) << w.sink.violations().front();
+    for (int i = 0; i < sources; ++i) {
+        const auto log = w.sink.origin(handles[static_cast<std::size_t>(i)]);
+        EXPECT_EQ(log.records, records);
+        EXPECT_EQ(log.next_record, records);
+        EXPECT_EQ(log.generator_id, i);
+        EXPECT_TRUE(log.end_of_stream);
+        EXPECT_FALSE(log.error);
+        // A source that reached its end is stopped, not failed.
+        EXPECT_EQ(w.server.state(handles[static_cast<std::size_t>(i)]), source_state::stopped);
+    }
+    w.server.shutdown();
+    w.pipeline.wait_idle();
+    EXPECT_EQ(w.pool.stats().free, w.pool.config().buffer_count);
+}
+
+TEST(source_server, engine_stop_gives_neither_end_of_stream_nor_error_and_restart_continues) {
+    test_worker w;
+    const auto a = w.server.register_source(named("a"), generator(1, 0, 20000.0)).handle;
+    const auto b = w.server.register_source(named("b"), generator(2, 0, 20000.0)).handle;
+    ASSERT_TRUE(w.server.start(a));
+    ASSERT_TRUE(w.server.start(b));
+    ASSERT_TRUE(w.sink.wait_for([&] {
+        const auto& o = w.sink.origins_locked();
+        return o.count(a) != 0 && o.at(a).records > 1000 && o.count(b) != 0 && o.at(b).records > 1000;
+    }));
+    w.server.stop(a);
+    ASSERT_TRUE(w.sink.wait_for([&] { return w.server.state(a) == source_state::stopped; }));
+    const auto after_stop = w.sink.origin(a);
+    EXPECT_FALSE(after_stop.end_of_stream);
+    EXPECT_FALSE(after_stop.error);
+    // b keeps running while a is stopped, restarted and later unregistered.
+    const auto b_before = w.sink.origin(b).records;
+    ASSERT_TRUE(w.sink.wait_for([&] { return w.sink.origins_locked().at(b).records > b_before + 500; }));
+    ASSERT_TRUE(w.server.start(a));
+    ASSERT_TRUE(w.sink.wait_for([&] {
+        return w.sink.origins_locked().at(a).records > after_stop.records + 500;
+    }));
+    EXPECT_FALSE(w.server.unregister_source(a)) << "a running source cannot be unregistered";
+    w.server.stop(a);
+    ASSERT_TRUE(w.sink.wait_for([&] { return w.server.state(a) == source_state::stopped; }));
+    EXPECT_TRUE(w.server.unregister_source(a));
+    EXPECT_FALSE(w.server.known(a));
+    EXPECT_EQ(w.server.state(b), source_state::running);
+    // Sequence numbers stayed contiguous across the restart; records too (checked by the sink).
+    EXPECT_TRUE(w.sink.violations().empty()) << w.sink.violations().front();
+    const auto final_a = w.sink.origin(a);
+    EXPECT_FALSE(final_a.end_of_stream);
+    EXPECT_FALSE(final_a.error);
+}
+
+/// A legacy reader that delivers some records and then fails.
+class failing_reader final : public blocking_reader {
+public:
+    explicit failing_reader(std::uint64_t records) : records_(records) {}
+    std::size_t read_blocking(std::span<std::byte> space) override {
+        if (next_ >= records_) {
+            throw std::runtime_error("device unplugged");
+        }
+        char record[generator_record_bytes_max];
+        const std::size_t n = format_generator_record(7, next_, record);
+        if (n > space.size()) {
+            return 0;
+        }
+        ++next_;
+        std::memcpy(space.data(), record, n);
+        return n;
+    }
+
+private:
+    std::uint64_t records_;
+    std::uint64_t next_ = 0;
+};
+
+TEST(source_server, failing_source_gives_its_data_then_error_and_others_are_unaffected) {
+    test_worker w;
+    const auto bad = w.server.register_source(
+        named("legacy"), [](environment& env, const executor& lane) -> std::unique_ptr<source> {
+            return std::make_unique<blocking_source>(env, lane, std::make_unique<failing_reader>(300),
+                                                     "legacy device");
+        });
+    const auto good = w.server.register_source(named("good"), generator(3, 2000));
+    ASSERT_TRUE(bad.admitted());
+    ASSERT_TRUE(good.admitted());
+    ASSERT_TRUE(w.server.start(bad.handle));
+    ASSERT_TRUE(w.server.start(good.handle));
+    ASSERT_TRUE(w.sink.wait_for([&] {
+        return w.sink.errors_locked() == 1 && w.sink.end_of_streams_locked() == 1;
+    }));
+    const auto log = w.sink.origin(bad.handle);
+    EXPECT_TRUE(log.error);
+    EXPECT_EQ(log.records, 300U) << "every record read before the failure is delivered first";
+    EXPECT_NE(log.error_message.find("device unplugged"), std::string::npos) << log.error_message;
+    EXPECT_EQ(w.server.state(bad.handle), source_state::failed);
+    EXPECT_EQ(w.sink.origin(good.handle).records, 2000U);
+    EXPECT_TRUE(w.sink.violations().empty()) << w.sink.violations().front();
+}
+
+TEST(source_server, tcp_client_to_a_closed_port_backs_off_then_reports_error) {
+    server_options options;
+    options.backoff_initial = 5ms;
+    options.backoff_max = 20ms;
+    options.reconnect_attempts_max = 3;
+    test_worker w({64, 4096, 4, 64}, {1, 1, 1}, options);
+    // A port nobody listens on: bind one, note it, close it.
+    std::uint16_t port = 0;
+    {
+        asio::io_context io;
+        asio::ip::tcp::acceptor probe(io, {asio::ip::make_address("127.0.0.1"), 0});
+        port = probe.local_endpoint().port();
+    }
+    const auto answer = w.server.register_source(
+        named("client"), [port](environment& env, const executor& lane) -> std::unique_ptr<source> {
+            return std::make_unique<tcp_client_source>(env, lane,
+                                                       tcp_client_options{"127.0.0.1", port, 1s});
+        });
+    ASSERT_TRUE(w.server.start(answer.handle));
+    ASSERT_TRUE(w.sink.wait_for([&] { return w.sink.errors_locked() == 1; }));
+    EXPECT_EQ(w.server.stats().reconnects_total, 3U);
+    EXPECT_NE(w.sink.origin(answer.handle).error_message.find("gave up after 3 reconnects"),
+              std::string::npos)
+        << w.sink.origin(answer.handle).error_message;
+}
+
+TEST(source_server, listener_turns_each_connection_into_a_source) {
+    test_worker w;
+    listener_options l;
+    l.name = "in";
+    l.port = 0;
+    l.connections_max = 3;
+    const auto [error, port] = w.server.add_tcp_listener(l);
+    ASSERT_FALSE(error) << error.message();
+    asio::io_context io;
+    std::vector<asio::ip::tcp::socket> peers;
+    for (int c = 0; c < 4; ++c) {
+        peers.emplace_back(io);
+        peers.back().connect({asio::ip::make_address("127.0.0.1"), port});
+    }
+    // Three are admitted; the fourth is refused (closed) and counted.
+    ASSERT_TRUE(w.sink.wait_for([&] { return w.server.stats().connections_refused_total == 1; }));
+    for (int c = 0; c < 3; ++c) {
+        std::string data;
+        char record[generator_record_bytes_max];
+        for (std::uint64_t n = 0; n < 1000; ++n) {
+            data.append(record, format_generator_record(static_cast<std::uint64_t>(100 + c), n, record));
+        }
+        asio::write(peers[static_cast<std::size_t>(c)], asio::buffer(data));
+        peers[static_cast<std::size_t>(c)].close();
+    }
+    ASSERT_TRUE(w.sink.wait_for([&] { return w.sink.end_of_streams_locked() == 3; }));
+    EXPECT_EQ(w.sink.total_records(), 3000U);
+    EXPECT_TRUE(w.sink.violations().empty()) << w.sink.violations().front();
+    // Ended connections unregister themselves.
+    ASSERT_TRUE(w.sink.wait_for([&] { return w.server.source_count() == 0; }));
+}
+
+TEST(source_server, slow_pipeline_makes_sources_suspend_without_loss_or_blocked_threads) {
+    // 8 generators flat out into a tiny pool through a pipeline that takes 2 ms a buffer.
+    test_worker w({24, 1024, 2, 64}, {2, 2, 2});
+    w.sink.on_each_buffer = [] { std::this_thread::sleep_for(2ms); };
+    constexpr int sources = 8;
+    constexpr std::uint64_t records = 3000;
+    const auto threads_before = sluice::test::thread_count();
+    for (int i = 0; i < sources; ++i) {
+        const auto answer = w.server.register_source(named("g" + std::to_string(i), {1, 4}),
+                                                     generator(static_cast<std::uint64_t>(i), records));
+        ASSERT_TRUE(answer.admitted()) << answer.message;
+        w.server.start(answer.handle);
+    }
+    std::size_t threads_max = threads_before;
+    ASSERT_TRUE(w.sink.wait_for(
+        [&] {
+            threads_max = std::max(threads_max, sluice::test::thread_count());
+            return w.sink.end_of_streams_locked() == sources;
+        },
+        120s));
+    EXPECT_EQ(w.sink.total_records(), sources * records);
+    EXPECT_TRUE(w.sink.violations().empty()) << w.sink.violations().front();
+    const auto stats = w.server.stats();
+    EXPECT_GT(stats.backpressure_waits_total, 0U) << "sources never had to wait";
+    // Bounded by the fixed pools (io 2 + compute 2 + blocking 2) plus main, however long the
+    // sources waited: no thread was added to wait for buffers.
+    EXPECT_LE(threads_max, 2U + 2U + 2U + 1U) << "started with " << threads_before;
+}
+
+TEST(source_server, registration_beyond_the_pool_is_refused_while_others_run) {
+    test_worker w({16, 1024, 4, 64});
+    std::vector<source_handle> running;
+    for (int i = 0; i < 6; ++i) {
+        const auto answer = w.server.register_source(named("g" + std::to_string(i), {2, 2}),
+                                                     generator(static_cast<std::uint64_t>(i), 0, 5000));
+        ASSERT_TRUE(answer.admitted()) << answer.message;
+        w.server.start(answer.handle);
+        running.push_back(answer.handle);
+    }
+    const auto refused = w.server.register_source(named("one-too-many", {2, 2}), generator(9, 0));
+    EXPECT_EQ(refused.status, admission_status::overcommitted);
+    EXPECT_NE(refused.message.find("one-too-many"), std::string::npos) << refused.message;
+    EXPECT_NE(refused.message.find("12 + 2 + 4 > 16"), std::string::npos) << refused.message;
+    for (const auto h : running) {
+        EXPECT_EQ(w.server.state(h), source_state::running);
+    }
+    const auto before = w.sink.total_records();
+    ASSERT_TRUE(w.sink.wait_for([&] { return w.sink.total_records_locked() > before + 1000; }));
+}
+
+TEST(source_server, file_source_reads_to_the_end_and_a_missing_file_fails) {
+    test_worker w;
+    const std::string path = ::testing::TempDir() + "/sluice_file_source.csv";
+    {
+        std::ofstream out(path, std::ios::binary);
+        char record[generator_record_bytes_max];
+        for (std::uint64_t n = 0; n < 20000; ++n) {
+            out.write(record, static_cast<std::streamsize>(format_generator_record(5, n, record)));
+        }
+    }
+    const auto file = w.server.register_source(
+        named("file"), [path](environment& env, const executor& lane) -> std::unique_ptr<source> {
+            return std::make_unique<file_source>(env, lane, path);
+        });
+    const auto missing = w.server.register_source(
+        named("missing"), [](environment& env, const executor& lane) -> std::unique_ptr<source> {
+            return std::make_unique<file_source>(env, lane, "/nonexistent/sluice.csv");
+        });
+    w.server.start(file.handle);
+    w.server.start(missing.handle);
+    ASSERT_TRUE(w.sink.wait_for([&] {
+        return w.sink.end_of_streams_locked() == 1 && w.sink.errors_locked() == 1;
+    }));
+    EXPECT_EQ(w.sink.origin(file.handle).records, 20000U);
+    EXPECT_NE(w.sink.origin(missing.handle).error_message.find("/nonexistent/sluice.csv"),
+              std::string::npos);
+    EXPECT_TRUE(w.sink.violations().empty()) << w.sink.violations().front();
+}
+
+TEST(source_server, udp_source_keeps_datagrams_whole) {
+    test_worker w;
+    std::atomic<std::uint16_t> port{0};
+    udp_source* raw = nullptr;
+    const auto answer = w.server.register_source(
+        named("udp"), [&raw](environment& env, const executor& lane) -> std::unique_ptr<source> {
+            auto s = std::make_unique<udp_source>(env, lane, udp_options{"127.0.0.1", 0, 4096});
+            raw = s.get();
+            return s;
+        });
+    ASSERT_TRUE(w.server.start(answer.handle));
+    ASSERT_TRUE(w.sink.wait_for([&] {
+        port = raw->port();
+        return port != 0;
+    }, 10s));
+    asio::io_context io;
+    asio::ip::udp::socket sender(io, asio::ip::udp::v4());
+    char record[generator_record_bytes_max];
+    for (std::uint64_t n = 0; n < 500; ++n) {
+        const auto size = format_generator_record(11, n, record);
+        sender.send_to(asio::buffer(record, size), {asio::ip::make_address("127.0.0.1"), port});
+        if (n % 50 == 49) {
+            // Loopback UDP can drop under a burst; pace a little so the test checks framing.
+            ASSERT_TRUE(w.sink.wait_for([&] { return w.sink.total_records_locked() >= n + 1; }, 10s));
+        }
+    }
+    EXPECT_EQ(w.sink.total_records(), 500U);
+    EXPECT_TRUE(w.sink.violations().empty()) << w.sink.violations().front();
+}
+
+/// A legacy reader that blocks like a device: sleeps, then returns one record.
+class slow_device final : public blocking_reader {
+public:
+    slow_device(std::uint64_t id, std::uint64_t records) : id_(id), records_(records) {}
+    std::size_t read_blocking(std::span<std::byte> space) override {
+        if (next_ == records_) {
+            return 0;
+        }
+        std::this_thread::sleep_for(100us);
+        char record[generator_record_bytes_max];
+        const std::size_t n = format_generator_record(id_, next_++, record);
+        std::memcpy(space.data(), record, std::min(n, space.size()));
+        return n;
+    }
+
+private:
+    std::uint64_t id_;
+    std::uint64_t records_;
+    std::uint64_t next_ = 0;
+};
+
+TEST(source_server, legacy_blocking_sources_run_on_a_bounded_pool) {
+    test_worker w({256, 1024, 4, 256}, {2, 2, 2});
+    const auto threads_before = sluice::test::thread_count();
+    constexpr int sources = 30; // far more sources than blocking threads
+    for (int i = 0; i < sources; ++i) {
+        const auto answer = w.server.register_source(
+            named("dev" + std::to_string(i)),
+            [i](environment& env, const executor& lane) -> std::unique_ptr<source> {
+                return std::make_unique<blocking_source>(
+                    env, lane, std::make_unique<slow_device>(static_cast<std::uint64_t>(i), 200),
+                    "device");
+            });
+        ASSERT_TRUE(answer.admitted());
+        w.server.start(answer.handle);
+    }
+    std::size_t threads_max = threads_before;
+    ASSERT_TRUE(w.sink.wait_for([&] {
+        threads_max = std::max(threads_max, sluice::test::thread_count());
+        return w.sink.end_of_streams_locked() == sources;
+    }));
+    EXPECT_EQ(w.sink.total_records(), sources * 200U);
+    EXPECT_LE(threads_max, 2U + 2U + 2U + 1U)
+        << "blocking reads used more than the bounded pool; started with " << threads_before;
+    EXPECT_TRUE(w.sink.violations().empty()) << w.sink.violations().front();
+}
+
+} // namespace

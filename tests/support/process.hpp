@@ -1,0 +1,123 @@
+#pragma once
+/// Child processes for integration tests: spawn with output to files, wait with a bound.
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+extern char** environ;
+
+namespace sluice::test {
+
+class child_process {
+public:
+    /// Starts `argv`, stdout and stderr to files under the test's temp dir.
+    child_process(const std::vector<std::string>& argv, const std::string& tag)
+        : out_path_(::testing::TempDir() + "/" + tag + ".out"),
+          err_path_(::testing::TempDir() + "/" + tag + ".err") {
+        posix_spawn_file_actions_t actions;
+        posix_spawn_file_actions_init(&actions);
+        posix_spawn_file_actions_addopen(&actions, 1, out_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        posix_spawn_file_actions_addopen(&actions, 2, err_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        std::vector<char*> args;
+        for (const auto& a : argv) {
+            args.push_back(const_cast<char*>(a.c_str()));
+        }
+        args.push_back(nullptr);
+        if (posix_spawn(&pid_, args[0], &actions, nullptr, args.data(), environ) != 0) {
+            pid_ = -1;
+        }
+        posix_spawn_file_actions_destroy(&actions);
+    }
+    child_process(const child_process&) = delete;
+    child_process& operator=(const child_process&) = delete;
+    ~child_process() {
+        if (pid_ > 0 && !exited_) {
+            ::kill(pid_, SIGKILL);
+            int status = 0;
+            ::waitpid(pid_, &status, 0);
+        }
+    }
+
+    bool started() const { return pid_ > 0; }
+    void signal(int number) { ::kill(pid_, number); }
+
+    /// Waits for exit, polling with a bound. Returns the exit code, or -1 on timeout/signal.
+    int wait(std::chrono::milliseconds bound) {
+        const auto deadline = std::chrono::steady_clock::now() + bound;
+        while (std::chrono::steady_clock::now() < deadline) {
+            int status = 0;
+            const pid_t r = ::waitpid(pid_, &status, WNOHANG);
+            if (r == pid_) {
+                exited_ = true;
+                return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        return -1;
+    }
+    bool running() {
+        int status = 0;
+        if (exited_) {
+            return false;
+        }
+        if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+            exited_ = true;
+            exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+            return false;
+        }
+        return true;
+    }
+    int exit_code() const { return exit_code_; }
+
+    std::string out() const { return slurp(out_path_); }
+    std::string err() const { return slurp(err_path_); }
+
+    /// Polls `predicate` on stderr until it holds or the bound passes.
+    template <typename Predicate>
+    bool wait_for_err(Predicate predicate, std::chrono::milliseconds bound) {
+        const auto deadline = std::chrono::steady_clock::now() + bound;
+        while (std::chrono::steady_clock::now() < deadline) {
+            if (predicate(err())) {
+                return true;
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
+        return false;
+    }
+
+    static std::string slurp(const std::string& path) {
+        std::ifstream in(path);
+        std::stringstream s;
+        s << in.rdbuf();
+        return s.str();
+    }
+
+private:
+    pid_t pid_ = -1;
+    bool exited_ = false;
+    int exit_code_ = -1;
+    std::string out_path_;
+    std::string err_path_;
+};
+
+/// The integer after `"key": ` in a flat JSON text, or -1.
+inline long long json_number(const std::string& json, const std::string& key) {
+    const auto at = json.find("\"" + key + "\": ");
+    if (at == std::string::npos) {
+        return -1;
+    }
+    return std::stoll(json.substr(at + key.size() + 4));
+}
+
+} // namespace sluice::test
