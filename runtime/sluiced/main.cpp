@@ -237,6 +237,7 @@ int main(int argc, char** argv) {
         if (cfg.mode == runner_mode::thread_per_source) {
             baseline.start_all();
         }
+        threads_max = std::max(threads_max, count_threads());
         std::cerr << "sluiced: " << (cfg.mode == runner_mode::sluice ? "sluice" : "thread_per_source")
                   << " mode, " << cfg.threads.io_threads << " io + " << cfg.threads.compute_threads
                   << " compute threads, " << cfg.pool.buffer_count << " x "

@@ -164,3 +164,36 @@ TEST(sluiced, threads_max_is_the_same_for_50_and_5000_tcp_sources) {
 }
 
 } // namespace
+
+namespace {
+
+TEST(sluiced, thread_per_source_baseline_runs_a_thread_per_source_with_fixed_buffers) {
+    const auto path = write_file("baseline.toml", std::string(worker_threads) + R"(
+mode = "thread_per_source"
+baseline_buffers_per_source = 2
+[pool]
+buffer_count = 256
+buffer_size_bytes = 4096
+processing_reserve = 8
+[[source]]
+kind = "generator"
+count = 40
+records_max = 2000
+records_per_second = 2000.0
+reserve = 2
+cap = 2
+)");
+    const auto summary = ::testing::TempDir() + "/baseline_summary.json";
+    child_process p({SLUICE_SLUICED, "--config", path, "--duration", "2", "--summary-json", summary},
+                    "baseline");
+    ASSERT_EQ(p.wait(60s), 0) << p.err();
+    const auto json = child_process::slurp(summary);
+    EXPECT_NE(json.find("\"mode\": \"thread_per_source\""), std::string::npos) << json;
+    EXPECT_EQ(json_number(json, "records_delivered"), 40 * 2000) << json;
+    EXPECT_EQ(json_number(json, "end_of_stream"), 40) << json;
+    EXPECT_EQ(json_number(json, "buffers_free_at_exit"), 256) << json;
+    // The legacy model: one thread per source on top of the fixed pools.
+    EXPECT_GE(json_number(json, "threads_max"), 40 + 1) << json;
+}
+
+} // namespace

@@ -86,11 +86,18 @@ public:
         changed_.notify_all();
     }
 
-    /// Waits until `done()` holds (checked under the lock) or the bound passes.
+    /// Waits until `done()` holds or the bound passes. `done` runs under the sink's lock, on
+    /// every sink event and at least every 10 ms (it may look at things other than the sink).
     bool wait_for(const std::function<bool()>& done,
                   std::chrono::milliseconds bound = std::chrono::seconds(60)) {
+        const auto deadline = std::chrono::steady_clock::now() + bound;
         std::unique_lock lock(mutex_);
-        return changed_.wait_for(lock, bound, done);
+        while (!changed_.wait_for(lock, std::chrono::milliseconds(10), done)) {
+            if (std::chrono::steady_clock::now() >= deadline) {
+                return false;
+            }
+        }
+        return true;
     }
 
     // Accessors: call with the lock not held.
