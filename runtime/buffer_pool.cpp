@@ -55,7 +55,8 @@ void pool_config::validate() const {
         throw std::invalid_argument(
             config_error("buffer_size_bytes", buffer_size_bytes, "1 to 1073741824 (1 GiB)"));
     }
-    if (processing_reserve == 0 || processing_reserve >= buffer_count) {
+    const bool legacy = policy == pool_policy::legacy;
+    if ((processing_reserve == 0 && !legacy) || processing_reserve >= buffer_count) {
         throw std::invalid_argument(config_error(
             "processing_reserve", processing_reserve,
             "1 to buffer_count - 1 = " + std::to_string(buffer_count - 1) +
@@ -102,7 +103,10 @@ buffer_pool::buffer_pool(const pool_config& config) : config_(config) {
     for (std::uint32_t i = 0; i < config_.sources_max; ++i) {
         free_source_indices_.push_back(config_.sources_max - 1 - i);
     }
-    owed_ = config_.processing_reserve;
+    // The legacy policy (fixed buffers per source, kept for the simulator's negative control)
+    // reserves nothing for processing.
+    processing_guaranteed_ = legacy() ? 0 : config_.processing_reserve;
+    owed_ = processing_guaranteed_;
     counters_.buffer_count = config_.buffer_count;
     counters_.processing_reserve = config_.processing_reserve;
 }
@@ -134,7 +138,7 @@ admission buffer_pool::register_source(source_limits limits) {
                          " registered, " + std::to_string(sources_retiring_) +
                          " unregistered with buffers still outstanding); raise sources_max or "
                          "unregister sources";
-    } else if (std::uint64_t{reserved_total_} + r + p > n) {
+    } else if (!legacy() && std::uint64_t{reserved_total_} + r + p > n) {
         answer.status = admission_status::overcommitted;
         const std::uint32_t room = n - p - reserved_total_;
         answer.message =
@@ -145,7 +149,7 @@ admission buffer_pool::register_source(source_limits limits) {
             std::to_string(p) + " > " + std::to_string(n) + "); lower the reserve to at most " +
             std::to_string(room) + ", raise buffer_count to at least " +
             std::to_string(std::uint64_t{reserved_total_} + r + p) + ", or unregister sources";
-    } else if (floating() < r) {
+    } else if (!legacy() && floating() < r) {
         answer.status = admission_status::reserve_lent_out;
         const std::uint32_t unreserved = n - p - reserved_total_;
         answer.message =
@@ -164,10 +168,11 @@ admission buffer_pool::register_source(source_limits limits) {
         SLUICE_ASSERT(entry.outstanding == 0);
         SLUICE_ASSERT(entry.waiters.empty());
         entry.reserve = r;
+        entry.guaranteed = r;
         entry.cap = limits.cap;
         entry.state = slot_state::registered;
         reserved_total_ += r;
-        owed_ += r;
+        owed_ += entry.guaranteed;
         ++sources_registered_;
         answer.status = admission_status::admitted;
         answer.id = source_id{index, entry.generation};
@@ -189,8 +194,8 @@ void buffer_pool::unregister_source(source_id id) {
             aborted.push_back(target);
         }
         counters_.waits_aborted_total[0] += aborted.size();
-        if (entry.outstanding < entry.reserve) {
-            owed_ -= entry.reserve - entry.outstanding;
+        if (entry.outstanding < entry.guaranteed) {
+            owed_ -= entry.guaranteed - entry.outstanding;
         }
         --sources_registered_;
         if (entry.outstanding == 0) {
@@ -251,7 +256,7 @@ void buffer_pool::enqueue(std::unique_ptr<detail::waiter> node, std::uint32_t ow
                 processing_waiters_.push_back(*node);
             } else {
                 auto& entry = registered_entry(owner, generation);
-                SLUICE_ASSERT(entry.outstanding >= entry.reserve);
+                SLUICE_ASSERT(entry.outstanding >= entry.guaranteed);
                 entry.waiters.push_back(*node);
                 ++waiters_sources_;
                 if (entry.outstanding < entry.cap) {
@@ -265,6 +270,21 @@ void buffer_pool::enqueue(std::unique_ptr<detail::waiter> node, std::uint32_t ow
         }
     }
     complete_all(granted, {});
+}
+
+void buffer_pool::abort_processing_waiters() {
+    detail::waiter_list aborted;
+    {
+        const std::lock_guard lock(mutex_);
+        while (!processing_waiters_.empty()) {
+            auto& target = processing_waiters_.front();
+            unlink(target);
+            target.status = detail::waiter::state::done;
+            ++counters_.waits_aborted_total[1];
+            aborted.push_back(target);
+        }
+    }
+    complete_all(aborted, boost::asio::error::operation_aborted);
 }
 
 void buffer_pool::cancel(detail::waiter& target) {
@@ -292,7 +312,7 @@ void buffer_pool::release(detail::buffer_slot& slot) noexcept {
         if (owner == detail::owner_processing) {
             SLUICE_ASSERT(outstanding_processing_ > 0);
             --outstanding_processing_;
-            if (outstanding_processing_ < config_.processing_reserve) {
+            if (outstanding_processing_ < processing_guaranteed_) {
                 ++owed_;
             }
         } else {
@@ -303,11 +323,11 @@ void buffer_pool::release(detail::buffer_slot& slot) noexcept {
             --entry.outstanding;
             --outstanding_sources_;
             if (entry.state == slot_state::registered) {
-                if (entry.outstanding < entry.reserve) {
+                if (entry.outstanding < entry.guaranteed) {
                     ++owed_;
                 }
                 // Back within its reserve: the source's own waiters are served from it.
-                while (!entry.waiters.empty() && entry.outstanding < entry.reserve) {
+                while (!entry.waiters.empty() && entry.outstanding < entry.guaranteed) {
                     grant(entry.waiters.front(), granted);
                 }
                 if (was_capped && entry.outstanding < entry.cap) {
@@ -351,10 +371,13 @@ const buffer_pool::source_entry* buffer_pool::entry_in_use(source_id id) const {
 
 bool buffer_pool::may_take(std::uint32_t owner) const noexcept {
     if (owner == detail::owner_processing) {
-        return outstanding_processing_ < config_.processing_reserve || floating() >= 1;
+        return outstanding_processing_ < processing_guaranteed_ || floating() >= 1;
     }
     const auto& entry = sources_[owner];
-    return entry.outstanding < entry.reserve || (entry.outstanding < entry.cap && floating() >= 1);
+    // `!free_list_.empty()` is implied by the invariant under the sluice policy; the legacy
+    // policy can promise more than it has.
+    return !free_list_.empty() && (entry.outstanding < entry.guaranteed ||
+                                   (entry.outstanding < entry.cap && floating() >= 1));
 }
 
 detail::buffer_slot* buffer_pool::take(std::uint32_t owner) noexcept {
@@ -367,21 +390,21 @@ detail::buffer_slot* buffer_pool::take(std::uint32_t owner) noexcept {
     slot.sequence = 0;
     slot.reason = flush_reason::none;
     if (owner == detail::owner_processing) {
-        if (outstanding_processing_ < config_.processing_reserve) {
+        if (outstanding_processing_ < processing_guaranteed_) {
             --owed_;
         }
         ++outstanding_processing_;
         slot.origin_id = 0;
     } else {
         auto& entry = sources_[owner];
-        if (entry.outstanding < entry.reserve) {
+        if (entry.outstanding < entry.guaranteed) {
             --owed_;
         }
         ++entry.outstanding;
         ++outstanding_sources_;
         slot.origin_id = source_id{owner, entry.generation}.value();
     }
-    SLUICE_ASSERT(owed_ <= free_list_.size());
+    SLUICE_ASSERT(legacy() || owed_ <= free_list_.size());
     return &slot;
 }
 
@@ -440,6 +463,7 @@ void buffer_pool::free_registry_slot(std::uint32_t index) noexcept {
     SLUICE_ASSERT(reserved_total_ >= entry.reserve);
     reserved_total_ -= entry.reserve;
     entry.reserve = 0;
+    entry.guaranteed = 0;
     entry.cap = 0;
     entry.state = slot_state::free;
     ++entry.generation;
@@ -508,15 +532,17 @@ void buffer_pool::check_invariants() const {
     const auto free = static_cast<std::uint32_t>(free_list_.size());
     // Conservation: every buffer has exactly one owner.
     SLUICE_ASSERT(std::uint64_t{free} + outstanding_sources_ + outstanding_processing_ == n);
-    // The reserve invariant.
-    SLUICE_ASSERT(free >= owed_);
-    SLUICE_ASSERT(std::uint64_t{reserved_total_} + p <= n);
+    // The reserve invariant (which the legacy policy does not keep: that is its bug).
+    SLUICE_ASSERT(legacy() || free >= owed_);
+    if (!legacy()) {
+        SLUICE_ASSERT(std::uint64_t{reserved_total_} + p <= n);
+    }
     SLUICE_ASSERT(std::uint64_t{sources_registered_} + sources_retiring_ +
                       free_source_indices_.size() ==
                   config_.sources_max);
     // Eager granting: nobody waits whose condition holds.
     if (!processing_waiters_.empty()) {
-        SLUICE_ASSERT(outstanding_processing_ >= p);
+        SLUICE_ASSERT(outstanding_processing_ >= processing_guaranteed_);
         SLUICE_ASSERT(floating() == 0);
     }
     if (!float_waiters_.empty()) {
@@ -525,7 +551,8 @@ void buffer_pool::check_invariants() const {
     SLUICE_ASSERT(float_waiters_.size() <= waiters_sources_);
 
 #if defined(SLUICE_SLOW_ASSERTS)
-    std::uint64_t owed = outstanding_processing_ < p ? p - outstanding_processing_ : 0;
+    const std::uint32_t pg = processing_guaranteed_;
+    std::uint64_t owed = outstanding_processing_ < pg ? pg - outstanding_processing_ : 0;
     std::uint64_t reserved = 0;
     std::uint64_t outstanding = 0;
     std::uint64_t queued = 0;
@@ -548,8 +575,9 @@ void buffer_pool::check_invariants() const {
         SLUICE_ASSERT(entry.reserve >= 1);
         SLUICE_ASSERT(entry.reserve <= entry.cap);
         SLUICE_ASSERT(entry.outstanding <= entry.cap);
-        if (entry.outstanding < entry.reserve) {
-            owed += entry.reserve - entry.outstanding;
+        SLUICE_ASSERT(entry.guaranteed == entry.reserve);
+        if (entry.outstanding < entry.guaranteed) {
+            owed += entry.guaranteed - entry.outstanding;
             SLUICE_ASSERT(entry.waiters.empty());
         }
         for (const auto& w : entry.waiters) {

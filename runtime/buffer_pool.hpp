@@ -81,12 +81,23 @@ struct source_id {
     friend constexpr bool operator==(source_id, source_id) noexcept = default;
 };
 
+/// How the pool accounts.
+enum class pool_policy : std::uint8_t {
+    sluice, ///< reserves, a processing reserve and admission (the rules above)
+    /// The old engine's policy, kept only as the simulator's negative control (DESIGN.md §5.8):
+    /// each source owns a fixed set of buffers (register it with reserve = cap = K), nothing is
+    /// reserved for processing, and registration is never refused for lack of buffers. Enough
+    /// sources own every buffer and processing can never get one — problem P2.
+    legacy,
+};
+
 /// Sizes of the pool, fixed at construction.
 struct pool_config {
     std::uint32_t buffer_count = 0;       ///< buffers in the arena
     std::uint32_t buffer_size_bytes = 0;  ///< bytes per buffer
     std::uint32_t processing_reserve = 0; ///< buffers never lent to sources (≥ 1)
     std::uint32_t sources_max = 0;        ///< registry slots (registered + retiring sources)
+    pool_policy policy = pool_policy::sluice; ///< legacy: the simulator's negative control only
 
     /// Throws `std::invalid_argument` naming the first key that is out of range and what is
     /// allowed. Called by the pool's constructor.
@@ -282,6 +293,10 @@ public:
             token);
     }
 
+    /// Completes every suspended processing acquisition with `operation_aborted` (teardown, for
+    /// example after the simulator detected a deadlock under the legacy policy).
+    void abort_processing_waiters();
+
     /// Buffers charged to a registered or retiring source.
     std::uint32_t outstanding(source_id id) const;
     /// Suspended acquisitions of a registered source.
@@ -305,7 +320,8 @@ private:
 
     /// A registry slot.
     struct source_entry {
-        std::uint32_t reserve = 0;     ///< guaranteed buffers
+        std::uint32_t reserve = 0;     ///< buffers asked for at registration
+        std::uint32_t guaranteed = 0;  ///< reserve while registered, 0 once unregistered
         std::uint32_t cap = 0;         ///< most outstanding buffers
         std::uint32_t outstanding = 0; ///< buffers charged to the source
         std::uint32_t generation = 0;  ///< matches `source_id::generation` while in use
@@ -369,8 +385,10 @@ private:
             waiters_sources_ + static_cast<std::uint32_t>(processing_waiters_.size()),
             std::memory_order_relaxed);
     }
+    bool legacy() const noexcept { return config_.policy == pool_policy::legacy; }
     std::uint32_t floating() const noexcept {
-        return static_cast<std::uint32_t>(free_list_.size()) - owed_;
+        const auto free = static_cast<std::uint32_t>(free_list_.size());
+        return free > owed_ ? free - owed_ : 0; // saturates: legacy may owe more than it has
     }
     static void complete_all(detail::waiter_list& done, boost::system::error_code error) noexcept;
 
@@ -389,6 +407,7 @@ private:
     std::uint32_t reserved_total_ = 0;         ///< Σ reserve of registered and retiring sources
     std::uint32_t owed_ = 0;                   ///< see the file comment; ≤ free_list_.size()
     std::uint32_t outstanding_processing_ = 0; ///< buffers charged to processing
+    std::uint32_t processing_guaranteed_ = 0;  ///< processing_reserve, or 0 under legacy
     std::uint32_t outstanding_sources_ = 0;    ///< Σ outstanding of all sources
     std::uint32_t waiters_sources_ = 0;        ///< queued source waiters
     std::uint32_t sources_registered_ = 0;     ///< slots in state registered

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include <boost/asio/bind_executor.hpp>
+
 #include "runtime/assert.hpp"
 
 namespace sluice::runtime {
@@ -33,13 +35,48 @@ processing::processing(environment& env, buffer_pool& pool, sink& out,
         options_.record_bytes_max = buffer_size;
     }
     SLUICE_ASSERT(options_.batch_buffers_max >= 1);
-    SLUICE_ASSERT(pool_.config().processing_reserve >= env_.compute_concurrency());
+    // Each running task holds at most one output buffer, so a processing reserve of at least
+    // the compute concurrency means processing never waits (the legacy policy has none).
+    SLUICE_ASSERT(pool_.config().policy == pool_policy::legacy ||
+                  pool_.config().processing_reserve >= env_.compute_concurrency());
 }
 
 processing::~processing() { wait_idle(); }
 
 std::shared_ptr<processing::channel> processing::open_channel(std::uint64_t origin_id) {
-    return std::make_shared<channel>(origin_id);
+    auto created = std::make_shared<channel>(origin_id);
+    const std::lock_guard lock(channels_mutex_);
+    if (channels_.size() == channels_.capacity()) {
+        // Forget channels whose sources are gone before growing.
+        std::erase_if(channels_, [](const std::weak_ptr<channel>& c) { return c.expired(); });
+    }
+    channels_.push_back(created);
+    return created;
+}
+
+std::uint64_t processing::discard_queued() {
+    std::uint64_t dropped = 0;
+    std::vector<std::shared_ptr<channel>> live;
+    {
+        const std::lock_guard lock(channels_mutex_);
+        for (const auto& weak : channels_) {
+            if (auto c = weak.lock()) {
+                live.push_back(std::move(c));
+            }
+        }
+    }
+    for (const auto& c : live) {
+        std::deque<channel::item> items;
+        {
+            const std::lock_guard lock(c->mutex_);
+            items.swap(c->queue_);
+            c->scheduled_ = false;
+        }
+        c->output_.reset();
+        dropped += items.size();
+    }
+    queued_.fetch_sub(dropped);
+    return dropped;
 }
 
 void processing::set_idle_callback(std::function<void()> callback) {
@@ -101,9 +138,18 @@ void processing::drain(const std::shared_ptr<channel>& target) {
             next = std::move(target->queue_.front());
             target->queue_.pop_front();
         }
+        if (next.what == channel::item::kind::data && options_.output_per_buffer &&
+            !take_output(target)) {
+            // Suspended waiting for an output buffer: put the item back, end this task; the
+            // grant reschedules the channel (which stays marked scheduled meanwhile).
+            const std::lock_guard lock(target->mutex_);
+            target->queue_.push_front(std::move(next));
+            finished_items(done);
+            return;
+        }
         switch (next.what) {
         case channel::item::kind::data:
-            process(*target, next.filled);
+            process(*target, next.filled, std::move(target->output_));
             next.filled.reset(); // back to the pool before the sink hears of the next one
             break;
         case channel::item::kind::end_of_stream:
@@ -148,7 +194,28 @@ void processing::wait_idle() {
     idle_.wait(lock, [&] { return queued_.load() == 0; });
 }
 
-void processing::process(channel& target, buffer& input) {
+bool processing::take_output(const std::shared_ptr<channel>& target) {
+    if (target->output_) {
+        return true;
+    }
+    target->output_ = pool_.try_acquire_processing();
+    if (target->output_) {
+        return true;
+    }
+    output_waits_.fetch_add(1);
+    pool_.async_acquire_processing(boost::asio::bind_executor(
+        env_.lane_executor(0), [this, target](boost::system::error_code error, buffer granted) {
+            output_waits_.fetch_sub(1);
+            if (error) {
+                return; // aborted at teardown (buffer_pool::abort_processing_waiters)
+            }
+            target->output_ = std::move(granted);
+            env_.post_compute([this, target] { drain(target); });
+        }));
+    return false;
+}
+
+void processing::process(channel& target, buffer& input, buffer provided) {
     SLUICE_ASSERT(input.sequence() == target.expected_sequence_); // in order, none missing
     ++target.expected_sequence_;
     const std::span<const std::byte> raw = input.bytes();
@@ -160,9 +227,13 @@ void processing::process(channel& target, buffer& input) {
     event.sequence = input.sequence();
     event.reason = input.reason();
     event.raw = raw;
-    buffer output; // from the processing reserve, only when a record is reassembled
+    // From the processing reserve: provided (output_per_buffer), or taken when a record is
+    // reassembled.
+    buffer output = std::move(provided);
     auto emit_spanning = [&](std::span<const std::byte> record) {
-        output = pool_.try_acquire_processing();
+        if (!output) {
+            output = pool_.try_acquire_processing();
+        }
         // processing_reserve ≥ compute concurrency and a task holds one output at a time.
         SLUICE_ASSERT(output);
         SLUICE_ASSERT(record.size() <= output.capacity_bytes());

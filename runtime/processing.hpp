@@ -16,6 +16,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "runtime/buffer.hpp"
 #include "runtime/buffer_pool.hpp"
@@ -32,6 +33,11 @@ struct processing_options {
     framing record_framing = framing::newline;
     std::uint32_t record_bytes_max = 0; ///< longer records are dropped and counted; 0 = buffer size
     std::uint32_t batch_buffers_max = 16; ///< buffers one task handles before yielding
+    /// Take an output buffer for every input buffer, as an engine pipeline writing results does,
+    /// waiting (suspended, on lane 0 — no thread blocks) when none may be taken. The simulator
+    /// turns this on so that processing competes for buffers; under the legacy pool policy that
+    /// is what deadlocks (P2).
+    bool output_per_buffer = false;
 };
 
 /// One processed buffer, as the sink sees it.
@@ -95,6 +101,11 @@ public:
     void set_idle_callback(std::function<void()> callback);
     /// Waits (without a clock) until nothing is queued. Not from a compute thread.
     void wait_idle();
+    /// Drops everything queued in every channel, returning its buffers (teardown after a
+    /// detected deadlock, when no task runs). Returns the number of items dropped.
+    std::uint64_t discard_queued();
+    /// Channels waiting for an output buffer now.
+    std::uint64_t output_waits() const noexcept { return output_waits_.load(); }
 
     processing_stats stats() const;
     std::uint64_t queued() const noexcept { return queued_.load(std::memory_order_relaxed); }
@@ -102,7 +113,10 @@ public:
 private:
     void schedule(const std::shared_ptr<channel>& target);
     void drain(const std::shared_ptr<channel>& target);
-    void process(channel& target, buffer& input);
+    void process(channel& target, buffer& input, buffer output);
+    /// For output_per_buffer: takes the channel's output buffer, or starts waiting for one and
+    /// returns false (the drain resumes when it is granted).
+    bool take_output(const std::shared_ptr<channel>& target);
     void finished_items(std::uint64_t count);
 
     environment& env_;
@@ -119,6 +133,9 @@ private:
     std::atomic<std::uint64_t> fields_total_{0};
     std::atomic<std::uint64_t> records_dropped_total_{0};
     std::atomic<std::uint64_t> busy_nanoseconds_total_{0};
+    std::atomic<std::uint64_t> output_waits_{0};
+    std::mutex channels_mutex_;
+    std::vector<std::weak_ptr<channel>> channels_; ///< for discard_queued
 };
 
 /// Per-source state: the queue and the record carried between buffers.
@@ -143,6 +160,7 @@ private:
     bool skipping_ = false;      ///< newline framing: inside an oversize record, dropping it
     std::uint64_t skip_bytes_ = 0; ///< length-prefixed framing: bytes of an oversize frame left
     std::uint64_t expected_sequence_ = 0; ///< next sequence, checked
+    buffer output_;                       ///< output_per_buffer: granted, not yet used
 };
 
 } // namespace sluice::runtime

@@ -1,0 +1,415 @@
+#include "sim/sim_environment.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include <boost/asio/append.hpp>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/error.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "runtime/assert.hpp"
+#include "runtime/generator_source.hpp"
+
+namespace sluice::sim {
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+
+namespace {
+
+/// Waits on the simulator's timer queue; honours per-operation cancellation.
+asio::awaitable<error_code> wait_until(sim_environment& env, runtime::executor lane,
+                                       time_point deadline, sim_environment::timer_id* current) {
+    auto token = asio::as_tuple(asio::use_awaitable);
+    auto [error] = co_await asio::async_initiate<decltype(token), void(error_code)>(
+        [&env, lane, deadline, current](auto handler) {
+            auto slot = asio::get_associated_cancellation_slot(handler);
+            const auto id = env.add_timer(deadline, lane, std::move(handler));
+            if (current != nullptr) {
+                *current = id;
+            }
+            if (slot.is_connected()) {
+                slot.assign([&env, id](asio::cancellation_type_t) { env.cancel_timer(id); });
+            }
+        },
+        token);
+    co_return error;
+}
+
+class sim_timer final : public runtime::timer {
+public:
+    sim_timer(sim_environment& env, runtime::executor lane) : env_(env), lane_(std::move(lane)) {}
+    ~sim_timer() override { cancel(); }
+    asio::awaitable<bool> wait_for(duration delay) override {
+        const auto error =
+            co_await wait_until(env_, lane_, env_.now() + std::max(delay, duration{0}), &current_);
+        current_ = 0;
+        co_return !error;
+    }
+    void cancel() noexcept override {
+        if (current_ != 0) {
+            env_.cancel_timer(current_);
+            current_ = 0;
+        }
+    }
+
+private:
+    sim_environment& env_;
+    runtime::executor lane_;
+    sim_environment::timer_id current_ = 0;
+};
+
+/// Generator-format records arriving in chunks at virtual times, with scripted faults.
+class virtual_stream final : public runtime::byte_stream {
+public:
+    virtual_stream(sim_environment& env, runtime::executor lane, virtual_stream_script script,
+                   random_stream random)
+        : env_(env), lane_(std::move(lane)), script_(script), random_(random) {
+        schedule_next_arrival();
+    }
+    asio::awaitable<error_code> wait_readable() override {
+        for (int rounds = 0; rounds < 1'000'000; ++rounds) {
+            if (closed_) {
+                co_return asio::error::operation_aborted;
+            }
+            arrive();
+            if (readable()) {
+                co_return error_code{};
+            }
+            const auto error = co_await wait_until(env_, lane_, next_arrival_, &waiting_);
+            waiting_ = 0;
+            if (error) {
+                co_return error;
+            }
+        }
+        co_return asio::error::timed_out;
+    }
+    runtime::read_result read_now(std::span<std::byte> space) override {
+        using status = runtime::read_result::status;
+        if (closed_) {
+            return {status::error, 0, asio::error::operation_aborted};
+        }
+        arrive();
+        if (script_.reset_at_bytes != 0 && consumed_ >= script_.reset_at_bytes) {
+            return {status::error, 0, asio::error::connection_reset};
+        }
+        std::uint64_t limit = arrived_ - consumed_;
+        if (script_.reset_at_bytes != 0) {
+            limit = std::min(limit, script_.reset_at_bytes - consumed_);
+        }
+        if (limit == 0) {
+            return ended() ? runtime::read_result{status::end_of_stream, 0, {}}
+                           : runtime::read_result{status::would_block, 0, {}};
+        }
+        std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(limit, space.size()));
+        if (script_.short_read_max != 0) {
+            n = std::min<std::size_t>(n, 1 + random_.below(script_.short_read_max));
+        }
+        for (std::size_t i = 0; i < n; ++i) {
+            space[i] = static_cast<std::byte>(next_byte());
+        }
+        consumed_ += n;
+        return {status::data, n, {}};
+    }
+    void close() noexcept override {
+        closed_ = true;
+        if (waiting_ != 0) {
+            env_.cancel_timer(waiting_);
+            waiting_ = 0;
+        }
+    }
+    std::string describe() const override { return "virtual stream " + std::to_string(script_.id); }
+
+private:
+    std::uint64_t total_bytes() const {
+        return script_.truncate_at_bytes != 0 ? std::min(script_.truncate_at_bytes, full_bytes_)
+                                              : full_bytes_;
+    }
+    bool ended() const { return produced_all_ && consumed_ >= arrived_; }
+    bool readable() const {
+        return consumed_ < arrived_ || ended() ||
+               (script_.reset_at_bytes != 0 && consumed_ >= script_.reset_at_bytes);
+    }
+    void schedule_next_arrival() {
+        next_arrival_ = env_.now() + duration(static_cast<duration::rep>(
+                                         random_.below(static_cast<std::uint64_t>(script_.gap_max.count()) + 1)));
+    }
+    /// Moves data that has arrived by now into `arrived_`.
+    void arrive() {
+        while (!produced_all_ && env_.now() >= next_arrival_) {
+            arrived_ += 1 + random_.below(script_.chunk_bytes_max);
+            if (arrived_ >= total_bytes()) {
+                arrived_ = total_bytes();
+                produced_all_ = true;
+            }
+            schedule_next_arrival();
+        }
+    }
+    char next_byte() {
+        if (record_offset_ == record_size_) {
+            record_size_ = runtime::format_generator_record(script_.id, next_record_++, record_);
+            record_offset_ = 0;
+        }
+        return record_[record_offset_++];
+    }
+
+    sim_environment& env_;
+    runtime::executor lane_;
+    virtual_stream_script script_;
+    random_stream random_;
+    std::uint64_t full_bytes_ = ~std::uint64_t{0} >> 1U; // computed lazily below
+    std::uint64_t arrived_ = 0;
+    std::uint64_t consumed_ = 0;
+    bool produced_all_ = false;
+    bool closed_ = false;
+    time_point next_arrival_{};
+    sim_environment::timer_id waiting_ = 0;
+    char record_[runtime::generator_record_bytes_max]{};
+    std::size_t record_size_ = 0;
+    std::size_t record_offset_ = 0;
+    std::uint64_t next_record_ = 0;
+
+public:
+    /// Sets the stream's length from its records (called once after construction).
+    void compute_length() {
+        std::uint64_t bytes = 0;
+        char scratch[runtime::generator_record_bytes_max];
+        for (std::uint64_t n = 0; n < script_.records; ++n) {
+            bytes += runtime::format_generator_record(script_.id, n, scratch);
+        }
+        full_bytes_ = bytes;
+    }
+};
+
+} // namespace
+
+sim_environment::sim_environment(const sim_options& options)
+    : options_(options), root_(options.seed), scheduler_(root_.split(1)), faults_(root_.split(2)),
+      workload_(root_.split(3)), environment_random_(root_.split(4)) {
+    SLUICE_ASSERT(options_.lanes >= 1);
+    SLUICE_ASSERT(options_.compute_workers >= 1);
+    SLUICE_ASSERT(options_.blocking_workers >= 1);
+    for (std::size_t i = 0; i < options_.lanes; ++i) {
+        // Single-threaded by construction: no locking inside the lanes.
+        lanes_.push_back(std::make_unique<asio::io_context>(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE));
+    }
+    compute_.workers.assign(options_.compute_workers, time_point{0});
+    blocking_.workers.assign(options_.blocking_workers, time_point{0});
+    // PCT: random distinct priorities for the lanes and the two pools, and d change points.
+    const std::size_t candidates = lanes_.size() + 2;
+    for (std::size_t i = 0; i < candidates; ++i) {
+        pct_priority_.push_back(scheduler_.next() | (1ULL << 63U));
+    }
+    for (std::uint32_t i = 0; i < options_.pct_depth; ++i) {
+        pct_change_steps_.push_back(scheduler_.below(std::max<std::uint64_t>(options_.pct_steps_estimate, 1)));
+    }
+}
+
+sim_environment::~sim_environment() {
+    // Drop what is still scheduled before the lanes (their handlers may hold buffers).
+    timers_.clear();
+    compute_.queue.clear();
+    blocking_.queue.clear();
+}
+
+runtime::executor sim_environment::lane_executor(std::size_t index) {
+    SLUICE_ASSERT(index < lanes_.size());
+    return lanes_[index]->get_executor();
+}
+
+std::unique_ptr<runtime::timer> sim_environment::make_timer(const runtime::executor& lane) {
+    return std::make_unique<sim_timer>(*this, lane);
+}
+
+void sim_environment::post_compute(std::function<void()> work) { compute_.queue.push_back(std::move(work)); }
+
+void sim_environment::post_blocking(std::function<void()> work) { blocking_.queue.push_back(std::move(work)); }
+
+asio::awaitable<std::pair<error_code, std::unique_ptr<runtime::byte_stream>>>
+sim_environment::connect(runtime::executor, std::string, std::uint16_t, duration) {
+    co_return std::pair<error_code, std::unique_ptr<runtime::byte_stream>>{
+        asio::error::operation_not_supported, nullptr};
+}
+
+std::pair<error_code, std::unique_ptr<runtime::stream_listener>>
+sim_environment::listen(runtime::executor, const std::string&, std::uint16_t, int) {
+    return {asio::error::operation_not_supported, nullptr};
+}
+
+std::pair<error_code, std::unique_ptr<runtime::datagram_socket>>
+sim_environment::open_udp(runtime::executor, const std::string&, std::uint16_t) {
+    return {asio::error::operation_not_supported, nullptr};
+}
+
+std::pair<error_code, std::unique_ptr<runtime::byte_stream>>
+sim_environment::open_file(runtime::executor lane, const std::string& path) {
+    const auto it = streams_.find(path);
+    if (it == streams_.end()) {
+        return {asio::error::not_found, nullptr};
+    }
+    auto stream = std::make_unique<virtual_stream>(*this, std::move(lane), it->second,
+                                                   workload_.split(it->second.id));
+    stream->compute_length();
+    return {error_code{}, std::move(stream)};
+}
+
+void sim_environment::add_virtual_stream(const std::string& path, const virtual_stream_script& script) {
+    streams_[path] = script;
+}
+
+sim_environment::timer_id
+sim_environment::add_timer(time_point deadline, runtime::executor lane,
+                           asio::any_completion_handler<void(error_code)> done) {
+    const timer_id id = next_timer_++;
+    timers_.emplace(std::pair{deadline, id}, pending_timer{deadline, std::move(lane), std::move(done), {}});
+    timer_deadlines_.emplace(id, deadline);
+    return id;
+}
+
+void sim_environment::at(time_point when, std::function<void()> action) {
+    const timer_id id = next_timer_++;
+    timers_.emplace(std::pair{when, id}, pending_timer{when, {}, {}, std::move(action)});
+    timer_deadlines_.emplace(id, when);
+}
+
+void sim_environment::cancel_timer(timer_id id) {
+    const auto it = timer_deadlines_.find(id);
+    if (it == timer_deadlines_.end()) {
+        return; // already fired or cancelled
+    }
+    auto node = timers_.extract(std::pair{it->second, id});
+    timer_deadlines_.erase(it);
+    if (!node.empty() && node.mapped().done) {
+        auto& pending = node.mapped();
+        asio::post(pending.lane, asio::append(std::move(pending.done),
+                                              error_code(asio::error::operation_aborted)));
+    }
+}
+
+bool sim_environment::fire_due_timers() {
+    bool fired = false;
+    while (!timers_.empty() && timers_.begin()->first.first <= now_) {
+        auto node = timers_.extract(timers_.begin());
+        timer_deadlines_.erase(node.key().second);
+        auto& pending = node.mapped();
+        mix(0x7100 ^ node.key().second);
+        if (pending.action) {
+            pending.action();
+        } else {
+            asio::post(pending.lane, asio::append(std::move(pending.done), error_code{}));
+        }
+        fired = true;
+    }
+    return fired;
+}
+
+void sim_environment::mix(std::uint64_t value) noexcept {
+    hash_ ^= value + 0x9E3779B97F4A7C15ULL + (hash_ << 6U) + (hash_ >> 2U);
+    hash_ *= 0x100000001B3ULL;
+}
+
+std::vector<std::size_t> sim_environment::order() {
+    const std::size_t n = lanes_.size() + 2; // lanes, then compute, then blocking
+    std::vector<std::size_t> result(n);
+    for (std::size_t i = 0; i < n; ++i) {
+        result[i] = i;
+    }
+    switch (options_.order) {
+    case strategy::fifo:
+        std::rotate(result.begin(), result.begin() + static_cast<std::ptrdiff_t>(round_robin_ % n),
+                    result.end());
+        ++round_robin_;
+        break;
+    case strategy::random:
+        for (std::size_t i = n - 1; i > 0; --i) {
+            std::swap(result[i], result[scheduler_.below(i + 1)]);
+        }
+        break;
+    case strategy::pct:
+        for (const auto change : pct_change_steps_) {
+            if (change == steps_) {
+                // Demote the currently highest-priority candidate below everyone.
+                const auto top = std::max_element(pct_priority_.begin(), pct_priority_.end());
+                *top = scheduler_.below(1ULL << 32U);
+            }
+        }
+        std::sort(result.begin(), result.end(),
+                  [&](std::size_t a, std::size_t b) { return pct_priority_[a] > pct_priority_[b]; });
+        break;
+    }
+    return result;
+}
+
+bool sim_environment::run_pool(pool_state& pool, std::uint64_t tag) {
+    if (pool.queue.empty()) {
+        return false;
+    }
+    const auto free_worker = std::find_if(pool.workers.begin(), pool.workers.end(),
+                                          [&](time_point busy_until) { return busy_until <= now_; });
+    if (free_worker == pool.workers.end()) {
+        return false;
+    }
+    auto work = std::move(pool.queue.front());
+    pool.queue.pop_front();
+    duration cost = options_.compute_cost;
+    if (options_.compute_stall_probability > 0 && faults_.chance(options_.compute_stall_probability)) {
+        // Heavy tail: Pareto with shape 1.5 scaled by compute_stall, capped at 100×.
+        const double u = std::max(faults_.unit(), 1e-9);
+        const double factor = std::min(std::pow(u, -1.0 / 1.5), 100.0);
+        cost += std::chrono::duration_cast<duration>(options_.compute_stall * factor);
+    }
+    *free_worker = now_ + cost;
+    mix(tag);
+    work();
+    return true;
+}
+
+sim_environment::step_result sim_environment::step() {
+    fire_due_timers();
+    for (const std::size_t candidate : order()) {
+        bool ran = false;
+        if (candidate < lanes_.size()) {
+            auto& lane = *lanes_[candidate];
+            if (lane.stopped()) {
+                lane.restart();
+            }
+            ran = lane.poll_one() != 0;
+        } else if (candidate == lanes_.size()) {
+            ran = run_pool(compute_, 0xC0);
+        } else {
+            ran = run_pool(blocking_, 0xB1);
+        }
+        if (ran) {
+            ++steps_;
+            now_ += options_.step_cost;
+            mix(steps_);
+            mix(candidate);
+            mix(static_cast<std::uint64_t>(now_.count()));
+            return step_result::ran;
+        }
+    }
+    // Nothing can run now: jump to the next timer or the next worker to become free.
+    time_point next = time_point::max();
+    if (!timers_.empty()) {
+        next = timers_.begin()->first.first;
+    }
+    for (const auto* pool : {&compute_, &blocking_}) {
+        if (!pool->queue.empty()) {
+            for (const auto busy_until : pool->workers) {
+                next = std::min(next, busy_until);
+            }
+        }
+    }
+    if (next == time_point::max()) {
+        return step_result::idle;
+    }
+    now_ = std::max(now_, next);
+    return step_result::advanced;
+}
+
+} // namespace sluice::sim

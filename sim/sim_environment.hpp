@@ -1,0 +1,170 @@
+#pragma once
+/// The simulated side of the environment seam (DESIGN.md §4): lanes that the simulator steps one
+/// handler at a time in an order chosen by a strategy from the seed, a virtual clock in integer
+/// nanoseconds that jumps to the next timer when nothing can run, virtual compute and blocking
+/// workers with a cost model, virtual byte streams, and independent random streams derived from
+/// one root seed. Everything runs on the calling thread: a run is a function of (scenario, seed).
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include "runtime/environment.hpp"
+
+namespace sluice::sim {
+
+using runtime::duration;
+using runtime::time_point;
+
+/// SplitMix64: small, fast, and good enough to drive schedules and workloads reproducibly.
+class random_stream {
+public:
+    explicit random_stream(std::uint64_t seed = 0) : state_(seed) {}
+    std::uint64_t next() noexcept {
+        std::uint64_t z = (state_ += 0x9E3779B97F4A7C15ULL);
+        z = (z ^ (z >> 30U)) * 0xBF58476D1CE4E5B9ULL;
+        z = (z ^ (z >> 27U)) * 0x94D049BB133111EBULL;
+        return z ^ (z >> 31U);
+    }
+    /// Uniform in [0, bound); bound ≥ 1.
+    std::uint64_t below(std::uint64_t bound) noexcept { return next() % bound; }
+    /// Uniform in [0, 1).
+    double unit() noexcept { return static_cast<double>(next() >> 11U) * 0x1.0p-53; }
+    bool chance(double probability) noexcept { return unit() < probability; }
+    /// A child stream, independent of this one's future draws.
+    random_stream split(std::uint64_t salt) noexcept { return random_stream(next() ^ (salt * 0xD1B54A32D192ED03ULL)); }
+
+private:
+    std::uint64_t state_;
+};
+
+enum class strategy : std::uint8_t {
+    fifo,   ///< runnable lanes and pools in round-robin order (fair)
+    random, ///< a uniformly random runnable one each step (fair with probability 1)
+    pct,    ///< PCT: random priorities, d priority change points (finds ordering bugs; unfair)
+};
+
+struct sim_options {
+    std::size_t lanes = 2;
+    std::size_t compute_workers = 2;
+    std::size_t blocking_workers = 2;
+    std::uint64_t seed = 1;
+    strategy order = strategy::fifo;
+    std::uint32_t pct_depth = 3;               ///< change points for PCT
+    std::uint64_t pct_steps_estimate = 100000; ///< where PCT places its change points
+    duration step_cost = std::chrono::nanoseconds(500);       ///< virtual time per lane handler
+    duration compute_cost = std::chrono::microseconds(20);    ///< per compute task
+    double compute_stall_probability = 0.0;                   ///< heavy-tail stalls (a fault)
+    duration compute_stall = std::chrono::milliseconds(2);    ///< scale of a stall
+};
+
+/// A virtual stream's script: generator-format records that arrive in chunks at virtual times.
+struct virtual_stream_script {
+    std::uint64_t id = 0;                 ///< generator id of its records
+    std::uint64_t records = 100;          ///< records before the end
+    std::uint32_t chunk_bytes_max = 512;  ///< bytes that arrive at once (at least 1)
+    duration gap_max = std::chrono::microseconds(200); ///< between arrivals
+    std::uint32_t short_read_max = 0;     ///< a fault: reads return at most this many bytes (0 = off)
+    std::uint64_t reset_at_bytes = 0;     ///< a fault: the stream resets after this many (0 = off)
+    std::uint64_t truncate_at_bytes = 0;  ///< a fault: EOF mid-record after this many (0 = off)
+};
+
+class sim_environment final : public runtime::environment {
+public:
+    explicit sim_environment(const sim_options& options);
+    sim_environment(const sim_environment&) = delete;
+    sim_environment& operator=(const sim_environment&) = delete;
+    ~sim_environment() override;
+
+    // The seam.
+    std::size_t lane_count() const noexcept override { return lanes_.size(); }
+    runtime::executor lane_executor(std::size_t index) override;
+    time_point now() const noexcept override { return now_; }
+    std::unique_ptr<runtime::timer> make_timer(const runtime::executor& lane) override;
+    std::uint64_t random_u64() noexcept override { return environment_random_.next(); }
+    void post_compute(std::function<void()> work) override;
+    std::size_t compute_concurrency() const noexcept override { return compute_.workers.size(); }
+    void post_blocking(std::function<void()> work) override;
+    std::size_t blocking_concurrency() const noexcept override { return blocking_.workers.size(); }
+    boost::asio::awaitable<std::pair<boost::system::error_code, std::unique_ptr<runtime::byte_stream>>>
+    connect(runtime::executor lane, std::string address, std::uint16_t port, duration timeout) override;
+    std::pair<boost::system::error_code, std::unique_ptr<runtime::stream_listener>>
+    listen(runtime::executor lane, const std::string& address, std::uint16_t port, int backlog) override;
+    std::pair<boost::system::error_code, std::unique_ptr<runtime::datagram_socket>>
+    open_udp(runtime::executor lane, const std::string& address, std::uint16_t port) override;
+    /// Opens the virtual stream registered under `path` (see add_virtual_stream).
+    std::pair<boost::system::error_code, std::unique_ptr<runtime::byte_stream>>
+    open_file(runtime::executor lane, const std::string& path) override;
+
+    // The simulator's side.
+    enum class step_result : std::uint8_t { ran, advanced, idle };
+    /// Runs one handler or compute task, or advances virtual time to the next event. `idle`:
+    /// nothing can run and nothing is scheduled.
+    step_result step();
+    /// Runs `action` on the simulator (not on a lane) at virtual time `at`.
+    void at(time_point when, std::function<void()> action);
+    void add_virtual_stream(const std::string& path, const virtual_stream_script& script);
+    void set_compute_stalls(double probability) { options_.compute_stall_probability = probability; }
+
+    std::uint64_t steps() const noexcept { return steps_; }
+    std::uint64_t trace_hash() const noexcept { return hash_; }
+    std::size_t timers_pending() const noexcept { return timers_.size(); }
+    std::size_t compute_queued() const noexcept { return compute_.queue.size() + blocking_.queue.size(); }
+    random_stream& faults() noexcept { return faults_; }
+    random_stream& workload() noexcept { return workload_; }
+
+    // Timers (used by the virtual timer and streams). One-shot; `complete` gets
+    // success or operation_aborted, posted to `lane`.
+    using timer_id = std::uint64_t;
+    timer_id add_timer(time_point deadline, runtime::executor lane,
+                       boost::asio::any_completion_handler<void(boost::system::error_code)> done);
+    void cancel_timer(timer_id id);
+
+private:
+    struct pool_state {
+        std::vector<time_point> workers; ///< busy until
+        std::deque<std::function<void()>> queue;
+    };
+    struct pending_timer {
+        time_point deadline{};
+        runtime::executor lane;
+        boost::asio::any_completion_handler<void(boost::system::error_code)> done;
+        std::function<void()> action; ///< simulator actions (at) instead of a handler
+    };
+
+    bool run_pool(pool_state& pool, std::uint64_t tag);
+    bool fire_due_timers();
+    void mix(std::uint64_t value) noexcept;
+    std::vector<std::size_t> order();
+
+    sim_options options_;
+    time_point now_{0};
+    std::vector<std::unique_ptr<boost::asio::io_context>> lanes_;
+    pool_state compute_;
+    pool_state blocking_;
+    std::map<std::pair<time_point, timer_id>, pending_timer> timers_;
+    std::unordered_map<timer_id, time_point> timer_deadlines_;
+    timer_id next_timer_ = 1;
+    std::map<std::string, virtual_stream_script> streams_;
+    random_stream root_;
+    random_stream scheduler_;
+    random_stream faults_;
+    random_stream workload_;
+    random_stream environment_random_;
+    std::uint64_t steps_ = 0;
+    std::uint64_t hash_ = 0xcbf29ce484222325ULL;
+    std::size_t round_robin_ = 0;
+    std::vector<std::uint64_t> pct_priority_;
+    std::vector<std::uint64_t> pct_change_steps_;
+};
+
+} // namespace sluice::sim

@@ -1,0 +1,432 @@
+#include "sim/simulation.hpp"
+
+#include <chrono>
+#include <map>
+#include <sstream>
+
+#include "runtime/generator_source.hpp"
+#include "runtime/processing.hpp"
+#include "runtime/source_server.hpp"
+#include "runtime/stream_sources.hpp"
+
+namespace sluice::sim {
+
+namespace {
+
+using namespace runtime;
+
+/// Checks every event as it is delivered: per origin, contiguous sequences, generator records
+/// in order with the right values, nothing after EoS or Error. Runs on the simulator's thread.
+class verifying_sink final : public sink {
+public:
+    struct origin_log {
+        std::uint64_t next_sequence = 0;
+        std::int64_t generator_id = -1;
+        std::uint64_t next_record = 0;
+        std::uint64_t bytes = 0;
+        bool ended = false;
+        bool failed = false;
+    };
+
+    void on_data(const data_event& event) override {
+        auto& log = origins_[event.origin_id];
+        if (event.sequence != log.next_sequence) {
+            violation("origin " + std::to_string(event.origin_id) + ": sequence " +
+                      std::to_string(event.sequence) + " where " + std::to_string(log.next_sequence) +
+                      " was expected (lost or duplicated buffer)");
+        }
+        log.next_sequence = event.sequence + 1;
+        if (log.ended || log.failed) {
+            violation("origin " + std::to_string(event.origin_id) + ": data after EoS/Error");
+        }
+        log.bytes += event.raw.size();
+        bytes += event.raw.size();
+        records += event.record_count;
+        check(log, event.origin_id, event.spanning_record);
+        check(log, event.origin_id, event.records);
+        ++deliveries;
+    }
+    void on_end_of_stream(std::uint64_t origin) override {
+        auto& log = origins_[origin];
+        if (log.ended || log.failed) {
+            violation("origin " + std::to_string(origin) + ": second EoS/Error");
+        }
+        log.ended = true;
+        ++end_of_streams;
+        ++deliveries;
+    }
+    void on_error(std::uint64_t origin, std::string_view) override {
+        auto& log = origins_[origin];
+        if (log.ended || log.failed) {
+            violation("origin " + std::to_string(origin) + ": second EoS/Error");
+        }
+        log.failed = true;
+        ++errors;
+        ++deliveries;
+    }
+    bool finished(std::uint64_t origin) const {
+        const auto it = origins_.find(origin);
+        return it != origins_.end() && (it->second.ended || it->second.failed);
+    }
+    const origin_log* find(std::uint64_t origin) const {
+        const auto it = origins_.find(origin);
+        return it == origins_.end() ? nullptr : &it->second;
+    }
+
+    std::vector<std::string> violations;
+    std::uint64_t bytes = 0;
+    std::uint64_t records = 0;
+    std::uint64_t deliveries = 0;
+    std::uint64_t end_of_streams = 0;
+    std::uint64_t errors = 0;
+
+private:
+    void violation(std::string what) {
+        if (violations.size() < 20) {
+            violations.push_back(std::move(what));
+        }
+    }
+    void check(origin_log& log, std::uint64_t origin, std::span<const std::byte> bytes_) {
+        const auto* p = reinterpret_cast<const char*>(bytes_.data());
+        std::size_t start = 0;
+        for (std::size_t i = 0; i < bytes_.size(); ++i) {
+            if (p[i] != '\n') {
+                continue;
+            }
+            std::uint64_t field[3] = {0, 0, 0};
+            int f = 0;
+            bool ok = true;
+            for (std::size_t k = start; k < i; ++k) {
+                if (p[k] == ',') {
+                    ok = ok && ++f < 3;
+                } else if (p[k] >= '0' && p[k] <= '9' && f < 3) {
+                    field[f] = field[f] * 10 + static_cast<std::uint64_t>(p[k] - '0');
+                } else {
+                    ok = false;
+                }
+            }
+            start = i + 1;
+            if (!ok || f != 2) {
+                violation("origin " + std::to_string(origin) + ": malformed record");
+                continue;
+            }
+            if (log.generator_id < 0) {
+                log.generator_id = static_cast<std::int64_t>(field[0]);
+            }
+            if (static_cast<std::int64_t>(field[0]) != log.generator_id || field[1] != log.next_record ||
+                field[2] != generator_value(field[0], field[1])) {
+                violation("origin " + std::to_string(origin) + ": record " + std::to_string(field[1]) +
+                          " of " + std::to_string(field[0]) + " where record " +
+                          std::to_string(log.next_record) + " was expected (lost, duplicated or reordered)");
+            }
+            log.next_record = field[1] + 1;
+        }
+    }
+
+    std::map<std::uint64_t, origin_log> origins_;
+};
+
+struct planned_source {
+    source_handle handle = 0;
+    bool generator = true;
+    bool stopped_by_plan = false;
+};
+
+} // namespace
+
+std::string to_string(strategy order) {
+    switch (order) {
+    case strategy::fifo:
+        return "fifo";
+    case strategy::random:
+        return "random";
+    case strategy::pct:
+        return "pct";
+    }
+    return "unknown";
+}
+
+std::string reproduce_command(const scenario& s) {
+    std::ostringstream out;
+    out << "sluice-sim --sources " << s.sources << " --buffers " << s.buffers << " --buffer-size "
+        << s.buffer_size << " --reserve " << s.reserve << " --cap " << s.cap
+        << " --processing-reserve " << s.processing_reserve << " --io-lanes " << s.io_lanes
+        << " --compute-workers " << s.compute_workers << " --seed " << s.seed
+        << " --virtual-seconds " << s.virtual_seconds << " --strategy " << to_string(s.order)
+        << " --faults " << (s.faults ? "on" : "off") << " --policy "
+        << (s.policy == pool_policy::legacy ? "legacy" : "sluice")
+        << " --legacy-buffers-per-source " << s.legacy_buffers_per_source << " --records "
+        << s.records_per_source << " --stream-fraction " << s.stream_fraction;
+    return out.str();
+}
+
+std::string report::to_json() const {
+    std::ostringstream out;
+    auto list = [&](const std::vector<std::string>& items) {
+        out << "[";
+        for (std::size_t i = 0; i < items.size(); ++i) {
+            out << (i == 0 ? "" : ", ") << "\"";
+            for (const char c : items[i]) {
+                out << (c == '"' || c == '\\' ? "\\" : "") << c;
+            }
+            out << "\"";
+        }
+        out << "]";
+    };
+    out << "{\"seed\": " << seed << ", \"sources\": " << sources << ", \"policy\": \"" << policy
+        << "\", \"strategy\": \"" << strategy_name << "\", \"faults\": " << (faults ? "true" : "false")
+        << ", \"deadlock\": " << (deadlock ? "true" : "false") << ", \"violations\": ";
+    list(violations);
+    out << ", \"waiting\": ";
+    list(waiting);
+    out << ", \"bytes_produced\": " << bytes_produced << ", \"bytes_delivered\": " << bytes_delivered
+        << ", \"records_delivered\": " << records_delivered << ", \"buffers_total\": " << buffers_total
+        << ", \"buffers_free_at_end\": " << buffers_free_at_end
+        << ", \"end_of_streams\": " << end_of_streams << ", \"errors\": " << errors
+        << ", \"restarts\": " << restarts << ", \"backpressure_waits\": " << backpressure_waits
+        << ", \"virtual_seconds\": " << virtual_seconds << ", \"events\": " << events
+        << ", \"wall_seconds\": " << wall_seconds << ", \"trace_hash\": \"" << std::hex << trace_hash
+        << std::dec << "\"}";
+    return out.str();
+}
+
+report run(const scenario& s) {
+    const auto wall_start = std::chrono::steady_clock::now();
+    report result;
+    result.seed = s.seed;
+    result.sources = s.sources;
+    result.policy = s.policy == pool_policy::legacy ? "legacy" : "sluice";
+    result.strategy_name = to_string(s.order);
+    result.faults = s.faults;
+
+    sim_options options;
+    options.lanes = s.io_lanes;
+    options.compute_workers = s.compute_workers;
+    options.seed = s.seed;
+    options.order = s.order;
+    options.pct_steps_estimate = std::max<std::uint64_t>(1000, s.sources * s.records_per_source / 4);
+
+    const bool legacy = s.policy == pool_policy::legacy;
+    // BUGGIFY: which faults are on, and how often, is itself drawn from the seed.
+    random_stream plan(s.seed ^ 0xFA17ULL);
+    const double short_read_p = s.faults ? plan.unit() * 0.5 : 0.0;
+    const double reset_p = s.faults ? plan.unit() * 0.1 : 0.0;
+    const double truncate_p = s.faults ? plan.unit() * 0.1 : 0.0;
+    const double stall_p = s.faults ? plan.unit() * 0.05 : 0.0;
+    const bool minimal_limits = s.faults && plan.chance(0.3);
+    const std::uint32_t restarts_planned = s.faults ? static_cast<std::uint32_t>(plan.below(1 + s.sources / 4 + 3)) : 0;
+    options.compute_stall_probability = stall_p;
+
+    const std::uint32_t reserve = legacy ? s.legacy_buffers_per_source : (minimal_limits ? 1 : s.reserve);
+    const std::uint32_t cap = legacy ? s.legacy_buffers_per_source : (minimal_limits ? std::max(reserve, 1U) : std::max(s.cap, reserve));
+    const std::uint32_t processing_reserve = legacy ? 0 : std::max<std::uint32_t>(s.processing_reserve, static_cast<std::uint32_t>(s.compute_workers));
+    std::uint32_t buffers = s.buffers;
+    if (buffers == 0) {
+        buffers = legacy ? s.sources * s.legacy_buffers_per_source
+                         : s.sources * reserve + processing_reserve + s.sources;
+    }
+    result.buffers_total = buffers;
+
+    verifying_sink out;
+    {
+        // Declaration order = safe destruction order: the pool outlives the environment.
+        buffer_pool pool({buffers, s.buffer_size, processing_reserve, s.sources + 16, s.policy});
+        sim_environment env(options);
+        processing_options popts;
+        popts.output_per_buffer = true;
+        processing pipeline(env, pool, out, popts);
+        server_options sopts;
+        sopts.backoff_initial = std::chrono::milliseconds(1);
+        sopts.backoff_max = std::chrono::milliseconds(20);
+        sopts.reconnect_attempts_max = 5;
+        source_server server(env, pool, pipeline, sopts);
+
+        std::vector<planned_source> sources;
+        for (std::uint32_t i = 0; i < s.sources; ++i) {
+            source_options so;
+            so.name = "s" + std::to_string(i);
+            so.limits = {reserve, cap};
+            so.flush_timeout = std::chrono::microseconds(200 + env.workload().below(5000));
+            planned_source p;
+            p.generator = env.workload().unit() >= s.stream_fraction;
+            source_server::source_factory factory;
+            if (p.generator) {
+                generator_options g;
+                g.id = i;
+                g.records_max = s.records_per_source;
+                // Half flat out, half paced (some slow enough to exercise flush timeouts).
+                g.records_per_second = env.workload().chance(0.5) ? 0.0 : 1000.0 + static_cast<double>(env.workload().below(200000));
+                g.burst_records = 1 + static_cast<std::uint32_t>(env.workload().below(64));
+                factory = [g](environment& e, const executor& lane) -> std::unique_ptr<source> {
+                    return std::make_unique<generator_source>(e, lane, g);
+                };
+            } else {
+                virtual_stream_script v;
+                v.id = i;
+                v.records = s.records_per_source;
+                v.chunk_bytes_max = 1 + static_cast<std::uint32_t>(env.workload().below(2 * s.buffer_size));
+                v.gap_max = std::chrono::microseconds(1 + env.workload().below(500));
+                if (env.faults().chance(short_read_p)) {
+                    v.short_read_max = 1 + static_cast<std::uint32_t>(env.faults().below(64));
+                }
+                if (env.faults().chance(reset_p)) {
+                    v.reset_at_bytes = 1 + env.faults().below(s.records_per_source * 20);
+                }
+                if (env.faults().chance(truncate_p)) {
+                    v.truncate_at_bytes = 1 + env.faults().below(s.records_per_source * 20);
+                }
+                const std::string path = "vs/" + std::to_string(i);
+                env.add_virtual_stream(path, v);
+                factory = [path](environment& e, const executor& lane) -> std::unique_ptr<source> {
+                    return std::make_unique<file_source>(e, lane, path);
+                };
+            }
+            const auto answer = server.register_source(so, factory);
+            if (!answer.admitted()) {
+                result.violations.push_back("source " + std::to_string(i) + " refused: " + answer.message);
+                continue;
+            }
+            p.handle = answer.handle;
+            server.start(answer.handle);
+            sources.push_back(p);
+        }
+
+        // The operator plan: stop generators at suspension points and restart them later.
+        const auto horizon = std::chrono::duration_cast<duration>(std::chrono::duration<double>(s.virtual_seconds));
+        for (std::uint32_t k = 0; k < restarts_planned && !sources.empty(); ++k) {
+            auto& victim = sources[env.faults().below(sources.size())];
+            if (!victim.generator) {
+                continue; // reopening a stream would replay it
+            }
+            const auto stop_at = duration(static_cast<duration::rep>(env.faults().below(static_cast<std::uint64_t>(horizon.count()) + 1)));
+            const auto restart_after = duration(static_cast<duration::rep>(env.faults().below(5'000'000) + 1));
+            env.at(stop_at, [&server, &victim, &result] {
+                if (server.known(victim.handle) && server.state(victim.handle) == source_state::running) {
+                    victim.stopped_by_plan = true;
+                    server.stop(victim.handle);
+                    ++result.restarts;
+                }
+            });
+            env.at(stop_at + restart_after, [&server, &victim, &out] {
+                if (victim.stopped_by_plan && !out.finished(victim.handle) &&
+                    server.state(victim.handle) == source_state::stopped) {
+                    victim.stopped_by_plan = false;
+                    server.start(victim.handle);
+                }
+            });
+        }
+
+        // Each source ends exactly once (EoS or Error; the sink flags a second one).
+        auto all_finished = [&] { return out.end_of_streams + out.errors >= sources.size(); };
+
+        const auto watchdog = std::chrono::duration_cast<duration>(std::chrono::duration<double>(s.watchdog_seconds));
+        time_point last_progress = env.now();
+        std::uint64_t deliveries_seen = 0;
+        bool liveness = false;
+        bool finished = false;
+        while (!finished) {
+            if (!liveness && env.now() >= horizon) {
+                // Liveness phase: faults off, every source allowed to reach its end.
+                liveness = true;
+                env.set_compute_stalls(0.0);
+                for (auto& p : sources) {
+                    if (p.stopped_by_plan && !out.finished(p.handle) &&
+                        server.state(p.handle) == source_state::stopped) {
+                        p.stopped_by_plan = false;
+                        server.start(p.handle);
+                    }
+                }
+            }
+            const auto stepped = env.step();
+            if ((env.steps() & 0xFFFU) == 0) {
+                pool.check_invariants();
+            }
+            if (out.deliveries != deliveries_seen) {
+                deliveries_seen = out.deliveries;
+                last_progress = env.now();
+            }
+            if (all_finished() && pipeline.queued() == 0) {
+                finished = true;
+                break;
+            }
+            if (stepped == sim_environment::step_result::idle) {
+                // Nothing runnable, no timer pending, work outstanding.
+                result.deadlock = true;
+                break;
+            }
+            if (env.now() - last_progress > watchdog) {
+                result.violations.push_back("progress watchdog: nothing delivered for " +
+                                            std::to_string(s.watchdog_seconds) + " virtual seconds while work is pending");
+                break;
+            }
+            if (env.steps() >= s.steps_max) {
+                result.violations.push_back("step bound reached");
+                break;
+            }
+        }
+        const auto stats = pool.stats();
+        const auto sstats = server.stats();
+        if (result.deadlock || !finished) {
+            result.waiting.push_back(std::to_string(stats.waiters_sources) + " source acquisitions wait for a buffer");
+            result.waiting.push_back(std::to_string(pipeline.output_waits()) + " processing tasks wait for an output buffer");
+            result.waiting.push_back(std::to_string(pipeline.queued()) + " buffers queued for processing cannot be processed");
+            result.waiting.push_back("pool: " + std::to_string(stats.free) + " of " + std::to_string(stats.buffer_count) +
+                                     " free; sources hold " + std::to_string(stats.outstanding_sources) +
+                                     ", processing holds " + std::to_string(stats.outstanding_processing));
+            // Tear down: stop sources, abort processing's waits, drop what cannot be processed.
+            for (const auto& p : sources) {
+                server.stop(p.handle);
+            }
+            // Stopping flushes partial buffers, which may queue more work that waits again: a
+            // few bounded rounds of abort, run, discard.
+            for (int round = 0; round < 4; ++round) {
+                pool.abort_processing_waiters();
+                for (int i = 0; i < 10'000'000 && env.step() != sim_environment::step_result::idle; ++i) {
+                }
+                pipeline.discard_queued();
+                for (int i = 0; i < 10'000'000 && env.step() != sim_environment::step_result::idle; ++i) {
+                }
+            }
+        }
+        result.bytes_produced = 0;
+        for (const auto b : sstats.bytes_total) {
+            result.bytes_produced += b;
+        }
+        result.backpressure_waits = sstats.backpressure_waits_total;
+        server.shutdown();
+        pool.check_invariants();
+        result.buffers_free_at_end = pool.stats().free;
+        result.virtual_seconds = std::chrono::duration<double>(env.now()).count();
+        result.events = env.steps();
+        result.trace_hash = env.trace_hash();
+        if (!result.deadlock && finished) {
+            if (result.bytes_produced != out.bytes) {
+                result.violations.push_back("bytes read " + std::to_string(result.bytes_produced) +
+                                            " != bytes delivered " + std::to_string(out.bytes));
+            }
+            if (result.buffers_free_at_end != buffers) {
+                result.violations.push_back("leak: " + std::to_string(buffers - result.buffers_free_at_end) +
+                                            " buffers not back in the pool");
+            }
+            for (const auto& p : sources) {
+                const auto* log = out.find(p.handle);
+                if (p.generator && log != nullptr && log->ended && log->next_record != s.records_per_source) {
+                    result.violations.push_back("origin " + std::to_string(p.handle) + ": ended after " +
+                                                std::to_string(log->next_record) + " of " +
+                                                std::to_string(s.records_per_source) + " records");
+                }
+            }
+        }
+    }
+    for (auto& v : out.violations) {
+        result.violations.push_back(std::move(v));
+    }
+    result.bytes_delivered = out.bytes;
+    result.records_delivered = out.records;
+    result.end_of_streams = out.end_of_streams;
+    result.errors = out.errors;
+    result.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_start).count();
+    return result;
+}
+
+} // namespace sluice::sim

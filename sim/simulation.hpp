@@ -1,0 +1,74 @@
+#pragma once
+/// One simulated run: a scenario (sources and their shapes, the pool, the schedule strategy,
+/// faults switched on per run from the seed, an operator plan) run over the production
+/// accountant, server, flush policy, processing and sources on `sim_environment`, with the
+/// detectors of DESIGN.md §4: invariants after every step, a deadlock detector, a progress
+/// watchdog and a liveness phase that requires every byte read to be delivered exactly once, in
+/// order, and every buffer back in the pool.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "runtime/buffer_pool.hpp"
+#include "sim/sim_environment.hpp"
+
+namespace sluice::sim {
+
+struct scenario {
+    std::uint32_t sources = 100;
+    std::uint32_t buffers = 0;          ///< 0 = enough for every reserve plus one floating each
+    std::uint32_t buffer_size = 1024;
+    std::uint32_t reserve = 1;
+    std::uint32_t cap = 4;
+    std::uint32_t processing_reserve = 8;
+    std::size_t io_lanes = 2;
+    std::size_t compute_workers = 2;
+    std::uint64_t seed = 1;
+    double virtual_seconds = 1.0;       ///< then the liveness phase: faults off, drain
+    strategy order = strategy::fifo;
+    bool faults = false;
+    runtime::pool_policy policy = runtime::pool_policy::sluice;
+    std::uint32_t legacy_buffers_per_source = 5;
+    std::uint64_t records_per_source = 200;
+    double stream_fraction = 0.5;       ///< share of sources that are virtual streams
+    double watchdog_seconds = 10.0;     ///< virtual seconds without a delivery while work is pending
+    std::uint64_t steps_max = 500'000'000;
+};
+
+struct report {
+    std::uint64_t seed = 0;
+    std::uint32_t sources = 0;
+    std::string policy;
+    std::string strategy_name;
+    bool faults = false;
+    bool deadlock = false;
+    std::vector<std::string> violations;
+    std::vector<std::string> waiting; ///< at a deadlock: who waits for what
+    std::uint64_t bytes_produced = 0;
+    std::uint64_t bytes_delivered = 0;
+    std::uint64_t records_delivered = 0;
+    std::uint32_t buffers_total = 0;
+    std::uint32_t buffers_free_at_end = 0;
+    std::uint64_t end_of_streams = 0;
+    std::uint64_t errors = 0;
+    std::uint64_t restarts = 0;
+    std::uint64_t backpressure_waits = 0;
+    double virtual_seconds = 0;
+    std::uint64_t events = 0;
+    double wall_seconds = 0;
+    std::uint64_t trace_hash = 0;
+
+    bool ok() const noexcept { return !deadlock && violations.empty(); }
+    std::string to_json() const;
+};
+
+/// Runs the scenario to the end of its liveness phase (or a detected failure).
+report run(const scenario& s);
+
+/// The `sluice-sim` command line that reproduces `s`.
+std::string reproduce_command(const scenario& s);
+
+std::string to_string(strategy order);
+
+} // namespace sluice::sim
