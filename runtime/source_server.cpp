@@ -649,6 +649,11 @@ void source_server::shutdown() {
     }
 }
 
+bool source_server::quiescent() const {
+    const std::lock_guard lock(gate_mutex_);
+    return coroutines_ == 0;
+}
+
 server_stats source_server::stats() const {
     server_stats s;
     {

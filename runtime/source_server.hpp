@@ -132,6 +132,9 @@ public:
 
     server_stats stats() const;
     std::size_t source_count() const;
+    /// True when no coroutine of the server runs and no handler of it is posted: `shutdown`
+    /// would not wait. The simulator steps its lanes until this holds before calling it.
+    bool quiescent() const;
 
 private:
     struct entry;
@@ -168,7 +171,7 @@ private:
     std::atomic<std::size_t> next_lane_{0};
 
     /// The gate: coroutines spawned and not yet finished.
-    std::mutex gate_mutex_;
+    mutable std::mutex gate_mutex_;
     std::condition_variable gate_closed_;
     std::size_t coroutines_ = 0;
     bool shut_down_ = false;
