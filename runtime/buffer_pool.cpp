@@ -525,6 +525,16 @@ pool_stats buffer_pool::stats() const {
     return snapshot;
 }
 
+void buffer_pool::check_accounting() const {
+    const std::lock_guard lock(mutex_);
+    const auto free = static_cast<std::uint32_t>(free_list_.size());
+    SLUICE_ASSERT(std::uint64_t{free} + outstanding_sources_ + outstanding_processing_ ==
+                  config_.buffer_count);
+    SLUICE_ASSERT(legacy() || free >= owed_);
+    SLUICE_ASSERT(processing_waiters_.empty() || floating() == 0);
+    SLUICE_ASSERT(float_waiters_.empty() || floating() == 0);
+}
+
 void buffer_pool::check_invariants() const {
     const std::lock_guard lock(mutex_);
     const std::uint32_t n = config_.buffer_count;

@@ -312,6 +312,9 @@ public:
     /// Asserts conservation and the reserve invariant (see the file comment) and the waiter
     /// queue's consistency; O(sources + buffers) parts under `SLUICE_ASSERT_SLOW`.
     void check_invariants() const;
+    /// The O(1) part of check_invariants: conservation, the reserve invariant, eager granting.
+    /// Cheap enough for the simulator to call after every step.
+    void check_accounting() const;
 
 private:
     friend class buffer;

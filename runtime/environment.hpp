@@ -103,10 +103,19 @@ public:
     virtual void interrupt() noexcept {}
 };
 
+/// Places where the simulator may inject a fault into runtime code (FoundationDB's BUGGIFY).
+/// Production never injects; the simulator switches sites on per run from the seed.
+enum class fault_site : std::uint8_t {
+    force_acquire_wait, ///< take the suspending acquisition path although a buffer is free
+};
+
 /// The seam. Every member is thread-safe unless it says otherwise.
 class environment {
 public:
     virtual ~environment() = default;
+
+    /// True when the fault at `site` should happen now. Production: always false.
+    virtual bool inject(fault_site /*site*/) noexcept { return false; }
 
     /// Number of I/O lanes, fixed for the environment's life.
     virtual std::size_t lane_count() const noexcept = 0;
@@ -122,6 +131,9 @@ public:
 
     /// Runs `work` on the compute pool (fixed concurrency). Never runs it inline.
     virtual void post_compute(std::function<void()> work) = 0;
+    /// Called by compute work with the bytes it processed: the simulator's cost model charges
+    /// virtual time for them. Production: nothing (real time passes by itself).
+    virtual void charge_compute(std::uint64_t /*bytes*/) noexcept {}
     virtual std::size_t compute_concurrency() const noexcept = 0;
     /// Runs `work` on the bounded blocking pool (legacy sources). Never runs it inline.
     virtual void post_blocking(std::function<void()> work) = 0;

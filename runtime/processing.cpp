@@ -345,6 +345,7 @@ void processing::process(channel& target, buffer& input, buffer provided) {
     }
 
     sink_.on_data(event);
+    env_.charge_compute(n);
     buffers_total_.fetch_add(1, std::memory_order_relaxed);
     bytes_total_.fetch_add(n, std::memory_order_relaxed);
     records_total_.fetch_add(event.record_count, std::memory_order_relaxed);

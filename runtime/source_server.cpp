@@ -65,6 +65,9 @@ struct source_server::entry {
     time_point partial_since{};            ///< when the held buffer got its first byte
     bool read_since_open = false;          ///< resets the reconnect attempt count
     source_state final_state = source_state::stopped;
+    /// Ended at end of stream or failed: its origin is closed (EoS/Error was its last event),
+    /// so it cannot be started again; unregister it and register anew for a new origin.
+    std::atomic<bool> finished{false};
 };
 
 struct source_server::listener {
@@ -147,7 +150,8 @@ bool source_server::start(source_handle handle) {
         }
         e = it->second.get();
         auto current = e->state.load();
-        if (current == source_state::running || current == source_state::stopping) {
+        if (current == source_state::running || current == source_state::stopping ||
+            e->finished.load()) {
             return false;
         }
         {
@@ -177,6 +181,7 @@ void source_server::spawn(entry& e) {
             } catch (...) {
             }
             e.src->close();
+            e.finished.store(true);
             processing_.error(e.channel, "source '" + e.options.name + "': " + what);
             failures_.fetch_add(1, std::memory_order_relaxed);
             final_state = source_state::failed;
@@ -348,8 +353,10 @@ void source_server::wake_partial_holders(flush_reason reason) {
 }
 
 asio::awaitable<buffer> source_server::acquire(entry& e) {
-    if (buffer granted = pool_.try_acquire(e.pool_id)) {
-        co_return granted;
+    if (!env_.inject(fault_site::force_acquire_wait)) {
+        if (buffer granted = pool_.try_acquire(e.pool_id)) {
+            co_return granted;
+        }
     }
     // Backpressure: this coroutine suspends; no thread blocks. Sources sitting on partial
     // buffers flush them now, so the buffers this one waits for come back.
@@ -512,6 +519,7 @@ asio::awaitable<void> source_server::run(entry& e) {
         }
     }
     src.close();
+    e.finished.store(ended || !failure.empty());
     if (!failure.empty()) {
         failures_.fetch_add(1, std::memory_order_relaxed);
         processing_.error(e.channel, "source '" + e.options.name + "': " + failure);

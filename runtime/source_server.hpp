@@ -109,8 +109,9 @@ public:
     /// Registers a source with the pool's admission. Refusal is a value with the message;
     /// nothing is half-registered.
     registration register_source(const source_options& options, source_factory make);
-    /// Starts a registered, stopped or failed source. False when it is running or stopping, or
-    /// unknown.
+    /// Starts a registered source, or restarts one the engine stopped. False when it is running
+    /// or stopping, unknown, or finished: a source that reached end of stream or failed has sent
+    /// its last event (EoS or Error) on its origin; unregister it and register a new one.
     bool start(source_handle handle);
     /// Asks a running source to stop: its partial buffer is flushed (reason stop), then it is
     /// stopped; no EoS and no Error. Asynchronous; no effect unless running.

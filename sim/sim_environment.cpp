@@ -217,6 +217,15 @@ sim_environment::~sim_environment() {
     blocking_.queue.clear();
 }
 
+bool sim_environment::inject(runtime::fault_site site) noexcept {
+    const double p = fault_probability_[static_cast<std::size_t>(site)];
+    return p > 0 && faults_.chance(p);
+}
+
+void sim_environment::set_fault_probability(runtime::fault_site site, double probability) {
+    fault_probability_[static_cast<std::size_t>(site)] = probability;
+}
+
 runtime::executor sim_environment::lane_executor(std::size_t index) {
     SLUICE_ASSERT(index < lanes_.size());
     return lanes_[index]->get_executor();
@@ -363,9 +372,13 @@ bool sim_environment::run_pool(pool_state& pool, std::uint64_t tag) {
         const double factor = std::min(std::pow(u, -1.0 / 1.5), 100.0);
         cost += std::chrono::duration_cast<duration>(options_.compute_stall * factor);
     }
-    *free_worker = now_ + cost;
     mix(tag);
+    charged_bytes_ = 0;
     work();
+    // The task's effects happen now; its worker stays busy for what it cost.
+    cost += std::chrono::duration_cast<duration>(std::chrono::duration<double, std::nano>(
+        static_cast<double>(charged_bytes_) * options_.compute_ns_per_byte));
+    *free_worker = now_ + cost;
     return true;
 }
 

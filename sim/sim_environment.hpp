@@ -5,6 +5,7 @@
 /// workers with a cost model, virtual byte streams, and independent random streams derived from
 /// one root seed. Everything runs on the calling thread: a run is a function of (scenario, seed).
 
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -62,7 +63,8 @@ struct sim_options {
     std::uint32_t pct_depth = 3;               ///< change points for PCT
     std::uint64_t pct_steps_estimate = 100000; ///< where PCT places its change points
     duration step_cost = std::chrono::nanoseconds(500);       ///< virtual time per lane handler
-    duration compute_cost = std::chrono::microseconds(20);    ///< per compute task
+    duration compute_cost = std::chrono::microseconds(2);     ///< per compute task
+    double compute_ns_per_byte = 5.0;                         ///< plus this per byte processed
     double compute_stall_probability = 0.0;                   ///< heavy-tail stalls (a fault)
     duration compute_stall = std::chrono::milliseconds(2);    ///< scale of a stall
 };
@@ -86,12 +88,16 @@ public:
     ~sim_environment() override;
 
     // The seam.
+    bool inject(runtime::fault_site site) noexcept override;
+    /// Probability that `site` injects its fault (0 = off, the default).
+    void set_fault_probability(runtime::fault_site site, double probability);
     std::size_t lane_count() const noexcept override { return lanes_.size(); }
     runtime::executor lane_executor(std::size_t index) override;
     time_point now() const noexcept override { return now_; }
     std::unique_ptr<runtime::timer> make_timer(const runtime::executor& lane) override;
     std::uint64_t random_u64() noexcept override { return environment_random_.next(); }
     void post_compute(std::function<void()> work) override;
+    void charge_compute(std::uint64_t bytes) noexcept override { charged_bytes_ += bytes; }
     std::size_t compute_concurrency() const noexcept override { return compute_.workers.size(); }
     void post_blocking(std::function<void()> work) override;
     std::size_t blocking_concurrency() const noexcept override { return blocking_.workers.size(); }
@@ -161,10 +167,12 @@ private:
     random_stream workload_;
     random_stream environment_random_;
     std::uint64_t steps_ = 0;
+    std::uint64_t charged_bytes_ = 0; ///< bytes charged by the compute task running now
     std::uint64_t hash_ = 0xcbf29ce484222325ULL;
     std::size_t round_robin_ = 0;
     std::vector<std::uint64_t> pct_priority_;
     std::vector<std::uint64_t> pct_change_steps_;
+    std::array<double, 1> fault_probability_{}; ///< by fault_site
 };
 
 } // namespace sluice::sim

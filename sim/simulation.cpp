@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <map>
 #include <sstream>
 
@@ -158,7 +159,7 @@ std::string reproduce_command(const scenario& s) {
         << " --faults " << (s.faults ? "on" : "off") << " --policy "
         << (s.policy == pool_policy::legacy ? "legacy" : "sluice")
         << " --legacy-buffers-per-source " << s.legacy_buffers_per_source << " --records "
-        << s.records_per_source << " --stream-fraction " << s.stream_fraction;
+        << s.records_per_source << " --stream-fraction " << s.stream_fraction << " --paced-fraction " << s.paced_fraction;
     return out.str();
 }
 
@@ -186,6 +187,8 @@ std::string report::to_json() const {
         << ", \"buffers_free_at_end\": " << buffers_free_at_end
         << ", \"end_of_streams\": " << end_of_streams << ", \"errors\": " << errors
         << ", \"restarts\": " << restarts << ", \"backpressure_waits\": " << backpressure_waits
+        << ", \"registrations_refused\": " << registrations_refused << ", \"unregistered\": " << unregistered
+        << ", \"source_bytes_min\": " << source_bytes_min << ", \"source_bytes_max\": " << source_bytes_max
         << ", \"virtual_seconds\": " << virtual_seconds << ", \"events\": " << events
         << ", \"wall_seconds\": " << wall_seconds << ", \"trace_hash\": \"" << std::hex << trace_hash
         << std::dec << "\"}";
@@ -217,6 +220,9 @@ report run(const scenario& s) {
     const double stall_p = s.faults ? plan.unit() * 0.05 : 0.0;
     const bool minimal_limits = s.faults && plan.chance(0.3);
     const std::uint32_t restarts_planned = s.faults ? static_cast<std::uint32_t>(plan.below(1 + s.sources / 4 + 3)) : 0;
+    const double force_wait_p = s.faults ? plan.unit() * 0.3 : 0.0;
+    const std::uint32_t churn_planned = s.faults ? static_cast<std::uint32_t>(plan.below(1 + s.sources / 8 + 2)) : 0;
+    const bool infinite = s.records_per_source == 0;
     options.compute_stall_probability = stall_p;
 
     const std::uint32_t reserve = legacy ? s.legacy_buffers_per_source : (minimal_limits ? 1 : s.reserve);
@@ -234,6 +240,7 @@ report run(const scenario& s) {
         // Declaration order = safe destruction order: the pool outlives the environment.
         buffer_pool pool({buffers, s.buffer_size, processing_reserve, s.sources + 16, s.policy});
         sim_environment env(options);
+        env.set_fault_probability(fault_site::force_acquire_wait, force_wait_p);
         processing_options popts;
         popts.output_per_buffer = true;
         processing pipeline(env, pool, out, popts);
@@ -243,21 +250,23 @@ report run(const scenario& s) {
         sopts.reconnect_attempts_max = 5;
         source_server server(env, pool, pipeline, sopts);
 
-        std::vector<planned_source> sources;
-        for (std::uint32_t i = 0; i < s.sources; ++i) {
+        std::deque<planned_source> sources; // stable references for the operator plan
+        auto add_source = [&](std::uint32_t i) -> bool {
             source_options so;
             so.name = "s" + std::to_string(i);
             so.limits = {reserve, cap};
             so.flush_timeout = std::chrono::microseconds(200 + env.workload().below(5000));
             planned_source p;
-            p.generator = env.workload().unit() >= s.stream_fraction;
+            p.generator = infinite || env.workload().unit() >= s.stream_fraction;
             source_server::source_factory factory;
             if (p.generator) {
                 generator_options g;
                 g.id = i;
                 g.records_max = s.records_per_source;
                 // Half flat out, half paced (some slow enough to exercise flush timeouts).
-                g.records_per_second = env.workload().chance(0.5) ? 0.0 : 1000.0 + static_cast<double>(env.workload().below(200000));
+                g.records_per_second = env.workload().chance(s.paced_fraction)
+                                           ? 1000.0 + static_cast<double>(env.workload().below(200000))
+                                           : 0.0;
                 g.burst_records = 1 + static_cast<std::uint32_t>(env.workload().below(64));
                 factory = [g](environment& e, const executor& lane) -> std::unique_ptr<source> {
                     return std::make_unique<generator_source>(e, lane, g);
@@ -285,13 +294,19 @@ report run(const scenario& s) {
             }
             const auto answer = server.register_source(so, factory);
             if (!answer.admitted()) {
-                result.violations.push_back("source " + std::to_string(i) + " refused: " + answer.message);
-                continue;
+                return false;
             }
             p.handle = answer.handle;
             server.start(answer.handle);
             sources.push_back(p);
+            return true;
+        };
+        for (std::uint32_t i = 0; i < s.sources; ++i) {
+            if (!add_source(i)) {
+                result.violations.push_back("source " + std::to_string(i) + " was refused at start");
+            }
         }
+        const std::size_t initial_sources = sources.size();
 
         // The operator plan: stop generators at suspension points and restart them later.
         const auto horizon = std::chrono::duration_cast<duration>(std::chrono::duration<double>(s.virtual_seconds));
@@ -311,6 +326,7 @@ report run(const scenario& s) {
             });
             env.at(stop_at + restart_after, [&server, &victim, &out] {
                 if (victim.stopped_by_plan && !out.finished(victim.handle) &&
+                    server.known(victim.handle) &&
                     server.state(victim.handle) == source_state::stopped) {
                     victim.stopped_by_plan = false;
                     server.start(victim.handle);
@@ -318,8 +334,38 @@ report run(const scenario& s) {
             });
         }
 
-        // Each source ends exactly once (EoS or Error; the sink flags a second one).
-        auto all_finished = [&] { return out.end_of_streams + out.errors >= sources.size(); };
+        // Churn while the pool is busy: register more sources (admitted, or refused with a
+        // reason — both fine) and unregister finished ones whose buffers may still be queued.
+        for (std::uint32_t k = 0; k < churn_planned; ++k) {
+            const auto when = duration(static_cast<duration::rep>(env.faults().below(static_cast<std::uint64_t>(horizon.count()) + 1)));
+            const auto id = s.sources + k;
+            env.at(when, [&, id] {
+                if (!add_source(id)) {
+                    ++result.registrations_refused;
+                }
+            });
+            env.at(when + duration(1000), [&] {
+                for (auto& p : sources) {
+                    if (out.finished(p.handle) && server.known(p.handle) &&
+                        server.state(p.handle) != source_state::running &&
+                        server.state(p.handle) != source_state::stopping) {
+                        server.unregister_source(p.handle);
+                        ++result.unregistered;
+                        return;
+                    }
+                }
+            });
+        }
+
+        // Each source ends exactly once (EoS or Error; the sink flags a second one). Infinite
+        // sources end by the engine's stop in the liveness phase.
+        bool stop_all_requested = false;
+        auto all_finished = [&] {
+            if (infinite) {
+                return stop_all_requested && server.quiescent();
+            }
+            return out.end_of_streams + out.errors >= sources.size();
+        };
 
         const auto watchdog = std::chrono::duration_cast<duration>(std::chrono::duration<double>(s.watchdog_seconds));
         time_point last_progress = env.now();
@@ -331,17 +377,25 @@ report run(const scenario& s) {
                 // Liveness phase: faults off, every source allowed to reach its end.
                 liveness = true;
                 env.set_compute_stalls(0.0);
+                env.set_fault_probability(fault_site::force_acquire_wait, 0.0);
+                if (infinite) {
+                    for (const auto& p : sources) {
+                        server.stop(p.handle);
+                    }
+                    stop_all_requested = true;
+                }
                 for (auto& p : sources) {
-                    if (p.stopped_by_plan && !out.finished(p.handle) &&
-                        server.state(p.handle) == source_state::stopped) {
+                    if (!infinite && p.stopped_by_plan && !out.finished(p.handle) &&
+                        server.known(p.handle) && server.state(p.handle) == source_state::stopped) {
                         p.stopped_by_plan = false;
                         server.start(p.handle);
                     }
                 }
             }
             const auto stepped = env.step();
+            pool.check_accounting(); // conservation and the reserve invariant, every step
             if ((env.steps() & 0xFFFU) == 0) {
-                pool.check_invariants();
+                pool.check_invariants(); // and the O(n) cross-checks now and then
             }
             if (out.deliveries != deliveries_seen) {
                 deliveries_seen = out.deliveries;
@@ -434,9 +488,20 @@ report run(const scenario& s) {
                 result.violations.push_back("leak: " + std::to_string(buffers - result.buffers_free_at_end) +
                                             " buffers not back in the pool");
             }
+            std::uint64_t least = ~std::uint64_t{0};
+            std::uint64_t most = 0;
+            for (std::size_t i = 0; i < initial_sources; ++i) {
+                const auto* log = out.find(sources[i].handle);
+                const std::uint64_t delivered = log != nullptr ? log->bytes : 0;
+                least = std::min(least, delivered);
+                most = std::max(most, delivered);
+            }
+            result.source_bytes_min = initial_sources > 0 ? least : 0;
+            result.sources_run = sources.size();
+            result.source_bytes_max = most;
             for (const auto& p : sources) {
                 const auto* log = out.find(p.handle);
-                if (p.generator && log != nullptr && log->ended && log->next_record != s.records_per_source) {
+                if (!infinite && p.generator && log != nullptr && log->ended && log->next_record != s.records_per_source) {
                     result.violations.push_back("origin " + std::to_string(p.handle) + ": ended after " +
                                                 std::to_string(log->next_record) + " of " +
                                                 std::to_string(s.records_per_source) + " records");

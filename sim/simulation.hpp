@@ -30,8 +30,9 @@ struct scenario {
     bool faults = false;
     runtime::pool_policy policy = runtime::pool_policy::sluice;
     std::uint32_t legacy_buffers_per_source = 5;
-    std::uint64_t records_per_source = 200;
+    std::uint64_t records_per_source = 200; ///< 0 = infinite generators, stopped at the horizon
     double stream_fraction = 0.5;       ///< share of sources that are virtual streams
+    double paced_fraction = 0.5;        ///< share of generators that are rate-limited
     double watchdog_seconds = 10.0;     ///< virtual seconds without a delivery while work is pending
     std::uint64_t steps_max = 500'000'000;
 };
@@ -54,6 +55,11 @@ struct report {
     std::uint64_t errors = 0;
     std::uint64_t restarts = 0;
     std::uint64_t backpressure_waits = 0;
+    std::uint64_t registrations_refused = 0; ///< churn registrations refused (not a violation)
+    std::uint64_t unregistered = 0;          ///< finished sources unregistered by churn
+    std::uint64_t sources_run = 0;           ///< initial sources plus those churn admitted
+    std::uint64_t source_bytes_min = 0;      ///< least delivered by one initial source
+    std::uint64_t source_bytes_max = 0;      ///< most delivered by one initial source
     double virtual_seconds = 0;
     std::uint64_t events = 0;
     double wall_seconds = 0;

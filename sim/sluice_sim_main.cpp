@@ -34,6 +34,8 @@ int main(int argc, char** argv) {
     app.add_option("--records", s.records_per_source, "records per source");
     app.add_option("--stream-fraction", s.stream_fraction, "share of sources that are virtual streams")
         ->check(CLI::Range(0.0, 1.0));
+    app.add_option("--paced-fraction", s.paced_fraction, "share of generators that are rate-limited")
+        ->check(CLI::Range(0.0, 1.0));
     app.add_option("--seeds", seeds, "sweep this many seeds from --seed");
     app.add_flag("--json", json, "print the report as JSON");
     CLI11_PARSE(app, argc, argv);

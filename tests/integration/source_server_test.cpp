@@ -67,8 +67,10 @@ TEST(source_server, finite_generators_deliver_every_record_then_end_of_stream) {
         EXPECT_EQ(log.generator_id, i);
         EXPECT_TRUE(log.end_of_stream);
         EXPECT_FALSE(log.error);
-        // A source that reached its end is stopped, not failed.
+        // A source that reached its end is stopped, not failed, and cannot start again: its
+        // origin is closed (found by the simulator: a restart sent a second EoS).
         EXPECT_EQ(w.server.state(handles[static_cast<std::size_t>(i)]), source_state::stopped);
+        EXPECT_FALSE(w.server.start(handles[static_cast<std::size_t>(i)]));
     }
     w.server.shutdown();
     w.pipeline.wait_idle();
