@@ -78,8 +78,8 @@ public:
                 co_return asio::error::operation_aborted;
             }
             arrive();
-            if (readable()) {
-                co_return error_code{};
+            if (readable() || random_.chance(script_.spurious_wakeup)) {
+                co_return error_code{}; // a spurious wake-up makes the next read a zero read
             }
             const auto error = co_await wait_until(env_, lane_, next_arrival_, &waiting_);
             waiting_ = 0;

@@ -78,6 +78,7 @@ struct virtual_stream_script {
     std::uint32_t short_read_max = 0;     ///< a fault: reads return at most this many bytes (0 = off)
     std::uint64_t reset_at_bytes = 0;     ///< a fault: the stream resets after this many (0 = off)
     std::uint64_t truncate_at_bytes = 0;  ///< a fault: EOF mid-record after this many (0 = off)
+    double spurious_wakeup = 0.0;         ///< a fault: readiness with nothing to read (zero read)
 };
 
 class sim_environment final : public runtime::environment {

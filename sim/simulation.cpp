@@ -283,6 +283,9 @@ report run(const scenario& s) {
                 if (env.faults().chance(reset_p)) {
                     v.reset_at_bytes = 1 + env.faults().below(s.records_per_source * 20);
                 }
+                if (s.faults) {
+                    v.spurious_wakeup = short_read_p / 2;
+                }
                 if (env.faults().chance(truncate_p)) {
                     v.truncate_at_bytes = 1 + env.faults().below(s.records_per_source * 20);
                 }
