@@ -1,7 +1,6 @@
 #include "runtime/generator_source.hpp"
 
 #include <algorithm>
-#include <charconv>
 #include <cstring>
 
 #include <boost/asio/error.hpp>
@@ -14,17 +13,6 @@ namespace sluice::runtime {
 
 namespace asio = boost::asio;
 using boost::system::error_code;
-
-std::size_t format_generator_record(std::uint64_t id, std::uint64_t n, char* out) noexcept {
-    char* end = out + generator_record_bytes_max;
-    char* p = std::to_chars(out, end, id).ptr;
-    *p++ = ',';
-    p = std::to_chars(p, end, n).ptr;
-    *p++ = ',';
-    p = std::to_chars(p, end, generator_value(id, n)).ptr;
-    *p++ = '\n';
-    return static_cast<std::size_t>(p - out);
-}
 
 generator_source::generator_source(environment& env, executor lane,
                                    const generator_options& options)

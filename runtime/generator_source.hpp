@@ -11,6 +11,7 @@
 #include <span>
 #include <string>
 
+#include "model/generator_records.hpp"
 #include "runtime/environment.hpp"
 #include "runtime/source.hpp"
 
@@ -23,18 +24,10 @@ struct generator_options {
     std::uint32_t burst_records = 64; ///< records released per timer tick when rate-limited
 };
 
-/// The deterministic third field of record n.
-constexpr std::uint64_t generator_value(std::uint64_t id, std::uint64_t n) noexcept {
-    std::uint64_t x = (id + 1) * 0x9E3779B97F4A7C15ULL ^ (n + 0x632BE59BD9B4E019ULL);
-    x ^= x >> 31U;
-    x *= 0xBF58476D1CE4E5B9ULL;
-    x ^= x >> 29U;
-    return x % 1000000007ULL;
-}
-
-/// Writes record n into `out` (needs at most `generator_record_bytes_max`); returns its size.
-std::size_t format_generator_record(std::uint64_t id, std::uint64_t n, char* out) noexcept;
-inline constexpr std::size_t generator_record_bytes_max = 64;
+// The record format is the model's, one definition for producers and checkers.
+using model::format_generator_record;
+using model::generator_record_bytes_max;
+using model::generator_value;
 
 class generator_source final : public source {
 public:

@@ -17,38 +17,41 @@ read_result closed_result() {
 
 } // namespace
 
-tcp_client_source::tcp_client_source(environment& env, executor lane, tcp_client_options options)
-    : env_(env), lane_(std::move(lane)), options_(std::move(options)) {}
-
-std::string tcp_client_source::describe() const {
-    return "tcp client " + options_.address + ":" + std::to_string(options_.port);
-}
-
-asio::awaitable<error_code> tcp_client_source::open() {
+asio::awaitable<error_code> reopening_source::open() {
     close();
-    auto [error, stream] =
-        co_await env_.connect(lane_, options_.address, options_.port, options_.connect_timeout);
+    auto [error, stream] = co_await open_stream();
     if (!error) {
         stream_ = std::move(stream);
     }
     co_return error;
 }
 
-asio::awaitable<error_code> tcp_client_source::wait_readable() {
+asio::awaitable<error_code> reopening_source::wait_readable() {
     if (!stream_) {
         co_return asio::error::not_connected;
     }
     co_return co_await stream_->wait_readable();
 }
 
-read_result tcp_client_source::read_now(std::span<std::byte> space) {
+read_result reopening_source::read_now(std::span<std::byte> space) {
     return stream_ ? stream_->read_now(space) : closed_result();
 }
 
-void tcp_client_source::close() noexcept {
+void reopening_source::close() noexcept {
     if (stream_) {
         stream_->close();
     }
+}
+
+tcp_client_source::tcp_client_source(environment& env, executor lane, tcp_client_options options)
+    : reopening_source(env, std::move(lane)), options_(std::move(options)) {}
+
+std::string tcp_client_source::describe() const {
+    return "tcp client " + options_.address + ":" + std::to_string(options_.port);
+}
+
+asio::awaitable<std::pair<error_code, std::unique_ptr<byte_stream>>> tcp_client_source::open_stream() {
+    co_return co_await env_.connect(lane_, options_.address, options_.port, options_.connect_timeout);
 }
 
 stream_source::stream_source(source_kind kind, std::unique_ptr<byte_stream> stream)
@@ -72,32 +75,10 @@ read_result stream_source::read_now(std::span<std::byte> space) { return stream_
 void stream_source::close() noexcept { stream_->close(); }
 
 file_source::file_source(environment& env, executor lane, std::string path)
-    : env_(env), lane_(std::move(lane)), path_(std::move(path)) {}
+    : reopening_source(env, std::move(lane)), path_(std::move(path)) {}
 
-asio::awaitable<error_code> file_source::open() {
-    close();
-    auto [error, stream] = env_.open_file(lane_, path_);
-    if (!error) {
-        stream_ = std::move(stream);
-    }
-    co_return error;
-}
-
-asio::awaitable<error_code> file_source::wait_readable() {
-    if (!stream_) {
-        co_return asio::error::bad_descriptor;
-    }
-    co_return co_await stream_->wait_readable();
-}
-
-read_result file_source::read_now(std::span<std::byte> space) {
-    return stream_ ? stream_->read_now(space) : closed_result();
-}
-
-void file_source::close() noexcept {
-    if (stream_) {
-        stream_->close();
-    }
+asio::awaitable<std::pair<error_code, std::unique_ptr<byte_stream>>> file_source::open_stream() {
+    co_return env_.open_file(lane_, path_);
 }
 
 udp_source::udp_source(environment& env, executor lane, udp_options options)

@@ -18,23 +18,41 @@ struct tcp_client_options {
     duration connect_timeout = std::chrono::seconds(2);
 };
 
+/// A source over a stream it opens itself and can open again (after a failure, or a restart):
+/// waits and reads go to the current stream; a derived class says how to open one.
+class reopening_source : public source {
+public:
+    boost::asio::awaitable<boost::system::error_code> open() final;
+    boost::asio::awaitable<boost::system::error_code> wait_readable() final;
+    read_result read_now(std::span<std::byte> space) final;
+    void close() noexcept final;
+
+protected:
+    reopening_source(environment& env, executor lane) : env_(env), lane_(std::move(lane)) {}
+    /// Opens a new stream (connect, open a file, …).
+    virtual boost::asio::awaitable<std::pair<boost::system::error_code, std::unique_ptr<byte_stream>>>
+    open_stream() = 0;
+
+    environment& env_;
+    executor lane_;
+
+private:
+    std::unique_ptr<byte_stream> stream_; ///< null until opened; closed, not reset, on close()
+};
+
 /// Connects out; on reset or refusal the server reopens it with capped exponential backoff.
-class tcp_client_source final : public source {
+class tcp_client_source final : public reopening_source {
 public:
     tcp_client_source(environment& env, executor lane, tcp_client_options options);
     source_kind kind() const noexcept override { return source_kind::tcp_client; }
     std::string describe() const override;
-    boost::asio::awaitable<boost::system::error_code> open() override;
-    boost::asio::awaitable<boost::system::error_code> wait_readable() override;
-    read_result read_now(std::span<std::byte> space) override;
-    void close() noexcept override;
     bool reconnects() const noexcept override { return true; }
 
 private:
-    environment& env_;
-    executor lane_;
+    boost::asio::awaitable<std::pair<boost::system::error_code, std::unique_ptr<byte_stream>>>
+    open_stream() override;
+
     tcp_client_options options_;
-    std::unique_ptr<byte_stream> stream_; ///< null while disconnected
 };
 
 /// Wraps an already open stream: an accepted TCP connection, or a file.
@@ -56,21 +74,17 @@ private:
 };
 
 /// Opens a file at `open()` and reads it to the end.
-class file_source final : public source {
+class file_source final : public reopening_source {
 public:
     file_source(environment& env, executor lane, std::string path);
     source_kind kind() const noexcept override { return source_kind::file; }
     std::string describe() const override { return "file " + path_; }
-    boost::asio::awaitable<boost::system::error_code> open() override;
-    boost::asio::awaitable<boost::system::error_code> wait_readable() override;
-    read_result read_now(std::span<std::byte> space) override;
-    void close() noexcept override;
 
 private:
-    environment& env_;
-    executor lane_;
+    boost::asio::awaitable<std::pair<boost::system::error_code, std::unique_ptr<byte_stream>>>
+    open_stream() override;
+
     std::string path_;
-    std::unique_ptr<byte_stream> stream_;
 };
 
 struct udp_options {

@@ -7,6 +7,7 @@
 #include <map>
 #include <sstream>
 
+#include "model/generator_records.hpp"
 #include "runtime/generator_source.hpp"
 #include "runtime/processing.hpp"
 #include "runtime/source_server.hpp"
@@ -24,8 +25,7 @@ class verifying_sink final : public sink {
 public:
     struct origin_log {
         std::uint64_t next_sequence = 0;
-        std::int64_t generator_id = -1;
-        std::uint64_t next_record = 0;
+        model::generator_record_checker checker;
         std::uint64_t bytes = 0;
         bool ended = false;
         bool failed = false;
@@ -45,8 +45,12 @@ public:
         log.bytes += event.raw.size();
         bytes += event.raw.size();
         records += event.record_count;
-        check(log, event.origin_id, event.spanning_record);
-        check(log, event.origin_id, event.records);
+        const bool was_ok = log.checker.ok();
+        log.checker.feed(event.spanning_record);
+        log.checker.feed(event.records);
+        if (was_ok && !log.checker.ok()) {
+            violation("origin " + std::to_string(event.origin_id) + ": " + log.checker.problem());
+        }
         ++deliveries;
     }
     void on_end_of_stream(std::uint64_t origin) override {
@@ -89,43 +93,6 @@ private:
             violations.push_back(std::move(what));
         }
     }
-    void check(origin_log& log, std::uint64_t origin, std::span<const std::byte> bytes_) {
-        const auto* p = reinterpret_cast<const char*>(bytes_.data());
-        std::size_t start = 0;
-        for (std::size_t i = 0; i < bytes_.size(); ++i) {
-            if (p[i] != '\n') {
-                continue;
-            }
-            std::uint64_t field[3] = {0, 0, 0};
-            int f = 0;
-            bool ok = true;
-            for (std::size_t k = start; k < i; ++k) {
-                if (p[k] == ',') {
-                    ok = ok && ++f < 3;
-                } else if (p[k] >= '0' && p[k] <= '9' && f < 3) {
-                    field[f] = field[f] * 10 + static_cast<std::uint64_t>(p[k] - '0');
-                } else {
-                    ok = false;
-                }
-            }
-            start = i + 1;
-            if (!ok || f != 2) {
-                violation("origin " + std::to_string(origin) + ": malformed record");
-                continue;
-            }
-            if (log.generator_id < 0) {
-                log.generator_id = static_cast<std::int64_t>(field[0]);
-            }
-            if (static_cast<std::int64_t>(field[0]) != log.generator_id || field[1] != log.next_record ||
-                field[2] != generator_value(field[0], field[1])) {
-                violation("origin " + std::to_string(origin) + ": record " + std::to_string(field[1]) +
-                          " of " + std::to_string(field[0]) + " where record " +
-                          std::to_string(log.next_record) + " was expected (lost, duplicated or reordered)");
-            }
-            log.next_record = field[1] + 1;
-        }
-    }
-
     std::map<std::uint64_t, origin_log> origins_;
 };
 
@@ -504,9 +471,9 @@ report run(const scenario& s) {
             result.source_bytes_max = most;
             for (const auto& p : sources) {
                 const auto* log = out.find(p.handle);
-                if (!infinite && p.generator && log != nullptr && log->ended && log->next_record != s.records_per_source) {
+                if (!infinite && p.generator && log != nullptr && log->ended && log->checker.next_record() != s.records_per_source) {
                     result.violations.push_back("origin " + std::to_string(p.handle) + ": ended after " +
-                                                std::to_string(log->next_record) + " of " +
+                                                std::to_string(log->checker.next_record()) + " of " +
                                                 std::to_string(s.records_per_source) + " records");
                 }
             }

@@ -8,7 +8,6 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
-#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <mutex>
@@ -24,6 +23,7 @@
 #include "runtime/blocking_source.hpp"
 #include "runtime/buffer_pool.hpp"
 #include "runtime/generator_source.hpp"
+#include "runtime/process_threads.hpp"
 #include "runtime/processing.hpp"
 #include "runtime/production_environment.hpp"
 #include "runtime/source_server.hpp"
@@ -64,16 +64,6 @@ private:
     std::atomic<std::uint64_t> end_of_stream_{0};
     std::mutex print_mutex_;
 };
-
-std::size_t count_threads() {
-    std::error_code error;
-    std::size_t n = 0;
-    for (auto it = std::filesystem::directory_iterator("/proc/self/task", error);
-         !error && it != std::filesystem::directory_iterator(); it.increment(error)) {
-        ++n;
-    }
-    return n;
-}
 
 void raise_open_file_limit() {
     rlimit limit{};
@@ -159,7 +149,7 @@ int main(int argc, char** argv) {
         }
         raise_open_file_limit();
 
-        std::size_t threads_max = count_threads();
+        std::size_t threads_max = process_thread_count();
         // Declaration order is destruction order reversed: the pool outlives the environment
         // (whose dropped handlers may still hold buffers), the sink outlives processing.
         counting_sink out;
@@ -237,7 +227,7 @@ int main(int argc, char** argv) {
         if (cfg.mode == runner_mode::thread_per_source) {
             baseline.start_all();
         }
-        threads_max = std::max(threads_max, count_threads());
+        threads_max = std::max(threads_max, process_thread_count());
         std::cerr << "sluiced: " << (cfg.mode == runner_mode::sluice ? "sluice" : "thread_per_source")
                   << " mode, " << cfg.threads.io_threads << " io + " << cfg.threads.compute_threads
                   << " compute threads, " << cfg.pool.buffer_count << " x "
@@ -268,7 +258,7 @@ int main(int argc, char** argv) {
                 if (error) {
                     return;
                 }
-                threads_max = std::max(threads_max, count_threads());
+                threads_max = std::max(threads_max, process_thread_count());
                 const auto now = std::chrono::steady_clock::now();
                 if (duration_s > 0 &&
                     now - started >= std::chrono::duration<double>(duration_s)) {
@@ -290,7 +280,7 @@ int main(int argc, char** argv) {
                                  static_cast<double>(bytes - last_bytes) / dt / 1e6,
                                  static_cast<double>(records - last_records) / dt, p.free,
                                  p.buffer_count, p.waiters_sources + p.waiters_processing,
-                                 count_threads());
+                                 process_thread_count());
                     last = now;
                     last_bytes = bytes;
                     last_records = records;
@@ -303,7 +293,7 @@ int main(int argc, char** argv) {
         tick.cancel();
         const double ran_s =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-        threads_max = std::max(threads_max, count_threads());
+        threads_max = std::max(threads_max, process_thread_count());
 
         // Graceful drain: stop sources (partial buffers flushed), join every coroutine, let
         // processing finish, unregister everything.

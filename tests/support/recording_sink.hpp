@@ -12,7 +12,8 @@
 #include <string>
 #include <vector>
 
-#include "runtime/generator_source.hpp"
+#include "model/generator_records.hpp"
+#include "runtime/process_threads.hpp"
 #include "runtime/processing.hpp"
 
 namespace sluice::test {
@@ -29,6 +30,7 @@ public:
         bool error = false;
         std::string error_message;
         std::string raw; ///< concatenated raw bytes, when keep_raw
+        model::generator_record_checker checker;
     };
 
     /// Optional work per data event (a slow pipeline).
@@ -57,8 +59,14 @@ public:
             log.raw.append(reinterpret_cast<const char*>(event.raw.data()), event.raw.size());
         }
         if (check_generator_records) {
-            check_records(log, event.origin_id, event.spanning_record);
-            check_records(log, event.origin_id, event.records);
+            const bool was_ok = log.checker.ok();
+            log.checker.feed(event.spanning_record);
+            log.checker.feed(event.records);
+            log.generator_id = log.checker.generator_id();
+            log.next_record = log.checker.next_record();
+            if (was_ok && !log.checker.ok()) {
+                violation("origin " + std::to_string(event.origin_id) + ": " + log.checker.problem());
+            }
         }
         total_bytes_ += event.raw.size();
         total_records_ += event.record_count;
@@ -138,36 +146,6 @@ private:
         }
     }
 
-    void check_records(origin_log& log, std::uint64_t origin, std::span<const std::byte> bytes) {
-        std::size_t start = 0;
-        const auto* chars = reinterpret_cast<const char*>(bytes.data());
-        for (std::size_t i = 0; i < bytes.size(); ++i) {
-            if (chars[i] != '\n') {
-                continue;
-            }
-            const std::string_view record(chars + start, i - start);
-            start = i + 1;
-            std::uint64_t id = 0;
-            std::uint64_t n = 0;
-            std::uint64_t value = 0;
-            if (std::sscanf(std::string(record).c_str(), "%lu,%lu,%lu", &id, &n, &value) != 3) {
-                violation("origin " + std::to_string(origin) + ": malformed record '" +
-                          std::string(record) + "'");
-                continue;
-            }
-            if (log.generator_id < 0) {
-                log.generator_id = static_cast<std::int64_t>(id);
-            }
-            if (static_cast<std::int64_t>(id) != log.generator_id || n != log.next_record ||
-                value != runtime::generator_value(id, n)) {
-                violation("origin " + std::to_string(origin) + ": record '" + std::string(record) +
-                          "' where record " + std::to_string(log.next_record) + " of " +
-                          std::to_string(log.generator_id) + " was expected");
-            }
-            log.next_record = n + 1;
-        }
-    }
-
     std::mutex mutex_;
     std::condition_variable changed_;
     std::map<std::uint64_t, origin_log> origins_;
@@ -179,6 +157,6 @@ private:
 };
 
 /// Threads of this process now (/proc/self/task).
-std::size_t thread_count();
+inline std::size_t thread_count() { return runtime::process_thread_count(); }
 
 } // namespace sluice::test

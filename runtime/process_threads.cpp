@@ -1,10 +1,10 @@
-#include "tests/support/recording_sink.hpp"
+#include "runtime/process_threads.hpp"
 
 #include <filesystem>
 
-namespace sluice::test {
+namespace sluice::runtime {
 
-std::size_t thread_count() {
+std::size_t process_thread_count() noexcept {
     std::error_code error;
     std::size_t n = 0;
     for (auto it = std::filesystem::directory_iterator("/proc/self/task", error);
@@ -14,4 +14,4 @@ std::size_t thread_count() {
     return n;
 }
 
-} // namespace sluice::test
+} // namespace sluice::runtime

@@ -1,0 +1,51 @@
+#pragma once
+/// The generator record format and its oracle. Record n of generator `id` is
+/// `"<id>,<n>,<value>\n"` with `value = generator_value(id, n)`; a receiver that checks every
+/// record (contiguous n from 0, one id, the right value) knows nothing was lost, duplicated,
+/// reordered or corrupted. Pure and tiny: the generator, the load generator, the test sinks and
+/// the simulator all use this one definition.
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+
+namespace sluice::model {
+
+/// The deterministic third field of record n.
+constexpr std::uint64_t generator_value(std::uint64_t id, std::uint64_t n) noexcept {
+    std::uint64_t x = (id + 1) * 0x9E3779B97F4A7C15ULL ^ (n + 0x632BE59BD9B4E019ULL);
+    x ^= x >> 31U;
+    x *= 0xBF58476D1CE4E5B9ULL;
+    x ^= x >> 29U;
+    return x % 1000000007ULL;
+}
+
+/// Longest record `format_generator_record` writes.
+inline constexpr std::size_t generator_record_bytes_max = 64;
+
+/// Writes record n into `out` (at least generator_record_bytes_max long); returns its size.
+std::size_t format_generator_record(std::uint64_t id, std::uint64_t n, char* out) noexcept;
+
+/// Checks the records of one origin as they arrive, in order.
+class generator_record_checker {
+public:
+    /// Checks complete records (each ending in '\n'). Returns false at the first bad one and
+    /// keeps the first problem; later records are still counted.
+    bool feed(std::span<const std::byte> complete_records);
+
+    bool ok() const noexcept { return problem_.empty(); }
+    /// What was wrong first, for a violation message; empty when ok.
+    const std::string& problem() const noexcept { return problem_; }
+    /// The record number expected next (= records seen, when ok).
+    std::uint64_t next_record() const noexcept { return next_record_; }
+    /// The generator id of the first record, or -1 before any.
+    std::int64_t generator_id() const noexcept { return generator_id_; }
+
+private:
+    std::int64_t generator_id_ = -1;
+    std::uint64_t next_record_ = 0;
+    std::string problem_;
+};
+
+} // namespace sluice::model
