@@ -43,8 +43,10 @@ processing::processing(environment& env, buffer_pool& pool, sink& out,
 
 processing::~processing() { wait_idle(); }
 
-std::shared_ptr<processing::channel> processing::open_channel(std::uint64_t origin_id) {
-    auto created = std::make_shared<channel>(origin_id);
+std::shared_ptr<processing::channel> processing::open_channel(std::uint64_t origin_id,
+                                                             std::size_t kind_index) {
+    SLUICE_ASSERT(kind_index < 8);
+    auto created = std::make_shared<channel>(origin_id, kind_index);
     const std::lock_guard lock(channels_mutex_);
     if (channels_.size() == channels_.capacity()) {
         // Forget channels whose sources are gone before growing.
@@ -73,6 +75,11 @@ std::uint64_t processing::discard_queued() {
             c->scheduled_ = false;
         }
         c->output_.reset();
+        for (const auto& item : items) {
+            if (item.what == channel::item::kind::data) {
+                buffers_queued_.fetch_sub(1, std::memory_order_relaxed);
+            }
+        }
         dropped += items.size();
     }
     queued_.fetch_sub(dropped);
@@ -87,9 +94,11 @@ void processing::set_idle_callback(std::function<void()> callback) {
 void processing::submit(const std::shared_ptr<channel>& target, buffer filled) {
     SLUICE_ASSERT(filled);
     queued_.fetch_add(1, std::memory_order_relaxed);
+    buffers_queued_.fetch_add(1, std::memory_order_relaxed);
     {
         const std::lock_guard lock(target->mutex_);
-        target->queue_.push_back(channel::item{channel::item::kind::data, std::move(filled), {}});
+        target->queue_.push_back(
+            channel::item{channel::item::kind::data, std::move(filled), {}, env_.now()});
     }
     schedule(target);
 }
@@ -98,7 +107,8 @@ void processing::end_of_stream(const std::shared_ptr<channel>& target) {
     queued_.fetch_add(1, std::memory_order_relaxed);
     {
         const std::lock_guard lock(target->mutex_);
-        target->queue_.push_back(channel::item{channel::item::kind::end_of_stream, {}, {}});
+        target->queue_.push_back(
+            channel::item{channel::item::kind::end_of_stream, {}, {}, env_.now()});
     }
     schedule(target);
 }
@@ -108,7 +118,7 @@ void processing::error(const std::shared_ptr<channel>& target, std::string messa
     {
         const std::lock_guard lock(target->mutex_);
         target->queue_.push_back(
-            channel::item{channel::item::kind::error, {}, std::move(message)});
+            channel::item{channel::item::kind::error, {}, std::move(message), env_.now()});
     }
     schedule(target);
 }
@@ -148,10 +158,17 @@ void processing::drain(const std::shared_ptr<channel>& target) {
             return;
         }
         switch (next.what) {
-        case channel::item::kind::data:
+        case channel::item::kind::data: {
+            buffers_queued_.fetch_sub(1, std::memory_order_relaxed);
+            buffers_in_progress_.fetch_add(1, std::memory_order_relaxed);
+            const auto started_buffer = env_.now();
             process(*target, next.filled, std::move(target->output_));
             next.filled.reset(); // back to the pool before the sink hears of the next one
+            buffers_in_progress_.fetch_sub(1, std::memory_order_relaxed);
+            buffer_seconds_.observe(
+                std::chrono::duration<double>(env_.now() - started_buffer).count());
             break;
+        }
         case channel::item::kind::end_of_stream:
             sink_.on_end_of_stream(target->origin_id_);
             break;
@@ -204,8 +221,10 @@ bool processing::take_output(const std::shared_ptr<channel>& target) {
     }
     output_waits_.fetch_add(1);
     pool_.async_acquire_processing(boost::asio::bind_executor(
-        env_.lane_executor(0), [this, target](boost::system::error_code error, buffer granted) {
+        env_.lane_executor(0),
+        [this, target, since = env_.now()](boost::system::error_code error, buffer granted) {
             output_waits_.fetch_sub(1);
+            output_wait_seconds_.observe(std::chrono::duration<double>(env_.now() - since).count());
             if (error) {
                 return; // aborted at teardown (buffer_pool::abort_processing_waiters)
             }
@@ -349,6 +368,7 @@ void processing::process(channel& target, buffer& input, buffer provided) {
     buffers_total_.fetch_add(1, std::memory_order_relaxed);
     bytes_total_.fetch_add(n, std::memory_order_relaxed);
     records_total_.fetch_add(event.record_count, std::memory_order_relaxed);
+    records_by_kind_[target.kind_index_].fetch_add(event.record_count, std::memory_order_relaxed);
     fields_total_.fetch_add(event.field_count, std::memory_order_relaxed);
     records_dropped_total_.fetch_add(event.records_dropped, std::memory_order_relaxed);
 }
@@ -362,6 +382,32 @@ processing_stats processing::stats() const {
     s.records_dropped_total = records_dropped_total_.load(std::memory_order_relaxed);
     s.queued = queued_.load(std::memory_order_relaxed);
     s.busy_nanoseconds_total = busy_nanoseconds_total_.load(std::memory_order_relaxed);
+    s.buffers_queued = buffers_queued_.load(std::memory_order_relaxed);
+    s.buffers_in_progress = buffers_in_progress_.load(std::memory_order_relaxed);
+    for (std::size_t i = 0; i < s.records_by_kind.size(); ++i) {
+        s.records_by_kind[i] = records_by_kind_[i].load(std::memory_order_relaxed);
+    }
+    s.buffer_seconds = buffer_seconds_.snapshot();
+    s.output_wait_seconds = output_wait_seconds_.snapshot();
+    // The oldest waiting item: a walk over the channels (scrape time only, not the data path).
+    const auto now = env_.now();
+    time_point oldest = now;
+    std::vector<std::shared_ptr<channel>> live;
+    {
+        const std::lock_guard lock(channels_mutex_);
+        for (const auto& weak : channels_) {
+            if (auto c = weak.lock()) {
+                live.push_back(std::move(c));
+            }
+        }
+    }
+    for (const auto& c : live) {
+        const std::lock_guard lock(c->mutex_);
+        if (!c->queue_.empty()) {
+            oldest = std::min(oldest, c->queue_.front().queued_at);
+        }
+    }
+    s.oldest_queued_seconds = std::chrono::duration<double>(now - oldest).count();
     return s;
 }
 

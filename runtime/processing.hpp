@@ -6,6 +6,7 @@
 /// concurrently; different sources run in parallel. A reassembled record is copied into an
 /// output buffer taken from the processing reserve. Processing never waits on a source.
 
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -21,6 +22,7 @@
 #include "runtime/buffer.hpp"
 #include "runtime/buffer_pool.hpp"
 #include "runtime/environment.hpp"
+#include "runtime/histogram.hpp"
 
 namespace sluice::runtime {
 
@@ -74,6 +76,12 @@ struct processing_stats {
     std::uint64_t records_dropped_total = 0;
     std::uint64_t queued = 0;             ///< items submitted and not yet processed
     std::uint64_t busy_nanoseconds_total = 0;
+    std::uint64_t buffers_queued = 0;      ///< data buffers waiting in channels
+    std::uint64_t buffers_in_progress = 0; ///< data buffers being processed now
+    double oldest_queued_seconds = 0.0;    ///< age of the oldest waiting buffer
+    std::array<std::uint64_t, 8> records_by_kind{}; ///< by the kind index given at open_channel
+    histogram_snapshot buffer_seconds;      ///< time to process one buffer
+    histogram_snapshot output_wait_seconds; ///< suspended output-buffer acquisitions
 };
 
 class processing final {
@@ -88,7 +96,8 @@ public:
     ~processing();
 
     /// A per-source, in-order channel. Shared because in-flight tasks keep it alive.
-    std::shared_ptr<channel> open_channel(std::uint64_t origin_id);
+    /// `kind_index` (< 8) groups per-kind counters (the source kind, for metrics).
+    std::shared_ptr<channel> open_channel(std::uint64_t origin_id, std::size_t kind_index = 0);
 
     /// Queues a filled buffer. Any thread.
     void submit(const std::shared_ptr<channel>& target, buffer filled);
@@ -134,14 +143,20 @@ private:
     std::atomic<std::uint64_t> records_dropped_total_{0};
     std::atomic<std::uint64_t> busy_nanoseconds_total_{0};
     std::atomic<std::uint64_t> output_waits_{0};
-    std::mutex channels_mutex_;
+    std::atomic<std::uint64_t> buffers_queued_{0};
+    std::atomic<std::uint64_t> buffers_in_progress_{0};
+    std::array<std::atomic<std::uint64_t>, 8> records_by_kind_{};
+    seconds_histogram buffer_seconds_{seconds_buckets};
+    seconds_histogram output_wait_seconds_{seconds_buckets};
+    mutable std::mutex channels_mutex_;
     std::vector<std::weak_ptr<channel>> channels_; ///< for discard_queued
 };
 
 /// Per-source state: the queue and the record carried between buffers.
 class processing::channel {
 public:
-    explicit channel(std::uint64_t origin_id) : origin_id_(origin_id) {}
+    channel(std::uint64_t origin_id, std::size_t kind_index)
+        : origin_id_(origin_id), kind_index_(kind_index) {}
 
 private:
     friend class processing;
@@ -149,9 +164,11 @@ private:
         enum class kind : std::uint8_t { data, end_of_stream, error } what = kind::data;
         buffer filled;
         std::string message;
+        time_point queued_at{}; ///< when submitted (for the oldest-age gauge)
     };
 
     std::uint64_t origin_id_;
+    std::size_t kind_index_; ///< < 8
     std::mutex mutex_;       ///< guards queue_ and scheduled_
     std::deque<item> queue_; ///< bounded by the source's cap (+ one final event)
     bool scheduled_ = false; ///< a drain task is posted or running

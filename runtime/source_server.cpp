@@ -40,6 +40,7 @@ namespace {
 constexpr std::size_t no_index = ~std::size_t{0};
 
 std::size_t index_of(flush_reason reason) { return static_cast<std::size_t>(reason); }
+std::uint64_t nanoseconds(duration d) { return static_cast<std::uint64_t>(std::max<duration::rep>(d.count(), 0)); }
 std::size_t index_of(source_kind kind) { return static_cast<std::size_t>(kind); }
 } // namespace
 
@@ -132,7 +133,7 @@ registration source_server::register_entry(const source_options& options,
     {
         const std::lock_guard lock(mutex_);
         e->handle = next_handle_++;
-        e->channel = processing_.open_channel(e->handle);
+        e->channel = processing_.open_channel(e->handle, index_of(e->kind));
         answer.handle = e->handle;
         entries_.emplace(e->handle, std::move(e));
     }
@@ -301,6 +302,8 @@ void source_server::emit(entry& e, buffer& filled, flush_reason reason) {
     filled.set_sequence(e.next_sequence++);
     filled.set_reason(reason);
     flushes_[index_of(reason)].fetch_add(1, std::memory_order_relaxed);
+    fill_ratio_.observe(static_cast<double>(filled.size_bytes()) /
+                        static_cast<double>(filled.capacity_bytes()));
     buffers_emitted_.fetch_add(1, std::memory_order_relaxed);
     processing_.submit(e.channel, std::move(filled));
 }
@@ -362,9 +365,15 @@ asio::awaitable<buffer> source_server::acquire(entry& e) {
     // buffers flush them now, so the buffers this one waits for come back.
     backpressure_waits_.fetch_add(1, std::memory_order_relaxed);
     wake_partial_holders(flush_reason::pressure);
+    const auto started = env_.now();
     auto [error, granted] = co_await pool_.async_acquire(
         e.pool_id,
         asio::bind_cancellation_slot(e.acquire_cancel.slot(), asio::as_tuple(asio::use_awaitable)));
+    const auto waited = env_.now() - started;
+    backpressured_ns_[index_of(e.kind)].fetch_add(nanoseconds(waited), std::memory_order_relaxed);
+    if (!error) {
+        acquire_wait_.observe(std::chrono::duration<double>(waited).count());
+    }
     co_return std::move(granted); // empty when a stop aborted the wait
 }
 
@@ -382,7 +391,9 @@ asio::awaitable<source_server::loop_end> source_server::read_loop(entry& e) {
         if (!current) {
             if (!into_buffer) {
                 // Idle: wait for data first, then take a buffer, so idle sources hold none.
+                const auto idle_since = env_.now();
                 const auto error = co_await src.wait_readable();
+                idle_ns_[kind].fetch_add(nanoseconds(env_.now() - idle_since), std::memory_order_relaxed);
                 if (e.stop_requested) {
                     continue;
                 }
@@ -402,8 +413,10 @@ asio::awaitable<source_server::loop_end> source_server::read_loop(entry& e) {
                 continue;
             }
             hold_partial(e);
+            const auto idle_since = env_.now();
             auto outcome = co_await (src.wait_readable() ||
                                      e.flush_timer->wait_for(e.options.flush_timeout - waited));
+            idle_ns_[kind].fetch_add(nanoseconds(env_.now() - idle_since), std::memory_order_relaxed);
             release_partial(e);
             if (e.stop_requested) {
                 continue;
@@ -419,6 +432,7 @@ asio::awaitable<source_server::loop_end> source_server::read_loop(entry& e) {
             }
         }
         e.wake_reason = flush_reason::none;
+        const auto busy_since = env_.now();
         // Read what is there, a bounded number of times before yielding the lane.
         for (std::uint32_t i = 0; i < options_.reads_per_turn_max && current; ++i) {
             const read_result r = into_buffer ? co_await src.read_some(current.free_space())
@@ -455,6 +469,7 @@ asio::awaitable<source_server::loop_end> source_server::read_loop(entry& e) {
                 break;
             }
         }
+        busy_ns_[kind].fetch_add(nanoseconds(env_.now() - busy_since), std::memory_order_relaxed);
         if (current && current.size_bytes() == 0 && !into_buffer) {
             current.reset(); // a spurious wake-up: hold nothing while idle
         } else if (current) {
@@ -512,6 +527,7 @@ asio::awaitable<void> source_server::run(entry& e) {
             break;
         }
         reconnects_.fetch_add(1, std::memory_order_relaxed);
+        reconnects_by_kind_[index_of(e.kind)].fetch_add(1, std::memory_order_relaxed);
         src.close();
         const bool elapsed = co_await e.flush_timer->wait_for(backoff_delay(failures - 1));
         if (!elapsed && e.stop_requested) {
@@ -578,7 +594,6 @@ asio::awaitable<void> source_server::accept_loop(listener& l) {
             continue;
         }
         consecutive_errors = 0;
-        accepted_.fetch_add(1, std::memory_order_relaxed);
         if (l.connections.load(std::memory_order_relaxed) >= l.options.connections_max) {
             stream->close();
             connections_refused_.fetch_add(1, std::memory_order_relaxed);
@@ -605,6 +620,7 @@ asio::awaitable<void> source_server::accept_loop(listener& l) {
             continue;
         }
         l.connections.fetch_add(1, std::memory_order_relaxed);
+        accepted_.fetch_add(1, std::memory_order_relaxed);
         start(answer.handle);
     }
 }
@@ -667,9 +683,20 @@ server_stats source_server::stats() const {
     {
         const std::lock_guard lock(mutex_);
         for (const auto& [handle, e] : entries_) {
-            ++s.sources_by_state[static_cast<std::size_t>(e->state.load())];
+            const auto state = static_cast<std::size_t>(e->state.load());
+            ++s.sources_by_state[state];
+            ++s.sources_by_kind_state[index_of(e->kind)][state];
         }
     }
+    for (std::size_t i = 0; i < source_kind_count; ++i) {
+        s.reconnects_by_kind[i] = reconnects_by_kind_[i].load(std::memory_order_relaxed);
+        s.busy_seconds[i] = static_cast<double>(busy_ns_[i].load(std::memory_order_relaxed)) / 1e9;
+        s.idle_seconds[i] = static_cast<double>(idle_ns_[i].load(std::memory_order_relaxed)) / 1e9;
+        s.backpressured_seconds[i] =
+            static_cast<double>(backpressured_ns_[i].load(std::memory_order_relaxed)) / 1e9;
+    }
+    s.acquire_wait_seconds = acquire_wait_.snapshot();
+    s.flush_fill_ratio = fill_ratio_.snapshot();
     for (std::size_t i = 0; i < flush_reason_count; ++i) {
         s.flushes_total[i] = flushes_[i].load(std::memory_order_relaxed);
     }

@@ -30,6 +30,7 @@
 
 #include "runtime/buffer_pool.hpp"
 #include "runtime/environment.hpp"
+#include "runtime/histogram.hpp"
 #include "runtime/processing.hpp"
 #include "runtime/source.hpp"
 
@@ -80,6 +81,14 @@ struct listener_options {
 
 struct server_stats {
     std::array<std::uint32_t, source_state_count> sources_by_state{};
+    /// [kind][state]
+    std::array<std::array<std::uint32_t, source_state_count>, source_kind_count> sources_by_kind_state{};
+    std::array<std::uint64_t, source_kind_count> reconnects_by_kind{};
+    std::array<double, source_kind_count> busy_seconds{};          ///< reading and emitting
+    std::array<double, source_kind_count> idle_seconds{};          ///< waiting for data
+    std::array<double, source_kind_count> backpressured_seconds{}; ///< waiting for a buffer
+    histogram_snapshot acquire_wait_seconds; ///< suspended source acquisitions
+    histogram_snapshot flush_fill_ratio;     ///< bytes / capacity of emitted buffers
     std::array<std::uint64_t, flush_reason_count> flushes_total{};
     std::array<std::uint64_t, source_kind_count> bytes_total{};
     std::array<std::uint64_t, source_kind_count> errors_total{};
@@ -88,8 +97,8 @@ struct server_stats {
     std::uint64_t reconnects_total = 0;
     std::uint64_t registrations_admitted_total = 0;
     std::uint64_t registrations_refused_total = 0;
-    std::uint64_t connections_accepted_total = 0;
-    std::uint64_t connections_refused_total = 0;
+    std::uint64_t connections_accepted_total = 0; ///< admitted as sources
+    std::uint64_t connections_refused_total = 0;  ///< over connections_max, refused by admission, or failed accepts
     std::uint64_t end_of_stream_total = 0;
     std::uint64_t failures_total = 0;
 };
@@ -195,6 +204,12 @@ private:
     std::atomic<std::uint64_t> connections_refused_{0};
     std::atomic<std::uint64_t> end_of_stream_{0};
     std::atomic<std::uint64_t> failures_{0};
+    std::array<std::atomic<std::uint64_t>, source_kind_count> reconnects_by_kind_{};
+    std::array<std::atomic<std::uint64_t>, source_kind_count> busy_ns_{};
+    std::array<std::atomic<std::uint64_t>, source_kind_count> idle_ns_{};
+    std::array<std::atomic<std::uint64_t>, source_kind_count> backpressured_ns_{};
+    seconds_histogram acquire_wait_{seconds_buckets};
+    ratio_histogram fill_ratio_{ratio_buckets};
 };
 
 } // namespace sluice::runtime

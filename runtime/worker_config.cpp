@@ -38,6 +38,11 @@ backoff_initial_ms = 100
 backoff_max_ms = 5000
 reconnect_attempts_max = 100
 
+[metrics]
+enabled = true
+address = "127.0.0.1"   # Prometheus endpoint: http://127.0.0.1:9464/metrics
+port = 9464
+
 [[source]]
 name = "demo-generator"
 kind = "generator"
@@ -230,7 +235,21 @@ config_result parse_worker_config(std::string_view text, std::string_view file_n
         result.errors.push_back(std::move(error));
         return result;
     }
-    c.unknown_keys(root, "", {"worker", "pool", "processing", "server", "source", "listener"});
+    c.unknown_keys(root, "",
+                   {"worker", "pool", "processing", "server", "source", "listener", "metrics"});
+    if (const auto* t = c.table(root, "metrics")) {
+        c.unknown_keys(*t, "metrics", {"enabled", "address", "port"});
+        if (const toml::node* node = t->get("enabled")) {
+            if (!node->is_boolean()) {
+                c.error(node, "metrics.enabled", "is not a boolean", "true or false");
+            } else {
+                cfg.metrics.enabled = *node->value<bool>();
+            }
+        }
+        c.string(*t, "metrics", "address", cfg.metrics.address, "an IP address");
+        check_address(c, *t, "metrics", cfg.metrics.address);
+        c.integer(*t, "metrics", "port", cfg.metrics.port, 0, 65535);
+    }
 
     if (const auto* t = c.table(root, "worker")) {
         c.unknown_keys(*t, "worker", {"io_threads", "compute_threads", "blocking_threads",

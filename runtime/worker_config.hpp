@@ -37,6 +37,13 @@ struct source_spec {
     std::string path;              ///< kind = file
 };
 
+/// The Prometheus endpoint.
+struct metrics_options {
+    bool enabled = true;
+    std::string address = "127.0.0.1"; ///< loopback unless configured (secure default)
+    std::uint16_t port = 9464;         ///< 0 = any free port (printed at start)
+};
+
 struct worker_config {
     production_options threads;
     pool_config pool{4096, 16384, 64, 16384};
@@ -48,6 +55,7 @@ struct worker_config {
     std::uint32_t baseline_buffers_per_source = 4; ///< thread_per_source: fixed buffers each
     duration status_interval = std::chrono::seconds(1);
     std::string summary_json_path; ///< written at exit when not empty (also --summary-json)
+    metrics_options metrics;
 };
 
 /// A located configuration error.

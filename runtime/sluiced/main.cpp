@@ -15,6 +15,7 @@
 #include <string>
 
 #include <CLI/CLI.hpp>
+#include <prometheus/exposer.h>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -23,6 +24,7 @@
 #include "runtime/blocking_source.hpp"
 #include "runtime/buffer_pool.hpp"
 #include "runtime/generator_source.hpp"
+#include "runtime/metrics.hpp"
 #include "runtime/process_threads.hpp"
 #include "runtime/processing.hpp"
 #include "runtime/production_environment.hpp"
@@ -158,6 +160,27 @@ int main(int argc, char** argv) {
         processing pipeline(env, pool, out, cfg.processing);
         source_server server(env, pool, pipeline, cfg.server);
         baseline_runner baseline(pool, pipeline, cfg.baseline_buffers_per_source);
+
+        // Metrics: every scrape reads snapshots; nothing on the data path.
+        std::unique_ptr<prometheus::Exposer> exposer;
+        auto collector = std::make_shared<metrics_collector>(
+            pool, server, pipeline,
+            thread_pools{cfg.threads.io_threads, cfg.threads.compute_threads,
+                         cfg.threads.blocking_threads},
+            "0.1.0");
+        if (cfg.metrics.enabled) {
+            const std::string bind = cfg.metrics.address + ":" + std::to_string(cfg.metrics.port);
+            try {
+                exposer = std::make_unique<prometheus::Exposer>(bind, 1);
+            } catch (const std::exception& e) {
+                std::cerr << "sluiced: metrics endpoint " << bind << ": " << e.what()
+                          << "; change [metrics] port or address, or set enabled = false\n";
+                return 2;
+            }
+            exposer->RegisterCollectable(collector);
+            std::cerr << "sluiced: metrics on http://" << cfg.metrics.address << ":"
+                      << exposer->GetListeningPorts().front() << "/metrics\n";
+        }
 
         std::size_t sources_started = 0;
         std::size_t refused = 0;
@@ -297,6 +320,9 @@ int main(int argc, char** argv) {
 
         // Graceful drain: stop sources (partial buffers flushed), join every coroutine, let
         // processing finish, unregister everything.
+        if (exposer) {
+            exposer->RemoveCollectable(collector);
+        }
         server.shutdown();
         baseline.shutdown();
         pipeline.wait_idle();

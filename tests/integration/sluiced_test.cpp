@@ -22,12 +22,17 @@ std::string write_file(const std::string& name, const std::string& text) {
 }
 
 const char* worker_threads = R"(
+[metrics]
+port = 0
 [worker]
 io_threads = 2
 compute_threads = 2
 blocking_threads = 2
 status_interval_ms = 100
 )";
+
+/// io 2 + compute 2 + blocking 2 + main + the metrics endpoint's server (2 threads).
+constexpr long long fixed_threads = 2 + 2 + 2 + 1 + 2;
 
 TEST(sluiced, check_config_prints_located_errors_and_exits_nonzero) {
     const auto path = write_file("broken.toml", R"([pool]
@@ -64,8 +69,9 @@ TEST(sluiced, default_configuration_runs_and_drains_with_every_buffer_back) {
     // The built-in default, with its listener moved to a free port.
     child_process print({SLUICE_SLUICED, "--print-default-config"}, "print_default");
     ASSERT_EQ(print.wait(30s), 0);
-    const std::string config =
-        std::regex_replace(print.out(), std::regex("port = 9400"), "port = 0");
+    const std::string config = std::regex_replace(
+        std::regex_replace(print.out(), std::regex("port = 9400"), "port = 0"),
+        std::regex("port = 9464"), "port = 0");
     const auto path = write_file("default_port0.toml", config);
     const auto summary = ::testing::TempDir() + "/default_summary.json";
     child_process p({SLUICE_SLUICED, "--config", path, "--duration", "2", "--summary-json", summary},
@@ -77,8 +83,7 @@ TEST(sluiced, default_configuration_runs_and_drains_with_every_buffer_back) {
     EXPECT_GT(json_number(json, "records_delivered"), 0) << json;
     EXPECT_EQ(json_number(json, "buffers_free_at_exit"), json_number(json, "buffers_total")) << json;
     EXPECT_EQ(json_number(json, "errors"), 0) << json;
-    // io + compute + blocking + the main thread.
-    EXPECT_EQ(json_number(json, "threads_max"), 2 + 2 + 2 + 1) << json;
+    EXPECT_EQ(json_number(json, "threads_max"), fixed_threads) << json;
     EXPECT_NE(p.err().find("running 400"), std::string::npos) << "a status line shows the sources";
 }
 
@@ -160,7 +165,7 @@ TEST(sluiced, threads_max_is_the_same_for_50_and_5000_tcp_sources) {
     const auto large = serve_connections(5000, 40);
     EXPECT_EQ(json_number(small, "threads_max"), json_number(large, "threads_max"))
         << small << large;
-    EXPECT_EQ(json_number(large, "threads_max"), 2 + 2 + 2 + 1) << large;
+    EXPECT_EQ(json_number(large, "threads_max"), fixed_threads) << large;
 }
 
 } // namespace
@@ -194,6 +199,65 @@ cap = 2
     EXPECT_EQ(json_number(json, "buffers_free_at_exit"), 256) << json;
     // The legacy model: one thread per source on top of the fixed pools.
     EXPECT_GE(json_number(json, "threads_max"), 40 + 1) << json;
+}
+
+} // namespace
+
+namespace {
+
+TEST(sluiced, metrics_endpoint_passes_promtool_and_buffer_states_sum_to_capacity) {
+    const auto path = write_file("metrics.toml", std::string(worker_threads) + R"(
+[pool]
+buffer_count = 512
+buffer_size_bytes = 4096
+processing_reserve = 8
+[[source]]
+kind = "generator"
+count = 20
+records_per_second = 5000.0
+[[listener]]
+name = "in"
+port = 0
+)");
+    child_process worker({SLUICE_SLUICED, "--config", path}, "metrics_run");
+    std::smatch match;
+    const std::regex endpoint("metrics on (http://127\\.0\\.0\\.1:[0-9]+/metrics)");
+    ASSERT_TRUE(worker.wait_for_err(
+        [&](const std::string& e) { return std::regex_search(e, match, endpoint); }, 30s))
+        << worker.err();
+    const std::string err = worker.err();
+    std::regex_search(err, match, endpoint);
+    const std::string url = match[1];
+    ASSERT_TRUE(worker.wait_for_err(
+        [](const std::string& e) { return e.find("running 20") != std::string::npos; }, 30s));
+    const std::string scraped = ::testing::TempDir() + "/metrics.txt";
+    ASSERT_EQ(std::system(("curl -sf " + url + " > " + scraped).c_str()), 0);
+    const std::string checked = ::testing::TempDir() + "/promtool_metrics.txt";
+    const int rc = std::system(("promtool check metrics < " + scraped + " > " + checked + " 2>&1").c_str());
+    EXPECT_EQ(rc, 0) << child_process::slurp(checked);
+    EXPECT_EQ(child_process::slurp(checked), "") << "promtool check metrics must be silent";
+    const std::string text = child_process::slurp(scraped);
+    for (const char* family :
+         {"sluice_build_info", "sluice_pool_capacity_buffers", "sluice_pool_buffers",
+          "sluice_pool_reserved_buffers", "sluice_pool_floating_buffers",
+          "sluice_pool_acquisitions_total", "sluice_pool_acquire_wait_seconds_bucket",
+          "sluice_pool_waiters", "sluice_registrations_total", "sluice_flushes_total",
+          "sluice_flush_fill_ratio_bucket", "sluice_processing_queue_depth",
+          "sluice_processing_oldest_queued_seconds", "sluice_processing_buffer_duration_seconds_bucket",
+          "sluice_sources", "sluice_source_received_bytes_total", "sluice_source_received_records_total",
+          "sluice_source_errors_total", "sluice_source_reconnects_total", "sluice_source_seconds_total",
+          "sluice_listener_connections_total", "sluice_thread_pool_threads",
+          "sluice_thread_pool_queued_tasks", "sluice_process_threads"}) {
+        EXPECT_NE(text.find(std::string("\n") + family), std::string::npos) << family;
+    }
+    long long sum = 0;
+    const std::regex state("sluice_pool_buffers\\{state=\"[a-z_]+\"\\} ([0-9]+)");
+    for (auto it = std::sregex_iterator(text.begin(), text.end(), state); it != std::sregex_iterator(); ++it) {
+        sum += std::stoll((*it)[1]);
+    }
+    EXPECT_EQ(sum, 512) << "buffers by state must sum to capacity";
+    worker.signal(SIGTERM);
+    EXPECT_EQ(worker.wait(30s), 0) << worker.err();
 }
 
 } // namespace

@@ -1,0 +1,45 @@
+#pragma once
+/// Prometheus metrics (DESIGN.md §6) as a prometheus-cpp Collectable: every scrape reads
+/// snapshots of the pool, the server and processing, so the data path pays nothing but the
+/// relaxed atomic adds it already does. One `sluice_` prefix, base units, counters end in
+/// `_total`, histograms not summaries, every label combination present from the first scrape.
+/// Per-source labels are not exported (cardinality); per-kind ones are.
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include <prometheus/collectable.h>
+#include <prometheus/metric_family.h>
+
+#include "runtime/buffer_pool.hpp"
+#include "runtime/processing.hpp"
+#include "runtime/source_server.hpp"
+
+namespace sluice::runtime {
+
+struct thread_pools {
+    std::size_t io_threads = 0;
+    std::size_t compute_threads = 0;
+    std::size_t blocking_threads = 0;
+};
+
+class metrics_collector final : public prometheus::Collectable {
+public:
+    metrics_collector(const buffer_pool& pool, const source_server& server,
+                      const processing& pipeline, thread_pools threads, std::string version);
+    std::vector<prometheus::MetricFamily> Collect() const override;
+
+private:
+    const buffer_pool& pool_;
+    const source_server& server_;
+    const processing& pipeline_;
+    thread_pools threads_;
+    std::string version_;
+};
+
+/// The metrics in the Prometheus text format (what /metrics serves), for tests and the
+/// simulator's OpenMetrics export.
+std::string to_text(const std::vector<prometheus::MetricFamily>& families);
+
+} // namespace sluice::runtime
