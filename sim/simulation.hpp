@@ -35,6 +35,10 @@ struct scenario {
     double paced_fraction = 0.5;        ///< share of generators that are rate-limited
     double watchdog_seconds = 10.0;     ///< virtual seconds without a delivery while work is pending
     std::uint64_t steps_max = 500'000'000;
+    /// When set, the run's metrics timeline (every `metrics_interval_seconds` of virtual time)
+    /// is written here as OpenMetrics, for `promtool tsdb create-blocks-from openmetrics`.
+    std::string openmetrics_path;
+    double metrics_interval_seconds = 0.01;
 };
 
 struct report {

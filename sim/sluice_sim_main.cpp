@@ -38,6 +38,10 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(0.0, 1.0));
     app.add_option("--seeds", seeds, "sweep this many seeds from --seed");
     app.add_flag("--json", json, "print the report as JSON");
+    app.add_option("--openmetrics", s.openmetrics_path,
+                   "write the run's metrics timeline (virtual time) as OpenMetrics to this file");
+    app.add_option("--metrics-interval", s.metrics_interval_seconds,
+                   "virtual seconds between metrics samples for --openmetrics");
     CLI11_PARSE(app, argc, argv);
     s.order = order == "random" ? strategy::random : order == "pct" ? strategy::pct : strategy::fifo;
     s.faults = faults == "on";
