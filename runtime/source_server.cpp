@@ -187,12 +187,19 @@ void source_server::spawn(entry& e) {
             failures_.fetch_add(1, std::memory_order_relaxed);
             final_state = source_state::failed;
         }
+        // Once the state leaves running/stopping another thread may unregister and destroy the
+        // entry: read what is needed first, store the state last.
+        const bool ephemeral = e.owner != nullptr;
+        const source_handle handle = e.handle;
+        const executor lane = e.lane;
+        if (ephemeral) {
+            enter_gate();
+        }
         e.state.store(final_state);
-        if (e.owner != nullptr) {
+        if (ephemeral) {
             // An accepted connection is gone for good: unregister it (from a fresh handler, so
             // the entry is not destroyed under this one).
-            enter_gate();
-            asio::post(e.lane, [this, handle = e.handle] {
+            asio::post(lane, [this, handle] {
                 unregister_source(handle);
                 leave_gate();
             });
@@ -215,25 +222,36 @@ void source_server::leave_gate() {
 }
 
 void source_server::stop(source_handle handle) {
-    entry* e = nullptr;
+    executor lane;
     {
         const std::lock_guard lock(mutex_);
         const auto it = entries_.find(handle);
         if (it == entries_.end()) {
             return;
         }
-        e = it->second.get();
+        entry* e = it->second.get();
         auto expected = source_state::running;
         if (!e->state.compare_exchange_strong(expected, source_state::stopping)) {
             return;
         }
+        lane = e->lane; // read under the lock: the entry may be gone once it is released
         enter_gate();
     }
-    asio::post(e->lane, [this, e] {
-        e->stop_requested = true;
-        e->acquire_cancel.emit(asio::cancellation_type::terminal);
-        e->flush_timer->cancel();
-        e->src->close();
+    // The handler finds the entry again by handle: the coroutine may end on its own before
+    // this runs, after which the entry may be unregistered. Under the registry lock the entry
+    // cannot go away; what is done here is short and lane-local.
+    asio::post(lane, [this, handle] {
+        {
+            const std::lock_guard lock(mutex_);
+            const auto it = entries_.find(handle);
+            if (it != entries_.end()) {
+                entry& target = *it->second;
+                target.stop_requested = true;
+                target.acquire_cancel.emit(asio::cancellation_type::terminal);
+                target.flush_timer->cancel();
+                target.src->close();
+            }
+        }
         leave_gate();
     });
 }
