@@ -56,18 +56,20 @@ std::shared_ptr<processing::channel> processing::open_channel(std::uint64_t orig
     return created;
 }
 
-std::uint64_t processing::discard_queued() {
-    std::uint64_t dropped = 0;
+std::vector<std::shared_ptr<processing::channel>> processing::live_channels() const {
     std::vector<std::shared_ptr<channel>> live;
-    {
-        const std::lock_guard lock(channels_mutex_);
-        for (const auto& weak : channels_) {
-            if (auto c = weak.lock()) {
-                live.push_back(std::move(c));
-            }
+    const std::lock_guard lock(channels_mutex_);
+    for (const auto& weak : channels_) {
+        if (auto c = weak.lock()) {
+            live.push_back(std::move(c));
         }
     }
-    for (const auto& c : live) {
+    return live;
+}
+
+std::uint64_t processing::discard_queued() {
+    std::uint64_t dropped = 0;
+    for (const auto& c : live_channels()) {
         std::deque<channel::item> items;
         {
             const std::lock_guard lock(c->mutex_);
@@ -392,16 +394,7 @@ processing_stats processing::stats() const {
     // The oldest waiting item: a walk over the channels (scrape time only, not the data path).
     const auto now = env_.now();
     time_point oldest = now;
-    std::vector<std::shared_ptr<channel>> live;
-    {
-        const std::lock_guard lock(channels_mutex_);
-        for (const auto& weak : channels_) {
-            if (auto c = weak.lock()) {
-                live.push_back(std::move(c));
-            }
-        }
-    }
-    for (const auto& c : live) {
+    for (const auto& c : live_channels()) {
         const std::lock_guard lock(c->mutex_);
         if (!c->queue_.empty()) {
             oldest = std::min(oldest, c->queue_.front().queued_at);

@@ -127,6 +127,7 @@ private:
     /// returns false (the drain resumes when it is granted).
     bool take_output(const std::shared_ptr<channel>& target);
     void finished_items(std::uint64_t count);
+    std::vector<std::shared_ptr<channel>> live_channels() const;
 
     environment& env_;
     buffer_pool& pool_;

@@ -20,7 +20,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 
-#include "runtime/sluiced/baseline_runner.hpp"
+#include "runtime/apps/sluiced/baseline_runner.hpp"
 #include "runtime/blocking_source.hpp"
 #include "runtime/buffer_pool.hpp"
 #include "runtime/generator_source.hpp"

@@ -1,4 +1,4 @@
-#include "runtime/sluiced/baseline_runner.hpp"
+#include "runtime/apps/sluiced/baseline_runner.hpp"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
