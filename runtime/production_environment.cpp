@@ -28,13 +28,29 @@ using boost::system::error_code;
 using tcp = asio::ip::tcp;
 using udp = asio::ip::udp;
 
+namespace {
+
+/// oneTBB's worker limit is process-wide. Replacing it while another arena's workers are
+/// winding down was seen to leave a freshly enqueued task unrun (tests create one environment
+/// after another), so the limit is set once per process and only raised, never dropped.
+void limit_tbb_workers(std::size_t threads) {
+    static std::mutex mutex;
+    static std::unique_ptr<tbb::global_control> limit;
+    static std::size_t current = 0;
+    const std::lock_guard lock(mutex);
+    if (threads + 1 > current) {
+        limit = std::make_unique<tbb::global_control>(
+            tbb::global_control::max_allowed_parallelism, threads + 1);
+        current = threads + 1;
+    }
+}
+
+} // namespace
+
 struct production_environment::compute_pool {
-    compute_pool(std::size_t threads)
-        // The calling threads never join the arena, so all slots go to workers, and the global
-        // limit (which counts one external thread) lets exactly `threads` workers exist.
-        : limit(tbb::global_control::max_allowed_parallelism, threads + 1),
-          arena(static_cast<int>(threads), 0) {}
-    tbb::global_control limit;
+    // The calling threads never join the arena, so all slots go to workers; the global limit
+    // (which counts one external thread) lets `threads` workers exist.
+    explicit compute_pool(std::size_t threads) : arena((limit_tbb_workers(threads), static_cast<int>(threads)), 0) {}
     tbb::task_arena arena;
 };
 

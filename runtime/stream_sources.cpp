@@ -90,13 +90,12 @@ std::string udp_source::describe() const {
     return "udp " + options_.address + ":" + std::to_string(options_.port);
 }
 
-std::uint16_t udp_source::port() const { return socket_ ? socket_->port() : 0; }
-
 asio::awaitable<error_code> udp_source::open() {
     close();
     auto [error, socket] = env_.open_udp(lane_, options_.address, options_.port);
     if (!error) {
         socket_ = std::move(socket);
+        bound_port_.store(socket_->port(), std::memory_order_release);
     }
     co_return error;
 }

@@ -3,6 +3,7 @@
 /// connection, a UDP socket and a file. Each is a thin adapter from a `byte_stream` to `source`;
 /// the server does buffering, flushing, backoff and events.
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -107,8 +108,8 @@ public:
 
     /// Datagrams dropped because they were larger than a buffer.
     std::uint64_t oversize_dropped() const noexcept { return oversize_dropped_; }
-    /// The bound port (after open), for tests that bind port 0.
-    std::uint16_t port() const;
+    /// The bound port once open (0 before), readable from any thread; for tests that bind 0.
+    std::uint16_t port() const noexcept { return bound_port_.load(std::memory_order_acquire); }
 
 private:
     environment& env_;
@@ -116,6 +117,7 @@ private:
     udp_options options_;
     std::unique_ptr<datagram_socket> socket_;
     std::uint64_t oversize_dropped_ = 0;
+    std::atomic<std::uint16_t> bound_port_{0}; ///< published after open, read from other threads
 };
 
 } // namespace sluice::runtime
