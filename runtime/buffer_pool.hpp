@@ -214,8 +214,11 @@ public:
                                     boost::asio::execution::outstanding_work.tracked)) {}
 
     void complete(boost::system::error_code error, buffer granted) noexcept override {
-        auto work = work_;
-        boost::asio::post(work, [self = std::unique_ptr<waiter_impl>(this), error,
+        // Post through an untracked copy: the node's own tracked executor keeps the context
+        // busy until the node is freed on the handler's thread; a tracked temporary here would
+        // touch the context after the handler may already have run and its owner torn it down.
+        auto executor = boost::asio::prefer(work_, boost::asio::execution::outstanding_work.untracked);
+        boost::asio::post(executor, [self = std::unique_ptr<waiter_impl>(this), error,
                                  granted = std::move(granted)]() mutable {
             // The slot is cleared on the handler's executor, the same one that may emit the
             // cancellation signal, so a signal can never reach a waiter that was freed.

@@ -32,6 +32,10 @@ struct baseline_runner::source_thread {
     source_id pool_id;
     std::uint64_t origin = 0;
     std::shared_ptr<processing::channel> channel;
+    /// Where the thread waits for its fixed buffers. Owned here, not by the thread, so it
+    /// outlives every post a releasing thread may still be making when this thread ends; it is
+    /// destroyed in shutdown() after the threads are joined and processing is idle.
+    std::unique_ptr<asio::io_context> own = std::make_unique<asio::io_context>(1);
     std::thread thread;
     // generator state
     std::uint64_t next_record = 0;
@@ -136,7 +140,7 @@ std::size_t generator_read(std::span<std::byte> space, generator_options& g, std
 
 void baseline_runner::run(source_thread& s) {
     running_.fetch_add(1);
-    asio::io_context own(1); // the thread blocks in here while its fixed buffers are all out
+    asio::io_context& own = *s.own; // the thread blocks in here while its fixed buffers are all out
     std::uint64_t sequence = 0;
     s.start = clock_type::now();
     bool failed = false;
@@ -293,7 +297,8 @@ void baseline_runner::shutdown() {
         }
         pool_.unregister_source(s->pool_id);
     }
-    processing_.wait_idle();
+    processing_.wait_idle(); // no release can post to a thread's io_context after this
+    all.clear();
 }
 
 baseline_stats baseline_runner::stats() const {
