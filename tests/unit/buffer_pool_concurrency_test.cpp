@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -146,10 +147,18 @@ TEST(buffer_pool_concurrency, threads_hammering_one_pool_leave_it_whole) {
         }
     }
 
+    // Every io_context outlives every thread: a thread may still be inside a post to another
+    // thread's context (waking it) when that thread has finished, so contexts end after joins.
+    asio::io_context processing_io;
+    std::vector<std::unique_ptr<asio::io_context>> lane_contexts;
+    for (int l = 0; l < lane_count; ++l) {
+        lane_contexts.push_back(std::make_unique<asio::io_context>(1));
+    }
+
     std::thread processing([&] {
         // Processing takes an output buffer per input (from its reserve, else floating), and
         // releases both: the releases wake suspended sources on other threads.
-        asio::io_context io;
+        asio::io_context& io = processing_io;
         while (!to_processing.finished_and_empty()) {
             buffer input = to_processing.pop();
             if (!input) {
@@ -177,7 +186,7 @@ TEST(buffer_pool_concurrency, threads_hammering_one_pool_leave_it_whole) {
     std::vector<std::thread> lanes;
     for (int l = 0; l < lane_count; ++l) {
         lanes.emplace_back([&, l] {
-            asio::io_context io(1);
+            asio::io_context& io = *lane_contexts[static_cast<std::size_t>(l)];
             for (int s = 0; s < sources_per_lane; ++s) {
                 asio::co_spawn(
                     io,
