@@ -59,7 +59,7 @@ struct buffer_slot {
 } // namespace detail
 
 /// A move-only handle to one pool buffer. An empty handle (default-constructed or moved-from)
-/// owns nothing; every accessor except `operator bool`, `reset` and `index_valid` requires a
+/// owns nothing; every accessor except `operator bool` and `reset` requires a
 /// non-empty handle.
 class buffer {
 public:

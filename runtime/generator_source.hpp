@@ -40,9 +40,6 @@ public:
     read_result read_now(std::span<std::byte> space) override;
     void close() noexcept override;
 
-    /// Records fully written so far.
-    std::uint64_t records_produced() const noexcept { return next_record_; }
-
 private:
     bool finished() const noexcept;
     /// Records the rate limiter allows to exist by now (saturates at records_max).

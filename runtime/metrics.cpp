@@ -1,9 +1,6 @@
 #include "runtime/metrics.hpp"
 
 #include <algorithm>
-#include <sstream>
-
-#include <prometheus/text_serializer.h>
 
 #include "runtime/process_threads.hpp"
 
@@ -233,12 +230,6 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
                      MetricType::Gauge),
             d(process_thread_count()));
     return out;
-}
-
-std::string to_text(const std::vector<MetricFamily>& families) {
-    std::ostringstream text;
-    prometheus::TextSerializer().Serialize(text, families);
-    return text.str();
 }
 
 } // namespace sluice::runtime

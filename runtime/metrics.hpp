@@ -38,8 +38,4 @@ private:
     std::string version_;
 };
 
-/// The metrics in the Prometheus text format (what /metrics serves), for tests and the
-/// simulator's OpenMetrics export.
-std::string to_text(const std::vector<prometheus::MetricFamily>& families);
-
 } // namespace sluice::runtime
