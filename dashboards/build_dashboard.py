@@ -121,9 +121,12 @@ row("Threads", 56)
 panel("Threads by pool", "Threads of the fixed pools and of the whole process.", "short",
       [(f"sum by (pool) (sluice_thread_pool_threads{{{SEL}}})", "{{pool}}"),
        (f"max(sluice_process_threads{{{SEL}}})", "process")], 0, 57)
-panel("Compute queue and active", "Processing work queued and running on the compute pool.", "short",
-      [(f"sum(sluice_thread_pool_queued_tasks{{{SEL}}})", "queued"),
-       (f"sum(sluice_thread_pool_active_tasks{{{SEL}}})", "active")], 8, 57)
+panel("Pool tasks queued and active",
+      "Tasks waiting for a thread and running, per pool: io = lane handlers (a queue that stays "
+      "above zero means the I/O lanes are saturated), compute = processing items, blocking = "
+      "legacy reads.", "short",
+      [(f"sum by (pool) (sluice_thread_pool_queued_tasks{{{SEL}}})", "{{pool}} queued"),
+       (f"sum by (pool) (sluice_thread_pool_active_tasks{{{SEL}}})", "{{pool}} active")], 8, 57)
 
 dashboard = {
     "uid": "sluice-buffer-pressure",

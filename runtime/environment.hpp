@@ -44,6 +44,12 @@ struct read_result {
     boost::system::error_code error;
 };
 
+/// Load of a fixed thread pool at one instant: tasks waiting for a thread and tasks running.
+struct pool_load {
+    std::uint64_t queued = 0;
+    std::uint64_t active = 0;
+};
+
 /// A one-shot timer bound to one lane. Use it from that lane only.
 class timer {
 public:

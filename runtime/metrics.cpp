@@ -215,16 +215,23 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
         b.gauge(f, d(threads_.blocking_threads), {{"pool", "blocking"}});
     }
     {
-        auto& f = b.family("sluice_thread_pool_queued_tasks",
-                           "Work waiting for a pool (compute: processing items queued).",
-                           MetricType::Gauge);
-        b.gauge(f, d(q.queued), {{"pool", "compute"}});
-    }
-    {
-        auto& f = b.family("sluice_thread_pool_active_tasks",
-                           "Work running on a pool now (compute: buffers being processed).",
-                           MetricType::Gauge);
-        b.gauge(f, d(q.buffers_in_progress), {{"pool", "compute"}});
+        const pool_load io = threads_.io_load ? threads_.io_load() : pool_load{};
+        const pool_load blocking = threads_.blocking_load ? threads_.blocking_load() : pool_load{};
+        auto& queued = b.family("sluice_thread_pool_queued_tasks",
+                                "Tasks waiting for a thread of a pool (io: handlers dispatched to "
+                                "a lane and not started; compute: processing items queued; "
+                                "blocking: reads posted and not started).",
+                                MetricType::Gauge);
+        b.gauge(queued, d(io.queued), {{"pool", "io"}});
+        b.gauge(queued, d(q.queued), {{"pool", "compute"}});
+        b.gauge(queued, d(blocking.queued), {{"pool", "blocking"}});
+        auto& active = b.family("sluice_thread_pool_active_tasks",
+                                "Tasks running on a pool now (io: lane handlers running; compute: "
+                                "buffers being processed; blocking: reads in progress).",
+                                MetricType::Gauge);
+        b.gauge(active, d(io.active), {{"pool", "io"}});
+        b.gauge(active, d(q.buffers_in_progress), {{"pool", "compute"}});
+        b.gauge(active, d(blocking.active), {{"pool", "blocking"}});
     }
     b.gauge(b.family("sluice_process_threads", "Threads of the process (/proc/self/task).",
                      MetricType::Gauge),

@@ -6,6 +6,7 @@
 /// Per-source labels are not exported (cardinality); per-kind ones are.
 
 #include <cstddef>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,10 @@ struct thread_pools {
     std::size_t io_threads = 0;
     std::size_t compute_threads = 0;
     std::size_t blocking_threads = 0;
+    /// Queued and running tasks of the I/O lanes and of the blocking pool, read at each scrape
+    /// (production: `production_environment::io_load` / `blocking_load`). Unset reads zero.
+    std::function<pool_load()> io_load;
+    std::function<pool_load()> blocking_load;
 };
 
 class metrics_collector final : public prometheus::Collectable {

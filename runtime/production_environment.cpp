@@ -47,6 +47,79 @@ void limit_tbb_workers(std::size_t threads) {
 
 } // namespace
 
+namespace {
+
+/// True while this thread runs a handler of some lane (shared by every counting executor type).
+thread_local bool inside_handler = false;
+
+/// Wraps a lane's `io_context` executor and counts the handlers that pass through it: queued
+/// from `execute` until the handler starts, active while it runs. Every query and requirement is
+/// forwarded to the wrapped executor, so Asio's I/O objects find the same `io_context` and the
+/// same blocking, work-tracking and relationship semantics. A handler dispatched inline from
+/// inside another lane handler (blocking.possibly on the lane's own thread) is not counted
+/// twice as active.
+template <typename Inner>
+class counting_executor {
+public:
+    using counters = production_environment::task_counters;
+
+    counting_executor(Inner inner, counters* count) noexcept
+        : inner_(std::move(inner)), count_(count) {}
+
+    template <typename Property>
+        requires asio::can_query<const Inner&, Property>::value
+    decltype(auto) query(const Property& property) const noexcept {
+        return asio::query(inner_, property);
+    }
+
+    template <typename Property>
+        requires asio::can_require<const Inner&, Property>::value
+    auto require(const Property& property) const {
+        using required = std::decay_t<decltype(asio::require(inner_, property))>;
+        return counting_executor<required>(asio::require(inner_, property), count_);
+    }
+
+    template <typename Function>
+    void execute(Function&& function) const {
+        count_->queued.fetch_add(1, std::memory_order_relaxed);
+        inner_.execute([count = count_, f = std::forward<Function>(function)]() mutable {
+            count->queued.fetch_sub(1, std::memory_order_relaxed);
+            struct running {
+                counters* count;
+                bool outermost;
+                explicit running(counters* c) : count(c), outermost(!inside_handler) {
+                    if (outermost) {
+                        inside_handler = true;
+                        count->active.fetch_add(1, std::memory_order_relaxed);
+                    }
+                }
+                ~running() {
+                    if (outermost) {
+                        count->active.fetch_sub(1, std::memory_order_relaxed);
+                        inside_handler = false;
+                    }
+                }
+                running(const running&) = delete;
+                running& operator=(const running&) = delete;
+            } scope(count);
+            std::move(f)();
+        });
+    }
+
+    friend bool operator==(const counting_executor& a, const counting_executor& b) noexcept {
+        return a.inner_ == b.inner_ && a.count_ == b.count_;
+    }
+    friend bool operator!=(const counting_executor& a, const counting_executor& b) noexcept {
+        return !(a == b);
+    }
+
+private:
+    Inner inner_;
+    counters* count_;
+};
+
+} // namespace
+
 struct production_environment::compute_pool {
     // The calling threads never join the arena, so all slots go to workers; the global limit
     // (which counts one external thread) lets `threads` workers exist.
@@ -249,6 +322,7 @@ production_environment::production_environment(const production_options& options
     blocking_ = std::make_unique<asio::thread_pool>(blocking_threads_);
     for (std::size_t i = 0; i < options.io_threads; ++i) {
         lanes_.push_back(std::make_unique<asio::io_context>(1));
+        lane_counters_.push_back(std::make_unique<task_counters>());
         guards_.emplace_back(lanes_.back()->get_executor());
     }
     for (std::size_t i = 0; i < options.io_threads; ++i) {
@@ -282,7 +356,21 @@ void production_environment::shutdown() {
 
 executor production_environment::lane_executor(std::size_t index) {
     SLUICE_ASSERT(index < lanes_.size());
-    return lanes_[index]->get_executor();
+    return counting_executor(lanes_[index]->get_executor(), lane_counters_[index].get());
+}
+
+pool_load production_environment::io_load() const noexcept {
+    pool_load load;
+    for (const auto& count : lane_counters_) {
+        load.queued += count->queued.load(std::memory_order_relaxed);
+        load.active += count->active.load(std::memory_order_relaxed);
+    }
+    return load;
+}
+
+pool_load production_environment::blocking_load() const noexcept {
+    return {blocking_counters_.queued.load(std::memory_order_relaxed),
+            blocking_counters_.active.load(std::memory_order_relaxed)};
 }
 
 time_point production_environment::now() const noexcept {
@@ -310,7 +398,13 @@ void production_environment::post_compute(std::function<void()> work) {
 }
 
 void production_environment::post_blocking(std::function<void()> work) {
-    asio::post(*blocking_, std::move(work));
+    blocking_counters_.queued.fetch_add(1, std::memory_order_relaxed);
+    asio::post(*blocking_, [this, work = std::move(work)] {
+        blocking_counters_.queued.fetch_sub(1, std::memory_order_relaxed);
+        blocking_counters_.active.fetch_add(1, std::memory_order_relaxed);
+        work();
+        blocking_counters_.active.fetch_sub(1, std::memory_order_relaxed);
+    });
 }
 
 asio::awaitable<std::pair<error_code, std::unique_ptr<byte_stream>>>

@@ -60,6 +60,20 @@ public:
 
     /// Compute tasks posted and not yet finished.
     std::size_t compute_in_flight() const noexcept { return compute_in_flight_.load(); }
+    /// I/O lanes: handlers dispatched through a lane executor and not yet started (queued) and
+    /// running now (active), summed over lanes. Every coroutine resumption, timer and socket
+    /// completion of runtime code passes through a lane executor, so this counts them all;
+    /// Asio's own reactor bookkeeping between them does not.
+    pool_load io_load() const noexcept;
+    /// Blocking pool: reads posted and not started, and reads running.
+    pool_load blocking_load() const noexcept;
+
+    /// Per-lane task counters, on their own cache line (each is written by its lane thread and
+    /// by threads posting to the lane).
+    struct alignas(64) task_counters {
+        std::atomic<std::uint64_t> queued{0};
+        std::atomic<std::uint64_t> active{0};
+    };
 
 private:
     using work_guard = boost::asio::executor_work_guard<boost::asio::io_context::executor_type>;
@@ -68,6 +82,8 @@ private:
     std::size_t blocking_threads_;
     std::chrono::steady_clock::time_point start_;
     std::vector<std::unique_ptr<boost::asio::io_context>> lanes_;
+    std::vector<std::unique_ptr<task_counters>> lane_counters_;
+    task_counters blocking_counters_;
     std::vector<work_guard> guards_;
     std::vector<std::thread> lane_threads_;
     struct compute_pool; ///< oneTBB's global_control and arena, kept out of this header

@@ -436,7 +436,7 @@ report run(const scenario& s) {
         // The metrics timeline (--openmetrics): the production collector, sampled in virtual time.
         openmetrics_timeline timeline;
         metrics_collector collector(pool, server, pipeline,
-                                    thread_pools{s.io_lanes, s.compute_workers, 2}, "sim");
+                                    thread_pools{s.io_lanes, s.compute_workers, 2, {}, {}}, "sim");
         const auto metrics_every = std::chrono::duration_cast<duration>(
             std::chrono::duration<double>(s.metrics_interval_seconds));
         time_point next_sample{0};

@@ -255,6 +255,13 @@ port = 0
           "sluice_thread_pool_queued_tasks", "sluice_process_threads"}) {
         EXPECT_NE(text.find(std::string("\n") + family), std::string::npos) << family;
     }
+    for (const char* pool : {"io", "compute", "blocking"}) {
+        for (const char* family : {"sluice_thread_pool_queued_tasks", "sluice_thread_pool_active_tasks",
+                                   "sluice_thread_pool_threads"}) {
+            const std::string series = std::string("\n") + family + "{pool=\"" + pool + "\"} ";
+            EXPECT_NE(text.find(series), std::string::npos) << series;
+        }
+    }
     long long sum = 0;
     const std::regex state("sluice_pool_buffers\\{state=\"[a-z_]+\"\\} ([0-9]+)");
     for (auto it = std::sregex_iterator(text.begin(), text.end(), state); it != std::sregex_iterator(); ++it) {

@@ -166,7 +166,8 @@ int main(int argc, char** argv) {
         auto collector = std::make_shared<metrics_collector>(
             pool, server, pipeline,
             thread_pools{cfg.threads.io_threads, cfg.threads.compute_threads,
-                         cfg.threads.blocking_threads},
+                         cfg.threads.blocking_threads, [&env] { return env.io_load(); },
+                         [&env] { return env.blocking_load(); }},
             "0.1.0");
         if (cfg.metrics.enabled) {
             const std::string bind = cfg.metrics.address + ":" + std::to_string(cfg.metrics.port);
