@@ -3,6 +3,11 @@
 /// ("<id>,<n>,<value>\n", id = id-base + connection index) flat out or at a rate, closes, and
 /// prints a JSON report with bytes sent and its own CPU time. Exit 0 when every connection sent
 /// everything, 1 otherwise.
+///
+/// --hold: connect every connection, print {"connected": N} on stdout, and send nothing until
+/// SIGUSR1 (the ingestion benchmark measures idle sources in between).
+/// --latency: the third field of each record is the send time (CLOCK_MONOTONIC ns) instead of
+/// the generator value, so a receiver on this machine can measure send-to-pipeline latency.
 
 #include <sys/resource.h>
 
@@ -18,6 +23,7 @@
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 
@@ -37,7 +43,20 @@ struct options {
     double rate = 0.0;                ///< records/s per connection; 0 = flat out
     std::uint32_t chunk_bytes = 16384;
     std::uint32_t connect_parallel = 256; ///< connects in flight (keeps the SYN backlog sane)
+    bool hold = false;
+    bool latency = false;
 };
+
+/// "<id>,<n>,<send time ns>\n"
+std::size_t format_timestamped_record(std::uint64_t id, std::uint64_t n, char* out) {
+    const auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                         std::chrono::steady_clock::now().time_since_epoch())
+                         .count();
+    const int written = std::snprintf(out, sluice::runtime::generator_record_bytes_max, "%lu,%lu,%ld\n",
+                                      static_cast<unsigned long>(id), static_cast<unsigned long>(n),
+                                      static_cast<long>(now));
+    return static_cast<std::size_t>(written);
+}
 
 struct connection {
     tcp::socket socket;
@@ -51,7 +70,7 @@ struct connection {
 
 class generator_load {
 public:
-    generator_load(asio::io_context& io, const options& o) : io_(io), o_(o) {}
+    generator_load(asio::io_context& io, const options& o) : io_(io), o_(o), go_(io, SIGUSR1) {}
 
     void start() {
         endpoint_ = tcp::endpoint(asio::ip::make_address(o_.host), o_.port);
@@ -82,9 +101,30 @@ private:
                 std::fprintf(stderr, "loadgen: connect %lu: %s\n", static_cast<unsigned long>(c->id),
                              error.message().c_str());
                 ++failed;
+            } else if (!o_.hold) {
+                send(c);
+                return;
+            } else {
+                held_.push_back(c);
+            }
+            if (o_.hold && held_.size() + failed == o_.connections) {
+                release_held();
+            }
+        });
+    }
+
+    /// Every connection is up (or failed): report, then wait for SIGUSR1 and send.
+    void release_held() {
+        std::printf("{\"connected\": %zu}\n", held_.size());
+        std::fflush(stdout);
+        go_.async_wait([this](const boost::system::error_code& error, int) {
+            if (error) {
                 return;
             }
-            send(c);
+            for (auto& c : held_) {
+                send(c);
+            }
+            held_.clear();
         });
     }
 
@@ -95,7 +135,8 @@ private:
         for (std::uint64_t k = 0; k < burst && c->next < o_.records &&
                                   c->chunk.size() + sizeof(record) <= o_.chunk_bytes;
              ++k) {
-            c->chunk.append(record, sluice::runtime::format_generator_record(c->id, c->next++, record));
+            c->chunk.append(record, o_.latency ? format_timestamped_record(c->id, c->next++, record)
+                                               : sluice::runtime::format_generator_record(c->id, c->next++, record));
         }
         if (c->chunk.empty()) {
             boost::system::error_code ignored;
@@ -129,6 +170,8 @@ private:
     options o_;
     tcp::endpoint endpoint_;
     std::deque<std::uint32_t> pending_;
+    std::vector<std::shared_ptr<connection>> held_;
+    asio::signal_set go_;
 };
 
 double cpu_seconds() {
@@ -150,6 +193,8 @@ int main(int argc, char** argv) {
     app.add_option("--id-base", o.id_base, "generator id of the first connection");
     app.add_option("--rate", o.rate, "records per second per connection (0 = flat out)");
     app.add_option("--chunk-bytes", o.chunk_bytes, "bytes per write");
+    app.add_flag("--hold", o.hold, "connect all, print {\"connected\": N}, send on SIGUSR1");
+    app.add_flag("--latency", o.latency, "third field = send time (CLOCK_MONOTONIC ns)");
     CLI11_PARSE(app, argc, argv);
 
     rlimit limit{};

@@ -93,7 +93,9 @@ source_server::source_server(environment& env, buffer_pool& pool, processing& pi
     SLUICE_ASSERT(options_.reads_per_turn_max >= 1);
     SLUICE_ASSERT(options_.backoff_initial.count() > 0);
     SLUICE_ASSERT(options_.backoff_max >= options_.backoff_initial);
-    processing_.set_idle_callback([this] { wake_partial_holders(flush_reason::demand); });
+    if (options_.demand_flush) {
+        processing_.set_idle_callback([this] { wake_partial_holders(flush_reason::demand); });
+    }
 }
 
 source_server::~source_server() { shutdown(); }
@@ -491,7 +493,7 @@ asio::awaitable<source_server::loop_end> source_server::read_loop(entry& e) {
         if (current && current.size_bytes() == 0 && !into_buffer) {
             current.reset(); // a spurious wake-up: hold nothing while idle
         } else if (current) {
-            if (processing_.queued() == 0) {
+            if (options_.demand_flush && processing_.queued() == 0) {
                 emit(e, current, flush_reason::demand); // processing is idle: feed it now
             } else if (pool_.has_waiters()) {
                 emit(e, current, flush_reason::pressure);

@@ -46,6 +46,10 @@ struct server_options {
     duration backoff_max = std::chrono::seconds(5);            ///< cap of the delay
     std::uint32_t reconnect_attempts_max = 100; ///< consecutive failures before Error
     std::uint32_t reads_per_turn_max = 16; ///< reads of one source before it yields its lane
+    /// Flush a partial buffer as soon as processing is idle (low latency at light load). Off,
+    /// partial buffers wait for full, pressure or the flush timeout — the comparison the
+    /// latency benchmark makes.
+    bool demand_flush = true;
 };
 
 /// Per-source settings given at registration.

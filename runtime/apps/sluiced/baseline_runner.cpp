@@ -106,7 +106,8 @@ namespace {
 std::size_t generator_read(std::span<std::byte> space, generator_options& g, std::uint64_t& next,
                            clock_type::time_point start, std::array<char, 64>& pending,
                            std::size_t& pending_size, std::size_t& pending_offset,
-                           const std::atomic<bool>& stopping) {
+                           const std::atomic<bool>& stopping,
+                           const std::function<void(clock_type::duration)>& nap_for) {
     std::size_t written = 0;
     for (int naps = 0; naps < 1000 && !stopping.load(); ++naps) {
         std::uint64_t allowed = ~std::uint64_t{0};
@@ -131,7 +132,17 @@ std::size_t generator_read(std::span<std::byte> space, generator_options& g, std
         if (written > 0 || (g.records_max != 0 && next >= g.records_max && pending_offset == pending_size)) {
             return written;
         }
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        // Block until the next record is due or the runner stops (nap_for wakes at shutdown):
+        // an idle legacy thread sleeps, as a blocking read would, and costs no CPU.
+        auto nap = std::chrono::duration_cast<clock_type::duration>(std::chrono::hours(1));
+        if (g.records_per_second > 0) {
+            const auto due = start + std::chrono::duration_cast<clock_type::duration>(
+                                         std::chrono::duration<double>(static_cast<double>(next) /
+                                                                       g.records_per_second));
+            nap = std::clamp(due - clock_type::now(),
+                             clock_type::duration(std::chrono::microseconds(100)), nap);
+        }
+        nap_for(nap);
     }
     return written;
 }
@@ -170,7 +181,11 @@ void baseline_runner::run(source_thread& s) {
         std::size_t n = 0;
         if (s.kind == source_kind::generator) {
             n = generator_read(b.free_space(), s.generator, s.next_record, s.start, s.pending,
-                               s.pending_size, s.pending_offset, stopping_);
+                               s.pending_size, s.pending_offset, stopping_,
+                               [this](clock_type::duration nap) {
+                                   std::unique_lock lock(stop_mutex_);
+                                   stop_cv_.wait_for(lock, nap, [this] { return stopping_.load(); });
+                               });
             ended = n == 0 && s.generator.records_max != 0 && s.next_record >= s.generator.records_max;
         } else {
             const ssize_t r = ::read(s.fd, b.free_space().data(), b.free_space().size());
@@ -263,9 +278,14 @@ void baseline_runner::accept_loop(listener_thread& l) {
 }
 
 void baseline_runner::shutdown() {
-    if (stopping_.exchange(true)) {
-        return;
+    {
+        // Under the mutex so that no napping thread misses the wake-up.
+        const std::lock_guard lock(stop_mutex_);
+        if (stopping_.exchange(true)) {
+            return;
+        }
     }
+    stop_cv_.notify_all();
     {
         const std::lock_guard lock(mutex_);
         for (auto& l : listeners_) {

@@ -7,6 +7,7 @@
 /// it makes threads and blocks them — exactly what the runtime must never do.
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -59,6 +60,8 @@ private:
     processing& processing_;
     std::uint32_t buffers_per_source_;
     std::atomic<bool> stopping_{false};
+    std::mutex stop_mutex_;              ///< with stop_cv_: napping generator threads wake at stop
+    std::condition_variable stop_cv_;
     std::atomic<std::uint32_t> running_{0};
     std::atomic<std::uint64_t> handles_{1ULL << 40U}; ///< origin ids, apart from the server's
     mutable std::mutex mutex_;

@@ -1,0 +1,650 @@
+/// sluice-ingest-bench: one measurement of the ingestion path for one runner mode and one source
+/// count, printed as a JSON line. `ci/bench` runs it for sluice and the thread-per-source
+/// baseline at 10 … 10,000 sources and writes bench/RESULTS.md.
+///
+/// Phases (each with the same pool, processing pipeline and verifying sink):
+///   accept    sluice-loadgen (its own process) connects N TCP connections and holds them idle:
+///             time until the worker runs N sources, threads, resident memory per idle source
+///   ingest    the held connections send R records each flat out: time until the last byte is
+///             in the pipeline, GB/s, the worker's CPU seconds per GB, and every record checked
+///             per origin (contiguous, valid, none lost or duplicated, end of stream on each)
+///   start     register and start N idle generator sources in process; time until all run
+///   latency   (--latency) M connections at a light rate; the record carries its send time and
+///             the sink measures send-to-pipeline: p50/p99. `--no-demand` turns off the demand
+///             flush so partial buffers wait for the flush timeout (the comparison).
+/// Exit status 0 when every byte sent arrived intact, 1 when anything was lost or wrong.
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "model/generator_records.hpp"
+#include "runtime/apps/sluiced/baseline_runner.hpp"
+#include "runtime/buffer_pool.hpp"
+#include "runtime/generator_source.hpp"
+#include "runtime/process_threads.hpp"
+#include "runtime/processing.hpp"
+#include "runtime/production_environment.hpp"
+#include "runtime/source_server.hpp"
+
+extern char** environ;
+
+namespace {
+
+using namespace sluice::runtime;
+using clock_type = std::chrono::steady_clock;
+
+struct bench_options {
+    std::string mode = "sluice"; ///< sluice | thread_per_source
+    std::uint32_t sources = 100;
+    std::uint64_t total_bytes = 200'000'000; ///< ingest phase: about this much over all connections
+    std::uint32_t buffer_bytes = 16384;
+    std::uint32_t baseline_buffers_per_source = 2;
+    bool latency = false;
+    double rate = 200.0;         ///< latency: records/s per connection
+    double latency_seconds = 3.0;
+    bool demand = true;
+    std::string loadgen = SLUICE_LOADGEN;
+    std::uint32_t io_threads = 2;
+    std::uint32_t compute_threads = 2;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Measurement helpers (the bench's own clock and /proc; not runtime code).
+
+double cpu_seconds_self() {
+    rusage usage{};
+    getrusage(RUSAGE_SELF, &usage);
+    return static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+           static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+}
+
+/// VmRSS of this process in KiB.
+std::uint64_t rss_kib() {
+    std::ifstream status("/proc/self/status");
+    std::string line;
+    while (std::getline(status, line)) {
+        if (line.rfind("VmRSS:", 0) == 0) {
+            return std::stoull(line.substr(6));
+        }
+    }
+    return 0;
+}
+
+void raise_open_file_limit() {
+    rlimit limit{};
+    if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+        limit.rlim_cur = limit.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &limit);
+    }
+}
+
+std::uint64_t open_file_limit() {
+    rlimit limit{};
+    getrlimit(RLIMIT_NOFILE, &limit);
+    return limit.rlim_cur;
+}
+
+/// Polls `done` every millisecond up to `bound`; true when it held.
+template <typename Done>
+bool wait_until(Done done, std::chrono::milliseconds bound) {
+    const auto deadline = clock_type::now() + bound;
+    while (!done()) {
+        if (clock_type::now() >= deadline) {
+            return done();
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return true;
+}
+
+/// sluice-loadgen as a child process; stdout and stderr go to files read back here.
+class loadgen_process {
+public:
+    explicit loadgen_process(const std::vector<std::string>& argv) {
+        const std::string base = "/tmp/sluice-ingest-" + std::to_string(::getpid());
+        out_ = base + ".out";
+        err_ = base + ".err";
+        posix_spawn_file_actions_t actions;
+        posix_spawn_file_actions_init(&actions);
+        posix_spawn_file_actions_addopen(&actions, 1, out_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        posix_spawn_file_actions_addopen(&actions, 2, err_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        std::vector<char*> args;
+        for (const auto& a : argv) {
+            args.push_back(const_cast<char*>(a.c_str()));
+        }
+        args.push_back(nullptr);
+        if (posix_spawn(&pid_, args[0], &actions, nullptr, args.data(), environ) != 0) {
+            pid_ = -1;
+        }
+        posix_spawn_file_actions_destroy(&actions);
+        if (pid_ < 0) {
+            throw std::runtime_error("cannot start " + argv[0] + "; build sluice-loadgen or pass --loadgen");
+        }
+    }
+    loadgen_process(const loadgen_process&) = delete;
+    loadgen_process& operator=(const loadgen_process&) = delete;
+    ~loadgen_process() {
+        if (!exited_) {
+            ::kill(pid_, SIGKILL);
+            int status = 0;
+            ::waitpid(pid_, &status, 0);
+        }
+        std::remove(out_.c_str());
+        std::remove(err_.c_str());
+    }
+    std::string out() const { return slurp(out_); }
+    std::string err() const { return slurp(err_); }
+    void signal(int number) const { ::kill(pid_, number); }
+    /// Exit status, or -1 when it did not exit within `bound` (then it is killed).
+    int wait(std::chrono::milliseconds bound) {
+        int status = 0;
+        const bool done = wait_until([&] { return ::waitpid(pid_, &status, WNOHANG) == pid_; }, bound);
+        if (!done) {
+            ::kill(pid_, SIGKILL);
+            ::waitpid(pid_, &status, 0);
+        }
+        exited_ = true;
+        return done && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    }
+
+private:
+    static std::string slurp(const std::string& path) {
+        std::ifstream in(path);
+        std::ostringstream text;
+        text << in.rdbuf();
+        return text.str();
+    }
+    pid_t pid_ = -1;
+    bool exited_ = false;
+    std::string out_;
+    std::string err_;
+};
+
+/// The number after `"key": ` in a flat JSON line, or -1.
+double json_number(const std::string& json, const std::string& key) {
+    const auto at = json.find("\"" + key + "\":");
+    if (at == std::string::npos) {
+        return -1;
+    }
+    return std::strtod(json.c_str() + at + key.size() + 3, nullptr);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The sink: checks every record per origin (ingest) or measures latency (latency mode).
+
+class bench_sink final : public sink {
+public:
+    explicit bench_sink(bool latency) : latency_(latency) {}
+
+    void on_data(const data_event& event) override {
+        bytes_.fetch_add(event.raw.size(), std::memory_order_relaxed);
+        records_.fetch_add(event.record_count, std::memory_order_relaxed);
+        last_data_ns_.store(now_ns(), std::memory_order_relaxed);
+        per_origin& o = origin(event.origin_id);
+        if (latency_) {
+            const std::int64_t now = now_ns();
+            measure(o, event.spanning_record, now);
+            measure(o, event.records, now);
+            return;
+        }
+        // Calls for one origin never overlap (the sink contract): no lock on `o`.
+        o.checker.feed(event.spanning_record);
+        o.checker.feed(event.records);
+    }
+    void on_end_of_stream(std::uint64_t origin_id) override {
+        origin(origin_id).ended = true;
+        end_of_stream_.fetch_add(1, std::memory_order_relaxed);
+    }
+    void on_error(std::uint64_t origin_id, std::string_view message) override {
+        errors_.fetch_add(1, std::memory_order_relaxed);
+        const std::lock_guard lock(mutex_);
+        if (problems_.size() < 10) {
+            problems_.push_back("origin " + std::to_string(origin_id) + ": " + std::string(message));
+        }
+    }
+
+    std::uint64_t bytes() const { return bytes_.load(std::memory_order_relaxed); }
+    std::uint64_t records() const { return records_.load(std::memory_order_relaxed); }
+    std::uint64_t end_of_stream() const { return end_of_stream_.load(std::memory_order_relaxed); }
+    std::int64_t last_data_ns() const { return last_data_ns_.load(std::memory_order_relaxed); }
+
+    /// Every origin ended with exactly `records_each` valid records, and there are `origins`.
+    std::vector<std::string> verify(std::size_t origins, std::uint64_t records_each) {
+        std::vector<std::string> problems;
+        const std::lock_guard lock(mutex_);
+        problems = problems_;
+        if (origins_.size() != origins) {
+            problems.push_back(std::to_string(origins_.size()) + " origins delivered data, expected " +
+                               std::to_string(origins));
+        }
+        for (const auto& [id, o] : origins_) {
+            if (problems.size() >= 10) {
+                break;
+            }
+            if (!o->checker.ok()) {
+                problems.push_back("origin " + std::to_string(id) + ": " + o->checker.problem());
+            } else if (o->checker.next_record() != records_each) {
+                problems.push_back("origin " + std::to_string(id) + ": " +
+                                   std::to_string(o->checker.next_record()) + " records, expected " +
+                                   std::to_string(records_each));
+            } else if (!o->ended) {
+                problems.push_back("origin " + std::to_string(id) + ": no end of stream");
+            }
+        }
+        return problems;
+    }
+
+    /// Every latency sample over every origin (ns), sorted.
+    std::vector<std::int64_t> latencies() {
+        const std::lock_guard lock(mutex_);
+        std::vector<std::int64_t> all;
+        for (const auto& [id, o] : origins_) {
+            all.insert(all.end(), o->latency.begin(), o->latency.end());
+        }
+        std::sort(all.begin(), all.end());
+        return all;
+    }
+
+private:
+    struct per_origin {
+        sluice::model::generator_record_checker checker;
+        std::vector<std::int64_t> latency;
+        bool ended = false;
+    };
+
+    static std::int64_t now_ns() {
+        return std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now().time_since_epoch())
+            .count();
+    }
+
+    per_origin& origin(std::uint64_t id) {
+        const std::lock_guard lock(mutex_);
+        auto& slot = origins_[id];
+        if (!slot) {
+            slot = std::make_unique<per_origin>();
+        }
+        return *slot;
+    }
+
+    /// Records "<id>,<n>,<send ns>\n": adds now - send to the origin's histogram.
+    static void measure(per_origin& o, std::span<const std::byte> records, std::int64_t now) {
+        const char* p = reinterpret_cast<const char*>(records.data());
+        const char* end = p + records.size();
+        while (p < end) {
+            const char* nl = static_cast<const char*>(std::memchr(p, '\n', static_cast<std::size_t>(end - p)));
+            if (nl == nullptr) {
+                break;
+            }
+            const char* comma = static_cast<const char*>(std::memchr(p, ',', static_cast<std::size_t>(nl - p)));
+            const char* second = comma == nullptr ? nullptr
+                                 : static_cast<const char*>(std::memchr(comma + 1, ',', static_cast<std::size_t>(nl - comma - 1)));
+            if (second != nullptr) {
+                const std::int64_t sent = std::strtoll(second + 1, nullptr, 10);
+                o.latency.push_back(now - sent);
+            }
+            p = nl + 1;
+        }
+    }
+
+    bool latency_;
+    std::atomic<std::uint64_t> bytes_{0};
+    std::atomic<std::uint64_t> records_{0};
+    std::atomic<std::uint64_t> end_of_stream_{0};
+    std::atomic<std::uint64_t> errors_{0};
+    std::atomic<std::int64_t> last_data_ns_{0};
+    std::mutex mutex_;
+    std::map<std::uint64_t, std::unique_ptr<per_origin>> origins_;
+    std::vector<std::string> problems_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// One worker: pool, environment, pipeline, and either the source server or the baseline.
+
+class worker {
+public:
+    worker(const bench_options& o, std::uint32_t sources, bool latency)
+        : o_(o), sink_(latency), pool_(pool_for(o, sources)),
+          env_(production_options{o.io_threads, o.compute_threads, 1}),
+          pipeline_(env_, pool_, sink_, processing_options{}),
+          server_(env_, pool_, pipeline_, server_for(o)),
+          baseline_(pool_, pipeline_, o.baseline_buffers_per_source) {}
+    worker(const worker&) = delete;
+    worker& operator=(const worker&) = delete;
+    ~worker() { shutdown(); }
+
+    bool sluice() const { return o_.mode == "sluice"; }
+
+    /// Opens the listener; returns its port (0 on failure).
+    std::uint16_t listen(std::uint32_t connections) {
+        listener_options l;
+        l.connections_max = connections + 16;
+        l.limits = source_limits{1, 4};
+        l.backlog = 4096;
+        const auto [error, port] = sluice() ? server_.add_tcp_listener(l) : baseline_.add_tcp_listener(l);
+        if (error) {
+            std::cerr << "ingest-bench: listen: " << error.message() << "\n";
+            return 0;
+        }
+        return port;
+    }
+
+    /// Registers and starts `n` idle (paced, nearly silent) generators.
+    void add_idle_generators(std::uint32_t n) {
+        for (std::uint32_t i = 0; i < n; ++i) {
+            source_options options;
+            options.name = "idle#" + std::to_string(i);
+            options.limits = source_limits{1, 2};
+            generator_options g;
+            g.id = i;
+            g.records_per_second = 0.001;
+            g.burst_records = 1;
+            if (sluice()) {
+                const auto t0 = clock_type::now();
+                const auto answer = server_.register_source(
+                    options, [g](environment& e, const executor& lane) -> std::unique_ptr<source> {
+                        return std::make_unique<generator_source>(e, lane, g);
+                    });
+                const auto t1 = clock_type::now();
+                register_seconds += std::chrono::duration<double>(t1 - t0).count();
+                if (answer.admitted()) {
+                    server_.start(answer.handle);
+                    start_call_seconds += std::chrono::duration<double>(clock_type::now() - t1).count();
+                } else {
+                    std::cerr << "ingest-bench: " << answer.message << "\n";
+                }
+            } else {
+                source_spec spec;
+                spec.kind = source_kind::generator;
+                spec.generator = g;
+                const auto answer = baseline_.add(options, spec, g);
+                if (!answer.admitted()) {
+                    std::cerr << "ingest-bench: " << answer.message << "\n";
+                }
+            }
+        }
+        if (!sluice()) {
+            baseline_.start_all();
+        }
+    }
+
+    /// Sources running now; for sluice, only once the lanes have run every start.
+    std::uint64_t running() const {
+        if (!sluice()) {
+            return baseline_.running_count();
+        }
+        const auto load = env_.io_load();
+        if (load.queued != 0) {
+            return 0;
+        }
+        return server_.stats().sources_by_state[static_cast<std::size_t>(source_state::running)];
+    }
+
+    void shutdown() {
+        if (down_) {
+            return;
+        }
+        down_ = true;
+        server_.shutdown();
+        baseline_.shutdown();
+        pipeline_.wait_idle();
+        env_.shutdown();
+    }
+
+    bench_sink& out() { return sink_; }
+    double register_seconds = 0;   ///< sluice: time inside register_source
+    double start_call_seconds = 0; ///< sluice: time inside start (the rest is the lanes' work)
+    const buffer_pool& pool() const { return pool_; }
+    std::uint64_t backpressure_waits() const { return server_.stats().backpressure_waits_total; }
+
+private:
+    static pool_config pool_for(const bench_options& o, std::uint32_t sources) {
+        pool_config c;
+        const std::uint32_t per_source = o.mode == "sluice" ? 1 : o.baseline_buffers_per_source;
+        c.processing_reserve = 64;
+        c.buffer_count = sources * per_source + c.processing_reserve + 256;
+        c.buffer_size_bytes = o.buffer_bytes;
+        c.sources_max = sources + 64;
+        return c;
+    }
+    static server_options server_for(const bench_options& o) {
+        server_options s;
+        s.demand_flush = o.demand;
+        return s;
+    }
+
+    bench_options o_;
+    bench_sink sink_;
+    buffer_pool pool_;
+    production_environment env_;
+    processing pipeline_;
+    source_server server_;
+    baseline_runner baseline_;
+    bool down_ = false;
+};
+
+std::string fixed(double value, int digits) {
+    char text[64];
+    std::snprintf(text, sizeof text, "%.*f", digits, value);
+    return text;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+int run_throughput(const bench_options& o) {
+    std::ostringstream json;
+    json << "{\"measure\": \"ingest\", \"mode\": \"" << o.mode << "\", \"sources\": " << o.sources;
+    json << ", \"open_file_limit\": " << open_file_limit();
+
+    // Phase 1: N idle TCP connections.
+    worker w(o, o.sources, false);
+    const std::uint64_t rss_before = rss_kib();
+    const std::size_t threads_before = process_thread_count();
+    const std::uint16_t port = w.listen(o.sources);
+    if (port == 0) {
+        return 1;
+    }
+    // ~ total_bytes of records over all connections ("<id>,<n>,<value>\n" ≈ 18–26 bytes).
+    const std::uint64_t records_each = std::max<std::uint64_t>(1, o.total_bytes / o.sources / 22);
+    const auto t_accept = clock_type::now();
+    loadgen_process load({o.loadgen, "--port", std::to_string(port), "--connections",
+                          std::to_string(o.sources), "--records", std::to_string(records_each),
+                          "--id-base", "0", "--hold"});
+    const bool connected = wait_until([&] { return load.out().find("\"connected\"") != std::string::npos; },
+                                      std::chrono::seconds(120));
+    const bool accepted = connected && wait_until([&] { return w.running() >= o.sources; }, std::chrono::seconds(120));
+    const double accept_seconds = std::chrono::duration<double>(clock_type::now() - t_accept).count();
+    if (!accepted) {
+        std::cerr << "ingest-bench: " << w.running() << " of " << o.sources << " connections running; loadgen: "
+                  << load.out() << load.err() << "\n";
+        return 1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(300)); // let idle state settle
+    const std::uint64_t rss_idle = rss_kib();
+    const std::size_t threads_idle = process_thread_count();
+    json << ", \"accept_seconds\": " << fixed(accept_seconds, 6) << ", \"threads_before\": " << threads_before
+         << ", \"threads_idle\": " << threads_idle << ", \"rss_before_kib\": " << rss_before
+         << ", \"rss_idle_kib\": " << rss_idle << ", \"rss_per_idle_source_bytes\": "
+         << fixed(static_cast<double>(rss_idle > rss_before ? rss_idle - rss_before : 0) * 1024.0 / o.sources, 1);
+
+    // Phase 2: send everything; time until the last byte is in the pipeline.
+    const double cpu0 = cpu_seconds_self();
+    const auto t_go = clock_type::now();
+    const std::int64_t go_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t_go.time_since_epoch()).count();
+    load.signal(SIGUSR1);
+    std::size_t threads_max = threads_idle;
+    int load_rc = -1;
+    const bool sent = wait_until(
+        [&] {
+            threads_max = std::max(threads_max, process_thread_count());
+            return load.out().find("bytes_sent") != std::string::npos;
+        },
+        std::chrono::seconds(600));
+    load_rc = load.wait(std::chrono::seconds(10));
+    const std::string report = load.out();
+    const auto bytes_sent = static_cast<std::uint64_t>(json_number(report, "bytes_sent"));
+    const bool delivered = sent && wait_until(
+        [&] {
+            threads_max = std::max(threads_max, process_thread_count());
+            return w.out().bytes() >= bytes_sent && w.out().end_of_stream() >= o.sources;
+        },
+        std::chrono::seconds(120));
+    const double cpu = cpu_seconds_self() - cpu0;
+    const double seconds = static_cast<double>(w.out().last_data_ns() - go_ns) / 1e9;
+    const std::uint64_t bytes = w.out().bytes();
+    const std::uint64_t backpressure = w.backpressure_waits();
+    w.shutdown();
+    std::vector<std::string> problems = w.out().verify(o.sources, records_each);
+    if (load_rc != 0) {
+        problems.push_back("loadgen exit " + std::to_string(load_rc) + ": " + load.err().substr(0, 300));
+    }
+    if (!delivered) {
+        problems.push_back("only " + std::to_string(bytes) + " of " + std::to_string(bytes_sent) +
+                           " bytes arrived");
+    }
+    if (bytes != bytes_sent) {
+        problems.push_back("bytes delivered " + std::to_string(bytes) + " != sent " + std::to_string(bytes_sent));
+    }
+    const auto p = w.pool().stats();
+    if (p.free != p.buffer_count) {
+        problems.push_back("buffers leaked: " + std::to_string(p.buffer_count - p.free));
+    }
+    // Phase 3: start N idle generators in process (last: the other phases' threads and
+    // memory do not matter to a time).
+    double start_seconds = 0;
+    double register_seconds = 0;
+    double start_call_seconds = 0;
+    {
+        worker idle(o, o.sources, false);
+        const auto t0 = clock_type::now();
+        idle.add_idle_generators(o.sources);
+        const bool all = wait_until([&] { return idle.running() >= o.sources; }, std::chrono::seconds(120));
+        start_seconds = std::chrono::duration<double>(clock_type::now() - t0).count();
+        register_seconds = idle.register_seconds;
+        start_call_seconds = idle.start_call_seconds;
+        if (!all) {
+            problems.push_back("only " + std::to_string(idle.running()) + " of " + std::to_string(o.sources) +
+                               " idle generators started");
+        }
+    }
+
+    const double gb = static_cast<double>(bytes) / 1e9;
+    json << ", \"start_seconds\": " << fixed(start_seconds, 6) << ", \"start_register_seconds\": "
+         << fixed(register_seconds, 6) << ", \"start_call_seconds\": " << fixed(start_call_seconds, 6) << ", \"threads_max\": " << threads_max << ", \"bytes_sent\": " << bytes_sent << ", \"bytes_delivered\": "
+         << bytes << ", \"records_each\": " << records_each << ", \"ingest_seconds\": " << fixed(seconds, 6)
+         << ", \"gb_per_second\": " << fixed(seconds > 0 ? gb / seconds : 0, 4) << ", \"cpu_seconds\": "
+         << fixed(cpu, 3) << ", \"cpu_seconds_per_gb\": " << fixed(gb > 0 ? cpu / gb : 0, 3)
+         << ", \"loadgen_cpu_seconds\": " << fixed(json_number(report, "cpu_seconds"), 3)
+         << ", \"backpressure_waits\": " << backpressure << ", \"verified\": " << (problems.empty() ? "true" : "false")
+         << ", \"problems\": [";
+    for (std::size_t i = 0; i < problems.size(); ++i) {
+        json << (i ? ", " : "") << "\"";
+        for (const char ch : problems[i]) {
+            if (ch == '"' || ch == '\\') {
+                json << '\\';
+            }
+            json << (ch == '\n' ? ' ' : ch);
+        }
+        json << "\"";
+    }
+    json << "]}";
+    std::cout << json.str() << std::endl;
+    return problems.empty() ? 0 : 1;
+}
+
+int run_latency(const bench_options& o) {
+    worker w(o, o.sources, true);
+    const std::uint16_t port = w.listen(o.sources);
+    if (port == 0) {
+        return 1;
+    }
+    const auto records = static_cast<std::uint64_t>(o.rate * o.latency_seconds);
+    loadgen_process load({o.loadgen, "--port", std::to_string(port), "--connections", std::to_string(o.sources),
+                          "--records", std::to_string(records), "--rate", std::to_string(o.rate), "--latency"});
+    const int rc = load.wait(std::chrono::milliseconds(static_cast<long>(o.latency_seconds * 1000) + 60000));
+    const bool delivered = wait_until([&] { return w.out().end_of_stream() >= o.sources; }, std::chrono::seconds(30));
+    w.shutdown();
+    const std::vector<std::int64_t> h = w.out().latencies();
+    const std::uint64_t expected = records * o.sources;
+    const bool ok = rc == 0 && delivered && h.size() == expected;
+    const auto quantile = [&h](double q) {
+        return h.empty() ? 0.0 : static_cast<double>(h[static_cast<std::size_t>(q * static_cast<double>(h.size() - 1))]) / 1e6;
+    };
+    std::cout << "{\"measure\": \"latency\", \"mode\": \"" << o.mode << "\", \"demand_flush\": "
+              << (o.demand ? "true" : "false") << ", \"sources\": " << o.sources << ", \"rate_per_source\": "
+              << o.rate << ", \"records\": " << h.size() << ", \"records_expected\": " << expected
+              << ", \"p50_ms\": " << fixed(quantile(0.50), 4) << ", \"p99_ms\": " << fixed(quantile(0.99), 4)
+              << ", \"max_ms\": " << fixed(quantile(1.0), 4) << ", \"verified\": "
+              << (ok ? "true" : "false") << "}" << std::endl;
+    return ok ? 0 : 1;
+}
+
+/// The machine's memory-copy ceiling: 256 MiB copied between two warm arrays, best of 5.
+int run_memcpy() {
+    const std::size_t size = 256U << 20U;
+    std::vector<char> from(size, 'x');
+    std::vector<char> to(size, 'y');
+    double best = 0;
+    for (int round = 0; round < 5; ++round) {
+        const auto t0 = clock_type::now();
+        std::memcpy(to.data(), from.data(), size);
+        const double s = std::chrono::duration<double>(clock_type::now() - t0).count();
+        best = std::max(best, static_cast<double>(size) / s / 1e9);
+        from[static_cast<std::size_t>(round)] = to[size - 1 - static_cast<std::size_t>(round)];
+    }
+    std::cout << "{\"measure\": \"memcpy\", \"bytes\": " << size << ", \"gb_per_second\": " << fixed(best, 3)
+              << "}" << std::endl;
+    return 0;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    bench_options o;
+    CLI::App app{"sluice-ingest-bench — ingestion throughput, start, memory and latency, one run"};
+    app.add_option("--mode", o.mode, "sluice | thread_per_source")
+        ->check(CLI::IsMember({"sluice", "thread_per_source"}));
+    app.add_option("--sources", o.sources, "sources (TCP connections)")->check(CLI::Range(1U, 100000U));
+    app.add_option("--total-bytes", o.total_bytes, "ingest: about this many bytes over all connections");
+    app.add_option("--buffer-bytes", o.buffer_bytes, "pool buffer size");
+    app.add_option("--baseline-buffers", o.baseline_buffers_per_source, "thread_per_source: fixed buffers each");
+    bool memcpy_ceiling = false;
+    app.add_flag("--memcpy", memcpy_ceiling, "measure the memcpy bandwidth ceiling and exit");
+    app.add_flag("--latency", o.latency, "measure light-load latency instead of throughput");
+    app.add_option("--rate", o.rate, "latency: records/s per connection");
+    app.add_option("--seconds", o.latency_seconds, "latency: seconds of load");
+    app.add_flag("!--no-demand", o.demand, "latency: turn off sluice's demand flush (flush timeout only)");
+    app.add_option("--loadgen", o.loadgen, "path of sluice-loadgen");
+    CLI11_PARSE(app, argc, argv);
+    raise_open_file_limit();
+    try {
+        if (memcpy_ceiling) {
+            return run_memcpy();
+        }
+        return o.latency ? run_latency(o) : run_throughput(o);
+    } catch (const std::exception& e) {
+        std::cerr << "ingest-bench: " << e.what() << "\n";
+        return 1;
+    }
+}

@@ -1,0 +1,269 @@
+#!/usr/bin/env python3
+"""Runs the benchmark set and writes the results (called by ci/bench).
+
+Side by side in one run: sluice and the thread-per-source baseline at each source count
+(sluice-ingest-bench, fed by sluice-loadgen in its own process), the machine's ceilings (iperf3
+loopback single stream, memcpy), light-load latency (demand flush vs flush timeout only vs
+baseline), the simulator's speed, and the Google Benchmark microbenchmarks.
+
+--quick: small sizes, no microbenchmarks, no RESULTS.md; exits 1 if any run lost or corrupted
+a byte. Full: writes bench/RESULTS.md, bench/results.json and bench/plots/*.png.
+"""
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+MODES = ["sluice", "thread_per_source"]
+
+
+def run_json(argv, timeout):
+    """Runs a command that prints JSON lines; returns (exit code, list of objects)."""
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    objects = []
+    for line in proc.stdout.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            objects.append(json.loads(line))
+    if proc.returncode != 0:
+        sys.stderr.write(f"bench: {' '.join(argv)} exited {proc.returncode}\n{proc.stderr[-2000:]}\n")
+    return proc.returncode, objects
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def iperf3_ceiling(seconds):
+    if shutil.which("iperf3") is None:
+        return None
+    port = free_port()
+    server = subprocess.Popen(["iperf3", "-s", "-1", "-p", str(port), "-B", "127.0.0.1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        # The probe above may have used the server's one connection; start a fresh one if so.
+        time.sleep(0.2)
+        if server.poll() is not None:
+            server = subprocess.Popen(["iperf3", "-s", "-1", "-p", str(port), "-B", "127.0.0.1"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.3)
+        out = subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds), "-J"],
+                             capture_output=True, text=True, timeout=seconds + 30)
+        report = json.loads(out.stdout)
+        bps = report["end"]["sum_received"]["bits_per_second"]
+        return {"measure": "iperf3", "gb_per_second": bps / 8 / 1e9, "seconds": seconds}
+    finally:
+        server.kill()
+        server.wait()
+
+
+def machine():
+    model = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem_kib = int(f.readline().split()[1])
+    gxx = subprocess.run(["g++", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    return {"cpu": model, "cores": os.cpu_count(), "memory_gib": round(mem_kib / 2**20, 1),
+            "kernel": platform.release(), "compiler": gxx,
+            "open_file_limit": __import__("resource").getrlimit(__import__("resource").RLIMIT_NOFILE)[1]}
+
+
+def sim_speed(sim, sources, seeds):
+    best = None
+    for seed in seeds:
+        rc, objs = run_json([sim, "--sources", str(sources), "--seed", str(seed), "--json"], 600)
+        if rc != 0 or not objs:
+            return {"measure": "sim", "sources": sources, "ok": False}
+        o = objs[0]
+        r = {"measure": "sim", "sources": sources, "ok": True, "events": o["events"],
+             "wall_seconds": o["wall_seconds"], "virtual_seconds": o["virtual_seconds"],
+             "events_per_second": o["events"] / o["wall_seconds"],
+             "virtual_per_wall": o["virtual_seconds"] / o["wall_seconds"]}
+        if best is None or r["events_per_second"] > best["events_per_second"]:
+            best = r
+    return best
+
+
+def google_benchmark(binary):
+    out = subprocess.run([binary, "--benchmark_format=json"], capture_output=True, text=True, timeout=1200)
+    if out.returncode != 0:
+        sys.stderr.write(f"bench: {binary} exited {out.returncode}\n{out.stderr[-2000:]}\n")
+        return []
+    return json.loads(out.stdout)["benchmarks"]
+
+
+def median(values):
+    values = sorted(values)
+    return values[len(values) // 2]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", required=True, help="build directory (build/release)")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", default="bench", help="where RESULTS.md, results.json and plots/ go")
+    a = ap.parse_args()
+
+    ingest = os.path.join(a.build, "bench", "sluice-ingest-bench")
+    sim = os.path.join(a.build, "sim", "sluice-sim")
+    counts = [10, 100, 1000] if a.quick else [10, 100, 1000, 10000]
+    total_bytes = 20_000_000 if a.quick else 400_000_000
+    repeats = 1 if a.quick else 3
+    results = {"machine": machine(), "quick": a.quick, "ingest": [], "latency": [], "ceilings": [],
+               "sim": [], "micro": []}
+    failures = []
+
+    print(f"bench: machine {results['machine']}", flush=True)
+    results["ceilings"].append(run_json([ingest, "--memcpy"], 120)[1][0])
+    ceiling = iperf3_ceiling(2 if a.quick else 5)
+    if ceiling:
+        results["ceilings"].append(ceiling)
+    print(f"bench: ceilings {results['ceilings']}", flush=True)
+
+    for n in counts:
+        for mode in MODES:
+            runs = []
+            for _ in range(repeats):
+                rc, objs = run_json([ingest, "--mode", mode, "--sources", str(n),
+                                     "--total-bytes", str(total_bytes)], 900)
+                if rc != 0 or not objs or not objs[0].get("verified"):
+                    failures.append(f"ingest {mode} {n}: exit {rc} {objs[0].get('problems') if objs else ''}")
+                if objs:
+                    runs.append(objs[0])
+            if not runs:
+                continue
+            # The median run by throughput; start and memory from the same run set's medians.
+            row = dict(sorted(runs, key=lambda r: r["gb_per_second"])[len(runs) // 2])
+            for key in ("start_seconds", "accept_seconds", "rss_per_idle_source_bytes", "cpu_seconds_per_gb"):
+                row[key] = median([r[key] for r in runs])
+            row["repeats"] = len(runs)
+            results["ingest"].append(row)
+            print(f"bench: ingest {mode:17} {n:6} sources: {row['gb_per_second']:.3f} GB/s, "
+                  f"{row['cpu_seconds_per_gb']:.2f} CPU s/GB, threads {row['threads_max']}, "
+                  f"start {row['start_seconds'] * 1e3:.1f} ms, idle {row['rss_per_idle_source_bytes']:.0f} B/source, "
+                  f"verified {row['verified']}", flush=True)
+
+    # Light load: about 20,000 records/s in total, spread over the sources.
+    latency_counts = [10, 100] if a.quick else [10, 100, 1000]
+    for n in latency_counts:
+        rate = 20000 / n
+        for mode, demand in (("sluice", True), ("sluice", False), ("thread_per_source", True)):
+            argv = [ingest, "--latency", "--mode", mode, "--sources", str(n), "--rate", str(rate),
+                    "--seconds", "1" if a.quick else "3"]
+            if not demand:
+                argv.append("--no-demand")
+            rc, objs = run_json(argv, 300)
+            if rc != 0 or not objs:
+                failures.append(f"latency {mode} demand={demand} {n}: exit {rc}")
+                continue
+            results["latency"].append(objs[0])
+            o = objs[0]
+            flush = ("demand+timeout" if demand else "timeout only") if mode == "sluice" else "every read"
+            print(f"bench: latency {mode:17} {flush:14} {n:5} sources: p50 {o['p50_ms']:.3f} ms "
+                  f"p99 {o['p99_ms']:.3f} ms", flush=True)
+
+    for n in ([1000] if a.quick else [1000, 10000]):
+        r = sim_speed(sim, n, [1] if a.quick else [1, 2, 3])
+        results["sim"].append(r)
+        if not r["ok"]:
+            failures.append(f"sim {n}: failed")
+        else:
+            print(f"bench: sim {n} sources: {r['events_per_second']:.0f} events/s, "
+                  f"virtual/wall {r['virtual_per_wall']:.2f}", flush=True)
+
+    if not a.quick:
+        for name in ("sluice_pool_bench", "sluice_pipeline_bench"):
+            binary = os.path.join(a.build, "bench", name)
+            if os.path.exists(binary):
+                results["micro"].extend(google_benchmark(binary))
+        os.makedirs(os.path.join(a.out, "plots"), exist_ok=True)
+        with open(os.path.join(a.out, "results.json"), "w") as f:
+            json.dump(results, f, indent=1)
+        write_results(results, a.out)
+        plot(results, os.path.join(a.out, "plots"))
+
+    if failures:
+        print("bench: FAILED:\n  " + "\n  ".join(failures))
+        return 1
+    print("bench: every byte sent arrived, verified per origin")
+    return 0
+
+
+def row_for(results, mode, n):
+    for r in results["ingest"]:
+        if r["mode"] == mode and r["sources"] == n:
+            return r
+    return None
+
+
+def write_results(results, out):
+    from results_md import render  # bench/results_md.py
+    with open(os.path.join(out, "RESULTS.md"), "w") as f:
+        f.write(render(results))
+
+
+def plot(results, directory):
+    if shutil.which("gnuplot") is None:
+        print("bench: gnuplot missing, no plots")
+        return
+    counts = sorted({r["sources"] for r in results["ingest"]})
+    series = {
+        "threads": ("threads_max", "threads (max during the run)", True),
+        "memory": ("rss_per_idle_source_bytes", "resident bytes per idle source", True),
+        "throughput": ("gb_per_second", "throughput (GB/s)", False),
+        "start": ("start_seconds", "time to start all sources (s)", True),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (key, label, log_y) in series.items():
+            data = os.path.join(tmp, name + ".dat")
+            with open(data, "w") as f:
+                for n in counts:
+                    s = row_for(results, "sluice", n)
+                    b = row_for(results, "thread_per_source", n)
+                    f.write(f"{n} {s[key] if s else 'NaN'} {b[key] if b else 'NaN'}\n")
+            script = (f"set terminal pngcairo size 800,500\nset output '{directory}/{name}.png'\n"
+                      f"set logscale x\n{'set logscale y' if log_y else ''}\nset xlabel 'sources'\n"
+                      f"set ylabel '{label}'\nset key top left\nset grid\n"
+                      f"plot '{data}' using 1:2 with linespoints title 'sluice', "
+                      f"'{data}' using 1:3 with linespoints title 'thread per source'\n")
+            subprocess.run(["gnuplot"], input=script, text=True, check=True)
+        data = os.path.join(tmp, "latency.dat")
+        lat_counts = sorted({r["sources"] for r in results["latency"]})
+        with open(data, "w") as f:
+            for n in lat_counts:
+                def p99(mode, demand):
+                    for r in results["latency"]:
+                        if r["mode"] == mode and r["sources"] == n and r["demand_flush"] == demand:
+                            return r["p99_ms"]
+                    return "NaN"
+                f.write(f"{n} {p99('sluice', True)} {p99('sluice', False)} {p99('thread_per_source', True)}\n")
+        script = (f"set terminal pngcairo size 800,500\nset output '{directory}/latency.png'\n"
+                  "set logscale x\nset logscale y\nset xlabel 'sources (20,000 records/s in total)'\n"
+                  "set ylabel 'p99 send-to-pipeline latency (ms)'\nset key top left\nset grid\n"
+                  f"plot '{data}' using 1:2 with linespoints title 'sluice, demand flush', "
+                  f"'{data}' using 1:3 with linespoints title 'sluice, flush timeout only', "
+                  f"'{data}' using 1:4 with linespoints title 'thread per source'\n")
+        subprocess.run(["gnuplot"], input=script, text=True, check=True)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    sys.exit(main())
