@@ -92,20 +92,6 @@ std::uint64_t rss_kib() {
     return 0;
 }
 
-void raise_open_file_limit() {
-    rlimit limit{};
-    if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
-        limit.rlim_cur = limit.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &limit);
-    }
-}
-
-std::uint64_t open_file_limit() {
-    rlimit limit{};
-    getrlimit(RLIMIT_NOFILE, &limit);
-    return limit.rlim_cur;
-}
-
 /// Polls `done` every millisecond up to `bound`; true when it held.
 template <typename Done>
 bool wait_until(Done done, std::chrono::milliseconds bound) {
@@ -455,7 +441,7 @@ std::string fixed(double value, int digits) {
 int run_throughput(const bench_options& o) {
     std::ostringstream json;
     json << "{\"measure\": \"ingest\", \"mode\": \"" << o.mode << "\", \"sources\": " << o.sources;
-    json << ", \"open_file_limit\": " << open_file_limit();
+    json << ", \"open_file_limit\": " << raise_open_file_limit();
 
     // Phase 1: N idle TCP connections.
     worker w(o, o.sources, false);

@@ -28,6 +28,7 @@
 #include <boost/asio/write.hpp>
 
 #include "runtime/generator_source.hpp"
+#include "runtime/process_threads.hpp"
 
 namespace {
 
@@ -197,11 +198,7 @@ int main(int argc, char** argv) {
     app.add_flag("--latency", o.latency, "third field = send time (CLOCK_MONOTONIC ns)");
     CLI11_PARSE(app, argc, argv);
 
-    rlimit limit{};
-    if (getrlimit(RLIMIT_NOFILE, &limit) == 0) {
-        limit.rlim_cur = limit.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &limit);
-    }
+    sluice::runtime::raise_open_file_limit();
     const auto started = std::chrono::steady_clock::now();
     asio::io_context io(1);
     generator_load load(io, o);

@@ -1,5 +1,7 @@
 #include "runtime/process_threads.hpp"
 
+#include <sys/resource.h>
+
 #include <filesystem>
 
 namespace sluice::runtime {
@@ -12,6 +14,19 @@ std::size_t process_thread_count() noexcept {
         ++n;
     }
     return n;
+}
+
+std::size_t raise_open_file_limit() noexcept {
+    rlimit limit{};
+    if (getrlimit(RLIMIT_NOFILE, &limit) != 0) {
+        return 0;
+    }
+    if (limit.rlim_cur < limit.rlim_max) {
+        limit.rlim_cur = limit.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &limit);
+        getrlimit(RLIMIT_NOFILE, &limit);
+    }
+    return static_cast<std::size_t>(limit.rlim_cur);
 }
 
 } // namespace sluice::runtime

@@ -3,7 +3,6 @@
 /// line every second, drains gracefully on SIGINT/SIGTERM or after --duration, and can write a
 /// JSON summary at exit.
 
-#include <sys/resource.h>
 
 #include <atomic>
 #include <chrono>
@@ -66,14 +65,6 @@ private:
     std::atomic<std::uint64_t> end_of_stream_{0};
     std::mutex print_mutex_;
 };
-
-void raise_open_file_limit() {
-    rlimit limit{};
-    if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
-        limit.rlim_cur = limit.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &limit);
-    }
-}
 
 std::string read_file(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
