@@ -70,19 +70,22 @@ std::vector<std::shared_ptr<processing::channel>> processing::live_channels() co
 std::uint64_t processing::discard_queued() {
     std::uint64_t dropped = 0;
     for (const auto& c : live_channels()) {
-        std::deque<channel::item> items;
+        std::unique_ptr<std::deque<channel::item>> items;
         {
             const std::lock_guard lock(c->mutex_);
-            items.swap(c->queue_);
+            items = c->queue_.take();
             c->scheduled_ = false;
         }
         c->output_.reset();
-        for (const auto& item : items) {
+        if (!items) {
+            continue;
+        }
+        for (const auto& item : *items) {
             if (item.what == channel::item::kind::data) {
                 buffers_queued_.fetch_sub(1, std::memory_order_relaxed);
             }
         }
-        dropped += items.size();
+        dropped += items->size();
     }
     queued_.fetch_sub(dropped);
     return dropped;

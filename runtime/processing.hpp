@@ -171,7 +171,29 @@ private:
     std::uint64_t origin_id_;
     std::size_t kind_index_; ///< < 8
     std::mutex mutex_;       ///< guards queue_ and scheduled_
-    std::deque<item> queue_; ///< bounded by the source's cap (+ one final event)
+    /// A std::deque made on the first push: libstdc++'s deque allocates a map and a node even
+    /// when empty (about 600 bytes), which every idle source would pay for.
+    class lazy_queue {
+    public:
+        bool empty() const noexcept { return !items_ || items_->empty(); }
+        item& front() { return items_->front(); }
+        const item& front() const { return items_->front(); }
+        void pop_front() { items_->pop_front(); }
+        void push_back(item&& value) { made().push_back(std::move(value)); }
+        void push_front(item&& value) { made().push_front(std::move(value)); }
+        /// Everything queued, leaving this queue empty (null when nothing was ever queued).
+        std::unique_ptr<std::deque<item>> take() noexcept { return std::move(items_); }
+
+    private:
+        std::deque<item>& made() {
+            if (!items_) {
+                items_ = std::make_unique<std::deque<item>>();
+            }
+            return *items_;
+        }
+        std::unique_ptr<std::deque<item>> items_;
+    };
+    lazy_queue queue_; ///< bounded by the source's cap (+ one final event)
     bool scheduled_ = false; ///< a drain task is posted or running
     // Touched only by the single drain task running for this channel:
     std::string carry_;          ///< bytes of a record not yet ended

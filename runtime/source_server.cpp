@@ -493,7 +493,7 @@ asio::awaitable<source_server::loop_end> source_server::read_loop(entry& e) {
         if (current && current.size_bytes() == 0 && !into_buffer) {
             current.reset(); // a spurious wake-up: hold nothing while idle
         } else if (current) {
-            if (options_.demand_flush && processing_.queued() == 0) {
+            if (options_.demand_flush && processing_.queued() < env_.compute_concurrency()) {
                 emit(e, current, flush_reason::demand); // processing is idle: feed it now
             } else if (pool_.has_waiters()) {
                 emit(e, current, flush_reason::pressure);

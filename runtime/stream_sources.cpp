@@ -67,7 +67,9 @@ asio::awaitable<error_code> stream_source::open() {
 }
 
 asio::awaitable<error_code> stream_source::wait_readable() {
-    co_return co_await stream_->wait_readable();
+    // Not a coroutine: hands back the stream's own awaitable, so an idle source carries one
+    // coroutine frame less while it waits.
+    return stream_->wait_readable();
 }
 
 read_result stream_source::read_now(std::span<std::byte> space) { return stream_->read_now(space); }

@@ -401,3 +401,41 @@ TEST(source_server, legacy_blocking_sources_run_on_a_bounded_pool) {
 }
 
 } // namespace
+
+namespace {
+
+/// One connection sends one record and stays open; returns the flush counts once it arrived.
+std::array<std::uint64_t, flush_reason_count> flushes_for_one_idle_record(bool demand_flush) {
+    server_options options;
+    options.demand_flush = demand_flush;
+    test_worker w({512, 4096, 8, 8192}, {2, 2, 1}, options);
+    listener_options l;
+    l.flush_timeout = 200ms;
+    const auto [error, port] = w.server.add_tcp_listener(l);
+    EXPECT_FALSE(error) << error.message();
+    asio::io_context io;
+    asio::ip::tcp::socket peer(io);
+    peer.connect({asio::ip::make_address("127.0.0.1"), port});
+    char record[generator_record_bytes_max];
+    asio::write(peer, asio::buffer(record, format_generator_record(5, 0, record)));
+    EXPECT_TRUE(w.sink.wait_for([&] { return w.sink.total_records_locked() == 1; }));
+    auto flushes = w.server.stats().flushes_total;
+    peer.close();
+    EXPECT_TRUE(w.sink.wait_for([&] { return w.sink.end_of_streams_locked() == 1; }));
+    return flushes;
+}
+
+TEST(source_server, demand_flush_feeds_idle_processing_and_can_be_turned_off) {
+    const auto demand = static_cast<std::size_t>(flush_reason::demand);
+    const auto timeout = static_cast<std::size_t>(flush_reason::timeout);
+    // Processing is idle: the partial buffer goes at once, long before the 200 ms timeout.
+    const auto on = flushes_for_one_idle_record(true);
+    EXPECT_EQ(on[demand], 1U);
+    EXPECT_EQ(on[timeout], 0U);
+    // Off: the same record waits for the flush timeout.
+    const auto off = flushes_for_one_idle_record(false);
+    EXPECT_EQ(off[demand], 0U);
+    EXPECT_EQ(off[timeout], 1U);
+}
+
+} // namespace
