@@ -283,7 +283,7 @@ public:
         return boost::asio::async_initiate<CompletionToken,
                                            void(boost::system::error_code, buffer)>(
             [this](auto handler, source_id source) {
-                initiate(std::move(handler), source.index, source.generation);
+                this->initiate(std::move(handler), source.index, source.generation);
             },
             token, id);
     }
@@ -292,7 +292,7 @@ public:
     template <typename CompletionToken> auto async_acquire_processing(CompletionToken&& token) {
         return boost::asio::async_initiate<CompletionToken,
                                            void(boost::system::error_code, buffer)>(
-            [this](auto handler) { initiate(std::move(handler), detail::owner_processing, 0); },
+            [this](auto handler) { this->initiate(std::move(handler), detail::owner_processing, 0); },
             token);
     }
 

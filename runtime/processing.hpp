@@ -33,7 +33,9 @@ enum class framing : std::uint8_t {
 
 struct processing_options {
     framing record_framing = framing::newline;
-    std::uint32_t record_bytes_max = 0; ///< longer records are dropped and counted; 0 = buffer size
+    /// Records that span buffers and are longer than this are dropped and counted (a record
+    /// inside one buffer is delivered as it is: it costs no copy); 0 = buffer size.
+    std::uint32_t record_bytes_max = 0;
     std::uint32_t batch_buffers_max = 16; ///< buffers one task handles before yielding
     /// Take an output buffer for every input buffer, as an engine pipeline writing results does,
     /// waiting (suspended, on lane 0 — no thread blocks) when none may be taken. The simulator
