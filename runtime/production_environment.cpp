@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <pthread.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -185,15 +186,36 @@ private:
     std::string description_;
 };
 
+/// The highest descriptor number an accepted connection may have so that `reserve` descriptors
+/// stay free for everything else; no limit when the open-file limit is unlimited.
+std::uint64_t highest_accepted_descriptor(std::size_t reserve) {
+    rlimit limit{};
+    if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) {
+        return ~std::uint64_t{0};
+    }
+    return limit.rlim_cur > reserve ? limit.rlim_cur - reserve - 1 : 0;
+}
+
 class tcp_listener final : public stream_listener {
 public:
-    explicit tcp_listener(tcp::acceptor acceptor) : acceptor_(std::move(acceptor)) {}
+    tcp_listener(tcp::acceptor acceptor, std::size_t descriptor_reserve)
+        : acceptor_(std::move(acceptor)), descriptor_reserve_(descriptor_reserve) {}
     asio::awaitable<std::pair<error_code, std::unique_ptr<byte_stream>>>
     accept(executor target) override {
         tcp::socket socket(target);
         auto [error] = co_await acceptor_.async_accept(socket, asio::as_tuple(asio::use_awaitable));
         if (error) {
             co_return std::pair<error_code, std::unique_ptr<byte_stream>>{error, nullptr};
+        }
+        // The kernel hands out the lowest free descriptor, so a number this high means nearly
+        // all are open: refuse the connection (the server counts it and pauses accepting) so a
+        // connect flood cannot take the descriptors files, clients and reconnects need.
+        if (static_cast<std::uint64_t>(socket.native_handle()) >
+            highest_accepted_descriptor(descriptor_reserve_)) {
+            error_code ignored;
+            socket.close(ignored);
+            co_return std::pair<error_code, std::unique_ptr<byte_stream>>{
+                asio::error::no_descriptors, nullptr};
         }
         co_return std::pair<error_code, std::unique_ptr<byte_stream>>{
             error_code{}, std::make_unique<tcp_stream>(std::move(socket))};
@@ -209,6 +231,7 @@ public:
 
 private:
     tcp::acceptor acceptor_;
+    std::size_t descriptor_reserve_;
 };
 
 class udp_socket final : public datagram_socket {
@@ -311,6 +334,7 @@ void name_thread(std::thread& thread, const std::string& name) {
 
 production_environment::production_environment(const production_options& options)
     : compute_threads_(options.compute_threads), blocking_threads_(options.blocking_threads),
+      descriptor_reserve_(options.descriptor_reserve),
       start_(std::chrono::steady_clock::now()), random_(std::random_device{}()) {
     if (options.io_threads == 0 || options.compute_threads == 0 ||
         options.blocking_threads == 0) {
@@ -455,7 +479,7 @@ production_environment::listen(executor lane, const std::string& address, std::u
     if (error) {
         return {error, nullptr};
     }
-    return {error_code{}, std::make_unique<tcp_listener>(std::move(acceptor))};
+    return {error_code{}, std::make_unique<tcp_listener>(std::move(acceptor), descriptor_reserve_)};
 }
 
 std::pair<error_code, std::unique_ptr<datagram_socket>>

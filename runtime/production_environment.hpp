@@ -25,6 +25,10 @@ struct production_options {
     std::size_t io_threads = 2;       ///< I/O lanes, one thread each (≥ 1)
     std::size_t compute_threads = 2;  ///< oneTBB workers (≥ 1)
     std::size_t blocking_threads = 2; ///< threads for legacy blocking sources (≥ 1)
+    /// File descriptors listeners leave free for everything else (files, client sources,
+    /// reconnects, the metrics endpoint): a connection accepted beyond that is closed and
+    /// counted as refused.
+    std::size_t descriptor_reserve = 64;
 };
 
 class production_environment final : public environment {
@@ -80,6 +84,7 @@ private:
 
     std::size_t compute_threads_;
     std::size_t blocking_threads_;
+    std::size_t descriptor_reserve_;
     std::chrono::steady_clock::time_point start_;
     std::vector<std::unique_ptr<boost::asio::io_context>> lanes_;
     std::vector<std::unique_ptr<task_counters>> lane_counters_;

@@ -117,6 +117,34 @@ records_per_second = 20000.0
     EXPECT_EQ(json_number(json, "errors"), 0) << json;
 }
 
+TEST(sluiced, sigterm_while_sources_are_suspended_on_the_pool_drains_with_no_leak) {
+    // 40 flat-out generators, each with one reserved buffer, and only 8 floating buffers:
+    // sources keep suspending for buffers (waiters > 0 in the status line).
+    const auto path = write_file("suspended.toml", std::string(worker_threads) + R"(
+[pool]
+buffer_count = 56
+buffer_size_bytes = 4096
+processing_reserve = 8
+[[source]]
+kind = "generator"
+count = 40
+reserve = 1
+cap = 4
+)");
+    const auto summary = ::testing::TempDir() + "/suspended_summary.json";
+    child_process p({SLUICE_SLUICED, "--config", path, "--summary-json", summary}, "suspended");
+    const std::regex waiting("waiters ([1-9][0-9]*) ");
+    ASSERT_TRUE(p.wait_for_err([&](const std::string& e) { return std::regex_search(e, waiting); }, 30s))
+        << "no source was ever seen suspended:\n" << p.err();
+    p.signal(SIGTERM);
+    ASSERT_EQ(p.wait(30s), 0) << p.err();
+    const auto json = child_process::slurp(summary);
+    EXPECT_EQ(json_number(json, "buffers_free_at_exit"), 56) << json;
+    EXPECT_GT(json_number(json, "backpressure_waits"), 0) << json;
+    EXPECT_GT(json_number(json, "records_delivered"), 0) << json;
+    EXPECT_EQ(json_number(json, "errors"), 0) << json;
+}
+
 /// Runs sluiced with a listener, feeds it `connections` from the load generator, waits until
 /// they have all ended, stops it, and returns its summary.
 std::string serve_connections(std::uint32_t connections, std::uint64_t records) {
