@@ -109,6 +109,17 @@ public:
     virtual void interrupt() noexcept {}
 };
 
+/// Readiness of a descriptor that someone else owns (a library's socket), bound to one lane.
+/// The watch never closes the descriptor. Use it from its lane only.
+class descriptor_watch {
+public:
+    virtual ~descriptor_watch() = default;
+    virtual boost::asio::awaitable<boost::system::error_code> wait_readable() = 0;
+    virtual boost::asio::awaitable<boost::system::error_code> wait_writable() = 0;
+    /// Ends pending waits with operation_aborted.
+    virtual void cancel() noexcept = 0;
+};
+
 /// Places where the simulator may inject a fault into runtime code (FoundationDB's BUGGIFY).
 /// Production never injects; the simulator switches sites on per run from the seed.
 enum class fault_site : std::uint8_t {
@@ -157,6 +168,11 @@ public:
     /// Opens a file for reading from the start.
     virtual std::pair<boost::system::error_code, std::unique_ptr<byte_stream>>
     open_file(executor lane, const std::string& path) = 0;
+    /// Watches a descriptor owned by a library (MQTT's socket) on `lane`. Environments without
+    /// real descriptors (the simulator) return null, and such sources fail to open there.
+    virtual std::unique_ptr<descriptor_watch> watch_descriptor(const executor& /*lane*/, int /*fd*/) {
+        return nullptr;
+    }
 };
 
 } // namespace sluice::runtime

@@ -13,6 +13,7 @@
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ip/udp.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -184,6 +185,32 @@ public:
 private:
     tcp::socket socket_;
     std::string description_;
+};
+
+/// Readiness of a descriptor a library owns: a stream_descriptor that releases (never closes)
+/// the descriptor when it goes away.
+class asio_descriptor_watch final : public descriptor_watch {
+public:
+    asio_descriptor_watch(const executor& lane, int fd) : descriptor_(lane, fd) {}
+    ~asio_descriptor_watch() override {
+        cancel();
+        descriptor_.release();
+    }
+    asio_descriptor_watch(const asio_descriptor_watch&) = delete;
+    asio_descriptor_watch& operator=(const asio_descriptor_watch&) = delete;
+    asio::awaitable<error_code> wait_readable() override { return wait(asio::posix::descriptor_base::wait_read); }
+    asio::awaitable<error_code> wait_writable() override { return wait(asio::posix::descriptor_base::wait_write); }
+    void cancel() noexcept override {
+        error_code ignored;
+        descriptor_.cancel(ignored);
+    }
+
+private:
+    asio::awaitable<error_code> wait(asio::posix::descriptor_base::wait_type type) {
+        auto [error] = co_await descriptor_.async_wait(type, asio::as_tuple(asio::use_awaitable));
+        co_return error;
+    }
+    asio::posix::stream_descriptor descriptor_;
 };
 
 /// The highest descriptor number an accepted connection may have so that `reserve` descriptors
@@ -381,6 +408,10 @@ void production_environment::shutdown() {
 executor production_environment::lane_executor(std::size_t index) {
     SLUICE_ASSERT(index < lanes_.size());
     return counting_executor(lanes_[index]->get_executor(), lane_counters_[index].get());
+}
+
+std::unique_ptr<descriptor_watch> production_environment::watch_descriptor(const executor& lane, int fd) {
+    return std::make_unique<asio_descriptor_watch>(lane, fd);
 }
 
 pool_load production_environment::io_load() const noexcept {

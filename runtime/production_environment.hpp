@@ -61,6 +61,7 @@ public:
     open_udp(executor lane, const std::string& address, std::uint16_t port) override;
     std::pair<boost::system::error_code, std::unique_ptr<byte_stream>>
     open_file(executor lane, const std::string& path) override;
+    std::unique_ptr<descriptor_watch> watch_descriptor(const executor& lane, int fd) override;
 
     /// Compute tasks posted and not yet finished.
     std::size_t compute_in_flight() const noexcept { return compute_in_flight_.load(); }

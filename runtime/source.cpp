@@ -18,6 +18,8 @@ std::string_view to_string(source_kind kind) noexcept {
         return "file";
     case source_kind::blocking:
         return "blocking";
+    case source_kind::mqtt:
+        return "mqtt";
     }
     return "unknown";
 }

@@ -23,9 +23,10 @@ enum class source_kind : std::uint8_t {
     udp,            ///< datagrams on a bound socket
     file,           ///< a file read to the end
     blocking,       ///< a legacy blocking reader on the bounded blocking pool
+    mqtt,           ///< MQTT subscriptions through libmosquitto, driven by the lane
 };
 
-inline constexpr std::size_t source_kind_count = 6;
+inline constexpr std::size_t source_kind_count = 7;
 
 std::string_view to_string(source_kind kind) noexcept;
 

@@ -64,7 +64,7 @@ cap = 4
 flush_timeout_ms = 20
 )toml";
 
-std::string kinds_allowed() { return "generator, tcp_client, udp, file"; }
+std::string kinds_allowed() { return "generator, tcp_client, udp, file, mqtt"; }
 
 class checker {
 public:
@@ -168,6 +168,44 @@ public:
             return nullptr;
         }
         return node->as_table();
+    }
+
+    bool boolean(const toml::table& table, const std::string& path, std::string_view key, bool& out) {
+        const toml::node* node = table.get(key);
+        if (node == nullptr) {
+            return false;
+        }
+        if (!node->is_boolean()) {
+            error(node, join(path, key), "is not a boolean", "true or false");
+            return false;
+        }
+        out = *node->value<bool>();
+        return true;
+    }
+
+    /// An array of non-empty strings.
+    bool strings(const toml::table& table, const std::string& path, std::string_view key,
+                 std::vector<std::string>& out, std::string_view allowed) {
+        const toml::node* node = table.get(key);
+        if (node == nullptr) {
+            return false;
+        }
+        const toml::array* array = node->as_array();
+        if (array == nullptr) {
+            error(node, join(path, key), "is not an array", std::string(allowed));
+            return false;
+        }
+        out.clear();
+        for (std::size_t i = 0; i < array->size(); ++i) {
+            const auto* item = array->get(i);
+            if (!item->is_string() || item->value<std::string>()->empty()) {
+                error(item, join(path, key) + "[" + std::to_string(i) + "]", "is not a non-empty string",
+                      std::string(allowed));
+                return false;
+            }
+            out.push_back(*item->value<std::string>());
+        }
+        return true;
     }
 
     static std::string join(const std::string& path, std::string_view key) {
@@ -334,7 +372,8 @@ config_result parse_worker_config(std::string_view text, std::string_view file_n
                 c.unknown_keys(t, path,
                                {"name", "kind", "count", "reserve", "cap", "flush_timeout_ms",
                                 "records_per_second", "records_max", "burst_records", "address",
-                                "port", "connect_timeout_ms", "path"});
+                                "port", "connect_timeout_ms", "path", "topics", "qos", "client_id",
+                                "clean_session", "keepalive_s", "payload_bytes_max"});
                 c.string(t, path, "name", spec.name, "a unique name");
                 if (!names.insert(spec.name).second) {
                     c.error(t.get("name") != nullptr ? t.get("name") : &t, path + ".name",
@@ -388,6 +427,33 @@ config_result parse_worker_config(std::string_view text, std::string_view file_n
                                     "'" + spec.path + "' does not exist or is not a regular file",
                                     "an existing readable file");
                         }
+                    }
+                } else if (kind == "mqtt") {
+                    spec.kind = source_kind::mqtt;
+                    auto& m = spec.mqtt;
+                    c.string(t, path, "address", m.host, "a broker host name or IP address");
+                    c.integer(t, path, "port", m.port, 1, 65535);
+                    if (!c.strings(t, path, "topics", m.topics, "topic filters, e.g. [\"sensors/#\"]") ||
+                        m.topics.empty()) {
+                        c.error(t.get("topics") != nullptr ? t.get("topics") : &t, path + ".topics",
+                                "is missing or empty", "at least one topic filter, e.g. [\"sensors/#\"]");
+                    }
+                    c.integer(t, path, "qos", m.qos, 0, 1);
+                    c.string(t, path, "client_id", m.client_id, "a client id unique on the broker");
+                    c.boolean(t, path, "clean_session", m.clean_session);
+                    std::int64_t keepalive = m.keepalive.count();
+                    c.integer(t, path, "keepalive_s", keepalive, 5, 3600);
+                    m.keepalive = std::chrono::seconds(keepalive);
+                    c.integer(t, path, "payload_bytes_max", m.payload_bytes_max, 1, 1 << 26);
+                    if (!m.clean_session && m.client_id.empty()) {
+                        c.error(&t, path + ".client_id",
+                                "is missing: a persistent session (clean_session = false) needs a "
+                                "client_id the broker can keep it under",
+                                "a client_id, or clean_session = true");
+                    }
+                    if (spec.count != 1) {
+                        c.error(t.get("count"), path + ".count",
+                                "an MQTT source is one session; count must be 1", "1");
                     }
                 } else {
                     c.error(t.get("kind"), path + ".kind", "unknown source kind '" + kind + "'",

@@ -11,6 +11,7 @@
 
 #include "runtime/buffer_pool.hpp"
 #include "runtime/generator_source.hpp"
+#include "runtime/mqtt_source.hpp"
 #include "runtime/processing.hpp"
 #include "runtime/production_environment.hpp"
 #include "runtime/source_server.hpp"
@@ -35,6 +36,7 @@ struct source_spec {
     tcp_client_options tcp_client; ///< kind = tcp_client
     udp_options udp;               ///< kind = udp
     std::string path;              ///< kind = file
+    mqtt_options mqtt;             ///< kind = mqtt
 };
 
 /// The Prometheus endpoint.

@@ -98,3 +98,45 @@ TEST(worker_config, missing_file_for_a_file_source_is_an_error) {
 }
 
 } // namespace
+
+namespace {
+
+TEST(worker_config, mqtt_sources_are_configured_and_checked) {
+    const auto ok = parse_worker_config(R"([[source]]
+name = "sensors"
+kind = "mqtt"
+address = "127.0.0.1"
+port = 1883
+topics = ["sensors/#", "alarms/+"]
+qos = 1
+client_id = "worker-7"
+keepalive_s = 20
+payload_bytes_max = 4096
+)",
+                                        "mqtt.toml");
+    ASSERT_TRUE(ok.ok()) << all_errors(ok);
+    ASSERT_EQ(ok.config.sources.size(), 1U);
+    const auto& m = ok.config.sources[0].mqtt;
+    EXPECT_EQ(ok.config.sources[0].kind, source_kind::mqtt);
+    EXPECT_EQ(m.topics, (std::vector<std::string>{"sensors/#", "alarms/+"}));
+    EXPECT_EQ(m.client_id, "worker-7");
+    EXPECT_FALSE(m.clean_session);
+    EXPECT_EQ(m.keepalive, std::chrono::seconds(20));
+    EXPECT_EQ(m.payload_bytes_max, 4096U);
+
+    const auto bad = parse_worker_config(R"([[source]]
+kind = "mqtt"
+topics = []
+qos = 2
+count = 3
+)",
+                                         "bad_mqtt.toml");
+    ASSERT_FALSE(bad.ok());
+    const std::string report = all_errors(bad);
+    EXPECT_NE(report.find("source[0].topics: is missing or empty"), std::string::npos) << report;
+    EXPECT_NE(report.find("source[0].qos: 2 is out of range"), std::string::npos) << report;
+    EXPECT_NE(report.find("source[0].client_id: is missing: a persistent session"), std::string::npos) << report;
+    EXPECT_NE(report.find("source[0].count: an MQTT source is one session"), std::string::npos) << report;
+}
+
+} // namespace

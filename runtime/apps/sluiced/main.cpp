@@ -24,6 +24,7 @@
 #include "runtime/buffer_pool.hpp"
 #include "runtime/generator_source.hpp"
 #include "runtime/metrics.hpp"
+#include "runtime/mqtt_source.hpp"
 #include "runtime/process_threads.hpp"
 #include "runtime/processing.hpp"
 #include "runtime/production_environment.hpp"
@@ -205,6 +206,8 @@ int main(int argc, char** argv) {
                             return std::make_unique<udp_source>(e, lane, spec.udp);
                         case source_kind::file:
                             return std::make_unique<file_source>(e, lane, spec.path);
+                        case source_kind::mqtt:
+                            return std::make_unique<mqtt_source>(e, lane, spec.mqtt);
                         default:
                             return nullptr;
                         }
