@@ -140,3 +140,82 @@ count = 3
 }
 
 } // namespace
+
+namespace {
+
+/// One invalid value for every configuration key: each must be a located error naming that key.
+struct bad_key {
+    const char* table;    ///< "[worker]", "[[source]]", …; a source row includes its kind
+    const char* line;     ///< the invalid setting
+    const char* expected; ///< the key the error must name
+};
+
+TEST(worker_config, an_invalid_value_of_every_key_is_a_located_error_naming_it) {
+    const bad_key rows[] = {
+        {"[worker]", "io_threads = 0", "worker.io_threads"},
+        {"[worker]", "compute_threads = 0", "worker.compute_threads"},
+        {"[worker]", "blocking_threads = 0", "worker.blocking_threads"},
+        {"[worker]", "descriptor_reserve = -1", "worker.descriptor_reserve"},
+        {"[worker]", "status_interval_ms = -1", "worker.status_interval_ms"},
+        {"[worker]", "baseline_buffers_per_source = 0", "worker.baseline_buffers_per_source"},
+        {"[worker]", "summary_json = 5", "worker.summary_json"},
+        {"[worker]", "mode = \"turbo\"", "worker.mode"},
+        {"[pool]", "buffer_count = 1", "pool.buffer_count"},
+        {"[pool]", "buffer_size_bytes = 10", "pool.buffer_size_bytes"},
+        {"[pool]", "processing_reserve = 0", "pool.processing_reserve"},
+        {"[pool]", "sources_max = 0", "pool.sources_max"},
+        {"[processing]", "framing = \"xml\"", "processing.framing"},
+        {"[processing]", "record_bytes_max = -1", "processing.record_bytes_max"},
+        {"[server]", "backoff_initial_ms = 0", "server.backoff_initial_ms"},
+        {"[server]", "backoff_max_ms = 0", "server.backoff_max_ms"},
+        {"[server]", "reconnect_attempts_max = -1", "server.reconnect_attempts_max"},
+        {"[metrics]", "enabled = \"yes\"", "metrics.enabled"},
+        {"[metrics]", "address = \"nowhere\"", "metrics.address"},
+        {"[metrics]", "port = 70000", "metrics.port"},
+        {"[[source]]\nkind = \"generator\"", "name = 5", "source[0].name"},
+        {"[[source]]\nkind = \"generator\"", "count = 0", "source[0].count"},
+        {"[[source]]\nkind = \"generator\"", "reserve = 0", "source[0].reserve"},
+        {"[[source]]\nkind = \"generator\"", "cap = 0", "source[0].cap"},
+        {"[[source]]\nkind = \"generator\"", "flush_timeout_ms = 0", "source[0].flush_timeout_ms"},
+        {"[[source]]\nkind = \"generator\"", "records_per_second = -1.0", "source[0].records_per_second"},
+        {"[[source]]\nkind = \"generator\"", "records_max = -1", "source[0].records_max"},
+        {"[[source]]\nkind = \"generator\"", "burst_records = 0", "source[0].burst_records"},
+        {"[[source]]", "kind = \"carrier_pigeon\"", "source[0].kind"},
+        {"[[source]]\nkind = \"tcp_client\"\nport = 9000", "address = \"x\"", "source[0].address"},
+        {"[[source]]\nkind = \"tcp_client\"", "port = 0", "source[0].port"},
+        {"[[source]]\nkind = \"tcp_client\"\nport = 9000", "connect_timeout_ms = 0", "source[0].connect_timeout_ms"},
+        {"[[source]]\nkind = \"udp\"", "address = \"x\"", "source[0].address"},
+        {"[[source]]\nkind = \"udp\"", "port = 70000", "source[0].port"},
+        {"[[source]]\nkind = \"file\"", "path = \"/nonexistent/x.csv\"", "source[0].path"},
+        {"[[source]]\nkind = \"mqtt\"\nclient_id = \"c\"\ntopics = [\"t\"]", "port = 0", "source[0].port"},
+        {"[[source]]\nkind = \"mqtt\"\nclient_id = \"c\"", "topics = \"t\"", "source[0].topics"},
+        {"[[source]]\nkind = \"mqtt\"\nclient_id = \"c\"\ntopics = [\"t\"]", "qos = 2", "source[0].qos"},
+        {"[[source]]\nkind = \"mqtt\"\ntopics = [\"t\"]", "client_id = 7", "source[0].client_id"},
+        {"[[source]]\nkind = \"mqtt\"\nclient_id = \"c\"\ntopics = [\"t\"]", "clean_session = \"no\"", "source[0].clean_session"},
+        {"[[source]]\nkind = \"mqtt\"\nclient_id = \"c\"\ntopics = [\"t\"]", "keepalive_s = 1", "source[0].keepalive_s"},
+        {"[[source]]\nkind = \"mqtt\"\nclient_id = \"c\"\ntopics = [\"t\"]", "payload_bytes_max = 0", "source[0].payload_bytes_max"},
+        {"[[source]]\nkind = \"generator\"", "bogus = 1", "source[0].bogus"},
+        {"[[listener]]", "name = 5", "listener[0].name"},
+        {"[[listener]]", "address = \"x\"", "listener[0].address"},
+        {"[[listener]]", "port = 70000", "listener[0].port"},
+        {"[[listener]]", "connections_max = 0", "listener[0].connections_max"},
+        {"[[listener]]", "backlog = 0", "listener[0].backlog"},
+        {"[[listener]]", "reserve = 0", "listener[0].reserve"},
+        {"[[listener]]", "cap = 0", "listener[0].cap"},
+        {"[[listener]]", "flush_timeout_ms = 0", "listener[0].flush_timeout_ms"},
+        {"[worker]", "bogus = 1", "worker.bogus"},
+    };
+    for (const auto& row : rows) {
+        const std::string text = std::string(row.table) + "\n" + row.line + "\n";
+        const auto r = parse_worker_config(text, "bad.toml");
+        bool named = false;
+        for (const auto& e : r.errors) {
+            named = named || (e.key == row.expected && e.line > 0 && !e.problem.empty() && !e.allowed.empty());
+        }
+        EXPECT_TRUE(named) << row.line << " in " << row.table << ": no located error for " << row.expected
+                           << "; got:\n"
+                           << all_errors(r);
+    }
+}
+
+} // namespace
