@@ -18,6 +18,7 @@
 
 #include "runtime/processing.hpp"
 #include "runtime/production_environment.hpp"
+#include "tests/support/feed_buffers.hpp"
 
 namespace {
 
@@ -121,27 +122,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     buffer_pool pool({32, buffer_size, 4, 4});
     {
         processing pipeline(environment_once(), pool, out, {kind, 0, 4});
-        const auto id = pool.register_source({1, 24}).id;
-        auto channel = pipeline.open_channel(id.value());
-        std::size_t pos = 0;
-        std::uint64_t sequence = 0;
-        while (pos < input.size()) {
-            buffer b = pool.try_acquire(id);
-            if (!b) {
-                pipeline.wait_idle();
-                continue;
-            }
+        sluice::test::feed_buffers(pool, pipeline, input, {1, 24}, [&] {
             state = state * 1664525U + 1013904223U;
-            const std::size_t n = std::min<std::size_t>(input.size() - pos, 1 + (state >> 8U) % buffer_size);
-            std::memcpy(b.storage().data(), input.data() + pos, n);
-            b.set_size_bytes(static_cast<std::uint32_t>(n));
-            b.set_sequence(sequence++);
-            pipeline.submit(channel, std::move(b));
-            pos += n;
-        }
-        pipeline.end_of_stream(channel);
-        pipeline.wait_idle();
-        pool.unregister_source(id);
+            return 1 + (state >> 8U) % buffer_size;
+        });
     }
     const expectation e = kind == framing::newline ? expect_newline(input, buffer_size)
                                                    : expect_length_prefixed(input, buffer_size);

@@ -6,6 +6,7 @@
 
 #include "runtime/processing.hpp"
 #include "runtime/production_environment.hpp"
+#include "tests/support/feed_buffers.hpp"
 #include "tests/support/recording_sink.hpp"
 
 namespace {
@@ -41,28 +42,8 @@ void run_through(const std::string& input, framing kind, std::uint32_t buffer_si
     {
         production_environment env({1, 1, 1});
         processing pipeline(env, pool, out, {kind, record_bytes_max, 4});
-        const auto id = pool.register_source({1, 60}).id;
-        auto channel = pipeline.open_channel(id.value());
         std::mt19937 random(seed);
-        std::size_t pos = 0;
-        std::uint64_t sequence = 0;
-        while (pos < input.size()) {
-            buffer b = pool.try_acquire(id);
-            if (!b) {
-                pipeline.wait_idle();
-                continue;
-            }
-            const std::size_t n = std::min<std::size_t>(
-                input.size() - pos, 1 + random() % buffer_size);
-            std::memcpy(b.storage().data(), input.data() + pos, n);
-            b.set_size_bytes(static_cast<std::uint32_t>(n));
-            b.set_sequence(sequence++);
-            pipeline.submit(channel, std::move(b));
-            pos += n;
-        }
-        pipeline.end_of_stream(channel);
-        pipeline.wait_idle();
-        pool.unregister_source(id);
+        sluice::test::feed_buffers(pool, pipeline, input, {1, 60}, [&] { return 1 + random() % buffer_size; });
     }
     EXPECT_EQ(pool.stats().free, 64U);
 }
