@@ -441,15 +441,31 @@ std::uint64_t production_environment::random_u64() noexcept {
     return random_();
 }
 
+namespace {
+
+/// A compute task that releases what its work captured before it reports itself finished, so
+/// that once `compute_in_flight_` reads 0 no task still holds references (oneTBB may destroy
+/// the task object itself later, on its own thread). oneTBB calls tasks as const.
+struct compute_task {
+    mutable std::function<void()> work;
+    std::atomic<std::size_t>* in_flight;
+    std::mutex* mutex;
+    std::condition_variable* idle;
+    void operator()() const {
+        work();
+        work = nullptr;
+        if (in_flight->fetch_sub(1) == 1) {
+            const std::lock_guard lock(*mutex);
+            idle->notify_all();
+        }
+    }
+};
+
+} // namespace
+
 void production_environment::post_compute(std::function<void()> work) {
     compute_in_flight_.fetch_add(1);
-    compute_->arena.enqueue([this, work = std::move(work)] {
-        work();
-        if (compute_in_flight_.fetch_sub(1) == 1) {
-            const std::lock_guard lock(compute_mutex_);
-            compute_idle_.notify_all();
-        }
-    });
+    compute_->arena.enqueue(compute_task{std::move(work), &compute_in_flight_, &compute_mutex_, &compute_idle_});
 }
 
 void production_environment::post_blocking(std::function<void()> work) {

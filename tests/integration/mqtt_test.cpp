@@ -49,6 +49,9 @@ public:
     explicit broker(std::string name) : dir_(::testing::TempDir() + "/" + name), port_(free_port()) {
         std::filesystem::remove_all(dir_);
         std::filesystem::create_directories(dir_);
+        // mosquitto started as root drops to its own user, which must be able to write the
+        // persistence file here.
+        std::filesystem::permissions(dir_, std::filesystem::perms::all);
         std::ofstream(dir_ + "/mosquitto.conf") << "listener " << port_ << " 127.0.0.1\n"
                                                 << "allow_anonymous true\n"
                                                 << "persistence true\n"
@@ -105,11 +108,13 @@ server_options quick_backoff() {
 }
 
 struct mqtt_run {
-    test_worker w{{256, 4096, 8, 64}, {2, 2, 1}, quick_backoff()};
+    test_worker w;
     std::shared_ptr<mqtt_counters> counters = std::make_shared<mqtt_counters>();
     source_handle handle = 0;
 
-    mqtt_run(std::uint16_t port, std::string client_id, int qos, std::uint32_t payload_bytes_max = 65536) {
+    mqtt_run(std::uint16_t port, std::string client_id, int qos, std::uint32_t payload_bytes_max = 65536,
+             server_options backoff = quick_backoff())
+        : w({256, 4096, 8, 64}, {2, 2, 1}, backoff) {
         w.sink.check_generator_records = false;
         w.sink.keep_raw = true;
         mqtt_options o;
@@ -149,16 +154,21 @@ struct mqtt_run {
 TEST(mqtt, qos1_every_message_arrives_once_across_a_broker_restart) {
     broker b("mqtt_restart");
     b.start();
-    mqtt_run run(b.port(), "sluice-restart", 1);
+    // The first reconnect comes 1.5–3 s after the loss (jittered), long after the publish below.
+    server_options slow_first_retry = quick_backoff();
+    slow_first_retry.backoff_initial = 3s;
+    slow_first_retry.backoff_max = 3s;
+    mqtt_run run(b.port(), "sluice-restart", 1, 65536, slow_first_retry);
     ASSERT_TRUE(run.w.sink.wait_for([&] { return run.counters->connects.load() == 1; }, 10s));
     b.publish("sensors/a", numbered_lines("before", 300), 1);
     ASSERT_TRUE(run.wait_records(300)) << run.w.sink.total_records();
 
-    // The broker goes away (saving the session) and comes back on the same port; messages
-    // published before the source has reconnected wait in its persistent session.
+    // The broker goes away (saving the session) and comes back on the same port; the messages
+    // published while the source is still waiting to reconnect wait in its persistent session.
     b.stop();
     b.start();
     b.publish("sensors/b", numbered_lines("after", 300), 1);
+    EXPECT_EQ(run.counters->connects.load(), 1U) << "reconnected before the publish: the session was not needed";
     ASSERT_TRUE(run.wait_records(600)) << run.w.sink.total_records();
     std::this_thread::sleep_for(200ms); // a duplicate would arrive now
     const auto seen = run.lines();
