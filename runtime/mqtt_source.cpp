@@ -196,6 +196,13 @@ private:
             lost_ = true;
             co_return asio::error::connection_reset;
         }
+        // Send the PUBACKs for what was just read now (the socket is non-blocking; what does not
+        // fit goes on the next turn): the sooner the broker has them, the fewer redeliveries a
+        // broker crash can cause.
+        if (mosquitto_want_write(client_) && mosquitto_loop_write(client_, 1) != MOSQ_ERR_SUCCESS) {
+            lost_ = true;
+            co_return asio::error::connection_reset;
+        }
         co_return error_code{};
     }
 
