@@ -375,21 +375,25 @@ report run(const scenario& s) {
 
         // The operator plan: stop generators at suspension points and restart them later.
         const auto horizon = std::chrono::duration_cast<duration>(std::chrono::duration<double>(s.virtual_seconds));
+        // By index, not by reference: churn below appends to `sources`, which may reallocate it
+        // (a reference here once dangled, so a planned restart was lost and the run stalled).
         for (std::uint32_t k = 0; k < restarts_planned && !sources.empty(); ++k) {
-            auto& victim = sources[env.faults().below(sources.size())];
-            if (!victim.generator) {
+            const std::size_t victim_index = env.faults().below(sources.size());
+            if (!sources[victim_index].generator) {
                 continue; // reopening a stream would replay it
             }
             const auto stop_at = duration(static_cast<duration::rep>(env.faults().below(static_cast<std::uint64_t>(horizon.count()) + 1)));
             const auto restart_after = duration(static_cast<duration::rep>(env.faults().below(5'000'000) + 1));
-            env.at(stop_at, [&server, &victim, &result] {
+            env.at(stop_at, [&server, &sources, victim_index, &result] {
+                auto& victim = sources[victim_index];
                 if (server.known(victim.handle) && server.state(victim.handle) == source_state::running) {
                     victim.stopped_by_plan = true;
                     server.stop(victim.handle);
                     ++result.restarts;
                 }
             });
-            env.at(stop_at + restart_after, [&server, &victim, &out] {
+            env.at(stop_at + restart_after, [&server, &sources, victim_index, &out] {
+                auto& victim = sources[victim_index];
                 if (victim.stopped_by_plan && !out.finished(victim.handle) &&
                     server.known(victim.handle) &&
                     server.state(victim.handle) == source_state::stopped) {
@@ -443,9 +447,10 @@ report run(const scenario& s) {
         time_point last_progress = env.now();
         std::uint64_t deliveries_seen = 0;
         bool liveness = false;
+        bool idle_before_horizon = false;
         bool finished = false;
         while (!finished) {
-            if (!liveness && env.now() >= horizon) {
+            if (!liveness && (env.now() >= horizon || idle_before_horizon)) {
                 // Liveness phase: faults off, every source allowed to reach its end.
                 liveness = true;
                 env.set_compute_stalls(0.0);
@@ -482,6 +487,12 @@ report run(const scenario& s) {
                 break;
             }
             if (stepped == sim_environment::step_result::idle) {
+                if (!liveness) {
+                    // Nothing more can happen before the horizon (a source stopped by the plan
+                    // after its restart was due, say): start the liveness phase now.
+                    idle_before_horizon = true;
+                    continue;
+                }
                 // Nothing runnable, no timer pending, work outstanding.
                 result.deadlock = true;
                 break;
