@@ -201,9 +201,20 @@ void processing::finished_items(std::uint64_t count) {
     if (count == 0) {
         return;
     }
+    // Not the last items: a lock-free decrement (the count stays above zero, so no waiter can
+    // return because of it).
+    std::uint64_t current = queued_.load(std::memory_order_relaxed);
+    while (current != count) {
+        if (queued_.compare_exchange_weak(current, current - count, std::memory_order_acq_rel)) {
+            return;
+        }
+    }
+    // Possibly the last: decrement under the mutex that wait_idle reads the count under, so a
+    // waiter sees zero only after this call is done with `this` (found by fuzz_framing: the
+    // owner destroyed processing between the decrement and the notification). Also, once
+    // set_idle_callback(nullptr) returns, no callback is running.
+    const std::lock_guard lock(idle_mutex_);
     if (queued_.fetch_sub(count, std::memory_order_acq_rel) == count) {
-        // Under the mutex so that once set_idle_callback(nullptr) returns, no call is running.
-        const std::lock_guard lock(idle_mutex_);
         if (idle_callback_) {
             idle_callback_();
         }

@@ -105,9 +105,15 @@ public:
         if (node == nullptr) {
             return;
         }
-        const auto value = node->value<std::int64_t>();
         const std::string range = "an integer from " + std::to_string(min) + " to " + std::to_string(max);
-        if (!node->is_integer() || !value) {
+        // Type first: toml++ converts a float node to an integer with a plain cast, which is
+        // undefined for 1e300 (found by fuzz_config).
+        if (!node->is_integer()) {
+            error(node, join(path, key), "is not an integer", range);
+            return;
+        }
+        const auto value = node->value<std::int64_t>();
+        if (!value) {
             error(node, join(path, key), "is not an integer", range);
             return;
         }

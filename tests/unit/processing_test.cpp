@@ -106,4 +106,24 @@ TEST(processing, oversize_records_are_dropped_and_counted_and_the_rest_survive) 
     EXPECT_EQ(out.dropped, 2U);
 }
 
+
+// Found by fuzz_framing: wait_idle could return between the last task's decrement and its
+// notification, and the owner then destroyed processing under the task (a use-after-free that
+// the sanitizer presets catch). Many short-lived pipelines on one environment make it likely.
+TEST(processing, wait_idle_returns_only_after_the_last_task_is_done_with_processing) {
+    production_environment env({1, 2, 1});
+    const std::string input = csv_records(40, 3);
+    for (int round = 0; round < 2000; ++round) {
+        reassembling_sink out;
+        buffer_pool pool({16, 256, 4, 4});
+        {
+            processing pipeline(env, pool, out, {framing::newline, 0, 1});
+            std::uint32_t cut = 0;
+            sluice::test::feed_buffers(pool, pipeline, input, {1, 8}, [&] { return 1 + (cut++ * 37) % 256; });
+        } // destroyed as soon as wait_idle returns
+        ASSERT_EQ(out.text, input);
+        ASSERT_EQ(pool.stats().free, 16U);
+    }
+}
+
 } // namespace

@@ -219,3 +219,16 @@ TEST(worker_config, an_invalid_value_of_every_key_is_a_located_error_naming_it) 
 }
 
 } // namespace
+
+namespace {
+
+// Found by fuzz_config: a float where an integer belongs was cast to int64 (undefined for 1e300).
+TEST(worker_config, a_huge_float_where_an_integer_belongs_is_a_type_error) {
+    const auto r = parse_worker_config("[pool]\nbuffer_count = 1e300\n[[listener]]\nbacklog = -1e308\n", "float.toml");
+    ASSERT_FALSE(r.ok());
+    const std::string report = all_errors(r);
+    EXPECT_NE(report.find("pool.buffer_count: is not an integer"), std::string::npos) << report;
+    EXPECT_NE(report.find("listener[0].backlog: is not an integer"), std::string::npos) << report;
+}
+
+} // namespace
