@@ -129,10 +129,11 @@ def render(results):
     if ("sluice", True, big) in lat and ("thread_per_source", True, big) in lat:
         w(f"- **Latency at {big:,} sources.** sluice's p99 is {lat[('sluice', True, big)]['p99_ms']:.1f} ms "
           f"against the baseline's {lat[('thread_per_source', True, big)]['p99_ms']:.1f} ms (which emits after "
-          "every read and pays for it in CPU per GB), so at this count the machine (1,000 sockets, the load "
-          "generator's 1,000 timers and 6 busy threads on 2 cores) sets the tail for both. The demand flush "
-          "fires while processing has fewer items queued than compute threads; when it is busier, partial "
-          "buffers wait for the next idle moment, pressure or the timeout. Records are also stamped when the load generator's "
+          "every read: at light load one buffer per record, which it pays for in CPU per GB). The demand "
+          "flush fires while processing has fewer items queued than compute threads; with 1,000 sources "
+          "processing is often busier than that, and partial buffers then wait for the next idle moment, "
+          "pressure or the timeout. A per-source latency budget (flush when the oldest byte is older than "
+          "a bound) would cap the tail; it is not built yet. Records are also stamped when the load generator's "
           "per-connection timer fires, so its own lag counts. At 10 and 100 sources the demand flush keeps "
           "p99 under 2 ms, while the flush timeout alone gives a p50 of about half the 50 ms timeout.")
     w("- **Simulator.** perf at 10,000 sources shows a flat profile: processing (framing) 9%, record "
