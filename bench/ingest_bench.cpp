@@ -403,6 +403,10 @@ public:
     double start_call_seconds = 0; ///< sluice: time inside start (the rest is the lanes' work)
     const buffer_pool& pool() const { return pool_; }
     std::uint64_t backpressure_waits() const { return server_.stats().backpressure_waits_total; }
+    /// Buffers emitted by reason (sluice: the server's counts; baseline: its own).
+    std::array<std::uint64_t, flush_reason_count> flushes() const {
+        return sluice() ? server_.stats().flushes_total : baseline_.stats().flushes_total;
+    }
 
 private:
     static pool_config pool_for(const bench_options& o, std::uint32_t sources) {
@@ -570,6 +574,7 @@ int run_latency(const bench_options& o) {
                           "--records", std::to_string(records), "--rate", std::to_string(o.rate), "--latency"});
     const int rc = load.wait(std::chrono::milliseconds(static_cast<long>(o.latency_seconds * 1000) + 60000));
     const bool delivered = wait_until([&] { return w.out().end_of_stream() >= o.sources; }, std::chrono::seconds(30));
+    const auto flushes = w.flushes();
     w.shutdown();
     const std::vector<std::int64_t> h = w.out().latencies();
     const std::uint64_t expected = records * o.sources;
@@ -581,7 +586,11 @@ int run_latency(const bench_options& o) {
               << (o.demand ? "true" : "false") << ", \"sources\": " << o.sources << ", \"rate_per_source\": "
               << o.rate << ", \"records\": " << h.size() << ", \"records_expected\": " << expected
               << ", \"p50_ms\": " << fixed(quantile(0.50), 4) << ", \"p99_ms\": " << fixed(quantile(0.99), 4)
-              << ", \"max_ms\": " << fixed(quantile(1.0), 4) << ", \"verified\": "
+              << ", \"max_ms\": " << fixed(quantile(1.0), 4) << ", \"flushes\": {";
+    for (std::size_t i = 0; i < flush_reason_count; ++i) {
+        std::cout << (i ? ", " : "") << "\"" << to_string(static_cast<flush_reason>(i)) << "\": " << flushes[i];
+    }
+    std::cout << "}, \"verified\": "
               << (ok ? "true" : "false") << "}" << std::endl;
     return ok ? 0 : 1;
 }
