@@ -17,7 +17,6 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
-#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -73,12 +72,6 @@ struct bench_options {
 // ---------------------------------------------------------------------------------------------
 // Measurement helpers (the bench's own clock and /proc; not runtime code).
 
-double cpu_seconds_self() {
-    rusage usage{};
-    getrusage(RUSAGE_SELF, &usage);
-    return static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
-           static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
-}
 
 /// VmRSS of this process in KiB.
 std::uint64_t rss_kib() {
@@ -479,7 +472,7 @@ int run_throughput(const bench_options& o) {
          << fixed(static_cast<double>(rss_idle > rss_before ? rss_idle - rss_before : 0) * 1024.0 / o.sources, 1);
 
     // Phase 2: send everything; time until the last byte is in the pipeline.
-    const double cpu0 = cpu_seconds_self();
+    const double cpu0 = process_cpu_seconds();
     const auto t_go = clock_type::now();
     const std::int64_t go_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t_go.time_since_epoch()).count();
     load.signal(SIGUSR1);
@@ -500,7 +493,7 @@ int run_throughput(const bench_options& o) {
             return w.out().bytes() >= bytes_sent && w.out().end_of_stream() >= o.sources;
         },
         std::chrono::seconds(120));
-    const double cpu = cpu_seconds_self() - cpu0;
+    const double cpu = process_cpu_seconds() - cpu0;
     const double seconds = static_cast<double>(w.out().last_data_ns() - go_ns) / 1e9;
     const std::uint64_t bytes = w.out().bytes();
     const std::uint64_t backpressure = w.backpressure_waits();

@@ -9,7 +9,6 @@
 /// --latency: the third field of each record is the send time (CLOCK_MONOTONIC ns) instead of
 /// the generator value, so a receiver on this machine can measure send-to-pipeline latency.
 
-#include <sys/resource.h>
 
 #include <chrono>
 #include <cstdio>
@@ -175,12 +174,6 @@ private:
     asio::signal_set go_;
 };
 
-double cpu_seconds() {
-    rusage usage{};
-    getrusage(RUSAGE_SELF, &usage);
-    return static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
-           static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
-}
 
 } // namespace
 
@@ -208,6 +201,6 @@ int main(int argc, char** argv) {
     std::printf("{\"connections\": %u, \"completed\": %u, \"failed\": %u, \"bytes_sent\": %lu, "
                 "\"records_sent\": %lu, \"wall_seconds\": %.3f, \"cpu_seconds\": %.3f}\n",
                 o.connections, load.completed, load.failed, static_cast<unsigned long>(load.bytes),
-                static_cast<unsigned long>(load.records), wall, cpu_seconds());
+                static_cast<unsigned long>(load.records), wall, sluice::runtime::process_cpu_seconds());
     return load.failed == 0 && load.completed == o.connections ? 0 : 1;
 }

@@ -14,4 +14,7 @@ std::size_t process_thread_count() noexcept;
 /// Raises this process's open-file soft limit to its hard limit; returns the soft limit now.
 std::size_t raise_open_file_limit() noexcept;
 
+/// CPU seconds (user + system) this process has used so far (getrusage).
+double process_cpu_seconds() noexcept;
+
 } // namespace sluice::runtime
