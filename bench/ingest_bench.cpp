@@ -14,10 +14,7 @@
 ///             flush so partial buffers wait for the flush timeout (the comparison).
 /// Exit status 0 when every byte sent arrived intact, 1 when anything was lost or wrong.
 
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -46,8 +43,8 @@
 #include "runtime/processing.hpp"
 #include "runtime/production_environment.hpp"
 #include "runtime/source_server.hpp"
+#include "tests/support/process.hpp"
 
-extern char** environ;
 
 namespace {
 
@@ -98,69 +95,6 @@ bool wait_until(Done done, std::chrono::milliseconds bound) {
     return true;
 }
 
-/// sluice-loadgen as a child process; stdout and stderr go to files read back here.
-class loadgen_process {
-public:
-    explicit loadgen_process(const std::vector<std::string>& argv) {
-        const std::string base = "/tmp/sluice-ingest-" + std::to_string(::getpid());
-        out_ = base + ".out";
-        err_ = base + ".err";
-        posix_spawn_file_actions_t actions;
-        posix_spawn_file_actions_init(&actions);
-        posix_spawn_file_actions_addopen(&actions, 1, out_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        posix_spawn_file_actions_addopen(&actions, 2, err_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        std::vector<char*> args;
-        for (const auto& a : argv) {
-            args.push_back(const_cast<char*>(a.c_str()));
-        }
-        args.push_back(nullptr);
-        if (posix_spawn(&pid_, args[0], &actions, nullptr, args.data(), environ) != 0) {
-            pid_ = -1;
-        }
-        posix_spawn_file_actions_destroy(&actions);
-        if (pid_ < 0) {
-            throw std::runtime_error("cannot start " + argv[0] + "; build sluice-loadgen or pass --loadgen");
-        }
-    }
-    loadgen_process(const loadgen_process&) = delete;
-    loadgen_process& operator=(const loadgen_process&) = delete;
-    ~loadgen_process() {
-        if (!exited_) {
-            ::kill(pid_, SIGKILL);
-            int status = 0;
-            ::waitpid(pid_, &status, 0);
-        }
-        std::remove(out_.c_str());
-        std::remove(err_.c_str());
-    }
-    std::string out() const { return slurp(out_); }
-    std::string err() const { return slurp(err_); }
-    void signal(int number) const { ::kill(pid_, number); }
-    /// Exit status, or -1 when it did not exit within `bound` (then it is killed).
-    int wait(std::chrono::milliseconds bound) {
-        int status = 0;
-        const bool done = wait_until([&] { return ::waitpid(pid_, &status, WNOHANG) == pid_; }, bound);
-        if (!done) {
-            ::kill(pid_, SIGKILL);
-            ::waitpid(pid_, &status, 0);
-        }
-        exited_ = true;
-        return done && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    }
-
-private:
-    static std::string slurp(const std::string& path) {
-        std::ifstream in(path);
-        std::ostringstream text;
-        text << in.rdbuf();
-        return text.str();
-    }
-    pid_t pid_ = -1;
-    bool exited_ = false;
-    std::string out_;
-    std::string err_;
-};
-
 /// The number after `"key": ` in a flat JSON line, or -1.
 double json_number(const std::string& json, const std::string& key) {
     const auto at = json.find("\"" + key + "\":");
@@ -168,6 +102,15 @@ double json_number(const std::string& json, const std::string& key) {
         return -1;
     }
     return std::strtod(json.c_str() + at + key.size() + 3, nullptr);
+}
+
+/// sluice-loadgen in its own process (stdout and stderr to files read back here).
+std::unique_ptr<sluice::test::child_process> start_loadgen(const std::vector<std::string>& argv) {
+    auto load = std::make_unique<sluice::test::child_process>(argv, "sluice-ingest-" + std::to_string(::getpid()));
+    if (!load->started()) {
+        throw std::runtime_error("cannot start " + argv[0] + "; build sluice-loadgen or pass --loadgen");
+    }
+    return load;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -451,9 +394,10 @@ int run_throughput(const bench_options& o) {
     // ~ total_bytes of records over all connections ("<id>,<n>,<value>\n" ≈ 18–26 bytes).
     const std::uint64_t records_each = std::max<std::uint64_t>(1, o.total_bytes / o.sources / 22);
     const auto t_accept = clock_type::now();
-    loadgen_process load({o.loadgen, "--port", std::to_string(port), "--connections",
-                          std::to_string(o.sources), "--records", std::to_string(records_each),
-                          "--id-base", "0", "--hold"});
+    const auto started_load = start_loadgen({o.loadgen, "--port", std::to_string(port), "--connections",
+                                             std::to_string(o.sources), "--records", std::to_string(records_each),
+                                             "--id-base", "0", "--hold"});
+    auto& load = *started_load;
     const bool connected = wait_until([&] { return load.out().find("\"connected\"") != std::string::npos; },
                                       std::chrono::seconds(120));
     const bool accepted = connected && wait_until([&] { return w.running() >= o.sources; }, std::chrono::seconds(120));
@@ -563,8 +507,10 @@ int run_latency(const bench_options& o) {
         return 1;
     }
     const auto records = static_cast<std::uint64_t>(o.rate * o.latency_seconds);
-    loadgen_process load({o.loadgen, "--port", std::to_string(port), "--connections", std::to_string(o.sources),
-                          "--records", std::to_string(records), "--rate", std::to_string(o.rate), "--latency"});
+    const auto started_load = start_loadgen({o.loadgen, "--port", std::to_string(port), "--connections",
+                                             std::to_string(o.sources), "--records", std::to_string(records),
+                                             "--rate", std::to_string(o.rate), "--latency"});
+    auto& load = *started_load;
     const int rc = load.wait(std::chrono::milliseconds(static_cast<long>(o.latency_seconds * 1000) + 60000));
     const bool delivered = wait_until([&] { return w.out().end_of_stream() >= o.sources; }, std::chrono::seconds(30));
     const auto flushes = w.flushes();

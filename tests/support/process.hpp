@@ -1,14 +1,15 @@
 #pragma once
-/// Child processes for integration tests: spawn with output to files, wait with a bound.
+/// Child processes for integration tests and the ingest benchmark: spawn with output to files,
+/// wait with a bound. No GoogleTest here, so bench/ can use it too.
 
 #include <fcntl.h>
-#include <gtest/gtest.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -19,12 +20,19 @@ extern char** environ;
 
 namespace sluice::test {
 
+/// Where child output goes: $TEST_TMPDIR (set by test runners) or /tmp, as GoogleTest's TempDir.
+inline std::string temp_directory() {
+    const char* dir = std::getenv("TEST_TMPDIR");
+    return dir != nullptr && *dir != '\0' ? dir : "/tmp";
+}
+
 class child_process {
 public:
-    /// Starts `argv`, stdout and stderr to files under the test's temp dir.
+    /// Starts `argv`, stdout and stderr to files `<tag>.out` and `<tag>.err` under
+    /// temp_directory().
     child_process(const std::vector<std::string>& argv, const std::string& tag)
-        : out_path_(::testing::TempDir() + "/" + tag + ".out"),
-          err_path_(::testing::TempDir() + "/" + tag + ".err") {
+        : out_path_(temp_directory() + "/" + tag + ".out"),
+          err_path_(temp_directory() + "/" + tag + ".err") {
         posix_spawn_file_actions_t actions;
         posix_spawn_file_actions_init(&actions);
         posix_spawn_file_actions_addopen(&actions, 1, out_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
