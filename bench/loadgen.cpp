@@ -63,9 +63,10 @@ struct connection {
     asio::steady_timer timer;
     std::uint64_t id;
     std::uint64_t next = 0;
+    sluice::model::generator_record_writer writer;
     std::string chunk;
     explicit connection(asio::io_context& io, std::uint64_t connection_id)
-        : socket(io), timer(io), id(connection_id) {}
+        : socket(io), timer(io), id(connection_id), writer(connection_id) {}
 };
 
 class generator_load {
@@ -135,8 +136,9 @@ private:
         for (std::uint64_t k = 0; k < burst && c->next < o_.records &&
                                   c->chunk.size() + sizeof(record) <= o_.chunk_bytes;
              ++k) {
-            c->chunk.append(record, o_.latency ? format_timestamped_record(c->id, c->next++, record)
-                                               : sluice::runtime::format_generator_record(c->id, c->next++, record));
+            c->chunk.append(record, o_.latency ? format_timestamped_record(c->id, c->next, record)
+                                               : c->writer.write_next(record));
+            ++c->next;
         }
         if (c->chunk.empty()) {
             boost::system::error_code ignored;

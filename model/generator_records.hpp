@@ -5,6 +5,7 @@
 /// reordered or corrupted. Pure and tiny: the generator, the load generator, the test sinks and
 /// the simulator all use this one definition.
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -27,6 +28,43 @@ inline constexpr std::size_t generator_record_bytes_max = 64;
 /// Writes record n into `out` (at least generator_record_bytes_max long); returns its size.
 std::size_t format_generator_record(std::uint64_t id, std::uint64_t n, char* out) noexcept;
 
+/// The text `"<id>,<n>,"` that starts record n, kept as text and advanced to n + 1 by a decimal
+/// increment: writing or checking a generator's records in order then formats only the value.
+class generator_record_prefix {
+public:
+    static constexpr std::size_t capacity = 48; ///< 20 + 1 + 20 + 1 digits and commas at most
+
+    void reset(std::uint64_t id, std::uint64_t n) noexcept;
+    void advance() noexcept; ///< to record n + 1
+    std::uint64_t id() const noexcept { return id_; }
+    std::uint64_t n() const noexcept { return n_; }
+    const char* data() const noexcept { return text_.data(); }
+    std::size_t size() const noexcept { return size_; }
+
+private:
+    std::uint64_t id_ = 0;
+    std::uint64_t n_ = 0;
+    std::array<char, capacity> text_{};
+    std::uint8_t size_ = 0;
+    std::uint8_t id_size_ = 0;
+};
+
+/// Writes one generator's records in order from record `first`: byte for byte what
+/// format_generator_record writes, about twice as fast.
+class generator_record_writer {
+public:
+    explicit generator_record_writer(std::uint64_t id, std::uint64_t first = 0) noexcept {
+        prefix_.reset(id, first);
+    }
+    /// Writes record next() into `out` (at least generator_record_bytes_max long), advances,
+    /// and returns the record's size.
+    std::size_t write_next(char* out) noexcept;
+    std::uint64_t next() const noexcept { return prefix_.n(); }
+
+private:
+    generator_record_prefix prefix_;
+};
+
 /// Checks the records of one origin as they arrive, in order.
 class generator_record_checker {
 public:
@@ -43,9 +81,15 @@ public:
     std::int64_t generator_id() const noexcept { return generator_id_; }
 
 private:
+    /// Parses and checks one record at `text`; false if it is malformed.
+    bool check_parsed(const char*& text, const char* end, bool& all_good);
+
     std::int64_t generator_id_ = -1;
     std::uint64_t next_record_ = 0;
     std::string problem_;
+    /// The expected record's prefix while generator_id_ is known: a record equal to the
+    /// expected text is accepted without parsing; anything else is parsed and judged.
+    generator_record_prefix expected_;
 };
 
 } // namespace sluice::model

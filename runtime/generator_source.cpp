@@ -16,7 +16,7 @@ using boost::system::error_code;
 
 generator_source::generator_source(environment& env, executor lane,
                                    const generator_options& options)
-    : env_(env), lane_(std::move(lane)), options_(options), timer_(env.make_timer(lane_)) {
+    : env_(env), lane_(std::move(lane)), options_(options), timer_(env.make_timer(lane_)), writer_(options.id) {
     SLUICE_ASSERT(options_.records_per_second >= 0.0);
     SLUICE_ASSERT(options_.burst_records >= 1);
 }
@@ -32,7 +32,7 @@ asio::awaitable<error_code> generator_source::open() {
 }
 
 bool generator_source::finished() const noexcept {
-    return options_.records_max != 0 && next_record_ >= options_.records_max &&
+    return options_.records_max != 0 && writer_.next() >= options_.records_max &&
            pending_offset_ == pending_size_;
 }
 
@@ -52,13 +52,13 @@ asio::awaitable<error_code> generator_source::wait_readable() {
     if (closed_) {
         co_return asio::error::operation_aborted;
     }
-    if (finished() || pending_offset_ < pending_size_ || records_allowed() > next_record_) {
+    if (finished() || pending_offset_ < pending_size_ || records_allowed() > writer_.next()) {
         // Ready now; still yield once so a flat-out generator shares its lane.
         co_await asio::post(lane_, asio::use_awaitable);
         co_return closed_ ? error_code(asio::error::operation_aborted) : error_code{};
     }
     // Sleep until a burst of records is due.
-    const double due_s = static_cast<double>(next_record_ + options_.burst_records - 1) /
+    const double due_s = static_cast<double>(writer_.next() + options_.burst_records - 1) /
                          options_.records_per_second;
     const auto due = start_ + std::chrono::duration_cast<duration>(
                                   std::chrono::duration<double>(due_s));
@@ -82,10 +82,9 @@ read_result generator_source::read_now(std::span<std::byte> space) {
     };
     copy_pending();
     const std::uint64_t allowed = records_allowed();
-    while (written < space.size() && pending_offset_ == pending_size_ && next_record_ < allowed) {
-        pending_size_ = format_generator_record(options_.id, next_record_, pending_.data());
+    while (written < space.size() && pending_offset_ == pending_size_ && writer_.next() < allowed) {
+        pending_size_ = writer_.write_next(pending_.data());
         pending_offset_ = 0;
-        ++next_record_;
         copy_pending();
     }
     if (written == 0) {

@@ -50,7 +50,7 @@ private:
     generator_options options_;
     std::unique_ptr<timer> timer_;
     time_point start_{};
-    std::uint64_t next_record_ = 0;                        ///< index of the next record to format
+    model::generator_record_writer writer_;                ///< formats records next(), next() + 1, ...
     std::array<char, generator_record_bytes_max> pending_{}; ///< a record cut by a full buffer
     std::size_t pending_size_ = 0;
     std::size_t pending_offset_ = 0;

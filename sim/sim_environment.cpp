@@ -110,9 +110,7 @@ public:
         if (script_.short_read_max != 0) {
             n = std::min<std::size_t>(n, 1 + random_.below(script_.short_read_max));
         }
-        for (std::size_t i = 0; i < n; ++i) {
-            space[i] = static_cast<std::byte>(next_byte());
-        }
+        copy_records(space.first(n));
         consumed_ += n;
         return {status::data, n, {}};
     }
@@ -150,12 +148,19 @@ private:
             schedule_next_arrival();
         }
     }
-    char next_byte() {
-        if (record_offset_ == record_size_) {
-            record_size_ = runtime::format_generator_record(script_.id, next_record_++, record_);
-            record_offset_ = 0;
+    /// Fills `out` with the stream's next bytes, record after record.
+    void copy_records(std::span<std::byte> out) {
+        std::size_t done = 0;
+        while (done < out.size()) {
+            if (record_offset_ == record_size_) {
+                record_size_ = writer_.write_next(record_);
+                record_offset_ = 0;
+            }
+            const std::size_t n = std::min(record_size_ - record_offset_, out.size() - done);
+            std::memcpy(out.data() + done, record_ + record_offset_, n);
+            record_offset_ += n;
+            done += n;
         }
-        return record_[record_offset_++];
     }
 
     sim_environment& env_;
@@ -172,7 +177,7 @@ private:
     char record_[runtime::generator_record_bytes_max]{};
     std::size_t record_size_ = 0;
     std::size_t record_offset_ = 0;
-    std::uint64_t next_record_ = 0;
+    model::generator_record_writer writer_{script_.id};
 
 public:
     /// Sets the stream's length from its records (called once after construction).

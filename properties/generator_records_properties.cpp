@@ -1,0 +1,142 @@
+/// Properties of the generator record format (model/generator_records.hpp): the incremental
+/// writer and the checker's fast path (a record equal to the expected text is accepted without
+/// parsing) must agree byte for byte and verdict for verdict with the plain definitions —
+/// format_generator_record, and parsing every record — including across digit-count boundaries
+/// (9 → 10, 99 → 100, ...) and the 64-bit wrap.
+
+#include <charconv>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <rapidcheck.h>
+#include <rapidcheck/gtest.h>
+
+#include "model/generator_records.hpp"
+
+namespace {
+
+using namespace sluice::model;
+
+std::string formatted(std::uint64_t id, std::uint64_t first, std::uint64_t count) {
+    std::string text;
+    char record[generator_record_bytes_max];
+    for (std::uint64_t k = 0; k < count; ++k) {
+        text.append(record, format_generator_record(id, first + k, record));
+    }
+    return text;
+}
+
+/// A start just below a power of ten (or the 64-bit end), so a run crosses a digit boundary.
+rc::Gen<std::uint64_t> interesting_start() {
+    return rc::gen::oneOf(
+        rc::gen::inRange<std::uint64_t>(0, 2000),
+        rc::gen::map(rc::gen::pair(rc::gen::inRange(1, 20), rc::gen::inRange<std::uint64_t>(0, 300)),
+                     [](const std::pair<int, std::uint64_t>& p) {
+                         std::uint64_t power = 1;
+                         for (int i = 0; i < p.first; ++i) {
+                             power *= 10;
+                         }
+                         return power - 1 - std::min(p.second, power - 1);
+                     }),
+        rc::gen::map(rc::gen::inRange<std::uint64_t>(0, 300),
+                     [](std::uint64_t back) { return std::numeric_limits<std::uint64_t>::max() - back; }),
+        rc::gen::arbitrary<std::uint64_t>());
+}
+
+bool feed_all(generator_record_checker& checker, const std::string& text, const std::vector<std::size_t>& cuts) {
+    // Cut only after newlines (feed takes complete records).
+    bool good = true;
+    std::size_t from = 0;
+    for (const std::size_t cut : cuts) {
+        const std::size_t nl = text.find('\n', std::min(cut, text.size()));
+        if (nl == std::string::npos || nl + 1 <= from) {
+            continue;
+        }
+        good = checker.feed(std::as_bytes(std::span(text.data() + from, nl + 1 - from))) && good;
+        from = nl + 1;
+    }
+    if (from < text.size()) {
+        good = checker.feed(std::as_bytes(std::span(text.data() + from, text.size() - from))) && good;
+    }
+    return good;
+}
+
+} // namespace
+
+RC_GTEST_PROP(generator_records, the_writer_writes_what_format_generator_record_writes, ()) {
+    const auto id = *rc::gen::oneOf(rc::gen::inRange<std::uint64_t>(0, 10000), interesting_start());
+    const auto first = *interesting_start();
+    const auto count = *rc::gen::inRange<std::uint64_t>(1, 400);
+    generator_record_writer writer(id, first);
+    std::string written;
+    char record[generator_record_bytes_max];
+    for (std::uint64_t k = 0; k < count; ++k) {
+        written.append(record, writer.write_next(record));
+    }
+    RC_ASSERT(written == formatted(id, first, count));
+    RC_ASSERT(writer.next() == first + count);
+}
+
+RC_GTEST_PROP(generator_records, the_checker_accepts_every_correct_stream_however_it_is_cut, ()) {
+    const auto id = *rc::gen::inRange<std::uint64_t>(0, 100000);
+    const auto count = *rc::gen::inRange<std::uint64_t>(1, 3000);
+    const std::string text = formatted(id, 0, count);
+    const auto cuts = *rc::gen::container<std::vector<std::size_t>>(rc::gen::inRange<std::size_t>(0, text.size()));
+    generator_record_checker checker;
+    RC_ASSERT(feed_all(checker, text, cuts));
+    RC_ASSERT(checker.ok());
+    RC_ASSERT(checker.next_record() == count);
+    RC_ASSERT(checker.generator_id() == static_cast<std::int64_t>(id));
+}
+
+RC_GTEST_PROP(generator_records, the_checker_reports_the_first_lost_duplicated_or_corrupted_record, ()) {
+    const auto id = *rc::gen::inRange<std::uint64_t>(0, 1000);
+    const auto count = *rc::gen::inRange<std::uint64_t>(3, 1500);
+    const auto at = *rc::gen::inRange<std::uint64_t>(1, count - 1);
+    const int fault = *rc::gen::inRange(0, 4);
+    std::string text = formatted(id, 0, at);
+    std::string expected_problem;
+    const std::string rest = formatted(id, at, count - at);
+    switch (fault) {
+    case 0: // record `at` lost
+        text += formatted(id, at + 1, count - at - 1);
+        expected_problem = "record " + std::to_string(at + 1) + " of generator " + std::to_string(id) +
+                           " where record " + std::to_string(at) + " of " + std::to_string(id);
+        break;
+    case 1: // record at - 1 again
+        text += formatted(id, at - 1, 1) + rest;
+        expected_problem = "record " + std::to_string(at - 1) + " of generator " + std::to_string(id) +
+                           " where record " + std::to_string(at) + " of " + std::to_string(id);
+        break;
+    case 2: { // a digit of the value changed
+        std::string bad = formatted(id, at, 1);
+        const std::size_t digit = bad.size() - 2; // last digit of the value
+        bad[digit] = bad[digit] == '9' ? '0' : static_cast<char>(bad[digit] + 1);
+        text += bad + formatted(id, at + 1, count - at - 1);
+        expected_problem = "record " + std::to_string(at) + " of generator " + std::to_string(id) +
+                           " where record " + std::to_string(at) + " of " + std::to_string(id);
+        break;
+    }
+    default: // a record from another generator
+        text += formatted(id + 1, at, 1) + formatted(id, at + 1, count - at - 1);
+        expected_problem = "record " + std::to_string(at) + " of generator " + std::to_string(id + 1) +
+                           " where record " + std::to_string(at) + " of " + std::to_string(id);
+        break;
+    }
+    const auto cuts = *rc::gen::container<std::vector<std::size_t>>(rc::gen::inRange<std::size_t>(0, text.size()));
+    generator_record_checker checker;
+    RC_ASSERT(!feed_all(checker, text, cuts));
+    RC_ASSERT(!checker.ok());
+    RC_ASSERT(checker.problem().rfind(expected_problem, 0) == 0);
+}
+
+TEST(generator_records, a_malformed_record_is_named_and_stops_the_span) {
+    generator_record_checker checker;
+    const std::string text = formatted(4, 0, 10) + "4,10,notanumber\n" + formatted(4, 11, 5);
+    EXPECT_FALSE(checker.feed(std::as_bytes(std::span(text))));
+    EXPECT_EQ(checker.problem(), "malformed record after record 10");
+    EXPECT_EQ(checker.next_record(), 10U);
+}
