@@ -64,6 +64,7 @@ struct bench_options {
     std::string loadgen = SLUICE_LOADGEN;
     std::uint32_t io_threads = 2;
     std::uint32_t compute_threads = 2;
+    std::uint32_t pad_bytes = 0; ///< ingest: a padding field this long in every record
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -370,6 +371,16 @@ private:
     bool down_ = false;
 };
 
+/// {"<reason>": buffers, ...}
+std::string flushes_json(const std::array<std::uint64_t, flush_reason_count>& flushes) {
+    std::string out = "{";
+    for (std::size_t i = 0; i < flush_reason_count; ++i) {
+        out += (i ? ", \"" : "\"") + std::string(to_string(static_cast<flush_reason>(i))) + "\": " +
+               std::to_string(flushes[i]);
+    }
+    return out + "}";
+}
+
 std::string fixed(double value, int digits) {
     char text[64];
     std::snprintf(text, sizeof text, "%.*f", digits, value);
@@ -391,12 +402,14 @@ int run_throughput(const bench_options& o) {
     if (port == 0) {
         return 1;
     }
-    // ~ total_bytes of records over all connections ("<id>,<n>,<value>\n" ≈ 18–26 bytes).
-    const std::uint64_t records_each = std::max<std::uint64_t>(1, o.total_bytes / o.sources / 22);
+    // ~ total_bytes of records over all connections ("<id>,<n>,<value>\n" ≈ 18–26 bytes, plus
+    // the padding field if any).
+    const std::uint64_t record_bytes = 22 + (o.pad_bytes == 0 ? 0 : o.pad_bytes + 1);
+    const std::uint64_t records_each = std::max<std::uint64_t>(1, o.total_bytes / o.sources / record_bytes);
     const auto t_accept = clock_type::now();
     const auto started_load = start_loadgen({o.loadgen, "--port", std::to_string(port), "--connections",
                                              std::to_string(o.sources), "--records", std::to_string(records_each),
-                                             "--id-base", "0", "--hold"});
+                                             "--id-base", "0", "--pad-bytes", std::to_string(o.pad_bytes), "--hold"});
     auto& load = *started_load;
     const bool connected = wait_until([&] { return load.out().find("\"connected\"") != std::string::npos; },
                                       std::chrono::seconds(120));
@@ -421,10 +434,18 @@ int run_throughput(const bench_options& o) {
     const std::int64_t go_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t_go.time_since_epoch()).count();
     load.signal(SIGUSR1);
     std::size_t threads_max = threads_idle;
+    // Threads are counted every 50th poll (about 50 ms): listing /proc/self/task costs the
+    // worker's CPU, and with 10,000 baseline threads every millisecond it skewed CPU per GB.
+    std::uint64_t polls = 0;
+    const auto sample_threads = [&] {
+        if (polls++ % 50 == 0) {
+            threads_max = std::max(threads_max, process_thread_count());
+        }
+    };
     int load_rc = -1;
     const bool sent = wait_until(
         [&] {
-            threads_max = std::max(threads_max, process_thread_count());
+            sample_threads();
             return load.out().find("bytes_sent") != std::string::npos;
         },
         std::chrono::seconds(600));
@@ -433,11 +454,13 @@ int run_throughput(const bench_options& o) {
     const auto bytes_sent = static_cast<std::uint64_t>(json_number(report, "bytes_sent"));
     const bool delivered = sent && wait_until(
         [&] {
-            threads_max = std::max(threads_max, process_thread_count());
+            sample_threads();
             return w.out().bytes() >= bytes_sent && w.out().end_of_stream() >= o.sources;
         },
         std::chrono::seconds(120));
     const double cpu = process_cpu_seconds() - cpu0;
+    threads_max = std::max(threads_max, process_thread_count());
+    const auto flushes = w.flushes();
     const double seconds = static_cast<double>(w.out().last_data_ns() - go_ns) / 1e9;
     const std::uint64_t bytes = w.out().bytes();
     const std::uint64_t backpressure = w.backpressure_waits();
@@ -479,11 +502,12 @@ int run_throughput(const bench_options& o) {
     const double gb = static_cast<double>(bytes) / 1e9;
     json << ", \"start_seconds\": " << fixed(start_seconds, 6) << ", \"start_register_seconds\": "
          << fixed(register_seconds, 6) << ", \"start_call_seconds\": " << fixed(start_call_seconds, 6) << ", \"threads_max\": " << threads_max << ", \"bytes_sent\": " << bytes_sent << ", \"bytes_delivered\": "
-         << bytes << ", \"records_each\": " << records_each << ", \"ingest_seconds\": " << fixed(seconds, 6)
+         << bytes << ", \"records_each\": " << records_each << ", \"pad_bytes\": " << o.pad_bytes << ", \"ingest_seconds\": " << fixed(seconds, 6)
          << ", \"gb_per_second\": " << fixed(seconds > 0 ? gb / seconds : 0, 4) << ", \"cpu_seconds\": "
          << fixed(cpu, 3) << ", \"cpu_seconds_per_gb\": " << fixed(gb > 0 ? cpu / gb : 0, 3)
          << ", \"loadgen_cpu_seconds\": " << fixed(json_number(report, "cpu_seconds"), 3)
-         << ", \"backpressure_waits\": " << backpressure << ", \"verified\": " << (problems.empty() ? "true" : "false")
+         << ", \"backpressure_waits\": " << backpressure << ", \"flushes\": " << flushes_json(flushes)
+         << ", \"verified\": " << (problems.empty() ? "true" : "false")
          << ", \"problems\": [";
     for (std::size_t i = 0; i < problems.size(); ++i) {
         json << (i ? ", " : "") << "\"";
@@ -525,11 +549,8 @@ int run_latency(const bench_options& o) {
               << (o.demand ? "true" : "false") << ", \"sources\": " << o.sources << ", \"rate_per_source\": "
               << o.rate << ", \"records\": " << h.size() << ", \"records_expected\": " << expected
               << ", \"p50_ms\": " << fixed(quantile(0.50), 4) << ", \"p99_ms\": " << fixed(quantile(0.99), 4)
-              << ", \"max_ms\": " << fixed(quantile(1.0), 4) << ", \"flushes\": {";
-    for (std::size_t i = 0; i < flush_reason_count; ++i) {
-        std::cout << (i ? ", " : "") << "\"" << to_string(static_cast<flush_reason>(i)) << "\": " << flushes[i];
-    }
-    std::cout << "}, \"verified\": "
+              << ", \"max_ms\": " << fixed(quantile(1.0), 4) << ", \"flushes\": " << flushes_json(flushes)
+              << ", \"verified\": "
               << (ok ? "true" : "false") << "}" << std::endl;
     return ok ? 0 : 1;
 }
@@ -570,7 +591,17 @@ int main(int argc, char** argv) {
     app.add_option("--seconds", o.latency_seconds, "latency: seconds of load");
     app.add_flag("!--no-demand", o.demand, "latency: turn off sluice's demand flush (flush timeout only)");
     app.add_option("--loadgen", o.loadgen, "path of sluice-loadgen");
+    app.add_option("--io-threads", o.io_threads, "I/O lanes (sluice)")->check(CLI::Range(1U, 64U));
+    app.add_option("--compute-threads", o.compute_threads, "compute pool threads (both runners)")
+        ->check(CLI::Range(1U, 64U));
+    app.add_option("--pad-bytes", o.pad_bytes, "ingest: records carry a padding field this long (larger records)");
     CLI11_PARSE(app, argc, argv);
+    if (o.pad_bytes != 0 && o.pad_bytes + sluice::model::generator_record_bytes_max >= o.buffer_bytes) {
+        std::cerr << "ingest-bench: --pad-bytes " << o.pad_bytes << " makes records longer than a "
+                  << o.buffer_bytes << "-byte buffer, which processing drops; use --pad-bytes below "
+                  << o.buffer_bytes - sluice::model::generator_record_bytes_max << " or a larger --buffer-bytes\n";
+        return 2;
+    }
     raise_open_file_limit();
     try {
         if (memcpy_ceiling) {

@@ -8,6 +8,8 @@
 /// SIGUSR1 (the ingestion benchmark measures idle sources in between).
 /// --latency: the third field of each record is the send time (CLOCK_MONOTONIC ns) instead of
 /// the generator value, so a receiver on this machine can measure send-to-pipeline latency.
+/// --pad-bytes P: every record carries a fourth field of P padding characters
+/// (model/generator_records.hpp), for measuring with records of a realistic size.
 
 
 #include <chrono>
@@ -45,6 +47,7 @@ struct options {
     std::uint32_t connect_parallel = 256; ///< connects in flight (keeps the SYN backlog sane)
     bool hold = false;
     bool latency = false;
+    std::uint32_t pad_bytes = 0;     ///< a padding field this long in every record (not with --latency)
 };
 
 /// "<id>,<n>,<send time ns>\n"
@@ -65,8 +68,8 @@ struct connection {
     std::uint64_t next = 0;
     sluice::model::generator_record_writer writer;
     std::string chunk;
-    explicit connection(asio::io_context& io, std::uint64_t connection_id)
-        : socket(io), timer(io), id(connection_id), writer(connection_id) {}
+    connection(asio::io_context& io, std::uint64_t connection_id, std::size_t pad_bytes)
+        : socket(io), timer(io), id(connection_id), writer(connection_id, 0, pad_bytes) {}
 };
 
 class generator_load {
@@ -95,7 +98,7 @@ private:
         }
         const std::uint32_t index = pending_.front();
         pending_.pop_front();
-        auto c = std::make_shared<connection>(io_, o_.id_base + index);
+        auto c = std::make_shared<connection>(io_, o_.id_base + index, o_.pad_bytes);
         c->socket.async_connect(endpoint_, [this, c](const boost::system::error_code& error) {
             connect_next();
             if (error) {
@@ -131,10 +134,11 @@ private:
 
     void send(const std::shared_ptr<connection>& c) {
         c->chunk.clear();
-        char record[sluice::runtime::generator_record_bytes_max];
+        record_.resize(c->writer.record_bytes_max());
+        char* const record = record_.data();
         const std::uint64_t burst = o_.rate > 0 ? 1 : ~std::uint64_t{0};
         for (std::uint64_t k = 0; k < burst && c->next < o_.records &&
-                                  c->chunk.size() + sizeof(record) <= o_.chunk_bytes;
+                                  c->chunk.size() + record_.size() <= std::max<std::size_t>(o_.chunk_bytes, record_.size());
              ++k) {
             c->chunk.append(record, o_.latency ? format_timestamped_record(c->id, c->next, record)
                                                : c->writer.write_next(record));
@@ -173,6 +177,7 @@ private:
     tcp::endpoint endpoint_;
     std::deque<std::uint32_t> pending_;
     std::vector<std::shared_ptr<connection>> held_;
+    std::string record_; ///< one record being formatted
     asio::signal_set go_;
 };
 
@@ -191,6 +196,9 @@ int main(int argc, char** argv) {
     app.add_option("--chunk-bytes", o.chunk_bytes, "bytes per write");
     app.add_flag("--hold", o.hold, "connect all, print {\"connected\": N}, send on SIGUSR1");
     app.add_flag("--latency", o.latency, "third field = send time (CLOCK_MONOTONIC ns)");
+    app.add_option("--pad-bytes", o.pad_bytes, "a padding field of this many bytes in every record")
+        ->check(CLI::Range(std::uint32_t{0}, static_cast<std::uint32_t>(sluice::model::generator_pad_bytes_max)))
+        ->excludes("--latency");
     CLI11_PARSE(app, argc, argv);
 
     sluice::runtime::raise_open_file_limit();

@@ -21,6 +21,7 @@ import tempfile
 import time
 
 MODES = ["sluice", "thread_per_source"]
+PAD_BYTES = 1000  # the larger records: "<id>,<n>,<value>,<1,000 padding bytes>\n", about 1 KiB
 
 
 def run_json(argv, timeout):
@@ -138,14 +139,18 @@ def main():
         results["ceilings"].append(ceiling)
     print(f"bench: ceilings {results['ceilings']}", flush=True)
 
-    for n in counts:
+    # Two record sizes: the generator's own records (about 19 bytes: per-record work dominates)
+    # and records padded to about 1 KiB (per-byte work dominates, as with most engines' events).
+    series = [(n, 0, total_bytes) for n in counts]
+    series += [(n, PAD_BYTES, total_bytes * (1 if a.quick else 2)) for n in ([100] if a.quick else [100, 1000, 10000])]
+    for n, pad, series_bytes in series:
         for mode in MODES:
             runs = []
             for _ in range(repeats):
                 rc, objs = run_json([ingest, "--mode", mode, "--sources", str(n),
-                                     "--total-bytes", str(total_bytes)], 900)
+                                     "--total-bytes", str(series_bytes), "--pad-bytes", str(pad)], 900)
                 if rc != 0 or not objs or not objs[0].get("verified"):
-                    failures.append(f"ingest {mode} {n}: exit {rc} {objs[0].get('problems') if objs else ''}")
+                    failures.append(f"ingest {mode} {n} pad {pad}: exit {rc} {objs[0].get('problems') if objs else ''}")
                 if objs:
                     runs.append(objs[0])
             if not runs:
@@ -156,7 +161,7 @@ def main():
                 row[key] = median([r[key] for r in runs])
             row["repeats"] = len(runs)
             results["ingest"].append(row)
-            print(f"bench: ingest {mode:17} {n:6} sources: {row['gb_per_second']:.3f} GB/s, "
+            print(f"bench: ingest {mode:17} {n:6} sources, pad {pad:4}: {row['gb_per_second']:.3f} GB/s, "
                   f"{row['cpu_seconds_per_gb']:.2f} CPU s/GB, threads {row['threads_max']}, "
                   f"start {row['start_seconds'] * 1e3:.1f} ms, idle {row['rss_per_idle_source_bytes']:.0f} B/source, "
                   f"verified {row['verified']}", flush=True)
@@ -207,9 +212,9 @@ def main():
     return 0
 
 
-def row_for(results, mode, n):
+def row_for(results, mode, n, pad=0):
     for r in results["ingest"]:
-        if r["mode"] == mode and r["sources"] == n:
+        if r["mode"] == mode and r["sources"] == n and r.get("pad_bytes", 0) == pad:
             return r
     return None
 
@@ -224,7 +229,7 @@ def plot(results, directory):
     if shutil.which("gnuplot") is None:
         print("bench: gnuplot missing, no plots")
         return
-    counts = sorted({r["sources"] for r in results["ingest"]})
+    counts = sorted({r["sources"] for r in results["ingest"] if r.get("pad_bytes", 0) == 0})
     series = {
         "threads": ("threads_max", "threads (max during the run)", True),
         "memory": ("rss_per_idle_source_bytes", "resident bytes per idle source", True),
@@ -236,14 +241,19 @@ def plot(results, directory):
             data = os.path.join(tmp, name + ".dat")
             with open(data, "w") as f:
                 for n in counts:
-                    s = row_for(results, "sluice", n)
-                    b = row_for(results, "thread_per_source", n)
-                    f.write(f"{n} {s[key] if s else 'NaN'} {b[key] if b else 'NaN'}\n")
+                    cells = [row_for(results, mode, n, pad) for pad in (0, PAD_BYTES)
+                             for mode in ("sluice", "thread_per_source")]
+                    f.write(f"{n} " + " ".join(str(c[key]) if c else "NaN" for c in cells) + "\n")
+            lines = [f"'{data}' using 1:2 with linespoints title 'sluice'",
+                     f"'{data}' using 1:3 with linespoints title 'thread per source'"]
+            if name == "throughput":
+                lines = [line[:-1] + ", 19-byte records'" for line in lines]
+                lines += [f"'{data}' using 1:4 with linespoints title 'sluice, 1 KiB records'",
+                          f"'{data}' using 1:5 with linespoints title 'thread per source, 1 KiB records'"]
             script = (f"set terminal pngcairo size 800,500\nset output '{directory}/{name}.png'\n"
                       f"set logscale x\n{'set logscale y' if log_y else ''}\nset xlabel 'sources'\n"
                       f"set ylabel '{label}'\nset key top left\nset grid\n"
-                      f"plot '{data}' using 1:2 with linespoints title 'sluice', "
-                      f"'{data}' using 1:3 with linespoints title 'thread per source'\n")
+                      f"plot {', '.join(lines)}\n")
             subprocess.run(["gnuplot"], input=script, text=True, check=True)
         data = os.path.join(tmp, "latency.dat")
         lat_counts = sorted({r["sources"] for r in results["latency"]})

@@ -1,5 +1,6 @@
 #include "model/generator_records.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <cstring>
 #include <string_view>
@@ -83,10 +84,41 @@ void generator_record_prefix::advance() noexcept {
 }
 
 
+const char* generator_pad(std::uint64_t n) noexcept {
+    constexpr std::size_t period = sizeof generator_pad_alphabet - 1;
+    static const std::string pattern = [] {
+        std::string text;
+        text.reserve(generator_pad_bytes_max + period);
+        for (std::size_t i = 0; i < generator_pad_bytes_max + period; ++i) {
+            text += generator_pad_alphabet[i % period];
+        }
+        return text;
+    }();
+    return pattern.data() + n % period;
+}
+
+generator_record_writer::generator_record_writer(std::uint64_t id, std::uint64_t first,
+                                                 std::size_t pad_bytes) noexcept
+    : pad_bytes_(std::min(pad_bytes, generator_pad_bytes_max)) {
+    prefix_.reset(id, first);
+}
+
 std::size_t generator_record_writer::write_next(char* out) noexcept {
-    const std::size_t size = write_record(prefix_, out);
+    std::size_t size = write_record(prefix_, out);
+    if (pad_bytes_ != 0) {
+        out[size - 1] = ','; // the newline moves after the padding
+        std::memcpy(out + size, generator_pad(prefix_.n()), pad_bytes_);
+        size += pad_bytes_;
+        out[size++] = '\n';
+    }
     prefix_.advance();
     return size;
+}
+
+void generator_record_checker::note(std::string problem) {
+    if (problem_.empty()) {
+        problem_ = std::move(problem);
+    }
 }
 
 bool generator_record_checker::feed(std::span<const std::byte> complete_records) {
@@ -97,9 +129,16 @@ bool generator_record_checker::feed(std::span<const std::byte> complete_records)
         if (generator_id_ >= 0) {
             // The common case: the record is exactly the one expected.
             char record[generator_record_bytes_max];
-            const std::size_t size = write_record(expected_, record);
-            if (static_cast<std::size_t>(end - text) >= size && same_record(text, record, size)) {
-                text += size;
+            std::size_t size = write_record(expected_, record);
+            const auto left = static_cast<std::size_t>(end - text);
+            bool same = left >= size + (pad_bytes_ == 0 ? 0 : pad_bytes_ + 1);
+            if (same && pad_bytes_ != 0) {
+                record[size - 1] = ',';
+                same = text[size + pad_bytes_] == '\n' &&
+                       std::memcmp(text + size, generator_pad(next_record_), pad_bytes_) == 0;
+            }
+            if (same && same_record(text, record, size)) {
+                text += size + (pad_bytes_ == 0 ? 0 : pad_bytes_ + 1);
                 ++next_record_;
                 expected_.advance();
                 continue;
@@ -120,26 +159,42 @@ bool generator_record_checker::check_parsed(const char*& text, const char* end, 
     bool parsed = true;
     for (int f = 0; f < 3 && parsed; ++f) {
         const auto [next, error] = std::from_chars(text, end, field[f]);
-        parsed = error == std::errc{} && next < end && *next == (f < 2 ? ',' : '\n');
+        parsed = error == std::errc{} && next < end &&
+                 (*next == (f < 2 ? ',' : '\n') || (f == 2 && *next == ','));
         text = parsed ? next + 1 : next;
     }
-    if (!parsed) {
-        if (problem_.empty()) {
-            problem_ = "malformed record after record " + std::to_string(next_record_);
+    // An optional fourth field: the padding, up to the newline.
+    const char* pad = text;
+    std::size_t pad_size = 0;
+    if (parsed && text[-1] == ',') {
+        const auto* nl = static_cast<const char*>(
+            std::memchr(text, '\n', std::min<std::size_t>(static_cast<std::size_t>(end - text),
+                                                          generator_pad_bytes_max + 1)));
+        parsed = nl != nullptr && nl > text;
+        if (parsed) {
+            pad_size = static_cast<std::size_t>(nl - text);
+            text = nl + 1;
         }
+    }
+    if (!parsed) {
+        note("malformed record after record " + std::to_string(next_record_));
         return false; // cannot resynchronise inside this span
     }
     if (generator_id_ < 0) {
         generator_id_ = static_cast<std::int64_t>(field[0]);
+        pad_bytes_ = pad_size;
     }
     if (static_cast<std::int64_t>(field[0]) != generator_id_ || field[1] != next_record_ ||
         field[2] != generator_value(field[0], field[1])) {
-        if (problem_.empty()) {
-            problem_ = "record " + std::to_string(field[1]) + " of generator " +
-                       std::to_string(field[0]) + " where record " +
-                       std::to_string(next_record_) + " of " + std::to_string(generator_id_) +
-                       " was expected (lost, duplicated, reordered or corrupted)";
-        }
+        note("record " + std::to_string(field[1]) + " of generator " + std::to_string(field[0]) +
+             " where record " + std::to_string(next_record_) + " of " +
+             std::to_string(generator_id_) +
+             " was expected (lost, duplicated, reordered or corrupted)");
+        all_good = false;
+    } else if (pad_size != pad_bytes_ || std::memcmp(pad, generator_pad(field[1]), pad_size) != 0) {
+        note("record " + std::to_string(field[1]) + " of generator " + std::to_string(field[0]) +
+             " has " + std::to_string(pad_size) + " padding bytes that are not the " +
+             std::to_string(pad_bytes_) + " expected (corrupted)");
         all_good = false;
     }
     next_record_ = field[1] + 1;

@@ -133,6 +133,44 @@ RC_GTEST_PROP(generator_records, the_checker_reports_the_first_lost_duplicated_o
     RC_ASSERT(checker.problem().rfind(expected_problem, 0) == 0);
 }
 
+RC_GTEST_PROP(generator_records, padded_records_are_checked_padding_and_all, ()) {
+    const auto id = *rc::gen::inRange<std::uint64_t>(0, 1000);
+    const auto first = *interesting_start();
+    const auto pad = *rc::gen::inRange<std::size_t>(1, 3000);
+    const auto count = *rc::gen::inRange<std::uint64_t>(2, 300);
+    generator_record_writer writer(id, 0, pad);
+    generator_record_writer later(id, first, pad);
+    std::string text;
+    std::vector<char> record(writer.record_bytes_max());
+    for (std::uint64_t k = 0; k < count; ++k) {
+        const std::size_t size = writer.write_next(record.data());
+        RC_ASSERT(size <= writer.record_bytes_max());
+        text.append(record.data(), size);
+    }
+    // Any writer's record n: unpadded record n with ",<pad>" before its newline.
+    const std::size_t size = later.write_next(record.data());
+    std::string plain = formatted(id, first, 1);
+    plain.insert(plain.size() - 1, "," + std::string(generator_pad(first), pad));
+    RC_ASSERT(std::string(record.data(), size) == plain);
+
+    const auto cuts = *rc::gen::container<std::vector<std::size_t>>(rc::gen::inRange<std::size_t>(0, text.size()));
+    generator_record_checker good;
+    RC_ASSERT(feed_all(good, text, cuts));
+    RC_ASSERT(good.next_record() == count);
+
+    // One padding character changed (never a newline or comma: the record stays well formed).
+    const auto victim = *rc::gen::inRange<std::uint64_t>(1, count);
+    const std::size_t record_start = text.find(std::to_string(id) + "," + std::to_string(victim) + ",");
+    RC_PRE(record_start != std::string::npos);
+    const std::size_t pad_at = text.find('\n', record_start) - 1 - *rc::gen::inRange<std::size_t>(0, pad);
+    text[pad_at] = text[pad_at] == 'z' ? 'y' : 'z';
+    generator_record_checker bad;
+    RC_ASSERT(!feed_all(bad, text, cuts));
+    RC_ASSERT(bad.problem() == "record " + std::to_string(victim) + " of generator " + std::to_string(id) +
+                               " has " + std::to_string(pad) + " padding bytes that are not the " +
+                               std::to_string(pad) + " expected (corrupted)");
+}
+
 TEST(generator_records, a_malformed_record_is_named_and_stops_the_span) {
     generator_record_checker checker;
     const std::string text = formatted(4, 0, 10) + "4,10,notanumber\n" + formatted(4, 11, 5);
