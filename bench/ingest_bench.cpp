@@ -381,6 +381,30 @@ std::string flushes_json(const std::array<std::uint64_t, flush_reason_count>& fl
     return out + "}";
 }
 
+struct start_times {
+    double total = 0;         ///< first registration until every source runs
+    double registering = 0;   ///< sluice: inside register_source
+    double calling_start = 0; ///< sluice: inside start (the rest is the lanes' work)
+    std::string problem;
+};
+
+/// Registers and starts N idle generators in a fresh worker; times it.
+start_times start_idle_generators(const bench_options& o) {
+    start_times t;
+    worker idle(o, o.sources, false);
+    const auto t0 = clock_type::now();
+    idle.add_idle_generators(o.sources);
+    const bool all = wait_until([&] { return idle.running() >= o.sources; }, std::chrono::seconds(120));
+    t.total = std::chrono::duration<double>(clock_type::now() - t0).count();
+    t.registering = idle.register_seconds;
+    t.calling_start = idle.start_call_seconds;
+    if (!all) {
+        t.problem = "only " + std::to_string(idle.running()) + " of " + std::to_string(o.sources) +
+                    " idle generators started";
+    }
+    return t;
+}
+
 std::string fixed(double value, int digits) {
     char text[64];
     std::snprintf(text, sizeof text, "%.*f", digits, value);
@@ -482,21 +506,12 @@ int run_throughput(const bench_options& o) {
     }
     // Phase 3: start N idle generators in process (last: the other phases' threads and
     // memory do not matter to a time).
-    double start_seconds = 0;
-    double register_seconds = 0;
-    double start_call_seconds = 0;
-    {
-        worker idle(o, o.sources, false);
-        const auto t0 = clock_type::now();
-        idle.add_idle_generators(o.sources);
-        const bool all = wait_until([&] { return idle.running() >= o.sources; }, std::chrono::seconds(120));
-        start_seconds = std::chrono::duration<double>(clock_type::now() - t0).count();
-        register_seconds = idle.register_seconds;
-        start_call_seconds = idle.start_call_seconds;
-        if (!all) {
-            problems.push_back("only " + std::to_string(idle.running()) + " of " + std::to_string(o.sources) +
-                               " idle generators started");
-        }
+    const start_times started = start_idle_generators(o);
+    const double start_seconds = started.total;
+    const double register_seconds = started.registering;
+    const double start_call_seconds = started.calling_start;
+    if (!started.problem.empty()) {
+        problems.push_back(started.problem);
     }
 
     const double gb = static_cast<double>(bytes) / 1e9;
@@ -533,8 +548,19 @@ int run_latency(const bench_options& o) {
     const auto records = static_cast<std::uint64_t>(o.rate * o.latency_seconds);
     const auto started_load = start_loadgen({o.loadgen, "--port", std::to_string(port), "--connections",
                                              std::to_string(o.sources), "--records", std::to_string(records),
-                                             "--rate", std::to_string(o.rate), "--latency"});
+                                             "--rate", std::to_string(o.rate), "--latency", "--hold"});
     auto& load = *started_load;
+    // Light load, not the connection storm: every connection is accepted and its source
+    // running before the first record is sent (the load generator spreads the sends over
+    // each period).
+    const bool ready = wait_until([&] { return load.out().find("\"connected\"") != std::string::npos; },
+                                  std::chrono::seconds(120)) &&
+                       wait_until([&] { return w.running() >= o.sources; }, std::chrono::seconds(120));
+    if (!ready) {
+        std::cerr << "ingest-bench: only " << w.running() << " of " << o.sources << " connections accepted\n";
+        return 1;
+    }
+    load.signal(SIGUSR1);
     const int rc = load.wait(std::chrono::milliseconds(static_cast<long>(o.latency_seconds * 1000) + 60000));
     const bool delivered = wait_until([&] { return w.out().end_of_stream() >= o.sources; }, std::chrono::seconds(30));
     const auto flushes = w.flushes();
@@ -586,6 +612,8 @@ int main(int argc, char** argv) {
     app.add_option("--baseline-buffers", o.baseline_buffers_per_source, "thread_per_source: fixed buffers each");
     bool memcpy_ceiling = false;
     app.add_flag("--memcpy", memcpy_ceiling, "measure the memcpy bandwidth ceiling and exit");
+    bool start_only = false;
+    app.add_flag("--start-only", start_only, "only time the start of N idle sources (for profiling)");
     app.add_flag("--latency", o.latency, "measure light-load latency instead of throughput");
     app.add_option("--rate", o.rate, "latency: records/s per connection");
     app.add_option("--seconds", o.latency_seconds, "latency: seconds of load");
@@ -606,6 +634,14 @@ int main(int argc, char** argv) {
     try {
         if (memcpy_ceiling) {
             return run_memcpy();
+        }
+        if (start_only) {
+            const start_times t = start_idle_generators(o);
+            std::cout << "{\"measure\": \"start\", \"mode\": \"" << o.mode << "\", \"sources\": " << o.sources
+                      << ", \"start_seconds\": " << fixed(t.total, 6) << ", \"start_register_seconds\": "
+                      << fixed(t.registering, 6) << ", \"start_call_seconds\": " << fixed(t.calling_start, 6)
+                      << ", \"ok\": " << (t.problem.empty() ? "true" : "false") << "}" << std::endl;
+            return t.problem.empty() ? 0 : 1;
         }
         return o.latency ? run_latency(o) : run_throughput(o);
     } catch (const std::exception& e) {

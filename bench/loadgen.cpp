@@ -1,6 +1,7 @@
 /// sluice-loadgen: a TCP load generator in its own process (the open-file limit is per
 /// process). Opens N connections to a target, sends each R generator records
-/// ("<id>,<n>,<value>\n", id = id-base + connection index) flat out or at a rate, closes, and
+/// ("<id>,<n>,<value>\n", id = id-base + connection index) flat out or at a rate (the
+/// connections' sends spread evenly over each period), closes, and
 /// prints a JSON report with bytes sent and its own CPU time. Exit 0 when every connection sent
 /// everything, 1 otherwise.
 ///
@@ -66,6 +67,9 @@ struct connection {
     asio::steady_timer timer;
     std::uint64_t id;
     std::uint64_t next = 0;
+    /// --rate: send k is due at origin + (k + phase) / rate, on an absolute timeline.
+    std::chrono::steady_clock::time_point origin;
+    double phase = 0;
     sluice::model::generator_record_writer writer;
     std::string chunk;
     connection(asio::io_context& io, std::uint64_t connection_id, std::size_t pad_bytes)
@@ -106,7 +110,8 @@ private:
                              error.message().c_str());
                 ++failed;
             } else if (!o_.hold) {
-                send(c);
+                c->origin = std::chrono::steady_clock::now();
+                schedule(c);
                 return;
             } else {
                 held_.push_back(c);
@@ -125,8 +130,10 @@ private:
             if (error) {
                 return;
             }
+            const auto now = std::chrono::steady_clock::now();
             for (auto& c : held_) {
-                send(c);
+                c->origin = now;
+                schedule(c);
             }
             held_.clear();
         });
@@ -159,17 +166,27 @@ private:
                               }
                               bytes += n;
                               records += static_cast<std::uint64_t>(std::count(c->chunk.begin(), c->chunk.end(), '\n'));
-                              if (o_.rate > 0) {
-                                  c->timer.expires_after(std::chrono::duration_cast<
-                                                         std::chrono::nanoseconds>(
-                                      std::chrono::duration<double>(1.0 / o_.rate)));
-                                  c->timer.async_wait([this, c](const boost::system::error_code&) {
-                                      send(c);
-                                  });
-                              } else {
-                                  send(c);
-                              }
+                              schedule(c);
                           });
+    }
+
+    /// Flat out: sends now. At --rate: connection i of N sends record k at
+    /// origin + (k + i / N) / rate, so the connections' sends are spread evenly over each
+    /// period instead of all firing together, and a late send does not shift the later ones.
+    void schedule(const std::shared_ptr<connection>& c) {
+        if (o_.rate <= 0) {
+            send(c);
+            return;
+        }
+        c->phase = static_cast<double>(c->id - o_.id_base) / static_cast<double>(o_.connections);
+        c->timer.expires_at(c->origin + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                            std::chrono::duration<double>(
+                                                (static_cast<double>(c->next) + c->phase) / o_.rate)));
+        c->timer.async_wait([this, c](const boost::system::error_code& error) {
+            if (!error) {
+                send(c);
+            }
+        });
     }
 
     asio::io_context& io_;
