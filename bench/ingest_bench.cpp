@@ -65,6 +65,7 @@ struct bench_options {
     std::uint32_t io_threads = 2;
     std::uint32_t compute_threads = 2;
     std::uint32_t pad_bytes = 0; ///< ingest: a padding field this long in every record
+    std::uint32_t chunk_bytes = 16384; ///< ingest: the load generator's bytes per write
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -433,7 +434,8 @@ int run_throughput(const bench_options& o) {
     const auto t_accept = clock_type::now();
     const auto started_load = start_loadgen({o.loadgen, "--port", std::to_string(port), "--connections",
                                              std::to_string(o.sources), "--records", std::to_string(records_each),
-                                             "--id-base", "0", "--pad-bytes", std::to_string(o.pad_bytes), "--hold"});
+                                             "--id-base", "0", "--pad-bytes", std::to_string(o.pad_bytes),
+                                             "--chunk-bytes", std::to_string(o.chunk_bytes), "--hold"});
     auto& load = *started_load;
     const bool connected = wait_until([&] { return load.out().find("\"connected\"") != std::string::npos; },
                                       std::chrono::seconds(120));
@@ -622,6 +624,7 @@ int main(int argc, char** argv) {
     app.add_option("--io-threads", o.io_threads, "I/O lanes (sluice)")->check(CLI::Range(1U, 64U));
     app.add_option("--compute-threads", o.compute_threads, "compute pool threads (both runners)")
         ->check(CLI::Range(1U, 64U));
+    app.add_option("--chunk-bytes", o.chunk_bytes, "ingest: the load generator's bytes per write");
     app.add_option("--pad-bytes", o.pad_bytes, "ingest: records carry a padding field this long (larger records)");
     CLI11_PARSE(app, argc, argv);
     if (o.pad_bytes != 0 && o.pad_bytes + sluice::model::generator_record_bytes_max >= o.buffer_bytes) {

@@ -72,6 +72,7 @@ struct connection {
     double phase = 0;
     sluice::model::generator_record_writer writer;
     std::string chunk;
+    std::uint64_t chunk_records = 0; ///< records in `chunk`
     connection(asio::io_context& io, std::uint64_t connection_id, std::size_t pad_bytes)
         : socket(io), timer(io), id(connection_id), writer(connection_id, 0, pad_bytes) {}
 };
@@ -144,12 +145,14 @@ private:
         record_.resize(c->writer.record_bytes_max());
         char* const record = record_.data();
         const std::uint64_t burst = o_.rate > 0 ? 1 : ~std::uint64_t{0};
+        c->chunk_records = 0;
         for (std::uint64_t k = 0; k < burst && c->next < o_.records &&
                                   c->chunk.size() + record_.size() <= std::max<std::size_t>(o_.chunk_bytes, record_.size());
              ++k) {
             c->chunk.append(record, o_.latency ? format_timestamped_record(c->id, c->next, record)
                                                : c->writer.write_next(record));
             ++c->next;
+            ++c->chunk_records;
         }
         if (c->chunk.empty()) {
             boost::system::error_code ignored;
@@ -165,7 +168,7 @@ private:
                                   return;
                               }
                               bytes += n;
-                              records += static_cast<std::uint64_t>(std::count(c->chunk.begin(), c->chunk.end(), '\n'));
+                              records += c->chunk_records;
                               schedule(c);
                           });
     }

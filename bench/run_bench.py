@@ -147,8 +147,11 @@ def main():
         for mode in MODES:
             runs = []
             for _ in range(repeats):
+                # The 1 KiB series writes 64 KiB per send (iperf3 writes 128 KiB); the small
+                # records keep 16 KiB writes.
                 rc, objs = run_json([ingest, "--mode", mode, "--sources", str(n),
-                                     "--total-bytes", str(series_bytes), "--pad-bytes", str(pad)], 900)
+                                     "--total-bytes", str(series_bytes), "--pad-bytes", str(pad),
+                                     "--chunk-bytes", str(65536 if pad else 16384)], 900)
                 if rc != 0 or not objs or not objs[0].get("verified"):
                     failures.append(f"ingest {mode} {n} pad {pad}: exit {rc} {objs[0].get('problems') if objs else ''}")
                 if objs:
