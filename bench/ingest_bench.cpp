@@ -313,6 +313,12 @@ public:
         }
     }
 
+    /// Sources that have run their first step (read and emitted what it gave): sluice's lanes
+    /// have run every start (running()); a baseline thread has been through its loop once.
+    std::uint64_t first_steps() const {
+        return sluice() ? running() : baseline_.first_step_count();
+    }
+
     /// Sources running now; for sluice, only once the lanes have run every start.
     std::uint64_t running() const {
         if (!sluice()) {
@@ -395,12 +401,12 @@ start_times start_idle_generators(const bench_options& o) {
     worker idle(o, o.sources, false);
     const auto t0 = clock_type::now();
     idle.add_idle_generators(o.sources);
-    const bool all = wait_until([&] { return idle.running() >= o.sources; }, std::chrono::seconds(120));
+    const bool all = wait_until([&] { return idle.first_steps() >= o.sources; }, std::chrono::seconds(120));
     t.total = std::chrono::duration<double>(clock_type::now() - t0).count();
     t.registering = idle.register_seconds;
     t.calling_start = idle.start_call_seconds;
     if (!all) {
-        t.problem = "only " + std::to_string(idle.running()) + " of " + std::to_string(o.sources) +
+        t.problem = "only " + std::to_string(idle.first_steps()) + " of " + std::to_string(o.sources) +
                     " idle generators started";
     }
     return t;

@@ -184,8 +184,9 @@ public:
     void compute_length() {
         std::uint64_t bytes = 0;
         char scratch[runtime::generator_record_bytes_max];
+        model::generator_record_writer writer(script_.id);
         for (std::uint64_t n = 0; n < script_.records; ++n) {
-            bytes += runtime::format_generator_record(script_.id, n, scratch);
+            bytes += writer.write_next(scratch);
         }
         full_bytes_ = bytes;
     }

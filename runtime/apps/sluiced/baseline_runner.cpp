@@ -156,6 +156,7 @@ void baseline_runner::run(source_thread& s) {
     s.start = clock_type::now();
     bool failed = false;
     bool ended = false;
+    bool stepped = false;
     while (!stopping_.load()) {
         buffer b = pool_.try_acquire(s.pool_id);
         if (!b) {
@@ -201,6 +202,10 @@ void baseline_runner::run(source_thread& s) {
             b.set_reason(reason);
             flushes_[static_cast<std::size_t>(reason)].fetch_add(1);
             processing_.submit(s.channel, std::move(b));
+        }
+        if (!stepped) {
+            stepped = true;
+            first_steps_.fetch_add(1);
         }
         if (failed || ended) {
             break;

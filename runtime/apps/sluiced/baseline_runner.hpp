@@ -49,6 +49,9 @@ public:
     baseline_stats stats() const;
     std::size_t source_count() const;
     std::uint32_t running_count() const { return running_.load(); }
+    /// Source threads that have been through their loop once (read, and emitted what they
+    /// read): the same point sluice's start measure waits for (every source's first step).
+    std::uint32_t first_step_count() const { return first_steps_.load(); }
 
 private:
     struct source_thread;
@@ -63,6 +66,7 @@ private:
     std::mutex stop_mutex_;              ///< with stop_cv_: napping generator threads wake at stop
     std::condition_variable stop_cv_;
     std::atomic<std::uint32_t> running_{0};
+    std::atomic<std::uint32_t> first_steps_{0};
     std::atomic<std::uint64_t> handles_{1ULL << 40U}; ///< origin ids, apart from the server's
     mutable std::mutex mutex_;
     std::vector<std::unique_ptr<source_thread>> sources_;
