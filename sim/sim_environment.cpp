@@ -328,9 +328,10 @@ void sim_environment::mix(std::uint64_t value) noexcept {
     hash_ *= 0x100000001B3ULL;
 }
 
-std::vector<std::size_t> sim_environment::order() {
+const std::vector<std::size_t>& sim_environment::order() {
     const std::size_t n = lanes_.size() + 2; // lanes, then compute, then blocking
-    std::vector<std::size_t> result(n);
+    std::vector<std::size_t>& result = order_;
+    result.resize(n);
     for (std::size_t i = 0; i < n; ++i) {
         result[i] = i;
     }

@@ -151,7 +151,8 @@ private:
     bool run_pool(pool_state& pool, std::uint64_t tag);
     bool fire_due_timers();
     void mix(std::uint64_t value) noexcept;
-    std::vector<std::size_t> order();
+    /// The order in which to offer the candidates a step (reuses one vector: this runs every step).
+    const std::vector<std::size_t>& order();
 
     sim_options options_;
     time_point now_{0};
@@ -171,6 +172,7 @@ private:
     std::uint64_t charged_bytes_ = 0; ///< bytes charged by the compute task running now
     std::uint64_t hash_ = 0xcbf29ce484222325ULL;
     std::size_t round_robin_ = 0;
+    std::vector<std::size_t> order_;
     std::vector<std::uint64_t> pct_priority_;
     std::vector<std::uint64_t> pct_change_steps_;
     std::array<double, 1> fault_probability_{}; ///< by fault_site
