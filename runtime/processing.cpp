@@ -2,60 +2,15 @@
 
 #include <algorithm>
 #include <cstring>
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
 
 #include <boost/asio/bind_executor.hpp>
 
 #include "runtime/assert.hpp"
+#include "runtime/byte_counts.hpp"
 
 namespace sluice::runtime {
 
 namespace {
-
-struct byte_counts {
-    std::uint64_t first = 0;
-    std::uint64_t second = 0;
-};
-
-/// Counts two byte values in one pass. Framing counts newlines and commas in every byte that
-/// arrives, so this is the pipeline's inner loop: with SSE2 it compares 16 bytes at a time into
-/// 8-bit lane counters and folds them every 255 blocks (std::count widened each lane to 64 bits,
-/// about 4x slower).
-byte_counts count_bytes(std::span<const std::byte> bytes, char first, char second) {
-    byte_counts counts;
-    const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
-    std::size_t n = bytes.size();
-#if defined(__SSE2__)
-    const __m128i a = _mm_set1_epi8(first);
-    const __m128i b = _mm_set1_epi8(second);
-    const __m128i zero = _mm_setzero_si128();
-    while (n >= 16) {
-        const std::size_t blocks = std::min<std::size_t>(n / 16, 255);
-        __m128i lanes_a = zero;
-        __m128i lanes_b = zero;
-        for (std::size_t i = 0; i < blocks; ++i) {
-            const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i * 16));
-            lanes_a = _mm_sub_epi8(lanes_a, _mm_cmpeq_epi8(v, a)); // a match is -1
-            lanes_b = _mm_sub_epi8(lanes_b, _mm_cmpeq_epi8(v, b));
-        }
-        const __m128i sum_a = _mm_sad_epu8(lanes_a, zero);
-        const __m128i sum_b = _mm_sad_epu8(lanes_b, zero);
-        counts.first += static_cast<std::uint64_t>(_mm_cvtsi128_si64(sum_a)) +
-                        static_cast<std::uint64_t>(_mm_extract_epi16(sum_a, 4));
-        counts.second += static_cast<std::uint64_t>(_mm_cvtsi128_si64(sum_b)) +
-                         static_cast<std::uint64_t>(_mm_extract_epi16(sum_b, 4));
-        p += blocks * 16;
-        n -= blocks * 16;
-    }
-#endif
-    for (std::size_t i = 0; i < n; ++i) {
-        counts.first += p[i] == static_cast<unsigned char>(first) ? 1U : 0U;
-        counts.second += p[i] == static_cast<unsigned char>(second) ? 1U : 0U;
-    }
-    return counts;
-}
 
 std::uint64_t count_byte(std::span<const std::byte> bytes, char value) {
     return count_bytes(bytes, value, value).first;
@@ -326,9 +281,11 @@ void processing::process(channel& target, buffer& input, buffer provided) {
     std::size_t pos = 0;
     if (options_.record_framing == framing::newline) {
         if (!target.carry_.empty() || target.skipping_) {
-            const auto nl = std::find(raw.begin(), raw.end(), std::byte{'\n'});
-            const std::size_t head = static_cast<std::size_t>(nl - raw.begin());
-            if (nl == raw.end()) {
+            // memchr/memrchr: vectorised, where std::find over std::byte went a byte at a time
+            // (the search for the last newline scans up to a record's length per buffer).
+            const auto* found = static_cast<const std::byte*>(std::memchr(raw.data(), '\n', n));
+            const std::size_t head = found == nullptr ? n : static_cast<std::size_t>(found - raw.data());
+            if (found == nullptr) {
                 if (!target.skipping_) {
                     if (target.carry_.size() + n > max) {
                         target.skipping_ = true;
@@ -355,8 +312,8 @@ void processing::process(channel& target, buffer& input, buffer provided) {
         }
         if (pos < n) {
             const auto rest = raw.subspan(pos);
-            const auto last = std::find(rest.rbegin(), rest.rend(), std::byte{'\n'});
-            const std::size_t complete = static_cast<std::size_t>(rest.rend() - last);
+            const auto* last = static_cast<const std::byte*>(memrchr(rest.data(), '\n', rest.size()));
+            const std::size_t complete = last == nullptr ? 0 : static_cast<std::size_t>(last - rest.data()) + 1;
             event.records = rest.first(complete);
             const auto [newlines, commas] = count_bytes(event.records, '\n', ',');
             event.record_count += newlines;
