@@ -110,7 +110,7 @@ byte_counts count_bytes_avx2(std::span<const std::byte> bytes, char first, char 
 
 #endif
 
-byte_counts count_bytes(std::span<const std::byte> bytes, char first, char second) noexcept {
+byte_counts count_bytes_wide(std::span<const std::byte> bytes, char first, char second) noexcept {
     return cpu_has_avx2() ? count_bytes_avx2(bytes, first, second) : count_bytes_sse2(bytes, first, second);
 }
 

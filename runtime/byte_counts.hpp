@@ -16,8 +16,23 @@ struct byte_counts {
     std::uint64_t second = 0; ///< bytes equal to `second`
 };
 
-/// The widest implementation this CPU runs.
-byte_counts count_bytes(std::span<const std::byte> bytes, char first, char second) noexcept;
+/// The widest implementation this CPU runs (out of line; see count_bytes).
+byte_counts count_bytes_wide(std::span<const std::byte> bytes, char first, char second) noexcept;
+
+/// Short spans (a record or a frame) inline and byte by byte, where a call and the SIMD set-up
+/// cost more than they save (length-prefixed framing counts commas frame by frame); longer
+/// ones with count_bytes_wide.
+inline byte_counts count_bytes(std::span<const std::byte> bytes, char first, char second) noexcept {
+    if (bytes.size() >= 64) {
+        return count_bytes_wide(bytes, first, second);
+    }
+    byte_counts counts;
+    for (const std::byte b : bytes) {
+        counts.first += b == static_cast<std::byte>(first) ? 1U : 0U;
+        counts.second += b == static_cast<std::byte>(second) ? 1U : 0U;
+    }
+    return counts;
+}
 
 byte_counts count_bytes_scalar(std::span<const std::byte> bytes, char first, char second) noexcept;
 /// SSE2 (every x86-64); the scalar loop elsewhere.

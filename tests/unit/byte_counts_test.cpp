@@ -20,7 +20,8 @@ using counter = byte_counts (*)(std::span<const std::byte>, char, char) noexcept
 
 std::vector<std::pair<const char*, counter>> counters() {
     std::vector<std::pair<const char*, counter>> all = {
-        {"scalar", &count_bytes_scalar}, {"sse2", &count_bytes_sse2}, {"dispatch", &count_bytes}};
+        {"scalar", &count_bytes_scalar}, {"sse2", &count_bytes_sse2}, {"wide", &count_bytes_wide},
+        {"inline", &count_bytes}};
     if (cpu_has_avx2()) {
         all.emplace_back("avx2", &count_bytes_avx2);
     }
