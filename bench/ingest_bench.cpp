@@ -501,11 +501,14 @@ int run_throughput(const bench_options& o) {
     if (load_rc != 0) {
         problems.push_back("loadgen exit " + std::to_string(load_rc) + ": " + load.err().substr(0, 300));
     }
-    if (!delivered) {
+    if (sent && !delivered) {
         problems.push_back("only " + std::to_string(bytes) + " of " + std::to_string(bytes_sent) +
                            " bytes arrived");
     }
-    if (bytes != bytes_sent) {
+    if (!sent) {
+        problems.push_back("the load generator had not finished sending after 600 s (" + std::to_string(bytes) +
+                           " bytes delivered)");
+    } else if (bytes != bytes_sent) {
         problems.push_back("bytes delivered " + std::to_string(bytes) + " != sent " + std::to_string(bytes_sent));
     }
     const auto p = w.pool().stats();

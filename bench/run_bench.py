@@ -127,9 +127,9 @@ def main():
     sim = os.path.join(a.build, "sim", "sluice-sim")
     counts = [10, 100, 1000] if a.quick else [10, 100, 1000, 10000]
     total_bytes = 20_000_000 if a.quick else 400_000_000
-    repeats = 1 if a.quick else 3
+    repeats = 1 if a.quick else 5
     results = {"machine": machine(), "quick": a.quick, "ingest": [], "latency": [], "ceilings": [],
-               "sim": [], "micro": []}
+               "sim": [], "micro": [], "baseline_incomplete": []}
     failures = []
 
     print(f"bench: machine {results['machine']}", flush=True)
@@ -153,7 +153,14 @@ def main():
                                      "--total-bytes", str(series_bytes), "--pad-bytes", str(pad),
                                      "--chunk-bytes", str(65536 if pad else 16384)], 900)
                 if rc != 0 or not objs or not objs[0].get("verified"):
-                    failures.append(f"ingest {mode} {n} pad {pad}: exit {rc} {objs[0].get('problems') if objs else ''}")
+                    problem = f"ingest {mode} {n} pad {pad}: exit {rc} {objs[0].get('problems') if objs else ''}"
+                    if mode == "sluice":
+                        failures.append(problem)
+                    else:
+                        # The baseline not finishing in time is a measurement, not a failure of
+                        # sluice's; it is recorded and shown in RESULTS.md.
+                        print(f"bench: baseline run did not complete: {problem}", flush=True)
+                        results["baseline_incomplete"].append(problem)
                 if objs:
                     runs.append(objs[0])
             if not runs:
