@@ -67,9 +67,8 @@ struct connection {
     asio::steady_timer timer;
     std::uint64_t id;
     std::uint64_t next = 0;
-    /// --rate: send k is due at origin + (k + phase) / rate, on an absolute timeline.
+    /// --rate: the time sends are scheduled from (see generator_load::schedule).
     std::chrono::steady_clock::time_point origin;
-    double phase = 0;
     sluice::model::generator_record_writer writer;
     std::string chunk;
     std::uint64_t chunk_records = 0; ///< records in `chunk`
@@ -181,10 +180,10 @@ private:
             send(c);
             return;
         }
-        c->phase = static_cast<double>(c->id - o_.id_base) / static_cast<double>(o_.connections);
+        const double phase = static_cast<double>(c->id - o_.id_base) / static_cast<double>(o_.connections);
         c->timer.expires_at(c->origin + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                                             std::chrono::duration<double>(
-                                                (static_cast<double>(c->next) + c->phase) / o_.rate)));
+                                                (static_cast<double>(c->next) + phase) / o_.rate)));
         c->timer.async_wait([this, c](const boost::system::error_code& error) {
             if (!error) {
                 send(c);

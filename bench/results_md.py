@@ -149,7 +149,7 @@ def render(results):
             w(f"- **Throughput against iperf3, 1 KiB records.** The best run here is "
               f"{s100p['gb_per_second']:.2f} GB/s at 100 sources, {100 * s100p['gb_per_second'] / iperf:.1f}% of "
               f"iperf3's {iperf:.2f} GB/s in the same run; iperf3 itself measured 3.3–4.5 GB/s across runs "
-              "today and sluice 2.3–3.3 GB/s in single runs, so this target sits at the edge of the noise. "
+              "on 2026-11-27 and sluice 2.3–3.3 GB/s in single runs, so this target sits at the edge of the noise. "
               f"The worker's {s100p['cpu_seconds_per_gb']:.2f} CPU s/GB is now mostly the kernel's receive "
               "copy and TCP stack (perf: `_copy_to_iter` alone is the largest symbol); the user-space "
               "pipeline (byte counting, checking 1,000 padding bytes per record, emit) is under a fifth "

@@ -129,16 +129,18 @@ bool generator_record_checker::feed(std::span<const std::byte> complete_records)
         if (generator_id_ >= 0) {
             // The common case: the record is exactly the one expected.
             char record[generator_record_bytes_max];
-            std::size_t size = write_record(expected_, record);
-            const auto left = static_cast<std::size_t>(end - text);
-            bool same = left >= size + (pad_bytes_ == 0 ? 0 : pad_bytes_ + 1);
+            const std::size_t size = write_record(expected_, record);
+            // Padded: the head ends in ',' instead of '\n', then the padding and '\n' (as
+            // generator_record_writer::write_next lays it out).
+            const std::size_t total = size + (pad_bytes_ == 0 ? 0 : pad_bytes_ + 1);
+            bool same = static_cast<std::size_t>(end - text) >= total;
             if (same && pad_bytes_ != 0) {
                 record[size - 1] = ',';
-                same = text[size + pad_bytes_] == '\n' &&
+                same = text[total - 1] == '\n' &&
                        std::memcmp(text + size, generator_pad(next_record_), pad_bytes_) == 0;
             }
             if (same && same_record(text, record, size)) {
-                text += size + (pad_bytes_ == 0 ? 0 : pad_bytes_ + 1);
+                text += total;
                 ++next_record_;
                 expected_.advance();
                 continue;

@@ -13,10 +13,7 @@ namespace sluice::runtime {
 namespace {
 
 std::uint64_t count_byte(std::span<const std::byte> bytes, char value) {
-    if (bytes.size() < 256) { // a frame: std::count inlines and is quick at this size
-        return static_cast<std::uint64_t>(std::count(bytes.begin(), bytes.end(), static_cast<std::byte>(value)));
-    }
-    return count_bytes_wide(bytes, value, value).first;
+    return count_bytes(bytes, value, value).first;
 }
 
 std::uint32_t read_be32(const std::byte* p) {
