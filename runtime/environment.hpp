@@ -50,6 +50,10 @@ struct pool_load {
     std::uint64_t active = 0;
 };
 
+/// Called once, on the lane, when a parked wait ends (see `byte_stream::park`): with what
+/// `wait_readable` would have returned.
+using wake_callback = std::function<void(boost::system::error_code)>;
+
 /// A one-shot timer bound to one lane. Use it from that lane only.
 class timer {
 public:
@@ -57,6 +61,9 @@ public:
     /// Waits `delay` (≤ 0 completes at once, still asynchronously). Returns true when the time
     /// elapsed, false when cancelled (by `cancel` or per-operation cancellation).
     virtual boost::asio::awaitable<bool> wait_for(duration delay) = 0;
+    /// The same wait without a coroutine: `done(elapsed)` runs on the lane, never before this
+    /// returns. For waits that must not hold a coroutine frame (parked sources).
+    virtual void on_expiry(duration delay, std::function<void(bool)> done) = 0;
     /// Cancels a pending wait; no effect when none is pending.
     virtual void cancel() noexcept = 0;
 };
@@ -68,6 +75,16 @@ public:
     /// Waits until `read_now` would return something other than would_block. Returns an error
     /// value on failure and `operation_aborted` when cancelled or closed.
     virtual boost::asio::awaitable<boost::system::error_code> wait_readable() = 0;
+    /// Parking: an idle source's wait without a coroutine frame, so thousands of idle
+    /// connections cost a pending readiness operation each instead of a suspended coroutine
+    /// chain. `should_park` says whether a wait is worth parking for now (false when the stream
+    /// cannot park, or when data is probably already there: then `wait_readable` is cheaper
+    /// than ending and respawning a coroutine).
+    virtual bool should_park() { return false; }
+    /// Only after `should_park()` returned true: arranges for `wake` to run once on the lane
+    /// with what `wait_readable` would return, never before `park` returns. `close` (also one
+    /// that came before `park`) ends the wait promptly with an error.
+    virtual void park(wake_callback wake);
     /// Reads what is available without waiting, into `space`.
     virtual read_result read_now(std::span<std::byte> space) = 0;
     /// Cancels pending waits and releases the transport. Idempotent.

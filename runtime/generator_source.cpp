@@ -48,22 +48,36 @@ std::uint64_t generator_source::records_allowed() const noexcept {
     return allowed;
 }
 
+bool generator_source::ready() const noexcept {
+    return finished() || pending_offset_ < pending_size_ || records_allowed() > writer_.next();
+}
+
+time_point generator_source::next_burst() const noexcept {
+    const double due_s = static_cast<double>(writer_.next() + options_.burst_records - 1) /
+                         options_.records_per_second;
+    return start_ + std::chrono::duration_cast<duration>(std::chrono::duration<double>(due_s));
+}
+
 asio::awaitable<error_code> generator_source::wait_readable() {
     if (closed_) {
         co_return asio::error::operation_aborted;
     }
-    if (finished() || pending_offset_ < pending_size_ || records_allowed() > writer_.next()) {
+    if (ready()) {
         // Ready now; still yield once so a flat-out generator shares its lane.
         co_await asio::post(lane_, asio::use_awaitable);
         co_return closed_ ? error_code(asio::error::operation_aborted) : error_code{};
     }
     // Sleep until a burst of records is due.
-    const double due_s = static_cast<double>(writer_.next() + options_.burst_records - 1) /
-                         options_.records_per_second;
-    const auto due = start_ + std::chrono::duration_cast<duration>(
-                                  std::chrono::duration<double>(due_s));
-    const bool elapsed = co_await timer_->wait_for(due - env_.now());
+    const bool elapsed = co_await timer_->wait_for(next_burst() - env_.now());
     co_return elapsed && !closed_ ? error_code{} : error_code(asio::error::operation_aborted);
+}
+
+void generator_source::park(wake_callback wake) {
+    // Closed since should_park (a stop raced it): end the wait at once, still on the lane.
+    const duration delay = closed_ ? duration{0} : next_burst() - env_.now();
+    timer_->on_expiry(delay, [this, wake = std::move(wake)](bool elapsed) {
+        wake(elapsed && !closed_ ? error_code{} : error_code(asio::error::operation_aborted));
+    });
 }
 
 read_result generator_source::read_now(std::span<std::byte> space) {

@@ -37,11 +37,18 @@ public:
     std::string describe() const override;
     boost::asio::awaitable<boost::system::error_code> open() override;
     boost::asio::awaitable<boost::system::error_code> wait_readable() override;
+    /// Parks when the rate limiter has nothing to release until a later burst.
+    bool should_park() override { return !closed_ && !ready(); }
+    void park(wake_callback wake) override;
     read_result read_now(std::span<std::byte> space) override;
     void close() noexcept override;
 
 private:
     bool finished() const noexcept;
+    /// read_now has something to say now (records, the end of stream).
+    bool ready() const noexcept;
+    /// When the next burst of records is due (rate-limited and not ready only).
+    time_point next_burst() const noexcept;
     /// Records the rate limiter allows to exist by now (saturates at records_max).
     std::uint64_t records_allowed() const noexcept;
 

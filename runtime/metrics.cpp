@@ -182,6 +182,10 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
             }
         }
     }
+    auto& parked = b.family("sluice_sources_parked",
+                            "Running sources parked: idle, waiting for data as a readiness operation "
+                            "without a coroutine, by kind.",
+                            MetricType::Gauge);
     auto& bytes = b.family("sluice_source_received_bytes_total", "Bytes read by sources, by kind.", MetricType::Counter);
     auto& records = b.family("sluice_source_received_records_total", "Records framed from sources' bytes, by kind.", MetricType::Counter);
     auto& errors = b.family("sluice_source_errors_total", "Transport failures (each reconnect attempt or final failure), by kind.", MetricType::Counter);
@@ -192,6 +196,7 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
                              MetricType::Counter);
     for (std::size_t k = 0; k < source_kind_count; ++k) {
         const std::string kind(to_string(static_cast<source_kind>(k)));
+        b.gauge(parked, d(s.parked_by_kind[k]), {{"kind", kind}});
         b.counter(bytes, d(s.bytes_total[k]), {{"kind", kind}});
         b.counter(records, d(q.records_by_kind[k]), {{"kind", kind}});
         b.counter(errors, d(s.errors_total[k]), {{"kind", kind}});

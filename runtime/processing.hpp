@@ -159,7 +159,7 @@ private:
 class processing::channel {
 public:
     channel(std::uint64_t origin_id, std::size_t kind_index)
-        : origin_id_(origin_id), kind_index_(kind_index) {}
+        : origin_id_(origin_id), kind_index_(static_cast<std::uint8_t>(kind_index)) {}
 
 private:
     friend class processing;
@@ -170,8 +170,8 @@ private:
         time_point queued_at{}; ///< when submitted (for the oldest-age gauge)
     };
 
+    // Every source has a channel: small fields together, so idle sources pay no padding.
     std::uint64_t origin_id_;
-    std::size_t kind_index_; ///< < 8
     std::mutex mutex_;       ///< guards queue_ and scheduled_
     /// A std::deque made on the first push: libstdc++'s deque allocates a map and a node even
     /// when empty (about 600 bytes), which every idle source would pay for.
@@ -196,13 +196,14 @@ private:
         std::unique_ptr<std::deque<item>> items_;
     };
     lazy_queue queue_; ///< bounded by the source's cap (+ one final event)
-    bool scheduled_ = false; ///< a drain task is posted or running
     // Touched only by the single drain task running for this channel:
     std::string carry_;          ///< bytes of a record not yet ended
-    bool skipping_ = false;      ///< newline framing: inside an oversize record, dropping it
     std::uint64_t skip_bytes_ = 0; ///< length-prefixed framing: bytes of an oversize frame left
     std::uint64_t expected_sequence_ = 0; ///< next sequence, checked
     buffer output_;                       ///< output_per_buffer: granted, not yet used
+    std::uint8_t kind_index_;             ///< < 8
+    bool scheduled_ = false;              ///< a drain task is posted or running (under mutex_)
+    bool skipping_ = false;      ///< newline framing: inside an oversize record, dropping it
 };
 
 } // namespace sluice::runtime

@@ -24,6 +24,14 @@ std::string_view to_string(source_kind kind) noexcept {
     return "unknown";
 }
 
+void source::park(wake_callback /*wake*/) {
+    SLUICE_ASSERT(false && "park called on a source that cannot park");
+}
+
+void byte_stream::park(wake_callback /*wake*/) {
+    SLUICE_ASSERT(false && "park called on a stream that cannot park");
+}
+
 boost::asio::awaitable<read_result> source::read_some(std::span<std::byte> /*space*/) {
     SLUICE_ASSERT(false && "read_some called on a source that does not read into buffers");
     co_return read_result{};

@@ -44,6 +44,13 @@ public:
     /// Waits until `read_now` has something to say. An idle source holds no buffer here.
     /// `operation_aborted` when closed or cancelled.
     virtual boost::asio::awaitable<boost::system::error_code> wait_readable() = 0;
+    /// Parking (see byte_stream::park): true when the source can wait without a coroutine frame
+    /// and probably has to wait now; the server then ends the source's coroutine and calls
+    /// `park`, and spawns it again when `wake` runs.
+    virtual bool should_park() { return false; }
+    /// Only after `should_park()` returned true: `wake` runs once on the lane with what
+    /// `wait_readable` would return, never before this returns; `close` ends the wait promptly.
+    virtual void park(wake_callback wake);
     /// Reads what is available into `space` without waiting.
     virtual read_result read_now(std::span<std::byte> space) = 0;
     /// Cancels pending waits and releases the transport. Idempotent; called on the source's lane.

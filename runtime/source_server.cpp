@@ -37,7 +37,7 @@ std::string_view to_string(source_state state) noexcept {
 }
 
 namespace {
-constexpr std::size_t no_index = ~std::size_t{0};
+constexpr std::uint32_t no_index = ~std::uint32_t{0};
 
 std::size_t index_of(flush_reason reason) { return static_cast<std::size_t>(reason); }
 std::uint64_t nanoseconds(duration d) { return static_cast<std::uint64_t>(std::max<duration::rep>(d.count(), 0)); }
@@ -45,27 +45,37 @@ std::size_t index_of(source_kind kind) { return static_cast<std::size_t>(kind); 
 } // namespace
 
 struct source_server::entry {
+    // Ordered by size, small fields together: every registered source has one (10,000 idle
+    // connections are 10,000 entries), so its padding is memory per idle source.
     source_handle handle = 0;
-    source_options options;
-    source_kind kind = source_kind::generator;
+    std::string name;         ///< source_options::name, for errors
+    duration flush_timeout{}; ///< source_options::flush_timeout
     source_id pool_id;
-    std::size_t lane_index = 0;
-    executor lane;
     std::unique_ptr<source> src;
     std::shared_ptr<processing::channel> channel;
-    std::atomic<source_state> state{source_state::registered};
     listener* owner = nullptr; ///< the listener of an accepted connection, else null
 
     // Touched only on the entry's lane.
-    std::unique_ptr<timer> flush_timer;     ///< flush deadline, backoff, and wake-ups
+    /// Flush deadline, backoff, and wake-ups; made when first needed and dropped when the
+    /// source parks, so an idle source holds none.
+    std::unique_ptr<timer> flush_timer;
     asio::cancellation_signal acquire_cancel; ///< aborts a suspended acquisition at stop
-    bool stop_requested = false;
-    flush_reason wake_reason = flush_reason::none; ///< why a wake-up cancelled flush_timer
-    std::size_t holder_index = no_index;   ///< position in partial_holders_[lane_index]
-    std::uint64_t next_sequence = 0;       ///< contiguous from 0 across restarts
-    time_point partial_since{};            ///< when the held buffer got its first byte
-    bool read_since_open = false;          ///< resets the reconnect attempt count
+    std::uint64_t next_sequence = 0;          ///< contiguous from 0 across restarts
+    time_point partial_since{};               ///< when the held buffer got its first byte
+    time_point idle_since{};                  ///< when a parked wait began
+    error_code wake_error;                    ///< what the parked wait ended with
+    std::uint32_t lane_index = 0;
+    std::uint32_t holder_index = no_index;    ///< position in partial_holders_[lane_index]
+    std::uint32_t failures = 0;               ///< consecutive failed opens (kept across parks)
+    source_kind kind = source_kind::generator;
+    std::atomic<source_state> state{source_state::registered};
     source_state final_state = source_state::stopped;
+    flush_reason wake_reason = flush_reason::none; ///< why a wake-up cancelled flush_timer
+    bool stop_requested = false;
+    bool read_since_open = false; ///< resets the reconnect attempt count
+    // Parking: the coroutine ended to wait as a readiness callback (see park()).
+    bool parked = false;   ///< run() ended to park; the completion handler parks it
+    bool resuming = false; ///< the next run() continues after a parked wait
     /// Ended at end of stream or failed: its origin is closed (EoS/Error was its last event),
     /// so it cannot be started again; unregister it and register anew for a new origin.
     std::atomic<bool> finished{false};
@@ -81,7 +91,7 @@ struct source_server::listener {
 };
 
 struct source_server::loop_end {
-    enum class kind : std::uint8_t { stop, end_of_stream, transport_error } what = kind::stop;
+    enum class kind : std::uint8_t { stop, end_of_stream, transport_error, park } what = kind::stop;
     error_code error;
 };
 
@@ -123,14 +133,13 @@ registration source_server::register_entry(const source_options& options,
         return answer;
     }
     auto e = std::make_unique<entry>();
-    e->options = options;
+    e->name = options.name;
+    e->flush_timeout = options.flush_timeout;
     e->pool_id = admission.id;
-    e->lane_index = pick_lane(options.lane);
-    e->lane = env_.lane_executor(e->lane_index);
-    e->src = make(env_, e->lane);
+    e->lane_index = static_cast<std::uint32_t>(pick_lane(options.lane));
+    e->src = make(env_, env_.lane_executor(e->lane_index));
     SLUICE_ASSERT(e->src != nullptr);
     e->kind = e->src->kind();
-    e->flush_timer = env_.make_timer(e->lane);
     e->owner = owner;
     {
         const std::lock_guard lock(mutex_);
@@ -171,43 +180,80 @@ bool source_server::start(source_handle handle) {
 }
 
 void source_server::spawn(entry& e) {
-    // A named completion handler (never a bare `detached`): it records how the coroutine ended,
-    // counts it, and leaves the gate so shutdown can join.
-    asio::co_spawn(e.lane, run(e), [this, &e](const std::exception_ptr& failure) {
-        source_state final_state = e.final_state;
-        if (failure) {
-            std::string what = "unknown exception";
-            try {
-                std::rethrow_exception(failure);
-            } catch (const std::exception& ex) {
-                what = ex.what();
-            } catch (...) {
-            }
-            e.src->close();
-            e.finished.store(true);
-            processing_.error(e.channel, "source '" + e.options.name + "': " + what);
-            failures_.fetch_add(1, std::memory_order_relaxed);
-            final_state = source_state::failed;
-        }
-        // Once the state leaves running/stopping another thread may unregister and destroy the
-        // entry: read what is needed first, store the state last.
-        const bool ephemeral = e.owner != nullptr;
-        const source_handle handle = e.handle;
-        const executor lane = e.lane;
-        if (ephemeral) {
-            enter_gate();
-        }
-        e.state.store(final_state);
-        if (ephemeral) {
-            // An accepted connection is gone for good: unregister it (from a fresh handler, so
-            // the entry is not destroyed under this one).
-            asio::post(lane, [this, handle] {
-                unregister_source(handle);
-                leave_gate();
-            });
-        }
-        leave_gate();
+    // A named completion handler (never a bare `detached`): it parks the source, or records how
+    // the coroutine ended, counts it, and leaves the gate so shutdown can join.
+    asio::co_spawn(env_.lane_executor(e.lane_index), run(e),
+                   [this, &e](std::exception_ptr failure) { coroutine_ended(e, std::move(failure)); });
+}
+
+timer& source_server::flush_timer(entry& e) {
+    if (!e.flush_timer) {
+        e.flush_timer = env_.make_timer(env_.lane_executor(e.lane_index));
+    }
+    return *e.flush_timer;
+}
+
+void source_server::park(entry& e) {
+    // The source stays running and inside the gate; what waits is the source's own readiness
+    // operation holding this small callback. A stop closes the source, which ends the wait.
+    // Nothing waits on the flush timer now (the coroutine has ended): drop it too.
+    e.flush_timer.reset();
+    const auto kind = index_of(e.kind);
+    e.src->park([this, &e, kind](error_code error) {
+        parked_[kind].fetch_sub(1, std::memory_order_relaxed);
+        e.wake_error = error;
+        e.resuming = true;
+        spawn(e);
     });
+    // Counted after park returns: the wake never runs before it does.
+    parked_[kind].fetch_add(1, std::memory_order_relaxed);
+    parks_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void source_server::coroutine_ended(entry& e, std::exception_ptr failure) {
+    if (!failure && std::exchange(e.parked, false)) {
+        // Parked only after the coroutine has fully ended, so a wake can never meet it still
+        // unwinding.
+        try {
+            park(e);
+            return;
+        } catch (...) {
+            failure = std::current_exception();
+        }
+    }
+    source_state final_state = e.final_state;
+    if (failure) {
+        std::string what = "unknown exception";
+        try {
+            std::rethrow_exception(failure);
+        } catch (const std::exception& ex) {
+            what = ex.what();
+        } catch (...) {
+        }
+        e.src->close();
+        e.finished.store(true);
+        processing_.error(e.channel, "source '" + e.name + "': " + what);
+        failures_.fetch_add(1, std::memory_order_relaxed);
+        final_state = source_state::failed;
+    }
+    // Once the state leaves running/stopping another thread may unregister and destroy the
+    // entry: read what is needed first, store the state last.
+    const bool ephemeral = e.owner != nullptr;
+    const source_handle handle = e.handle;
+    const std::size_t lane = e.lane_index;
+    if (ephemeral) {
+        enter_gate();
+    }
+    e.state.store(final_state);
+    if (ephemeral) {
+        // An accepted connection is gone for good: unregister it (from a fresh handler, so
+        // the entry is not destroyed under this one).
+        asio::post(env_.lane_executor(lane), [this, handle] {
+            unregister_source(handle);
+            leave_gate();
+        });
+    }
+    leave_gate();
 }
 
 void source_server::enter_gate() {
@@ -236,7 +282,7 @@ void source_server::stop(source_handle handle) {
         if (!e->state.compare_exchange_strong(expected, source_state::stopping)) {
             return;
         }
-        lane = e->lane; // read under the lock: the entry may be gone once it is released
+        lane = env_.lane_executor(e->lane_index); // under the lock: the entry may go once it is released
         enter_gate();
     }
     // The handler finds the entry again by handle: the coroutine may end on its own before
@@ -250,7 +296,9 @@ void source_server::stop(source_handle handle) {
                 entry& target = *it->second;
                 target.stop_requested = true;
                 target.acquire_cancel.emit(asio::cancellation_type::terminal);
-                target.flush_timer->cancel();
+                if (target.flush_timer) {
+                    target.flush_timer->cancel();
+                }
                 target.src->close();
             }
         }
@@ -331,7 +379,7 @@ void source_server::emit(entry& e, buffer& filled, flush_reason reason) {
 void source_server::hold_partial(entry& e) {
     auto& holders = partial_holders_[e.lane_index];
     SLUICE_ASSERT(e.holder_index == no_index);
-    e.holder_index = holders.size();
+    e.holder_index = static_cast<std::uint32_t>(holders.size());
     holders.push_back(&e);
     partial_holders_total_.fetch_add(1, std::memory_order_relaxed);
 }
@@ -368,7 +416,9 @@ void source_server::wake_partial_holders(flush_reason reason) {
             wake_pending_[lane].fetch_and(static_cast<std::uint8_t>(~bit));
             for (entry* holder : partial_holders_[lane]) {
                 holder->wake_reason = reason;
-                holder->flush_timer->cancel();
+                if (holder->flush_timer) { // made before the holder waits on it
+                    holder->flush_timer->cancel();
+                }
             }
             leave_gate();
         });
@@ -397,7 +447,7 @@ asio::awaitable<buffer> source_server::acquire(entry& e) {
     co_return std::move(granted); // empty when a stop aborted the wait
 }
 
-asio::awaitable<source_server::loop_end> source_server::read_loop(entry& e) {
+asio::awaitable<source_server::loop_end> source_server::read_loop(entry& e, bool woken) {
     using namespace asio::experimental::awaitable_operators;
     auto& src = *e.src;
     const bool into_buffer = src.reads_into_buffer();
@@ -411,9 +461,18 @@ asio::awaitable<source_server::loop_end> source_server::read_loop(entry& e) {
         if (!current) {
             if (!into_buffer) {
                 // Idle: wait for data first, then take a buffer, so idle sources hold none.
-                const auto idle_since = env_.now();
-                const auto error = co_await src.wait_readable();
-                idle_ns_[kind].fetch_add(nanoseconds(env_.now() - idle_since), std::memory_order_relaxed);
+                error_code error;
+                if (std::exchange(woken, false)) {
+                    error = e.wake_error; // a parked wait ended: this coroutine is its sequel
+                    idle_ns_[kind].fetch_add(nanoseconds(env_.now() - e.idle_since), std::memory_order_relaxed);
+                } else if (options_.park_idle && src.should_park()) {
+                    e.idle_since = env_.now();
+                    co_return loop_end{loop_end::kind::park, {}};
+                } else {
+                    const auto idle_since = env_.now();
+                    error = co_await src.wait_readable();
+                    idle_ns_[kind].fetch_add(nanoseconds(env_.now() - idle_since), std::memory_order_relaxed);
+                }
                 if (e.stop_requested) {
                     continue;
                 }
@@ -428,14 +487,14 @@ asio::awaitable<source_server::loop_end> source_server::read_loop(entry& e) {
             e.partial_since = env_.now();
         } else if (!into_buffer) {
             const auto waited = env_.now() - e.partial_since;
-            if (waited >= e.options.flush_timeout) {
+            if (waited >= e.flush_timeout) {
                 emit(e, current, flush_reason::timeout);
                 continue;
             }
             hold_partial(e);
             const auto idle_since = env_.now();
             auto outcome = co_await (src.wait_readable() ||
-                                     e.flush_timer->wait_for(e.options.flush_timeout - waited));
+                                     flush_timer(e).wait_for(e.flush_timeout - waited));
             idle_ns_[kind].fetch_add(nanoseconds(env_.now() - idle_since), std::memory_order_relaxed);
             release_partial(e);
             if (e.stop_requested) {
@@ -497,7 +556,7 @@ asio::awaitable<source_server::loop_end> source_server::read_loop(entry& e) {
                 emit(e, current, flush_reason::demand); // processing is idle: feed it now
             } else if (pool_.has_waiters()) {
                 emit(e, current, flush_reason::pressure);
-            } else if (into_buffer && env_.now() - e.partial_since >= e.options.flush_timeout) {
+            } else if (into_buffer && env_.now() - e.partial_since >= e.flush_timeout) {
                 emit(e, current, flush_reason::timeout);
             }
         }
@@ -505,20 +564,31 @@ asio::awaitable<source_server::loop_end> source_server::read_loop(entry& e) {
 }
 
 asio::awaitable<void> source_server::run(entry& e) {
-    e.stop_requested = false;
-    e.wake_reason = flush_reason::none;
+    // After a parked wait the source is open and idle: continue in read_loop where it parked.
+    bool woken = std::exchange(e.resuming, false);
+    if (!woken) {
+        e.stop_requested = false;
+        e.wake_reason = flush_reason::none;
+        e.failures = 0;
+    }
     auto& src = *e.src;
-    std::uint32_t failures = 0;
     std::string failure;
     bool ended = false;
     for (;;) {
         if (e.stop_requested) {
             break;
         }
-        e.read_since_open = false;
-        auto error = co_await src.open();
+        error_code error;
+        if (!woken) {
+            e.read_since_open = false;
+            error = co_await src.open();
+        }
         if (!error) {
-            const auto end = co_await read_loop(e);
+            const auto end = co_await read_loop(e, std::exchange(woken, false));
+            if (end.what == loop_end::kind::park) {
+                e.parked = true; // the completion handler parks it (see coroutine_ended)
+                co_return;
+            }
             if (end.what == loop_end::kind::stop) {
                 break;
             }
@@ -540,16 +610,16 @@ asio::awaitable<void> source_server::run(entry& e) {
             break;
         }
         if (e.read_since_open) {
-            failures = 0;
+            e.failures = 0;
         }
-        if (++failures > options_.reconnect_attempts_max) {
-            failure = reason + "; gave up after " + std::to_string(failures - 1) + " reconnects";
+        if (++e.failures > options_.reconnect_attempts_max) {
+            failure = reason + "; gave up after " + std::to_string(e.failures - 1) + " reconnects";
             break;
         }
         reconnects_.fetch_add(1, std::memory_order_relaxed);
         reconnects_by_kind_[index_of(e.kind)].fetch_add(1, std::memory_order_relaxed);
         src.close();
-        const bool elapsed = co_await e.flush_timer->wait_for(backoff_delay(failures - 1));
+        const bool elapsed = co_await flush_timer(e).wait_for(backoff_delay(e.failures - 1));
         if (!elapsed && e.stop_requested) {
             break;
         }
@@ -558,7 +628,7 @@ asio::awaitable<void> source_server::run(entry& e) {
     e.finished.store(ended || !failure.empty());
     if (!failure.empty()) {
         failures_.fetch_add(1, std::memory_order_relaxed);
-        processing_.error(e.channel, "source '" + e.options.name + "': " + failure);
+        processing_.error(e.channel, "source '" + e.name + "': " + failure);
         e.final_state = source_state::failed;
     } else if (ended) {
         end_of_stream_.fetch_add(1, std::memory_order_relaxed);
@@ -714,6 +784,7 @@ server_stats source_server::stats() const {
         s.idle_seconds[i] = static_cast<double>(idle_ns_[i].load(std::memory_order_relaxed)) / 1e9;
         s.backpressured_seconds[i] =
             static_cast<double>(backpressured_ns_[i].load(std::memory_order_relaxed)) / 1e9;
+        s.parked_by_kind[i] = parked_[i].load(std::memory_order_relaxed);
     }
     s.acquire_wait_seconds = acquire_wait_.snapshot();
     s.flush_fill_ratio = fill_ratio_.snapshot();
@@ -727,6 +798,7 @@ server_stats source_server::stats() const {
     s.buffers_emitted_total = buffers_emitted_.load(std::memory_order_relaxed);
     s.backpressure_waits_total = backpressure_waits_.load(std::memory_order_relaxed);
     s.reconnects_total = reconnects_.load(std::memory_order_relaxed);
+    s.parks_total = parks_.load(std::memory_order_relaxed);
     s.registrations_admitted_total = admitted_.load(std::memory_order_relaxed);
     s.registrations_refused_total = refused_.load(std::memory_order_relaxed);
     s.connections_accepted_total = accepted_.load(std::memory_order_relaxed);

@@ -5,6 +5,15 @@
 /// emit path into processing. The server owns every coroutine it starts and joins them all in
 /// `shutdown()`; none outlives it.
 ///
+/// Parking (server_options::park_idle): a running source that is idle — no buffer held, its
+/// transport drained — ends its coroutine and waits as the transport's own readiness operation
+/// (a socket's async_wait, a timer) holding a small callback; readiness spawns the coroutine
+/// again where it left off. DESIGN.md says one coroutine per source; an idle one is instead one
+/// pending operation because its suspended coroutine chain was two thirds of an idle source's
+/// memory (3.3 KiB → 0.9 KiB per idle connection, bench/RESULTS.md). Ownership is unchanged: a
+/// parked source stays inside the server's gate, a stop closes its transport (which ends the
+/// wait), and shutdown joins it like any coroutine.
+///
 /// Events to the engine's sink follow NebulaStream: Data buffers carry the source's origin id
 /// and contiguous sequence numbers from 0; end of stream gives EoS after the data; a failure
 /// gives Error after the data read so far; a stop the engine asked for gives neither.
@@ -17,6 +26,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -50,6 +60,11 @@ struct server_options {
     /// partial buffers wait for full, pressure or the flush timeout — the comparison the
     /// latency benchmark makes.
     bool demand_flush = true;
+    /// Idle sources that can (TCP, UDP, rate-limited generators) wait as a pending readiness
+    /// operation instead of a suspended coroutine chain: their coroutine ends and is spawned
+    /// again when data comes, so an idle source costs about 1 KiB less. Off, every idle source
+    /// waits inside its coroutine (the comparison the memory benchmark makes).
+    bool park_idle = true;
 };
 
 /// Per-source settings given at registration.
@@ -91,6 +106,9 @@ struct server_stats {
     std::array<double, source_kind_count> busy_seconds{};          ///< reading and emitting
     std::array<double, source_kind_count> idle_seconds{};          ///< waiting for data
     std::array<double, source_kind_count> backpressured_seconds{}; ///< waiting for a buffer
+    /// Running sources parked now: idle, waiting as a readiness operation with no coroutine.
+    std::array<std::uint32_t, source_kind_count> parked_by_kind{};
+    std::uint64_t parks_total = 0; ///< times a source parked
     histogram_snapshot acquire_wait_seconds; ///< suspended source acquisitions
     histogram_snapshot flush_fill_ratio;     ///< bytes / capacity of emitted buffers
     std::array<std::uint64_t, flush_reason_count> flushes_total{};
@@ -159,7 +177,7 @@ private:
     registration register_entry(const source_options& options, const source_factory& make,
                                 listener* owner);
     boost::asio::awaitable<void> run(entry& e);
-    boost::asio::awaitable<loop_end> read_loop(entry& e);
+    boost::asio::awaitable<loop_end> read_loop(entry& e, bool woken);
     boost::asio::awaitable<buffer> acquire(entry& e);
     boost::asio::awaitable<void> accept_loop(listener& l);
     void hold_partial(entry& e);
@@ -168,6 +186,11 @@ private:
     void enter_gate();
     void leave_gate();
     void spawn(entry& e);
+    /// The end of a source's coroutine: parks it, or records how it ended and leaves the gate.
+    void coroutine_ended(entry& e, std::exception_ptr failure);
+    void park(entry& e);
+    /// The entry's flush timer, made on first use (lane-only).
+    timer& flush_timer(entry& e);
     void emit(entry& e, buffer& filled, flush_reason reason);
     void wake_partial_holders(flush_reason reason);
     std::size_t pick_lane(std::size_t requested);
@@ -212,6 +235,8 @@ private:
     std::array<std::atomic<std::uint64_t>, source_kind_count> busy_ns_{};
     std::array<std::atomic<std::uint64_t>, source_kind_count> idle_ns_{};
     std::array<std::atomic<std::uint64_t>, source_kind_count> backpressured_ns_{};
+    std::array<std::atomic<std::uint32_t>, source_kind_count> parked_{};
+    std::atomic<std::uint64_t> parks_{0};
     seconds_histogram acquire_wait_{seconds_buckets};
     ratio_histogram fill_ratio_{ratio_buckets};
 };

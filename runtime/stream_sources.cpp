@@ -33,6 +33,10 @@ asio::awaitable<error_code> reopening_source::wait_readable() {
     co_return co_await stream_->wait_readable();
 }
 
+bool reopening_source::should_park() { return stream_ && stream_->should_park(); }
+
+void reopening_source::park(wake_callback wake) { stream_->park(std::move(wake)); }
+
 read_result reopening_source::read_now(std::span<std::byte> space) {
     return stream_ ? stream_->read_now(space) : closed_result();
 }
@@ -55,7 +59,7 @@ asio::awaitable<std::pair<error_code, std::unique_ptr<byte_stream>>> tcp_client_
 }
 
 stream_source::stream_source(source_kind kind, std::unique_ptr<byte_stream> stream)
-    : kind_(kind), stream_(std::move(stream)), description_(stream_->describe()) {
+    : kind_(kind), stream_(std::move(stream)) {
     SLUICE_ASSERT(stream_ != nullptr);
 }
 

@@ -25,6 +25,8 @@ class reopening_source : public source {
 public:
     boost::asio::awaitable<boost::system::error_code> open() final;
     boost::asio::awaitable<boost::system::error_code> wait_readable() final;
+    bool should_park() final;
+    void park(wake_callback wake) final;
     read_result read_now(std::span<std::byte> space) final;
     void close() noexcept final;
 
@@ -61,16 +63,17 @@ class stream_source final : public source {
 public:
     stream_source(source_kind kind, std::unique_ptr<byte_stream> stream);
     source_kind kind() const noexcept override { return kind_; }
-    std::string describe() const override { return description_; }
+    std::string describe() const override { return stream_->describe(); }
     boost::asio::awaitable<boost::system::error_code> open() override;
     boost::asio::awaitable<boost::system::error_code> wait_readable() override;
+    bool should_park() override { return stream_->should_park(); }
+    void park(wake_callback wake) override { stream_->park(std::move(wake)); }
     read_result read_now(std::span<std::byte> space) override;
     void close() noexcept override;
 
 private:
     source_kind kind_;
     std::unique_ptr<byte_stream> stream_;
-    std::string description_;
     bool opened_ = false;
 };
 
@@ -103,6 +106,8 @@ public:
     std::string describe() const override;
     boost::asio::awaitable<boost::system::error_code> open() override;
     boost::asio::awaitable<boost::system::error_code> wait_readable() override;
+    bool should_park() override { return socket_ && socket_->should_park(); }
+    void park(wake_callback wake) override { socket_->park(std::move(wake)); }
     read_result read_now(std::span<std::byte> space) override;
     void close() noexcept override;
 

@@ -51,6 +51,14 @@ public:
         current_ = 0;
         co_return !error;
     }
+    void on_expiry(duration delay, std::function<void(bool)> done) override {
+        cancel();
+        current_ = env_.add_timer(env_.now() + std::max(delay, duration{0}), lane_,
+                                  [this, done = std::move(done)](error_code error) {
+                                      current_ = 0;
+                                      done(!error);
+                                  });
+    }
     void cancel() noexcept override {
         if (current_ != 0) {
             env_.cancel_timer(current_);
@@ -89,6 +97,25 @@ public:
         }
         co_return asio::error::timed_out;
     }
+    /// Parks when nothing has arrived by now (the same draws as wait_readable's first round).
+    bool should_park() override {
+        if (closed_) {
+            return false;
+        }
+        arrive();
+        return !readable();
+    }
+    void park(runtime::wake_callback wake) override {
+        if (closed_ || random_.chance(script_.spurious_wakeup)) {
+            const error_code now_error = closed_ ? error_code(asio::error::operation_aborted) : error_code{};
+            waiting_ = env_.add_timer(env_.now(), lane_, [this, wake = std::move(wake), now_error](error_code) {
+                waiting_ = 0;
+                wake(now_error);
+            });
+            return;
+        }
+        wait_for_arrival(std::move(wake));
+    }
     runtime::read_result read_now(std::span<std::byte> space) override {
         using status = runtime::read_result::status;
         if (closed_) {
@@ -124,6 +151,24 @@ public:
     std::string describe() const override { return "virtual stream " + std::to_string(script_.id); }
 
 private:
+    /// A parked wait: timer to timer until something arrives (bounded like wait_readable).
+    void wait_for_arrival(runtime::wake_callback wake, int rounds = 0) {
+        waiting_ = env_.add_timer(next_arrival_, lane_, [this, wake = std::move(wake), rounds](error_code error) mutable {
+            waiting_ = 0;
+            if (error || closed_) {
+                wake(error ? error : error_code(asio::error::operation_aborted));
+                return;
+            }
+            arrive();
+            if (readable() || random_.chance(script_.spurious_wakeup)) {
+                wake(error_code{});
+            } else if (rounds + 1 >= 1'000'000) {
+                wake(asio::error::timed_out);
+            } else {
+                wait_for_arrival(std::move(wake), rounds + 1);
+            }
+        });
+    }
     std::uint64_t total_bytes() const {
         return script_.truncate_at_bytes != 0 ? std::min(script_.truncate_at_bytes, full_bytes_)
                                               : full_bytes_;

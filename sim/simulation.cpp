@@ -221,7 +221,8 @@ std::string reproduce_command(const scenario& s) {
         << " --faults " << (s.faults ? "on" : "off") << " --policy "
         << (s.policy == pool_policy::legacy ? "legacy" : "sluice")
         << " --legacy-buffers-per-source " << s.legacy_buffers_per_source << " --records "
-        << s.records_per_source << " --stream-fraction " << s.stream_fraction << " --paced-fraction " << s.paced_fraction;
+        << s.records_per_source << " --stream-fraction " << s.stream_fraction << " --paced-fraction " << s.paced_fraction
+        << " --park " << (s.park_idle ? "on" : "off");
     return out.str();
 }
 
@@ -249,6 +250,7 @@ std::string report::to_json() const {
         << ", \"buffers_free_at_end\": " << buffers_free_at_end
         << ", \"end_of_streams\": " << end_of_streams << ", \"errors\": " << errors
         << ", \"restarts\": " << restarts << ", \"backpressure_waits\": " << backpressure_waits
+        << ", \"parks\": " << parks
         << ", \"registrations_refused\": " << registrations_refused << ", \"unregistered\": " << unregistered
         << ", \"source_bytes_min\": " << source_bytes_min << ", \"source_bytes_max\": " << source_bytes_max
         << ", \"virtual_seconds\": " << virtual_seconds << ", \"events\": " << events
@@ -310,6 +312,7 @@ report run(const scenario& s) {
         sopts.backoff_initial = std::chrono::milliseconds(1);
         sopts.backoff_max = std::chrono::milliseconds(20);
         sopts.reconnect_attempts_max = 5;
+        sopts.park_idle = s.park_idle;
         source_server server(env, pool, pipeline, sopts);
 
         std::deque<planned_source> sources; // stable references for the operator plan
@@ -542,6 +545,7 @@ report run(const scenario& s) {
             result.bytes_produced += b;
         }
         result.backpressure_waits = sstats.backpressure_waits_total;
+        result.parks = sstats.parks_total;
         // Let completion handlers and posted wake-ups run, so shutdown has nothing to wait for
         // (on this single thread, waiting would never end).
         for (int i = 0; i < 10'000'000 && !(server.quiescent() && pipeline.queued() == 0); ++i) {

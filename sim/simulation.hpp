@@ -29,6 +29,7 @@ struct scenario {
     strategy order = strategy::fifo;
     bool faults = false;
     runtime::pool_policy policy = runtime::pool_policy::sluice;
+    bool park_idle = true;              ///< server_options::park_idle (both paths stay proven)
     std::uint32_t legacy_buffers_per_source = 5;
     std::uint64_t records_per_source = 200; ///< 0 = infinite generators, stopped at the horizon
     double stream_fraction = 0.5;       ///< share of sources that are virtual streams
@@ -59,6 +60,7 @@ struct report {
     std::uint64_t errors = 0;
     std::uint64_t restarts = 0;
     std::uint64_t backpressure_waits = 0;
+    std::uint64_t parks = 0;                 ///< times an idle source parked
     std::uint64_t registrations_refused = 0; ///< churn registrations refused (not a violation)
     std::uint64_t unregistered = 0;          ///< finished sources unregistered by churn
     std::uint64_t sources_run = 0;           ///< initial sources plus those churn admitted

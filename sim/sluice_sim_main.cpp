@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
     std::string order = "fifo";
     std::string faults = "off";
     std::string policy = "sluice";
+    std::string park = "on";
     bool json = false;
     std::uint64_t seeds = 1;
     CLI::App app{"sluice-sim — the deterministic simulator"};
@@ -30,6 +31,8 @@ int main(int argc, char** argv) {
     app.add_option("--strategy", order, "fifo | random | pct")->check(CLI::IsMember({"fifo", "random", "pct"}));
     app.add_option("--faults", faults, "on | off")->check(CLI::IsMember({"on", "off"}));
     app.add_option("--policy", policy, "sluice | legacy")->check(CLI::IsMember({"sluice", "legacy"}));
+    app.add_option("--park", park, "on | off: idle sources park without a coroutine (server_options::park_idle)")
+        ->check(CLI::IsMember({"on", "off"}));
     app.add_option("--legacy-buffers-per-source", s.legacy_buffers_per_source, "legacy: fixed buffers per source");
     app.add_option("--records", s.records_per_source, "records per source");
     app.add_option("--stream-fraction", s.stream_fraction, "share of sources that are virtual streams")
@@ -45,6 +48,7 @@ int main(int argc, char** argv) {
     CLI11_PARSE(app, argc, argv);
     s.order = order == "random" ? strategy::random : order == "pct" ? strategy::pct : strategy::fifo;
     s.faults = faults == "on";
+    s.park_idle = park == "on";
     s.policy = policy == "legacy" ? sluice::runtime::pool_policy::legacy : sluice::runtime::pool_policy::sluice;
 
     int exit_code = 0;

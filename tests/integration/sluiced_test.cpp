@@ -277,7 +277,7 @@ port = 0
           "sluice_pool_waiters", "sluice_registrations_total", "sluice_flushes_total",
           "sluice_flush_fill_ratio_bucket", "sluice_processing_queue_depth",
           "sluice_processing_oldest_queued_seconds", "sluice_processing_buffer_duration_seconds_bucket",
-          "sluice_sources", "sluice_source_received_bytes_total", "sluice_source_received_records_total",
+          "sluice_sources", "sluice_sources_parked", "sluice_source_received_bytes_total", "sluice_source_received_records_total",
           "sluice_source_errors_total", "sluice_source_reconnects_total", "sluice_source_seconds_total",
           "sluice_listener_connections_total", "sluice_thread_pool_threads",
           "sluice_thread_pool_queued_tasks", "sluice_process_threads"}) {

@@ -400,6 +400,143 @@ TEST(source_server, legacy_blocking_sources_run_on_a_bounded_pool) {
     EXPECT_TRUE(w.sink.violations().empty()) << w.sink.violations().front();
 }
 
+/// Records n in [first, first + count) of generator `id`, as one string.
+std::string generator_text(std::uint64_t id, std::uint64_t first, std::uint64_t count) {
+    std::string data;
+    char record[generator_record_bytes_max];
+    for (std::uint64_t n = first; n < first + count; ++n) {
+        data.append(record, format_generator_record(id, n, record));
+    }
+    return data;
+}
+
+std::uint32_t parked(const source_server& server, source_kind kind) {
+    return server.stats().parked_by_kind[static_cast<std::size_t>(kind)];
+}
+
+/// Idle connections park (no coroutine), wake when data comes, park again when drained, and
+/// nothing is lost across the parks; with parking off the same traffic arrives the same way.
+void idle_connections_round_trip(bool park_idle) {
+    server_options options;
+    options.park_idle = park_idle;
+    test_worker w({512, 4096, 8, 8192}, {2, 2, 1}, options);
+    const auto [error, port] = w.server.add_tcp_listener(listener_options{});
+    ASSERT_FALSE(error) << error.message();
+    constexpr std::size_t connections = 40;
+    asio::io_context io;
+    std::vector<asio::ip::tcp::socket> peers;
+    for (std::size_t c = 0; c < connections; ++c) {
+        peers.emplace_back(io);
+        peers.back().connect({asio::ip::make_address("127.0.0.1"), port});
+    }
+    const auto expected_parked = park_idle ? connections : 0U;
+    ASSERT_TRUE(w.sink.wait_for([&] {
+        return w.server.stats().sources_by_state[static_cast<std::size_t>(source_state::running)] ==
+                   connections &&
+               parked(w.server, source_kind::tcp_connection) == expected_parked;
+    })) << parked(w.server, source_kind::tcp_connection) << " parked";
+    // Two rounds of 300 records per connection with the connections idle in between.
+    for (std::uint64_t round = 0; round < 2; ++round) {
+        for (std::size_t c = 0; c < connections; ++c) {
+            asio::write(peers[c], asio::buffer(generator_text(c, round * 300, 300)));
+        }
+        ASSERT_TRUE(w.sink.wait_for([&] {
+            return w.sink.total_records_locked() == (round + 1) * 300 * connections;
+        }));
+        ASSERT_TRUE(w.sink.wait_for(
+            [&] { return parked(w.server, source_kind::tcp_connection) == expected_parked; }));
+    }
+    if (park_idle) {
+        EXPECT_GE(w.server.stats().parks_total, 2 * connections);
+    } else {
+        EXPECT_EQ(w.server.stats().parks_total, 0U);
+    }
+    for (auto& peer : peers) {
+        peer.close();
+    }
+    ASSERT_TRUE(w.sink.wait_for([&] { return w.sink.end_of_streams_locked() == connections; }));
+    EXPECT_EQ(w.sink.total_records(), 600 * connections);
+    EXPECT_TRUE(w.sink.violations().empty()) << w.sink.violations().front();
+    EXPECT_EQ(parked(w.server, source_kind::tcp_connection), 0U);
+    ASSERT_TRUE(w.sink.wait_for([&] { return w.server.source_count() == 0; }));
+}
+
+TEST(source_server, idle_connections_park_and_wake_without_loss) { idle_connections_round_trip(true); }
+
+TEST(source_server, with_parking_off_idle_connections_wait_in_their_coroutines) {
+    idle_connections_round_trip(false);
+}
+
+TEST(source_server, rate_limited_generators_park_between_bursts_and_deliver_every_record) {
+    test_worker w;
+    constexpr int sources = 20;
+    for (int i = 0; i < sources; ++i) {
+        auto factory = [i](environment& env, const executor& lane) -> std::unique_ptr<source> {
+            generator_options g;
+            g.id = static_cast<std::uint64_t>(i);
+            g.records_max = 30;
+            g.records_per_second = 1000.0; // a burst of 5 every 5 ms
+            g.burst_records = 5;
+            return std::make_unique<generator_source>(env, lane, g);
+        };
+        const auto answer = w.server.register_source(named("paced" + std::to_string(i)), factory);
+        ASSERT_TRUE(answer.admitted()) << answer.message;
+        ASSERT_TRUE(w.server.start(answer.handle));
+    }
+    ASSERT_TRUE(w.sink.wait_for([&] { return w.sink.end_of_streams_locked() == sources; }));
+    EXPECT_EQ(w.sink.total_records(), sources * 30U);
+    EXPECT_TRUE(w.sink.violations().empty()) << w.sink.violations().front();
+    EXPECT_GE(w.server.stats().parks_total, static_cast<std::uint64_t>(sources)) << "no generator parked";
+    EXPECT_EQ(parked(w.server, source_kind::generator), 0U);
+}
+
+TEST(source_server, parked_sources_stop_promptly_restart_and_shut_down) {
+    test_worker w;
+    // Generators with nothing due for 1,000 s after their first record, and idle connections.
+    std::vector<source_handle> generators;
+    for (int i = 0; i < 10; ++i) {
+        const auto answer = w.server.register_source(named("sleepy" + std::to_string(i)),
+                                                     generator(static_cast<std::uint64_t>(i), 0, 0.001));
+        ASSERT_TRUE(answer.admitted());
+        ASSERT_TRUE(w.server.start(answer.handle));
+        generators.push_back(answer.handle);
+    }
+    const auto [error, port] = w.server.add_tcp_listener(listener_options{});
+    ASSERT_FALSE(error) << error.message();
+    asio::io_context io;
+    std::vector<asio::ip::tcp::socket> peers;
+    for (int c = 0; c < 10; ++c) {
+        peers.emplace_back(io);
+        peers.back().connect({asio::ip::make_address("127.0.0.1"), port});
+    }
+    // Each generator's first record goes out, then it parks until the next is due.
+    ASSERT_TRUE(w.sink.wait_for([&] {
+        return parked(w.server, source_kind::generator) == 10 &&
+               parked(w.server, source_kind::tcp_connection) == 10 &&
+               w.sink.total_records_locked() == 10;
+    }));
+    // A stop reaches a parked source through its close: stopped at once, no EoS, no Error.
+    for (const auto h : generators) {
+        w.server.stop(h);
+    }
+    ASSERT_TRUE(w.sink.wait_for([&] {
+        for (const auto h : generators) {
+            if (w.server.state(h) != source_state::stopped) {
+                return false;
+            }
+        }
+        return true;
+    }));
+    EXPECT_EQ(parked(w.server, source_kind::generator), 0U);
+    EXPECT_EQ(w.sink.end_of_streams(), 0U);
+    EXPECT_EQ(w.sink.errors(), 0U);
+    // Restarted, a generator runs and parks again.
+    ASSERT_TRUE(w.server.start(generators.front()));
+    ASSERT_TRUE(w.sink.wait_for([&] { return parked(w.server, source_kind::generator) == 1; }));
+    // Shutdown (in ~test_worker) must end the parked connections and the parked generator.
+    EXPECT_TRUE(w.sink.violations().empty()) << w.sink.violations().front();
+}
+
 } // namespace
 
 namespace {

@@ -1,6 +1,8 @@
 // The production environment's task counters, which feed sluice_thread_pool_queued_tasks and
-// sluice_thread_pool_active_tasks for the io and blocking pools.
+// sluice_thread_pool_active_tasks for the io and blocking pools; and the callback waits that
+// parked sources use (timer on_expiry, a TCP stream's park).
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <future>
@@ -9,7 +11,10 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/dispatch.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/write.hpp>
 #include <gtest/gtest.h>
 
 #include "runtime/production_environment.hpp"
@@ -108,6 +113,95 @@ TEST(production_environment, blocking_load_counts_reads_running_and_waiting) {
         const pool_load idle = env.blocking_load();
         return idle.queued == 0 && idle.active == 0;
     }));
+}
+
+TEST(production_environment, timer_on_expiry_reports_elapsed_or_cancelled_on_the_lane) {
+    production_environment env(production_options{1, 1, 1});
+    const auto lane = env.lane_executor(0);
+    std::promise<bool> first;
+    std::promise<bool> second;
+    std::unique_ptr<sluice::runtime::timer> timer;
+    asio::post(lane, [&] {
+        timer = env.make_timer(lane);
+        timer->on_expiry(std::chrono::milliseconds(1), [&](bool elapsed) {
+            first.set_value(elapsed);
+            // Re-armed from its own callback, then cancelled before it can elapse.
+            timer->on_expiry(std::chrono::hours(1), [&](bool again) { second.set_value(again); });
+            timer->cancel();
+        });
+    });
+    EXPECT_TRUE(first.get_future().get());
+    EXPECT_FALSE(second.get_future().get());
+    asio::post(lane, [&] { timer.reset(); });
+    EXPECT_TRUE(eventually([&] { return env.io_load().queued == 0 && env.io_load().active == 0; }));
+}
+
+/// A parked TCP wait: never wakes inline, wakes on data, parks only once drained, and a close
+/// (before or during the wait) ends it with an error.
+TEST(production_environment, parked_tcp_wait_wakes_on_data_after_returning_and_ends_at_close) {
+    using boost::system::error_code;
+    using sluice::runtime::byte_stream;
+    using sluice::runtime::read_result;
+    production_environment env(production_options{1, 1, 1});
+    const auto lane = env.lane_executor(0);
+    auto [listen_error, listener] = env.listen(lane, "127.0.0.1", 0, 16);
+    ASSERT_FALSE(listen_error) << listen_error.message();
+    std::promise<std::unique_ptr<byte_stream>> accepted;
+    asio::co_spawn(
+        lane,
+        [&]() -> asio::awaitable<void> {
+            auto [error, stream] = co_await listener->accept(lane);
+            accepted.set_value(std::move(stream));
+        },
+        asio::detached);
+    asio::io_context io;
+    asio::ip::tcp::socket peer(io);
+    peer.connect({asio::ip::make_address("127.0.0.1"), listener->port()});
+    std::unique_ptr<byte_stream> stream = accepted.get_future().get();
+    ASSERT_NE(stream, nullptr);
+
+    // Parks on the lane (a new connection counts as drained); the wake waits for data.
+    std::atomic<bool> returned{false};
+    std::promise<std::pair<error_code, bool>> woke;
+    asio::post(lane, [&] {
+        ASSERT_TRUE(stream->should_park());
+        stream->park([&](error_code error) { woke.set_value({error, returned.load()}); });
+        returned = true;
+    });
+    auto woke_future = woke.get_future();
+    EXPECT_EQ(woke_future.wait_for(std::chrono::milliseconds(50)), std::future_status::timeout);
+    asio::write(peer, asio::buffer("abc", 3));
+    const auto [error, after_return] = woke_future.get();
+    EXPECT_FALSE(error) << error.message();
+    EXPECT_TRUE(after_return) << "woke before park returned";
+
+    // Data read: not worth parking until a read finds the socket empty.
+    std::promise<std::pair<bool, bool>> park_advice;
+    asio::post(lane, [&] {
+        std::array<std::byte, 16> space{};
+        const auto first = stream->read_now(space);
+        EXPECT_EQ(first.state, read_result::status::data);
+        EXPECT_EQ(first.bytes, 3U);
+        const bool after_data = stream->should_park();
+        EXPECT_EQ(stream->read_now(space).state, read_result::status::would_block);
+        park_advice.set_value({after_data, stream->should_park()});
+    });
+    const auto [after_data, after_empty] = park_advice.get_future().get();
+    EXPECT_FALSE(after_data);
+    EXPECT_TRUE(after_empty);
+
+    // Closed while parked, and parked after a close: both end with an error, promptly.
+    std::promise<error_code> closed_while_parked;
+    std::promise<error_code> parked_after_close;
+    asio::post(lane, [&] {
+        stream->park([&](error_code e) { closed_while_parked.set_value(e); });
+        stream->close();
+    });
+    EXPECT_EQ(closed_while_parked.get_future().get(), asio::error::operation_aborted);
+    asio::post(lane, [&] { stream->park([&](error_code e) { parked_after_close.set_value(e); }); });
+    EXPECT_TRUE(parked_after_close.get_future().get()) << "a closed stream's wait must end with an error";
+    asio::post(lane, [&] { stream.reset(); });
+    EXPECT_TRUE(eventually([&] { return env.io_load().queued == 0 && env.io_load().active == 0; }));
 }
 
 } // namespace
