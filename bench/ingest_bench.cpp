@@ -14,6 +14,7 @@
 ///             flush so partial buffers wait for the flush timeout (the comparison).
 /// Exit status 0 when every byte sent arrived intact, 1 when anything was lost or wrong.
 
+#include <malloc.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -61,6 +62,7 @@ struct bench_options {
     double rate = 200.0;         ///< latency: records/s per connection
     double latency_seconds = 3.0;
     bool demand = true;
+    bool park = true;            ///< sluice: idle sources park (server_options::park_idle)
     std::string loadgen = SLUICE_LOADGEN;
     std::uint32_t io_threads = 2;
     std::uint32_t compute_threads = 2;
@@ -83,6 +85,9 @@ std::uint64_t rss_kib() {
     }
     return 0;
 }
+
+/// Heap bytes in use (malloc's chunks, all arenas): what RSS holds minus free space and pages.
+std::uint64_t heap_in_use_bytes() { return mallinfo2().uordblks; }
 
 /// Polls `done` every millisecond up to `bound`; true when it held.
 template <typename Done>
@@ -365,6 +370,7 @@ private:
     static server_options server_for(const bench_options& o) {
         server_options s;
         s.demand_flush = o.demand;
+        s.park_idle = o.park;
         return s;
     }
 
@@ -428,6 +434,7 @@ int run_throughput(const bench_options& o) {
     // Phase 1: N idle TCP connections.
     worker w(o, o.sources, false);
     const std::uint64_t rss_before = rss_kib();
+    const std::uint64_t heap_before = heap_in_use_bytes();
     const std::size_t threads_before = process_thread_count();
     const std::uint16_t port = w.listen(o.sources);
     if (port == 0) {
@@ -454,11 +461,14 @@ int run_throughput(const bench_options& o) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(300)); // let idle state settle
     const std::uint64_t rss_idle = rss_kib();
+    const std::uint64_t heap_idle = heap_in_use_bytes();
     const std::size_t threads_idle = process_thread_count();
     json << ", \"accept_seconds\": " << fixed(accept_seconds, 6) << ", \"threads_before\": " << threads_before
          << ", \"threads_idle\": " << threads_idle << ", \"rss_before_kib\": " << rss_before
          << ", \"rss_idle_kib\": " << rss_idle << ", \"rss_per_idle_source_bytes\": "
-         << fixed(static_cast<double>(rss_idle > rss_before ? rss_idle - rss_before : 0) * 1024.0 / o.sources, 1);
+         << fixed(static_cast<double>(rss_idle > rss_before ? rss_idle - rss_before : 0) * 1024.0 / o.sources, 1)
+         << ", \"heap_per_idle_source_bytes\": "
+         << fixed(static_cast<double>(heap_idle > heap_before ? heap_idle - heap_before : 0) / o.sources, 1);
 
     // Phase 2: send everything; time until the last byte is in the pipeline.
     const double cpu0 = process_cpu_seconds();
@@ -629,6 +639,7 @@ int main(int argc, char** argv) {
     app.add_option("--rate", o.rate, "latency: records/s per connection");
     app.add_option("--seconds", o.latency_seconds, "latency: seconds of load");
     app.add_flag("!--no-demand", o.demand, "latency: turn off sluice's demand flush (flush timeout only)");
+    app.add_flag("!--no-park", o.park, "sluice: idle sources wait inside their coroutines (no parking)");
     app.add_option("--loadgen", o.loadgen, "path of sluice-loadgen");
     app.add_option("--io-threads", o.io_threads, "I/O lanes (sluice)")->check(CLI::Range(1U, 64U));
     app.add_option("--compute-threads", o.compute_threads, "compute pool threads (both runners)")
