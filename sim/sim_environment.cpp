@@ -55,7 +55,9 @@ public:
         cancel();
         current_ = env_.add_timer(env_.now() + std::max(delay, duration{0}), lane_,
                                   [this, done = std::move(done)](error_code error) {
-                                      current_ = 0;
+                                      if (!error) {
+                                          current_ = 0; // aborted: cancel() already cleared it
+                                      }
                                       done(!error);
                                   });
     }

@@ -376,6 +376,10 @@ report run(const scenario& s) {
         }
         const std::size_t initial_sources = sources.size();
 
+        // The operator plan's actions run until the run has finished, not while it winds down: a
+        // churn registration that fired during the final quiescence steps once added a source
+        // whose bytes were delivered after the read counters had been taken.
+        bool plan_open = true;
         // The operator plan: stop generators at suspension points and restart them later.
         const auto horizon = std::chrono::duration_cast<duration>(std::chrono::duration<double>(s.virtual_seconds));
         // By index, not by reference: churn below appends to `sources`, which may reallocate it
@@ -387,7 +391,10 @@ report run(const scenario& s) {
             }
             const auto stop_at = duration(static_cast<duration::rep>(env.faults().below(static_cast<std::uint64_t>(horizon.count()) + 1)));
             const auto restart_after = duration(static_cast<duration::rep>(env.faults().below(5'000'000) + 1));
-            env.at(stop_at, [&server, &sources, victim_index, &result] {
+            env.at(stop_at, [&server, &sources, victim_index, &result, &plan_open] {
+                if (!plan_open) {
+                    return;
+                }
                 auto& victim = sources[victim_index];
                 if (server.known(victim.handle) && server.state(victim.handle) == source_state::running) {
                     victim.stopped_by_plan = true;
@@ -395,7 +402,10 @@ report run(const scenario& s) {
                     ++result.restarts;
                 }
             });
-            env.at(stop_at + restart_after, [&server, &sources, victim_index, &out] {
+            env.at(stop_at + restart_after, [&server, &sources, victim_index, &out, &plan_open] {
+                if (!plan_open) {
+                    return;
+                }
                 auto& victim = sources[victim_index];
                 if (victim.stopped_by_plan && !out.finished(victim.handle) &&
                     server.known(victim.handle) &&
@@ -412,11 +422,17 @@ report run(const scenario& s) {
             const auto when = duration(static_cast<duration::rep>(env.faults().below(static_cast<std::uint64_t>(horizon.count()) + 1)));
             const auto id = s.sources + k;
             env.at(when, [&, id] {
+                if (!plan_open) {
+                    return;
+                }
                 if (!add_source(id)) {
                     ++result.registrations_refused;
                 }
             });
             env.at(when + duration(1000), [&] {
+                if (!plan_open) {
+                    return;
+                }
                 for (auto& p : sources) {
                     if (out.finished(p.handle) && server.known(p.handle) &&
                         server.state(p.handle) != source_state::running &&
@@ -516,8 +532,8 @@ report run(const scenario& s) {
                 result.violations.push_back("could not write " + s.openmetrics_path);
             }
         }
+        plan_open = false;
         const auto stats = pool.stats();
-        const auto sstats = server.stats();
         if (result.deadlock || !finished) {
             result.waiting.push_back(std::to_string(stats.waiters_sources) + " source acquisitions wait for a buffer");
             result.waiting.push_back(std::to_string(pipeline.output_waits()) + " processing tasks wait for an output buffer");
@@ -540,12 +556,6 @@ report run(const scenario& s) {
                 }
             }
         }
-        result.bytes_produced = 0;
-        for (const auto b : sstats.bytes_total) {
-            result.bytes_produced += b;
-        }
-        result.backpressure_waits = sstats.backpressure_waits_total;
-        result.parks = sstats.parks_total;
         // Let completion handlers and posted wake-ups run, so shutdown has nothing to wait for
         // (on this single thread, waiting would never end).
         for (int i = 0; i < 10'000'000 && !(server.quiescent() && pipeline.queued() == 0); ++i) {
@@ -553,6 +563,13 @@ report run(const scenario& s) {
                 break;
             }
         }
+        const auto sstats = server.stats(); // after the last read
+        result.bytes_produced = 0;
+        for (const auto b : sstats.bytes_total) {
+            result.bytes_produced += b;
+        }
+        result.backpressure_waits = sstats.backpressure_waits_total;
+        result.parks = sstats.parks_total;
         if (!server.quiescent() || pipeline.queued() != 0) {
             result.violations.push_back("the server did not become quiescent after the run");
             for (const auto& p : sources) {

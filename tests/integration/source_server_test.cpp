@@ -475,7 +475,9 @@ TEST(source_server, rate_limited_generators_park_between_bursts_and_deliver_ever
             generator_options g;
             g.id = static_cast<std::uint64_t>(i);
             g.records_max = 30;
-            g.records_per_second = 1000.0; // a burst of 5 every 5 ms
+            // A burst of 5 every 50 ms: far apart enough that even a sanitizer build drains a
+            // burst before the next is due, so every generator parks.
+            g.records_per_second = 100.0;
             g.burst_records = 5;
             return std::make_unique<generator_source>(env, lane, g);
         };
