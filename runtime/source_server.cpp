@@ -198,15 +198,15 @@ void source_server::park(entry& e) {
     // operation holding this small callback. A stop closes the source, which ends the wait.
     // Nothing waits on the flush timer now (the coroutine has ended): drop it too.
     e.flush_timer.reset();
-    const auto kind = index_of(e.kind);
-    e.src->park([this, &e, kind](error_code error) {
-        parked_[kind].fetch_sub(1, std::memory_order_relaxed);
+    // Two pointers: small enough for std::function's inline storage (no allocation per park).
+    e.src->park([this, &e](error_code error) {
+        parked_[index_of(e.kind)].fetch_sub(1, std::memory_order_relaxed);
         e.wake_error = error;
         e.resuming = true;
         spawn(e);
     });
     // Counted after park returns: the wake never runs before it does.
-    parked_[kind].fetch_add(1, std::memory_order_relaxed);
+    parked_[index_of(e.kind)].fetch_add(1, std::memory_order_relaxed);
     parks_.fetch_add(1, std::memory_order_relaxed);
 }
 
