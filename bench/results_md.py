@@ -119,7 +119,7 @@ def render(results):
           f"a baseline thread has been through its loop once). Measured split of sluice's "
           f"{s10k['start_seconds'] * 1e3:.0f} ms: {s10k['start_register_seconds'] * 1e3:.0f} ms inside "
           f"`register_source` (pool admission under the pool mutex, the registry entry, a processing "
-          f"channel, two timers), {s10k['start_call_seconds'] * 1e3:.0f} ms inside `start` (the coroutine "
+          f"channel, the generator's timer), {s10k['start_call_seconds'] * 1e3:.0f} ms inside `start` (the coroutine "
           f"and its post to a lane) and {rest * 1e3:.0f} ms until the lanes have run every first step "
           f"(coroutine frames, the first record's buffer, emit, and — processing being busy during the "
           f"storm — holding the partial buffer with a `wait_readable() || flush timer` parallel group), "
@@ -154,13 +154,27 @@ def render(results):
               "copy and TCP stack (perf: `_copy_to_iter` alone is the largest symbol); the user-space "
               "pipeline (byte counting, checking 1,000 padding bytes per record, emit) is under a fifth "
               "of it. iperf3's receiver does no framing and no checking and gets its own core.")
-    w("- **Resident memory per idle source.** heaptrack at 5,000 idle sources, per source: about 290 B "
-      "for the read-loop coroutine frame, 245 B for `co_spawn`'s entry frame, 175 B for the run "
-      "coroutine, about 440 B of Asio awaitable frames, 180 B for the processing channel, the "
-      "registry entry and its name, the flush timer, the socket's reactor state, and allocator overhead. "
-      "Parking an idle source as a readiness callback instead of a suspended coroutine chain would "
-      "remove the frames (about 1.1 KiB); 1 KiB also needs the timer created on first use and a "
-      "smaller entry and channel.")
+    s1k_idle = _row(results, "sluice", 1000)
+    off = results.get("park_off", [])
+    off_text = ""
+    if off:
+        off_rss = sorted(r["rss_per_idle_source_bytes"] for r in off)
+        off_text = (f"; with parking off, same binary, same run: {off_rss[0]:,.0f}–{off_rss[-1]:,.0f} B "
+                    f"({len(off)} runs)")
+    met_idle = s10k["rss_per_idle_source_bytes"] <= 1024
+    w(f"- **Resident memory per idle source.** {'Met' if met_idle else 'Not met'} at {top:,} sources "
+      f"({s10k['rss_per_idle_source_bytes']:,.0f} B, median of {s10k.get('repeats', 1)}; the heap in use grew "
+      f"{s10k.get('heap_per_idle_source_bytes', float('nan')):,.0f} B per source{off_text}). An idle source "
+      "is now parked: its coroutine has ended and what waits is the socket's own `async_wait` holding a "
+      "small callback (it was the suspended chain of `co_spawn` entry, run, read-loop and wait "
+      "frames, about 1.9 KiB with allocator overhead). What is left, per idle connection (heaptrack "
+      "at 10,000): the exactly-allocated wait operation (144 B), the registry entry (176 B), the "
+      "processing channel with its shared_ptr control block (136 B), the socket's reactor state (168 B, Asio's), "
+      "the stream and source objects (88 + 32 B), the registry's hash node, and malloc's chunk "
+      "headers. "
+      + (f"At 1,000 sources the same heap ({s1k_idle.get('heap_per_idle_source_bytes', float('nan')):.0f} B) "
+         f"shows as {s1k_idle['rss_per_idle_source_bytes']:.0f} B of RSS: pages the lanes' malloc arenas "
+         "grow by are a larger share of a smaller total." if s1k_idle else ""))
     w("- **Simulator.** perf and heaptrack at 10,000 sources: Asio's type-erased handlers (post with "
       "`append`, `any_io_executor::prefer`, `any_completion_handler`) make about a quarter of all "
       "allocations, timers two more each (an ordered map node and a hash node), `wait_until` coroutine "
@@ -200,6 +214,16 @@ def render(results):
     w("| the ingest bench counts threads every ~50 ms, not every 1 ms poll (listing 10,000 baseline "
       "threads each millisecond was charged to the baseline's CPU) | baseline CPU s/GB, 10,000 sources, "
       "19-byte records | 10.80 | 8.77–8.84 |")
+    w("| idle sources park as a readiness operation: the coroutine ends and the socket's `async_wait` "
+      "(or the generator's timer) holds a small callback that spawns it again (was: a suspended "
+      "coroutine chain per idle source) | resident B per idle source, 10,000 sources (`--no-park` vs "
+      "default, same binary) | 3,312–3,322 | 1,419–1,425 |")
+    w("| what a parked source still holds: flush timer made on first use and dropped at park; registry "
+      "entry and processing channel packed (232 → 176 B, 152 → 136 B); TCP sockets on the lane's "
+      "concrete executor instead of `any_io_executor` (socket 88 → 48 B, and the pending op); the "
+      "parked op allocated exactly (Asio's thread cache handed it a recycled 256 B block); the peer "
+      "address kept as an endpoint, not text | resident B per idle source, 10,000 sources | "
+      "1,419–1,425 | 907–922 |")
     w("| simulator: one reused step-order vector instead of an allocation per step; stream lengths from "
       "the record writer | wall seconds, 10,000 sources, seeds 1–3 | 0.48–0.51 | 0.46–0.47 |")
     w("")
@@ -221,7 +245,7 @@ def render(results):
       "the sink checking — dominates) and the same records with a 1,000-byte padding field that the "
       "sink checks too (about 1 KiB, where per-byte work dominates).\n")
     w("| sources | record bytes | runner | threads | start N sources (ms) | accept N connections (ms) | "
-      "idle B/source | GB/s | CPU s/GB | load generator CPU s | verified |")
+      "idle B/source (heap) | GB/s | CPU s/GB | load generator CPU s | verified |")
     w("| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for pad in (0, PAD):
         for n in counts_of(results, pad):
@@ -230,7 +254,8 @@ def render(results):
                 if r:
                     w(f"| {n:,} | {_record_size(r):,.0f} | {mode} | {r['threads_max']} | "
                       f"{r['start_seconds'] * 1e3:.1f} | "
-                      f"{r['accept_seconds'] * 1e3:.1f} | {r['rss_per_idle_source_bytes']:.0f} | "
+                      f"{r['accept_seconds'] * 1e3:.1f} | {r['rss_per_idle_source_bytes']:.0f} "
+                      f"({r.get('heap_per_idle_source_bytes', float('nan')):.0f}) | "
                       f"{r['gb_per_second']:.3f} | {r['cpu_seconds_per_gb']:.2f} | {r['loadgen_cpu_seconds']:.2f} | "
                       f"{'yes, ' + format(r['bytes_delivered'], ',') + ' B' if r['verified'] else 'NO'} |")
     w("")

@@ -129,7 +129,7 @@ def main():
     total_bytes = 20_000_000 if a.quick else 400_000_000
     repeats = 1 if a.quick else 5
     results = {"machine": machine(), "quick": a.quick, "ingest": [], "latency": [], "ceilings": [],
-               "sim": [], "micro": [], "baseline_incomplete": []}
+               "sim": [], "micro": [], "baseline_incomplete": [], "park_off": []}
     failures = []
 
     print(f"bench: machine {results['machine']}", flush=True)
@@ -167,7 +167,8 @@ def main():
                 continue
             # The median run by throughput; start and memory from the same run set's medians.
             row = dict(sorted(runs, key=lambda r: r["gb_per_second"])[len(runs) // 2])
-            for key in ("start_seconds", "accept_seconds", "rss_per_idle_source_bytes", "cpu_seconds_per_gb"):
+            for key in ("start_seconds", "accept_seconds", "rss_per_idle_source_bytes",
+                        "heap_per_idle_source_bytes", "cpu_seconds_per_gb"):
                 row[key] = median([r[key] for r in runs])
             row["repeats"] = len(runs)
             results["ingest"].append(row)
@@ -175,6 +176,20 @@ def main():
                   f"{row['cpu_seconds_per_gb']:.2f} CPU s/GB, threads {row['threads_max']}, "
                   f"start {row['start_seconds'] * 1e3:.1f} ms, idle {row['rss_per_idle_source_bytes']:.0f} B/source, "
                   f"verified {row['verified']}", flush=True)
+
+    # Idle memory with parking off, same binary and run: what parking saves per idle source.
+    if not a.quick:
+        top = max(counts)
+        for _ in range(3):
+            rc, objs = run_json([ingest, "--mode", "sluice", "--sources", str(top), "--total-bytes",
+                                 str(total_bytes // 8), "--no-park"], 900)
+            if rc != 0 or not objs or not objs[0].get("verified"):
+                failures.append(f"ingest sluice --no-park {top}: exit {rc}")
+                continue
+            results["park_off"].append(objs[0])
+            print(f"bench: ingest sluice, parking off, {top} sources: idle "
+                  f"{objs[0]['rss_per_idle_source_bytes']:.0f} B/source "
+                  f"(heap {objs[0]['heap_per_idle_source_bytes']:.0f})", flush=True)
 
     # Light load: about 20,000 records/s in total, spread over the sources.
     latency_counts = [10, 100] if a.quick else [10, 100, 1000]

@@ -147,7 +147,7 @@ read_result classify(std::size_t bytes, const error_code& error) {
 
 /// Plain operator new/delete for the operation of a parked wait. Asio's default allocator
 /// recycles blocks cached per thread, which hands a long-lived wait whatever larger block a
-/// short-lived operation left behind (measured: 256 bytes for a wait of about 120).
+/// short-lived operation left behind (heaptrack: 256-byte blocks for a 144-byte wait).
 template <typename T>
 struct exact_allocator {
     using value_type = T;
