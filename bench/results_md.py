@@ -122,13 +122,15 @@ def render(results):
           f"channel, the generator's timer), {s10k['start_call_seconds'] * 1e3:.0f} ms inside `start` (the coroutine "
           f"and its post to a lane) and {rest * 1e3:.0f} ms until the lanes have run every first step "
           f"(coroutine frames, the first record's buffer, emit, and — processing being busy during the "
-          f"storm — holding the partial buffer with a `wait_readable() || flush timer` parallel group), "
+          f"storm — holding the partial buffer with a `wait_readable() || flush timer` parallel group; "
+          f"then the generator parks until its next record is due), "
           f"all on the same 2 cores: {s10k['start_seconds'] / top * 1e6:.1f} µs per source against "
           f"{b10k['start_seconds'] / top * 1e6:.1f} µs per baseline thread, so "
-          f"{b10k['start_seconds'] / s10k['start_seconds']:.1f}×. perf of `sluice-ingest-bench "
-          "--start-only --sources 10000`: malloc/free about 25% (glibc's per-thread arenas grow a page at "
-          "a time with mprotect; tbbmalloc's proxy measured 25% faster), page faults 13%, the parallel "
-          "group 8%, TBB wake-ups 10%. 30× means about 1.3 µs per source including its first record "
+          f"{b10k['start_seconds'] / s10k['start_seconds']:.1f}×. System-wide perf of `sluice-ingest-bench "
+          "--start-only --sources 10000` (after parking): the two lanes do 57% of the work and the "
+          "registering thread 19%; malloc/free about 18% (glibc's per-thread arenas; tbbmalloc's proxy "
+          "measured 25% faster earlier), scheduler wake-ups and TBB's yield about 10%, clock reads 3%, "
+          "the rest spread thin over Asio's handler machinery. 30× means about 1.3 µs per source including its first record "
           "through processing; that needs the batched registration and a first step without coroutine "
           "frames (below), not tuning.")
     iperf = _ceiling(results, "iperf3")
@@ -173,14 +175,18 @@ def render(results):
       "the stream and source objects (88 + 32 B), the registry's hash node, and malloc's chunk "
       "headers. "
       + (f"At 1,000 sources the same heap ({s1k_idle.get('heap_per_idle_source_bytes', float('nan')):.0f} B) "
-         f"shows as {s1k_idle['rss_per_idle_source_bytes']:.0f} B of RSS: pages the lanes' malloc arenas "
+         f"shows as {s1k_idle['rss_per_idle_source_bytes']:,.0f} B of RSS: pages the lanes' malloc arenas "
          "grow by are a larger share of a smaller total." if s1k_idle else ""))
     w("- **Simulator.** perf and heaptrack at 10,000 sources: Asio's type-erased handlers (post with "
       "`append`, `any_io_executor::prefer`, `any_completion_handler`) make about a quarter of all "
       "allocations, timers two more each (an ordered map node and a hash node), `wait_until` coroutine "
       "frames the next share; the record writer and checker are about 10%, processing 5–15%. The "
       "largest allocation site (the step order, 16% of allocations) is fixed; no single remaining item "
-      "gives the 1.7× still missing.")
+      "gives the 1.7× still missing. Parking runs in the simulator too (the production path): each "
+      "wake of a parked source is one more step (a respawn), so 10,000 sources take 329k events "
+      "instead of 253k and about 15% more wall time for the same workload; events/s moved from "
+      "0.50–0.54M to 0.58–0.60M (parking off vs on, same binary), which is the same work rate, not a "
+      "speed-up.")
     w("")
 
     w("## Fixed from this benchmark: before → after\n")
@@ -272,7 +278,7 @@ def render(results):
                   f"{_ratio(b['threads_max'], s['threads_max']):.0f}× |")
     w("")
     w("The baseline at 10,000 sources with 1 KiB records is bimodal on this machine: single runs "
-      "gave 0.30–0.45 GB/s or 0.005–0.02 GB/s, and the median of three can land on either. In the "
+      "gave 0.30–0.45 GB/s or 0.005–0.02 GB/s, and the median of five can land on either (not in this run). In the "
       "slow runs its 10,000 threads, each enqueueing its buffers into the shared oneTBB arena, make "
       "TBB thrash (system-wide perf: 22% in one libtbb spin loop, sched_yield and futex wake-ups, "
       "69% of the process in the kernel) for tens of seconds. sluice enqueues from its two lanes only "
