@@ -5,18 +5,27 @@
 /// progress watchdog, and in its liveness phase that every byte read was delivered exactly once,
 /// in order per source, with every buffer back in the pool.
 
+#include <array>
+#include <chrono>
+#include <optional>
 #include <string>
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/error.hpp>
 #include <gtest/gtest.h>
 #include <rapidcheck.h>
 #include <rapidcheck/gtest.h>
 
+#include "runtime/generator_source.hpp"
+#include "sim/sim_environment.hpp"
 #include "sim/simulation.hpp"
 
 namespace {
 
 using namespace sluice::sim;
 using sluice::runtime::pool_policy;
+namespace runtime = sluice::runtime;
 
 std::string explain(const scenario& s, const report& r) {
     std::string out = reproduce_command(s) + "\n" + r.to_json();
@@ -133,6 +142,78 @@ TEST(simulation, parking_idle_sources_changes_no_delivered_byte) {
     EXPECT_EQ(parked.records_delivered, s.sources * s.records_per_source);
     EXPECT_EQ(parked.bytes_delivered, waited.bytes_delivered);
     EXPECT_EQ(parked.records_delivered, waited.records_delivered);
+}
+
+/// Opens a rate-limited generator on the simulator and takes the one record due at once, so
+/// its next burst is 1,000 virtual seconds away: a source that should park.
+void open_sleepy_generator(sim_environment& env, runtime::generator_source& gen) {
+    bool opened = false;
+    boost::asio::co_spawn(
+        env.lane_executor(0),
+        [&]() -> boost::asio::awaitable<void> {
+            co_await gen.open();
+            opened = true;
+        },
+        boost::asio::detached);
+    for (int i = 0; i < 100 && !opened && env.step() != sim_environment::step_result::idle; ++i) {
+    }
+    ASSERT_TRUE(opened);
+    std::array<std::byte, 256> space{};
+    ASSERT_EQ(gen.read_now(space).state, runtime::read_result::status::data);
+    ASSERT_TRUE(gen.should_park());
+}
+
+/// Steps until `woke` holds (bounded); the simulator jumps to the next timer when idle.
+void step_until(sim_environment& env, const std::optional<boost::system::error_code>& woke) {
+    for (int i = 0; i < 100 && !woke && env.step() != sim_environment::step_result::idle; ++i) {
+    }
+}
+
+TEST(simulation, a_parked_generator_ends_its_wait_at_close_before_or_during_the_park) {
+    runtime::generator_options g;
+    g.records_per_second = 0.001;
+    g.burst_records = 1;
+    using boost::asio::error::operation_aborted;
+    {
+        // The window between the read loop deciding to park and park() being called: a stop
+        // that lands there has already closed the generator.
+        sim_environment env(sim_options{});
+        runtime::generator_source gen(env, env.lane_executor(0), g);
+        open_sleepy_generator(env, gen);
+        gen.close();
+        std::optional<boost::system::error_code> woke;
+        gen.park([&](boost::system::error_code e) { woke = e; });
+        EXPECT_FALSE(woke) << "woke before park returned";
+        step_until(env, woke);
+        ASSERT_TRUE(woke);
+        EXPECT_EQ(*woke, operation_aborted);
+        EXPECT_LT(env.now(), std::chrono::seconds(1)) << "waited for the burst, not the close";
+    }
+    {
+        // Closed while parked.
+        sim_environment env(sim_options{});
+        runtime::generator_source gen(env, env.lane_executor(0), g);
+        open_sleepy_generator(env, gen);
+        std::optional<boost::system::error_code> woke;
+        gen.park([&](boost::system::error_code e) { woke = e; });
+        gen.close();
+        step_until(env, woke);
+        ASSERT_TRUE(woke);
+        EXPECT_EQ(*woke, operation_aborted);
+        EXPECT_LT(env.now(), std::chrono::seconds(1));
+    }
+    {
+        // Left alone, it wakes when its burst is due, with success.
+        sim_environment env(sim_options{});
+        runtime::generator_source gen(env, env.lane_executor(0), g);
+        open_sleepy_generator(env, gen);
+        std::optional<boost::system::error_code> woke;
+        gen.park([&](boost::system::error_code e) { woke = e; });
+        step_until(env, woke);
+        ASSERT_TRUE(woke);
+        EXPECT_FALSE(*woke) << woke->message();
+        EXPECT_GE(env.now(), std::chrono::seconds(999));
+    }
 }
 
 TEST(simulation, same_seed_same_trace_hash_different_seed_different_trace) {

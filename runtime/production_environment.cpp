@@ -192,6 +192,15 @@ using lane_executor_type = counting_executor<asio::io_context::executor_type>;
 /// connection (each one is parked on an async_wait).
 using lane_tcp_socket = asio::basic_stream_socket<tcp, lane_executor_type>;
 
+/// True when the socket has no bytes (or datagram) queued: one FIONREAD, asked only when the
+/// last read returned data. An error says nothing: do not park on it.
+template <typename Socket>
+bool nothing_queued(Socket& socket) {
+    error_code error;
+    const std::size_t queued = socket.available(error);
+    return !error && queued == 0;
+}
+
 lane_executor_type concrete_lane(const executor& lane) {
     const auto* concrete = lane.target<lane_executor_type>();
     SLUICE_ASSERT(concrete != nullptr && "not an executor made by production_environment::lane_executor");
@@ -210,8 +219,9 @@ public:
                                                    asio::as_tuple(asio::use_awaitable));
         co_return error;
     }
-    /// Parks only once a read found the socket empty: right after data, more is likely there.
-    bool should_park() override { return drained_; }
+    /// Parks once a read found the socket empty; after data (a turn that ended on its read
+    /// bound, or a full buffer with no next one), only if the kernel says nothing is queued.
+    bool should_park() override { return drained_ || nothing_queued(socket_); }
     void park(wake_callback wake) override {
         // A closed socket completes the wait at once with an error (posted, never inline).
         socket_.async_wait(tcp::socket::wait_read, parked_wait_handler(std::move(wake)));
@@ -323,7 +333,7 @@ public:
                                                    asio::as_tuple(asio::use_awaitable));
         co_return error;
     }
-    bool should_park() override { return drained_; }
+    bool should_park() override { return drained_ || nothing_queued(socket_); }
     void park(wake_callback wake) override {
         socket_.async_wait(udp::socket::wait_read, parked_wait_handler(std::move(wake)));
     }

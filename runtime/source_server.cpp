@@ -200,10 +200,19 @@ void source_server::park(entry& e) {
     e.flush_timer.reset();
     // Two pointers: small enough for std::function's inline storage (no allocation per park).
     e.src->park([this, &e](error_code error) {
-        parked_[index_of(e.kind)].fetch_sub(1, std::memory_order_relaxed);
+        const auto kind = index_of(e.kind);
+        parked_[kind].fetch_sub(1, std::memory_order_relaxed);
+        // Counted here, not in the woken read loop: a stop may end the run before it gets there.
+        idle_ns_[kind].fetch_add(nanoseconds(env_.now() - e.idle_since), std::memory_order_relaxed);
         e.wake_error = error;
         e.resuming = true;
-        spawn(e);
+        try {
+            spawn(e);
+        } catch (...) {
+            // No coroutine to carry on (out of memory for its frame): end the source with an
+            // Error, as a failure inside it would, rather than let the lane's thread die.
+            coroutine_ended(e, std::current_exception());
+        }
     });
     // Counted after park returns: the wake never runs before it does.
     parked_[index_of(e.kind)].fetch_add(1, std::memory_order_relaxed);
@@ -464,7 +473,6 @@ asio::awaitable<source_server::loop_end> source_server::read_loop(entry& e, bool
                 error_code error;
                 if (std::exchange(woken, false)) {
                     error = e.wake_error; // a parked wait ended: this coroutine is its sequel
-                    idle_ns_[kind].fetch_add(nanoseconds(env_.now() - e.idle_since), std::memory_order_relaxed);
                 } else if (options_.park_idle && src.should_park()) {
                     e.idle_since = env_.now();
                     co_return loop_end{loop_end::kind::park, {}};

@@ -53,10 +53,11 @@ public:
     }
     void on_expiry(duration delay, std::function<void(bool)> done) override {
         cancel();
+        const std::uint64_t arm = ++arms_;
         current_ = env_.add_timer(env_.now() + std::max(delay, duration{0}), lane_,
-                                  [this, done = std::move(done)](error_code error) {
-                                      if (!error) {
-                                          current_ = 0; // aborted: cancel() already cleared it
+                                  [this, arm, done = std::move(done)](error_code error) {
+                                      if (arm == arms_) {
+                                          current_ = 0; // not re-armed since: this wait is over
                                       }
                                       done(!error);
                                   });
@@ -72,6 +73,7 @@ private:
     sim_environment& env_;
     runtime::executor lane_;
     sim_environment::timer_id current_ = 0;
+    std::uint64_t arms_ = 0; ///< on_expiry calls, so a late callback never clears a newer wait
 };
 
 /// Generator-format records arriving in chunks at virtual times, with scripted faults.

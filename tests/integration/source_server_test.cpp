@@ -535,7 +535,23 @@ TEST(source_server, parked_sources_stop_promptly_restart_and_shut_down) {
     // Restarted, a generator runs and parks again.
     ASSERT_TRUE(w.server.start(generators.front()));
     ASSERT_TRUE(w.sink.wait_for([&] { return parked(w.server, source_kind::generator) == 1; }));
-    // Shutdown (in ~test_worker) must end the parked connections and the parked generator.
+    // Every parked source ends within a bound — the restarted generator by a stop, the
+    // connections by their peers leaving — so a parked wait that never ends fails here rather
+    // than hanging the shutdown in ~test_worker.
+    w.server.stop(generators.front());
+    for (auto& peer : peers) {
+        peer.close();
+    }
+    // Each connection's peer left: end of stream (delivered by processing, so waited for too).
+    ASSERT_TRUE(w.sink.wait_for([&] {
+        const auto stats = w.server.stats();
+        return stats.sources_by_state[static_cast<std::size_t>(source_state::running)] == 0 &&
+               stats.sources_by_state[static_cast<std::size_t>(source_state::stopping)] == 0 &&
+               parked(w.server, source_kind::generator) == 0 &&
+               parked(w.server, source_kind::tcp_connection) == 0 &&
+               w.sink.end_of_streams_locked() == 10;
+    }));
+    EXPECT_EQ(w.sink.errors(), 0U);
     EXPECT_TRUE(w.sink.violations().empty()) << w.sink.violations().front();
 }
 

@@ -146,8 +146,8 @@ TEST(production_environment, timer_on_expiry_reports_elapsed_or_cancelled_on_the
     on_lane(lane, [&] { timer.reset(); });
 }
 
-/// A parked TCP wait: never wakes inline, wakes on data, parks only once drained, and a close
-/// (before or during the wait) ends it with an error.
+/// A parked TCP wait: never wakes inline, wakes on data, is advised only when nothing is
+/// queued, and a close (before or during the wait) ends it with an error.
 TEST(production_environment, parked_tcp_wait_wakes_on_data_after_returning_and_ends_at_close) {
     using boost::system::error_code;
     using sluice::runtime::byte_stream;
@@ -172,33 +172,42 @@ TEST(production_environment, parked_tcp_wait_wakes_on_data_after_returning_and_e
 
     // Parks on the lane (a new connection counts as drained); the wake waits for data.
     std::atomic<bool> returned{false};
+    std::promise<bool> advised;
     std::promise<std::pair<error_code, bool>> woke;
     asio::post(lane, [&] {
-        ASSERT_TRUE(stream->should_park());
-        stream->park([&](error_code error) { woke.set_value({error, returned.load()}); });
-        returned = true;
+        const bool park = stream->should_park();
+        if (park) {
+            stream->park([&](error_code error) { woke.set_value({error, returned.load()}); });
+            returned = true;
+        }
+        advised.set_value(park);
     });
+    ASSERT_TRUE(advised.get_future().get()) << "a new connection with nothing sent should park";
     auto woke_future = woke.get_future();
     EXPECT_EQ(woke_future.wait_for(std::chrono::milliseconds(50)), std::future_status::timeout);
-    asio::write(peer, asio::buffer("abc", 3));
+    asio::write(peer, asio::buffer("abcdef", 6));
     const auto [error, after_return] = woke_future.get();
     EXPECT_FALSE(error) << error.message();
     EXPECT_TRUE(after_return) << "woke before park returned";
 
-    // Data read: not worth parking until a read finds the socket empty.
-    std::promise<std::pair<bool, bool>> park_advice;
+    // After data, park only when nothing is queued: half read, no; all read, yes (the kernel
+    // says so before any empty read); an empty read, yes.
+    std::promise<std::array<bool, 3>> park_advice;
     asio::post(lane, [&] {
-        std::array<std::byte, 16> space{};
-        const auto first = stream->read_now(space);
-        EXPECT_EQ(first.state, read_result::status::data);
-        EXPECT_EQ(first.bytes, 3U);
-        const bool after_data = stream->should_park();
+        std::array<std::byte, 3> space{};
+        std::array<bool, 3> advice{};
+        EXPECT_EQ(stream->read_now(space).bytes, 3U);
+        advice[0] = stream->should_park();
+        EXPECT_EQ(stream->read_now(space).bytes, 3U);
+        advice[1] = stream->should_park();
         EXPECT_EQ(stream->read_now(space).state, read_result::status::would_block);
-        park_advice.set_value({after_data, stream->should_park()});
+        advice[2] = stream->should_park();
+        park_advice.set_value(advice);
     });
-    const auto [after_data, after_empty] = park_advice.get_future().get();
-    EXPECT_FALSE(after_data);
-    EXPECT_TRUE(after_empty);
+    const auto advice = park_advice.get_future().get();
+    EXPECT_FALSE(advice[0]) << "3 bytes still queued";
+    EXPECT_TRUE(advice[1]) << "all read";
+    EXPECT_TRUE(advice[2]) << "drained";
 
     // Closed while parked, and parked after a close: both end with an error, promptly.
     std::promise<error_code> closed_while_parked;
