@@ -21,6 +21,7 @@
 
 #include "runtime/generator_source.hpp"
 #include "runtime/stream_sources.hpp"
+#include "tests/support/generator_text.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/test_worker.hpp"
 
@@ -28,17 +29,10 @@ namespace {
 
 namespace asio = boost::asio;
 using namespace sluice::runtime;
+using sluice::test::generator_text;
 using sluice::test::test_worker;
 using namespace std::chrono_literals;
 
-std::string generator_records(std::uint64_t id, std::uint64_t first, std::uint64_t count) {
-    std::string text;
-    char record[generator_record_bytes_max];
-    for (std::uint64_t n = first; n < first + count; ++n) {
-        text.append(record, format_generator_record(id, n, record));
-    }
-    return text;
-}
 
 std::string frame(const std::string& payload) {
     const auto size = static_cast<std::uint32_t>(payload.size());
@@ -65,9 +59,9 @@ struct peer_connection {
 TEST(hostile_input, a_record_larger_than_a_buffer_is_dropped_and_counted_and_the_rest_arrive) {
     test_worker w({512, 4096, 8, 8192}, {2, 2, 1});
     peer_connection peer(w);
-    peer.send(generator_records(7, 0, 100));
+    peer.send(generator_text(7, 0, 100));
     peer.send(std::string(3 * 4096 + 17, 'x') + "\n"); // spans four buffers
-    peer.send(generator_records(7, 100, 100));
+    peer.send(generator_text(7, 100, 100));
     peer.socket.close();
     ASSERT_TRUE(w.sink.wait_for([&] { return w.sink.end_of_streams_locked() == 1; }));
     EXPECT_EQ(w.sink.total_records(), 200U);
@@ -106,8 +100,8 @@ TEST(hostile_input, garbage_frames_are_skipped_by_length_and_valid_frames_surviv
 TEST(hostile_input, half_a_record_then_a_reset_delivers_the_whole_records_then_an_error) {
     test_worker w({512, 4096, 8, 8192}, {2, 2, 1});
     peer_connection peer(w);
-    const std::string whole = generator_records(9, 0, 300);
-    const std::string next = generator_records(9, 300, 1);
+    const std::string whole = generator_text(9, 0, 300);
+    const std::string next = generator_text(9, 300, 1);
     peer.send(whole + next.substr(0, next.size() / 2));
     ASSERT_TRUE(w.sink.wait_for([&] { return w.sink.total_records_locked() == 300; }));
     peer.socket.set_option(asio::socket_base::linger(true, 0)); // close sends RST
@@ -130,7 +124,7 @@ struct gated_file_read {
     std::atomic<bool> open_gate{false};
 
     explicit gated_file_read(const std::string& name) : path(::testing::TempDir() + "/" + name) {
-        content = generator_records(3, 0, records);
+        content = generator_text(3, 0, records);
         std::ofstream(path, std::ios::binary) << content;
         w.sink.on_each_buffer = [this] {
             const auto deadline = std::chrono::steady_clock::now() + 30s;
@@ -192,7 +186,7 @@ flood_outcome connect_flood(std::size_t descriptor_reserve) {
     const auto [error, port] = w.server.add_tcp_listener(l);
     EXPECT_FALSE(error) << error.message();
     const std::string path = ::testing::TempDir() + "/flood.csv";
-    std::ofstream(path, std::ios::binary) << generator_records(11, 0, 100);
+    std::ofstream(path, std::ios::binary) << generator_text(11, 0, 100);
 
     std::size_t open_now = 0;
     for ([[maybe_unused]] const auto& fd : std::filesystem::directory_iterator("/proc/self/fd")) {

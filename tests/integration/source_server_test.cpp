@@ -17,12 +17,14 @@
 #include "runtime/blocking_source.hpp"
 #include "runtime/generator_source.hpp"
 #include "runtime/stream_sources.hpp"
+#include "tests/support/generator_text.hpp"
 #include "tests/support/test_worker.hpp"
 
 namespace {
 
 namespace asio = boost::asio;
 using namespace sluice::runtime;
+using sluice::test::generator_text;
 using sluice::test::test_worker;
 using namespace std::chrono_literals;
 
@@ -44,6 +46,16 @@ source_options named(std::string name, source_limits limits = {1, 4},
     o.limits = limits;
     o.flush_timeout = flush_timeout;
     return o;
+}
+
+/// `count` loopback connections to a listener on `port`.
+std::vector<asio::ip::tcp::socket> connect_peers(asio::io_context& io, std::uint16_t port, std::size_t count) {
+    std::vector<asio::ip::tcp::socket> peers;
+    for (std::size_t c = 0; c < count; ++c) {
+        peers.emplace_back(io);
+        peers.back().connect({asio::ip::make_address("127.0.0.1"), port});
+    }
+    return peers;
 }
 
 TEST(source_server, finite_generators_deliver_every_record_then_end_of_stream) {
@@ -217,20 +229,12 @@ TEST(source_server, listener_turns_each_connection_into_a_source) {
     const auto [error, port] = w.server.add_tcp_listener(l);
     ASSERT_FALSE(error) << error.message();
     asio::io_context io;
-    std::vector<asio::ip::tcp::socket> peers;
-    for (int c = 0; c < 4; ++c) {
-        peers.emplace_back(io);
-        peers.back().connect({asio::ip::make_address("127.0.0.1"), port});
-    }
+    auto peers = connect_peers(io, port, 4);
     // Three are admitted; the fourth is refused (closed) and counted.
     ASSERT_TRUE(w.sink.wait_for([&] { return w.server.stats().connections_refused_total == 1; }));
     for (int c = 0; c < 3; ++c) {
-        std::string data;
-        char record[generator_record_bytes_max];
-        for (std::uint64_t n = 0; n < 1000; ++n) {
-            data.append(record, format_generator_record(static_cast<std::uint64_t>(100 + c), n, record));
-        }
-        asio::write(peers[static_cast<std::size_t>(c)], asio::buffer(data));
+        asio::write(peers[static_cast<std::size_t>(c)],
+                    asio::buffer(generator_text(static_cast<std::uint64_t>(100 + c), 0, 1000)));
         peers[static_cast<std::size_t>(c)].close();
     }
     ASSERT_TRUE(w.sink.wait_for([&] { return w.sink.end_of_streams_locked() == 3; }));
@@ -400,15 +404,6 @@ TEST(source_server, legacy_blocking_sources_run_on_a_bounded_pool) {
     EXPECT_TRUE(w.sink.violations().empty()) << w.sink.violations().front();
 }
 
-/// Records n in [first, first + count) of generator `id`, as one string.
-std::string generator_text(std::uint64_t id, std::uint64_t first, std::uint64_t count) {
-    std::string data;
-    char record[generator_record_bytes_max];
-    for (std::uint64_t n = first; n < first + count; ++n) {
-        data.append(record, format_generator_record(id, n, record));
-    }
-    return data;
-}
 
 std::uint32_t parked(const source_server& server, source_kind kind) {
     return server.stats().parked_by_kind[static_cast<std::size_t>(kind)];
@@ -424,11 +419,7 @@ void idle_connections_round_trip(bool park_idle) {
     ASSERT_FALSE(error) << error.message();
     constexpr std::size_t connections = 40;
     asio::io_context io;
-    std::vector<asio::ip::tcp::socket> peers;
-    for (std::size_t c = 0; c < connections; ++c) {
-        peers.emplace_back(io);
-        peers.back().connect({asio::ip::make_address("127.0.0.1"), port});
-    }
+    auto peers = connect_peers(io, port, connections);
     const auto expected_parked = park_idle ? connections : 0U;
     ASSERT_TRUE(w.sink.wait_for([&] {
         return w.server.stats().sources_by_state[static_cast<std::size_t>(source_state::running)] ==
@@ -506,11 +497,7 @@ TEST(source_server, parked_sources_stop_promptly_restart_and_shut_down) {
     const auto [error, port] = w.server.add_tcp_listener(listener_options{});
     ASSERT_FALSE(error) << error.message();
     asio::io_context io;
-    std::vector<asio::ip::tcp::socket> peers;
-    for (int c = 0; c < 10; ++c) {
-        peers.emplace_back(io);
-        peers.back().connect({asio::ip::make_address("127.0.0.1"), port});
-    }
+    auto peers = connect_peers(io, port, 10);
     // Each generator's first record goes out, then it parks until the next is due.
     ASSERT_TRUE(w.sink.wait_for([&] {
         return parked(w.server, source_kind::generator) == 10 &&
