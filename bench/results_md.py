@@ -294,14 +294,18 @@ def render(results):
     w("About 20,000 records/s in total spread over the sources; each record carries its send time "
       "(CLOCK_MONOTONIC) and the sink subtracts it. Every connection is accepted and its source "
       "running before the first send, and connection i of N sends record k at (k + i/N) / rate on an "
-      "absolute timeline, so the sources are not phase-locked. Flush timeout 50 ms.\n")
-    w("| sources | runner | demand flush | records | p50 (ms) | p99 (ms) | max (ms) |")
-    w("| ---: | --- | --- | ---: | ---: | ---: | ---: |")
+      "absolute timeline, so the sources are not phase-locked. Flush timeout 50 ms. Worker CPU is "
+      "the worker process's over the load (about 3 s): at this rate most of it is oneTBB's workers "
+      "spinning and yielding between tasks that arrive every 50 µs (system-wide perf: libtbb and "
+      "sched_yield), in both runners, so it says little about sluice's own cost per record.\n")
+    w("| sources | runner | demand flush | records | p50 (ms) | p99 (ms) | max (ms) | worker CPU s |")
+    w("| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for r in sorted(results["latency"], key=lambda r: (r["sources"], r["mode"], not r["demand_flush"])):
         flush = ("n/a (emits after every read)" if r["mode"] != "sluice"
                  else "on" if r["demand_flush"] else "off (timeout only)")
         w(f"| {r['sources']:,} | {r['mode']} | {flush} | {r['records']:,} | "
-          f"{r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['max_ms']:.3f} |")
+          f"{r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['max_ms']:.3f} | "
+          f"{r.get('cpu_seconds', float('nan')):.2f} |")
     w("")
     w("![latency](plots/latency.png)\n")
 
