@@ -184,9 +184,9 @@ def render(results):
       "largest allocation site (the step order, 16% of allocations) is fixed; no single remaining item "
       "gives the 1.7× still missing. Parking runs in the simulator too (the production path): each "
       "wake of a parked source is one more step (a respawn), so 10,000 sources take 329k events "
-      "instead of 253k and about 15% more wall time for the same workload; events/s moved from "
-      "0.50–0.54M to 0.58–0.60M (parking off vs on, same binary), which is the same work rate, not a "
-      "speed-up.")
+      "instead of 253k and about 15% more wall time for the same workload; events/s at 10,000 "
+      "sources were 0.50–0.54M with parking off and 0.52–0.60M with it (single runs and two full "
+      "runs, 2026-11-27), which is the same work rate, not a speed-up.")
     w("")
 
     w("## Fixed from this benchmark: before → after\n")
