@@ -458,6 +458,46 @@ TEST(source_server, with_parking_off_idle_connections_wait_in_their_coroutines) 
     idle_connections_round_trip(false);
 }
 
+TEST(source_server, a_tcp_client_parks_between_bursts_and_across_a_reconnect_without_loss) {
+    server_options options;
+    options.backoff_initial = 5ms;
+    options.backoff_max = 20ms;
+    test_worker w({64, 4096, 4, 64}, {2, 2, 1}, options);
+    asio::io_context io;
+    asio::ip::tcp::acceptor acceptor(io, {asio::ip::make_address("127.0.0.1"), 0});
+    const std::uint16_t port = acceptor.local_endpoint().port();
+    const auto answer = w.server.register_source(
+        named("client"), [port](environment& env, const executor& lane) -> std::unique_ptr<source> {
+            return std::make_unique<tcp_client_source>(env, lane, tcp_client_options{"127.0.0.1", port, 1s});
+        });
+    ASSERT_TRUE(answer.admitted()) << answer.message;
+    ASSERT_TRUE(w.server.start(answer.handle));
+    const auto client_parked = [&] { return parked(w.server, source_kind::tcp_client) == 1; };
+
+    auto peer = acceptor.accept();
+    ASSERT_TRUE(w.sink.wait_for(client_parked)) << "a connected client with nothing to read parks";
+    asio::write(peer, asio::buffer(generator_text(4, 0, 300)));
+    ASSERT_TRUE(w.sink.wait_for([&] { return w.sink.total_records_locked() == 300 && client_parked(); }));
+    asio::write(peer, asio::buffer(generator_text(4, 300, 300)));
+    ASSERT_TRUE(w.sink.wait_for([&] { return w.sink.total_records_locked() == 600 && client_parked(); }));
+    // A reset while parked: the client reconnects (backoff) and the origin continues.
+    peer.set_option(asio::socket_base::linger(true, 0));
+    peer.close();
+    auto second = acceptor.accept();
+    ASSERT_TRUE(w.sink.wait_for(client_parked));
+    asio::write(second, asio::buffer(generator_text(4, 600, 300)));
+    ASSERT_TRUE(w.sink.wait_for([&] { return w.sink.total_records_locked() == 900 && client_parked(); }));
+    second.close(); // a clean end: end of stream
+    ASSERT_TRUE(w.sink.wait_for([&] { return w.sink.end_of_streams_locked() == 1; }));
+    EXPECT_EQ(w.sink.total_records(), 900U);
+    EXPECT_EQ(w.sink.errors(), 0U);
+    EXPECT_TRUE(w.sink.violations().empty()) << w.sink.violations().front();
+    const auto stats = w.server.stats();
+    EXPECT_EQ(stats.reconnects_total, 1U);
+    EXPECT_GE(stats.parks_total, 4U);
+    EXPECT_EQ(parked(w.server, source_kind::tcp_client), 0U);
+}
+
 TEST(source_server, rate_limited_generators_park_between_bursts_and_deliver_every_record) {
     test_worker w;
     constexpr int sources = 20;
