@@ -475,6 +475,10 @@ report run(const scenario& s) {
                 env.set_compute_stalls(0.0);
                 env.set_fault_probability(fault_site::force_acquire_wait, 0.0);
                 if (infinite) {
+                    // Endless sources end by this stop: the operator plan ends here too, or a
+                    // planned restart or churn registration due later starts an endless source
+                    // after it and the run never drains (seed 779, --records 0, faults on).
+                    plan_open = false;
                     for (const auto& p : sources) {
                         server.stop(p.handle);
                     }
