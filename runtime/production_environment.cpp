@@ -160,10 +160,15 @@ struct exact_allocator {
     friend bool operator!=(const exact_allocator&, const exact_allocator&) noexcept { return false; }
 };
 
-/// The completion handler of a parked wait: calls the wake callback, allocates exactly.
+/// `handler` with its operation allocated exactly (for waits that last: parked sources).
+template <typename Handler>
+auto allocated_exactly(Handler handler) {
+    return asio::bind_allocator(exact_allocator<void>{}, std::move(handler));
+}
+
+/// The completion handler of a parked socket wait: calls the wake callback.
 auto parked_wait_handler(wake_callback wake) {
-    return asio::bind_allocator(exact_allocator<void>{},
-                                [wake = std::move(wake)](const error_code& error) { wake(error); });
+    return allocated_exactly([wake = std::move(wake)](const error_code& error) { wake(error); });
 }
 
 class asio_timer final : public timer {
@@ -176,8 +181,7 @@ public:
     }
     void on_expiry(duration delay, std::function<void(bool)> done) override {
         timer_.expires_after(delay);
-        timer_.async_wait(asio::bind_allocator(
-            exact_allocator<void>{}, [done = std::move(done)](const error_code& error) { done(!error); }));
+        timer_.async_wait(allocated_exactly([done = std::move(done)](const error_code& error) { done(!error); }));
     }
     void cancel() noexcept override { timer_.cancel(); }
 

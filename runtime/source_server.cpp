@@ -63,7 +63,6 @@ struct source_server::entry {
     std::uint64_t next_sequence = 0;          ///< contiguous from 0 across restarts
     time_point partial_since{};               ///< when the held buffer got its first byte
     time_point idle_since{};                  ///< when a parked wait began
-    error_code wake_error;                    ///< what the parked wait ended with
     std::uint32_t lane_index = 0;
     std::uint32_t holder_index = no_index;    ///< position in partial_holders_[lane_index]
     std::uint32_t failures = 0;               ///< consecutive failed opens (kept across parks)
@@ -73,9 +72,6 @@ struct source_server::entry {
     flush_reason wake_reason = flush_reason::none; ///< why a wake-up cancelled flush_timer
     bool stop_requested = false;
     bool read_since_open = false; ///< resets the reconnect attempt count
-    // Parking: the coroutine ended to wait as a readiness callback (see park()).
-    bool parked = false;   ///< run() ended to park; the completion handler parks it
-    bool resuming = false; ///< the next run() continues after a parked wait
     /// Ended at end of stream or failed: its origin is closed (EoS/Error was its last event),
     /// so it cannot be started again; unregister it and register anew for a new origin.
     std::atomic<bool> finished{false};
@@ -179,11 +175,13 @@ bool source_server::start(source_handle handle) {
     return true;
 }
 
-void source_server::spawn(entry& e) {
+void source_server::spawn(entry& e, std::optional<error_code> woken) {
     // A named completion handler (never a bare `detached`): it parks the source, or records how
     // the coroutine ended, counts it, and leaves the gate so shutdown can join.
-    asio::co_spawn(env_.lane_executor(e.lane_index), run(e),
-                   [this, &e](std::exception_ptr failure) { coroutine_ended(e, std::move(failure)); });
+    asio::co_spawn(env_.lane_executor(e.lane_index), run(e, woken),
+                   [this, &e](std::exception_ptr failure, bool parked) {
+                       coroutine_ended(e, std::move(failure), parked);
+                   });
 }
 
 timer& source_server::flush_timer(entry& e) {
@@ -204,14 +202,12 @@ void source_server::park(entry& e) {
         parked_[kind].fetch_sub(1, std::memory_order_relaxed);
         // Counted here, not in the woken read loop: a stop may end the run before it gets there.
         idle_ns_[kind].fetch_add(nanoseconds(env_.now() - e.idle_since), std::memory_order_relaxed);
-        e.wake_error = error;
-        e.resuming = true;
         try {
-            spawn(e);
+            spawn(e, error); // continues where it parked
         } catch (...) {
             // No coroutine to carry on (out of memory for its frame): end the source with an
             // Error, as a failure inside it would, rather than let the lane's thread die.
-            coroutine_ended(e, std::current_exception());
+            coroutine_ended(e, std::current_exception(), false);
         }
     });
     // Counted after park returns: the wake never runs before it does.
@@ -219,8 +215,8 @@ void source_server::park(entry& e) {
     parks_.fetch_add(1, std::memory_order_relaxed);
 }
 
-void source_server::coroutine_ended(entry& e, std::exception_ptr failure) {
-    if (!failure && std::exchange(e.parked, false)) {
+void source_server::coroutine_ended(entry& e, std::exception_ptr failure, bool parked) {
+    if (!failure && parked) {
         // Parked only after the coroutine has fully ended, so a wake can never meet it still
         // unwinding.
         try {
@@ -456,7 +452,7 @@ asio::awaitable<buffer> source_server::acquire(entry& e) {
     co_return std::move(granted); // empty when a stop aborted the wait
 }
 
-asio::awaitable<source_server::loop_end> source_server::read_loop(entry& e, bool woken) {
+asio::awaitable<source_server::loop_end> source_server::read_loop(entry& e, std::optional<error_code> woken) {
     using namespace asio::experimental::awaitable_operators;
     auto& src = *e.src;
     const bool into_buffer = src.reads_into_buffer();
@@ -471,8 +467,8 @@ asio::awaitable<source_server::loop_end> source_server::read_loop(entry& e, bool
             if (!into_buffer) {
                 // Idle: wait for data first, then take a buffer, so idle sources hold none.
                 error_code error;
-                if (std::exchange(woken, false)) {
-                    error = e.wake_error; // a parked wait ended: this coroutine is its sequel
+                if (woken) {
+                    error = *std::exchange(woken, std::nullopt); // this coroutine continues a parked wait
                 } else if (options_.park_idle && src.should_park()) {
                     e.idle_since = env_.now();
                     co_return loop_end{loop_end::kind::park, {}};
@@ -571,9 +567,8 @@ asio::awaitable<source_server::loop_end> source_server::read_loop(entry& e, bool
     }
 }
 
-asio::awaitable<void> source_server::run(entry& e) {
+asio::awaitable<bool> source_server::run(entry& e, std::optional<error_code> woken) {
     // After a parked wait the source is open and idle: continue in read_loop where it parked.
-    bool woken = std::exchange(e.resuming, false);
     if (!woken) {
         e.stop_requested = false;
         e.wake_reason = flush_reason::none;
@@ -592,10 +587,9 @@ asio::awaitable<void> source_server::run(entry& e) {
             error = co_await src.open();
         }
         if (!error) {
-            const auto end = co_await read_loop(e, std::exchange(woken, false));
+            const auto end = co_await read_loop(e, std::exchange(woken, std::nullopt));
             if (end.what == loop_end::kind::park) {
-                e.parked = true; // the completion handler parks it (see coroutine_ended)
-                co_return;
+                co_return true; // the completion handler parks it (see coroutine_ended)
             }
             if (end.what == loop_end::kind::stop) {
                 break;
@@ -645,6 +639,7 @@ asio::awaitable<void> source_server::run(entry& e) {
     } else {
         e.final_state = source_state::stopped; // the engine asked: neither EoS nor Error
     }
+    co_return false;
 }
 
 std::pair<error_code, std::uint16_t> source_server::add_tcp_listener(const listener_options& options) {

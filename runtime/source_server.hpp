@@ -30,6 +30,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -176,8 +177,10 @@ private:
 
     registration register_entry(const source_options& options, const source_factory& make,
                                 listener* owner);
-    boost::asio::awaitable<void> run(entry& e);
-    boost::asio::awaitable<loop_end> read_loop(entry& e, bool woken);
+    /// `woken`: the result of the parked wait this run continues after (then it skips `open`).
+    /// True when it ended to park.
+    boost::asio::awaitable<bool> run(entry& e, std::optional<boost::system::error_code> woken);
+    boost::asio::awaitable<loop_end> read_loop(entry& e, std::optional<boost::system::error_code> woken);
     boost::asio::awaitable<buffer> acquire(entry& e);
     boost::asio::awaitable<void> accept_loop(listener& l);
     void hold_partial(entry& e);
@@ -185,9 +188,9 @@ private:
     /// Counts a handler posted to a lane that touches the server, so shutdown waits for it.
     void enter_gate();
     void leave_gate();
-    void spawn(entry& e);
+    void spawn(entry& e, std::optional<boost::system::error_code> woken = std::nullopt);
     /// The end of a source's coroutine: parks it, or records how it ended and leaves the gate.
-    void coroutine_ended(entry& e, std::exception_ptr failure);
+    void coroutine_ended(entry& e, std::exception_ptr failure, bool parked);
     void park(entry& e);
     /// The entry's flush timer, made on first use (lane-only).
     timer& flush_timer(entry& e);
