@@ -8,7 +8,6 @@
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/error.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -56,20 +55,19 @@ struct source_server::entry {
     listener* owner = nullptr; ///< the listener of an accepted connection, else null
 
     // Touched only on the entry's lane.
-    /// Flush deadline, backoff, and wake-ups; made when first needed and dropped when the
-    /// source parks, so an idle source holds none.
+    /// Reconnect backoff; made when first needed and dropped when the source parks, so an idle
+    /// source holds none. (Flush deadlines are the lane's sweeper: see hold_partial.)
     std::unique_ptr<timer> flush_timer;
     asio::cancellation_signal acquire_cancel; ///< aborts a suspended acquisition at stop
     std::uint64_t next_sequence = 0;          ///< contiguous from 0 across restarts
     time_point partial_since{};               ///< when the held buffer got its first byte
     time_point idle_since{};                  ///< when a parked wait began
     std::uint32_t lane_index = 0;
-    std::uint32_t holder_index = no_index;    ///< position in partial_holders_[lane_index]
+    std::uint32_t holder_index = no_index;    ///< position in holders_[lane_index].heap
     std::uint32_t failures = 0;               ///< consecutive failed opens (kept across parks)
     source_kind kind = source_kind::generator;
     std::atomic<source_state> state{source_state::registered};
     source_state final_state = source_state::stopped;
-    flush_reason wake_reason = flush_reason::none; ///< why a wake-up cancelled flush_timer
     bool stop_requested = false;
     bool read_since_open = false; ///< resets the reconnect attempt count
     /// Ended at end of stream or failed: its origin is closed (EoS/Error was its last event),
@@ -94,9 +92,12 @@ struct source_server::loop_end {
 source_server::source_server(environment& env, buffer_pool& pool, processing& pipeline,
                              const server_options& options)
     : env_(env), pool_(pool), processing_(pipeline), options_(options),
-      partial_holders_(env.lane_count()),
+      holders_(env.lane_count()),
       wake_pending_(std::make_unique<std::atomic<std::uint8_t>[]>(env.lane_count())) {
     SLUICE_ASSERT(options_.reads_per_turn_max >= 1);
+    for (std::size_t lane = 0; lane < holders_.size(); ++lane) {
+        holders_[lane].sweeper = env_.make_timer(env_.lane_executor(lane));
+    }
     SLUICE_ASSERT(options_.backoff_initial.count() > 0);
     SLUICE_ASSERT(options_.backoff_max >= options_.backoff_initial);
     if (options_.demand_flush) {
@@ -237,6 +238,8 @@ void source_server::coroutine_ended(entry& e, std::exception_ptr failure, bool p
         }
         e.src->close();
         e.finished.store(true);
+        buffer held = take_partial(e); // read before the failure: delivered before the Error
+        emit(e, held, flush_reason::end_of_stream);
         processing_.error(e.channel, "source '" + e.name + "': " + what);
         failures_.fetch_add(1, std::memory_order_relaxed);
         final_state = source_state::failed;
@@ -381,23 +384,124 @@ void source_server::emit(entry& e, buffer& filled, flush_reason reason) {
     processing_.submit(e.channel, std::move(filled));
 }
 
-void source_server::hold_partial(entry& e) {
-    auto& holders = partial_holders_[e.lane_index];
-    SLUICE_ASSERT(e.holder_index == no_index);
-    e.holder_index = static_cast<std::uint32_t>(holders.size());
-    holders.push_back(&e);
-    partial_holders_total_.fetch_add(1, std::memory_order_relaxed);
+void source_server::heap_place(lane_holders& l, std::size_t index, holder h) {
+    // Sift the hole at `index` up, then down, to where `h` belongs; entries learn their slot.
+    auto& heap = l.heap;
+    while (index > 0) {
+        const std::size_t parent = (index - 1) / 2;
+        if (!(h.deadline < heap[parent].deadline)) {
+            break;
+        }
+        heap[index] = std::move(heap[parent]);
+        heap[index].source->holder_index = static_cast<std::uint32_t>(index);
+        index = parent;
+    }
+    for (;;) {
+        std::size_t child = 2 * index + 1;
+        if (child >= heap.size()) {
+            break;
+        }
+        if (child + 1 < heap.size() && heap[child + 1].deadline < heap[child].deadline) {
+            ++child;
+        }
+        if (!(heap[child].deadline < h.deadline)) {
+            break;
+        }
+        heap[index] = std::move(heap[child]);
+        heap[index].source->holder_index = static_cast<std::uint32_t>(index);
+        index = child;
+    }
+    h.source->holder_index = static_cast<std::uint32_t>(index);
+    heap[index] = std::move(h);
 }
 
-void source_server::release_partial(entry& e) {
-    auto& holders = partial_holders_[e.lane_index];
-    SLUICE_ASSERT(e.holder_index < holders.size());
-    SLUICE_ASSERT(holders[e.holder_index] == &e);
-    holders[e.holder_index] = holders.back();
-    holders[e.holder_index]->holder_index = e.holder_index;
-    holders.pop_back();
-    e.holder_index = no_index;
+source_server::holder source_server::heap_remove(lane_holders& l, std::size_t index) {
+    auto& heap = l.heap;
+    SLUICE_ASSERT(index < heap.size());
+    holder out = std::move(heap[index]);
+    out.source->holder_index = no_index;
+    holder last = std::move(heap.back());
+    heap.pop_back();
+    if (index < heap.size()) {
+        heap_place(l, index, std::move(last));
+    }
     partial_holders_total_.fetch_sub(1, std::memory_order_relaxed);
+    return out;
+}
+
+void source_server::hold_partial(entry& e, buffer partial) {
+    SLUICE_ASSERT(e.holder_index == no_index);
+    SLUICE_ASSERT(partial);
+    auto& l = holders_[e.lane_index];
+    // Saturated: a flush timeout too long to add never expires.
+    const time_point deadline = e.flush_timeout >= time_point::max() - e.partial_since
+                                    ? time_point::max()
+                                    : e.partial_since + e.flush_timeout;
+    l.heap.emplace_back();
+    heap_place(l, l.heap.size() - 1, holder{deadline, &e, std::move(partial)});
+    partial_holders_total_.fetch_add(1, std::memory_order_relaxed);
+    // Most sources share one flush timeout, so a new holder's deadline is usually the latest:
+    // the sweeper is re-armed only for an earlier one.
+    if (deadline < l.armed_for) {
+        arm_sweeper(e.lane_index, deadline);
+    }
+}
+
+buffer source_server::take_partial(entry& e) {
+    if (e.holder_index == no_index) {
+        return {};
+    }
+    return heap_remove(holders_[e.lane_index], e.holder_index).partial;
+}
+
+void source_server::arm_sweeper(std::size_t lane, time_point deadline) {
+    auto& l = holders_[lane];
+    l.armed_for = deadline;
+    const std::uint32_t arm = ++l.arms;
+    const auto lane32 = static_cast<std::uint32_t>(lane);
+    // Inside the gate until the expiry (or its cancellation at shutdown) has run.
+    enter_gate();
+    try {
+        // Pointer and two 32-bit values: std::function keeps it inline.
+        l.sweeper->on_expiry(deadline - env_.now(), [this, lane32, arm](bool fired) {
+            sweep(lane32, arm, fired);
+            leave_gate();
+        });
+    } catch (...) {
+        l.armed_for = time_point::max();
+        leave_gate();
+        throw;
+    }
+}
+
+void source_server::sweep(std::size_t lane, std::uint32_t arm, bool fired) {
+    auto& l = holders_[lane];
+    if (arm != l.arms) {
+        return; // re-armed since, for an earlier deadline: that expiry covers this one
+    }
+    l.armed_for = time_point::max();
+    if (!fired) {
+        return; // cancelled at shutdown
+    }
+    const auto now = env_.now();
+    while (!l.heap.empty() && l.heap.front().deadline <= now) {
+        holder h = heap_remove(l, 0);
+        emit(*h.source, h.partial, flush_reason::timeout);
+    }
+    if (!l.heap.empty() && l.heap.front().deadline != time_point::max()) {
+        arm_sweeper(lane, l.heap.front().deadline);
+    }
+}
+
+void source_server::flush_holders(std::size_t lane, flush_reason reason) {
+    auto& l = holders_[lane];
+    // Every holder goes; the sweeper stays armed and finds nothing due.
+    for (auto& h : l.heap) {
+        h.source->holder_index = no_index;
+        emit(*h.source, h.partial, reason);
+    }
+    partial_holders_total_.fetch_sub(l.heap.size(), std::memory_order_relaxed);
+    l.heap.clear();
 }
 
 void source_server::wake_partial_holders(flush_reason reason) {
@@ -405,7 +509,7 @@ void source_server::wake_partial_holders(flush_reason reason) {
         return;
     }
     const auto bit = static_cast<std::uint8_t>(1U << static_cast<unsigned>(reason));
-    for (std::size_t lane = 0; lane < partial_holders_.size(); ++lane) {
+    for (std::size_t lane = 0; lane < holders_.size(); ++lane) {
         // Coalesced: at most one wake of each reason is pending per lane.
         if ((wake_pending_[lane].fetch_or(bit) & bit) != 0) {
             continue;
@@ -419,12 +523,7 @@ void source_server::wake_partial_holders(flush_reason reason) {
         }
         asio::post(env_.lane_executor(lane), [this, lane, bit, reason] {
             wake_pending_[lane].fetch_and(static_cast<std::uint8_t>(~bit));
-            for (entry* holder : partial_holders_[lane]) {
-                holder->wake_reason = reason;
-                if (holder->flush_timer) { // made before the holder waits on it
-                    holder->flush_timer->cancel();
-                }
-            }
+            flush_holders(lane, reason);
             leave_gate();
         });
     }
@@ -453,11 +552,12 @@ asio::awaitable<buffer> source_server::acquire(entry& e) {
 }
 
 asio::awaitable<source_server::loop_end> source_server::read_loop(entry& e, std::optional<error_code> woken) {
-    using namespace asio::experimental::awaitable_operators;
     auto& src = *e.src;
     const bool into_buffer = src.reads_into_buffer();
     const auto kind = index_of(e.kind);
-    buffer current;
+    // A source that parked holding a partial buffer continues with it (empty when the sweeper
+    // or a wake-up emitted it meanwhile).
+    buffer current = take_partial(e);
     for (;;) {
         if (e.stop_requested) {
             emit(e, current, flush_reason::stop);
@@ -495,26 +595,35 @@ asio::awaitable<source_server::loop_end> source_server::read_loop(entry& e, std:
                 emit(e, current, flush_reason::timeout);
                 continue;
             }
-            hold_partial(e);
-            const auto idle_since = env_.now();
-            auto outcome = co_await (src.wait_readable() ||
-                                     flush_timer(e).wait_for(e.flush_timeout - waited));
-            idle_ns_[kind].fetch_add(nanoseconds(env_.now() - idle_since), std::memory_order_relaxed);
-            release_partial(e);
+            // Holding a partial buffer until more data, the flush deadline, or a wake-up
+            // (pressure, demand): the buffer waits in the lane's holder heap, and the sweeper
+            // or the wake-up emits it without resuming this coroutine.
+            error_code error;
+            if (woken) {
+                error = *std::exchange(woken, std::nullopt); // continuing a parked hold
+            } else {
+                hold_partial(e, std::move(current));
+                if (options_.park_idle && src.should_park()) {
+                    e.idle_since = env_.now();
+                    co_return loop_end{loop_end::kind::park, {}};
+                }
+                const auto idle_since = env_.now();
+                error = co_await src.wait_readable();
+                idle_ns_[kind].fetch_add(nanoseconds(env_.now() - idle_since), std::memory_order_relaxed);
+                current = take_partial(e);
+            }
             if (e.stop_requested) {
                 continue;
             }
-            if (outcome.index() == 1) {
-                const auto reason = std::exchange(e.wake_reason, flush_reason::none);
-                emit(e, current, reason == flush_reason::none ? flush_reason::timeout : reason);
-                continue;
-            }
-            if (const auto error = std::get<0>(outcome)) {
+            if (error) {
                 emit(e, current, flush_reason::end_of_stream);
                 co_return loop_end{loop_end::kind::transport_error, error};
             }
+            if (!current) {
+                woken = error_code{}; // emitted while waiting; the data is there: read it
+                continue;
+            }
         }
-        e.wake_reason = flush_reason::none;
         const auto busy_since = env_.now();
         // Read what is there, a bounded number of times before yielding the lane.
         for (std::uint32_t i = 0; i < options_.reads_per_turn_max && current; ++i) {
@@ -571,7 +680,6 @@ asio::awaitable<bool> source_server::run(entry& e, std::optional<error_code> wok
     // After a parked wait the source is open and idle: continue in read_loop where it parked.
     if (!woken) {
         e.stop_requested = false;
-        e.wake_reason = flush_reason::none;
         e.failures = 0;
     }
     auto& src = *e.src;
@@ -627,6 +735,10 @@ asio::awaitable<bool> source_server::run(entry& e, std::optional<error_code> wok
         }
     }
     src.close();
+    // Parked holding a partial buffer, then stopped: the respawn ends above before read_loop
+    // could take the buffer back.
+    buffer held = take_partial(e);
+    emit(e, held, flush_reason::stop);
     e.finished.store(ended || !failure.empty());
     if (!failure.empty()) {
         failures_.fetch_add(1, std::memory_order_relaxed);
@@ -692,7 +804,7 @@ asio::awaitable<void> source_server::accept_loop(listener& l) {
             connections_refused_.fetch_add(1, std::memory_order_relaxed);
             continue;
         }
-        auto holder = std::make_shared<std::unique_ptr<byte_stream>>(std::move(stream));
+        auto transport = std::make_shared<std::unique_ptr<byte_stream>>(std::move(stream));
         source_options options;
         options.name = l.options.name + "#" + std::to_string(++l.accepted);
         options.limits = l.options.limits;
@@ -700,14 +812,14 @@ asio::awaitable<void> source_server::accept_loop(listener& l) {
         options.lane = lane;
         const auto answer = register_entry(
             options,
-            [holder](environment&, const executor&) -> std::unique_ptr<source> {
+            [transport](environment&, const executor&) -> std::unique_ptr<source> {
                 return std::make_unique<stream_source>(source_kind::tcp_connection,
-                                                       std::move(*holder));
+                                                       std::move(*transport));
             },
             &l);
         if (!answer.admitted()) {
-            if (*holder) {
-                (*holder)->close();
+            if (*transport) {
+                (*transport)->close();
             }
             connections_refused_.fetch_add(1, std::memory_order_relaxed);
             continue;
@@ -743,6 +855,22 @@ void source_server::shutdown() {
     }
     for (const auto handle : handles) {
         stop(handle);
+    }
+    // After the stops on each lane: a sweeper armed for a distant deadline would hold the gate.
+    // An armed sweeper is inside the gate, so with the gate empty none is (and none can be:
+    // no source runs and none can start); then nothing is posted, which the simulator, calling
+    // this on its only thread once quiescent, relies on.
+    {
+        const std::lock_guard gate(gate_mutex_);
+        if (coroutines_ != 0) {
+            for (std::size_t lane = 0; lane < holders_.size(); ++lane) {
+                ++coroutines_;
+                asio::post(env_.lane_executor(lane), [this, lane] {
+                    holders_[lane].sweeper->cancel();
+                    leave_gate();
+                });
+            }
+        }
     }
     {
         std::unique_lock lock(gate_mutex_);

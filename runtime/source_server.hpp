@@ -14,6 +14,13 @@
 /// parked source stays inside the server's gate, a stop closes its transport (which ends the
 /// wait), and shutdown joins it like any coroutine.
 ///
+/// Flush deadlines: a source holding a partial buffer hands it to its lane's holder heap while it
+/// waits (or parks) for more data. One timer per lane, armed for the earliest deadline, emits
+/// what is due; a demand or pressure wake-up emits every holder of the lane. Neither resumes the
+/// source (a parked holder stays parked), and a source takes its buffer back when data comes.
+/// This replaced a `wait_readable() || timer` parallel group per wait (two coroutine spawns
+/// and a timer arm each time a partial buffer waited).
+///
 /// Events to the engine's sink follow NebulaStream: Data buffers carry the source's origin id
 /// and contiguous sequence numbers from 0; end of stream gives EoS after the data; a failure
 /// gives Error after the data read so far; a stop the engine asked for gives neither.
@@ -183,8 +190,17 @@ private:
     boost::asio::awaitable<loop_end> read_loop(entry& e, std::optional<boost::system::error_code> woken);
     boost::asio::awaitable<buffer> acquire(entry& e);
     boost::asio::awaitable<void> accept_loop(listener& l);
-    void hold_partial(entry& e);
-    void release_partial(entry& e);
+    /// Partial buffers waiting for more data (DESIGN.md's flush policy): the buffer moves into
+    /// its lane's holder heap, ordered by flush deadline, while the source waits or parks. The
+    /// lane's sweeper emits it at the deadline, a wake-up (pressure, demand) emits every holder
+    /// of the lane at once; the source's coroutine is not resumed for either, and a parked
+    /// holder stays parked. Lane-only.
+    void hold_partial(entry& e, buffer partial);
+    /// The held buffer back (empty when it was emitted meanwhile); no-op when not holding.
+    buffer take_partial(entry& e);
+    void arm_sweeper(std::size_t lane, time_point deadline);
+    void sweep(std::size_t lane, std::uint32_t arm, bool fired);
+    void flush_holders(std::size_t lane, flush_reason reason);
     /// Counts a handler posted to a lane that touches the server, so shutdown waits for it.
     void enter_gate();
     void leave_gate();
@@ -192,7 +208,7 @@ private:
     /// The end of a source's coroutine: parks it, or records how it ended and leaves the gate.
     void coroutine_ended(entry& e, std::exception_ptr failure, bool parked);
     void park(entry& e);
-    /// The entry's flush timer, made on first use (lane-only).
+    /// The entry's timer (reconnect backoff), made on first use (lane-only).
     timer& flush_timer(entry& e);
     void emit(entry& e, buffer& filled, flush_reason reason);
     void wake_partial_holders(flush_reason reason);
@@ -216,8 +232,23 @@ private:
     std::size_t coroutines_ = 0;
     bool shut_down_ = false;
 
-    /// Per lane, the sources holding a partial buffer (touched only on that lane).
-    std::vector<std::vector<entry*>> partial_holders_;
+    /// A held partial buffer: its flush deadline, its source, the buffer.
+    struct holder {
+        time_point deadline;
+        entry* source;
+        buffer partial;
+    };
+    /// Per lane (touched only on that lane): the holders as a binary min-heap by deadline
+    /// (entry::holder_index is the position), and one timer armed for the earliest deadline.
+    struct lane_holders {
+        std::vector<holder> heap;
+        std::unique_ptr<timer> sweeper;
+        time_point armed_for = time_point::max(); ///< the sweeper's deadline; max when not armed
+        std::uint32_t arms = 0;                   ///< on_expiry calls, so a stale expiry is ignored
+    };
+    void heap_place(lane_holders& l, std::size_t index, holder h);
+    holder heap_remove(lane_holders& l, std::size_t index);
+    std::vector<lane_holders> holders_;
     std::atomic<std::size_t> partial_holders_total_{0};
     std::unique_ptr<std::atomic<std::uint8_t>[]> wake_pending_; ///< per lane, coalesces wakes
 

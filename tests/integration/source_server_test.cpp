@@ -523,6 +523,42 @@ TEST(source_server, rate_limited_generators_park_between_bursts_and_deliver_ever
     EXPECT_EQ(parked(w.server, source_kind::generator), 0U);
 }
 
+TEST(source_server, a_parked_source_keeps_its_partial_buffer_until_the_deadline_or_a_stop) {
+    server_options options;
+    options.demand_flush = false; // a partial buffer waits for its flush deadline
+    test_worker w({512, 4096, 8, 8192}, {2, 2, 1}, options);
+    // Two generators with one record now and nothing due for 1,000 s: each reads its record
+    // into a buffer and parks holding it.
+    const auto timed = w.server.register_source(named("timed", {1, 4}, 500ms), generator(1, 0, 0.001));
+    const auto held = w.server.register_source(named("held", {1, 4}, 1000s), generator(2, 0, 0.001));
+    ASSERT_TRUE(timed.admitted() && held.admitted());
+    ASSERT_TRUE(w.server.start(timed.handle));
+    ASSERT_TRUE(w.server.start(held.handle));
+    ASSERT_TRUE(w.sink.wait_for([&] { return parked(w.server, source_kind::generator) == 2; }));
+    const auto parks = w.server.stats().parks_total;
+    EXPECT_EQ(w.sink.total_records(), 0U) << "a held buffer went before its deadline";
+    // The lane's sweeper emits the timed one at its deadline, without waking the source.
+    ASSERT_TRUE(w.sink.wait_for([&] { return w.sink.total_records_locked() == 1; }));
+    auto stats = w.server.stats();
+    EXPECT_EQ(stats.flushes_total[static_cast<std::size_t>(flush_reason::timeout)], 1U);
+    EXPECT_EQ(stats.parks_total, parks);
+    EXPECT_EQ(parked(w.server, source_kind::generator), 2U);
+    // A stop delivers the held one, then the source stops: its data, neither EoS nor Error.
+    w.server.stop(held.handle);
+    ASSERT_TRUE(w.sink.wait_for([&] {
+        return w.server.state(held.handle) == source_state::stopped && w.sink.total_records_locked() == 2;
+    }));
+    stats = w.server.stats();
+    EXPECT_EQ(stats.flushes_total[static_cast<std::size_t>(flush_reason::stop)], 1U);
+    w.server.stop(timed.handle);
+    ASSERT_TRUE(w.sink.wait_for([&] { return w.server.state(timed.handle) == source_state::stopped; }));
+    w.pipeline.wait_idle();
+    EXPECT_EQ(w.pool.stats().free, 512U) << "a buffer stayed with a stopped source";
+    EXPECT_EQ(w.sink.end_of_streams(), 0U);
+    EXPECT_EQ(w.sink.errors(), 0U);
+    EXPECT_TRUE(w.sink.violations().empty()) << w.sink.violations().front();
+}
+
 TEST(source_server, parked_sources_stop_promptly_restart_and_shut_down) {
     test_worker w;
     // Generators with nothing due for 1,000 s after their first record, and idle connections.
