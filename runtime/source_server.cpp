@@ -426,7 +426,20 @@ source_server::holder source_server::heap_remove(lane_holders& l, std::size_t in
         heap_place(l, index, std::move(last));
     }
     partial_holders_total_.fetch_sub(1, std::memory_order_relaxed);
+    if (heap.empty()) {
+        disarm_sweeper(l);
+    }
     return out;
+}
+
+void source_server::disarm_sweeper(lane_holders& l) {
+    // Armed only while something is held: an armed sweeper is inside the gate, so an idle
+    // server is quiescent (and a shutdown joins no timer).
+    if (l.armed_for != time_point::max()) {
+        l.armed_for = time_point::max();
+        ++l.arms; // its cancelled expiry is stale
+        l.sweeper->cancel();
+    }
 }
 
 void source_server::hold_partial(entry& e, buffer partial) {
@@ -455,17 +468,28 @@ buffer source_server::take_partial(entry& e) {
 }
 
 void source_server::arm_sweeper(std::size_t lane, time_point deadline) {
+    {
+        // Inside the gate until the expiry (or its cancellation) has run. Not once shutdown
+        // has begun: every source is stopping and takes its buffer back, nothing falls due.
+        const std::lock_guard gate(gate_mutex_);
+        if (shut_down_) {
+            return;
+        }
+        ++coroutines_;
+    }
+    struct leaves_gate {
+        source_server* server;
+        ~leaves_gate() { server->leave_gate(); }
+    };
     auto& l = holders_[lane];
     l.armed_for = deadline;
     const std::uint32_t arm = ++l.arms;
     const auto lane32 = static_cast<std::uint32_t>(lane);
-    // Inside the gate until the expiry (or its cancellation at shutdown) has run.
-    enter_gate();
     try {
         // Pointer and two 32-bit values: std::function keeps it inline.
         l.sweeper->on_expiry(deadline - env_.now(), [this, lane32, arm](bool fired) {
+            const leaves_gate leave{this}; // also when an emit throws
             sweep(lane32, arm, fired);
-            leave_gate();
         });
     } catch (...) {
         l.armed_for = time_point::max();
@@ -481,7 +505,7 @@ void source_server::sweep(std::size_t lane, std::uint32_t arm, bool fired) {
     }
     l.armed_for = time_point::max();
     if (!fired) {
-        return; // cancelled at shutdown
+        return; // cancelled: nothing held any more
     }
     const auto now = env_.now();
     while (!l.heap.empty() && l.heap.front().deadline <= now) {
@@ -495,13 +519,22 @@ void source_server::sweep(std::size_t lane, std::uint32_t arm, bool fired) {
 
 void source_server::flush_holders(std::size_t lane, flush_reason reason) {
     auto& l = holders_[lane];
-    // Every holder goes; the sweeper stays armed and finds nothing due.
-    for (auto& h : l.heap) {
+    // Every holder goes. Taken out of the heap first, so the heap is whole even if an emit
+    // throws.
+    std::vector<holder> all;
+    all.swap(l.heap);
+    partial_holders_total_.fetch_sub(all.size(), std::memory_order_relaxed);
+    for (auto& h : all) {
         h.source->holder_index = no_index;
+    }
+    disarm_sweeper(l);
+    for (auto& h : all) {
         emit(*h.source, h.partial, reason);
     }
-    partial_holders_total_.fetch_sub(l.heap.size(), std::memory_order_relaxed);
-    l.heap.clear();
+    if (l.heap.empty()) {
+        all.clear();
+        l.heap.swap(all); // keep the capacity
+    }
 }
 
 void source_server::wake_partial_holders(flush_reason reason) {
@@ -523,7 +556,12 @@ void source_server::wake_partial_holders(flush_reason reason) {
         }
         asio::post(env_.lane_executor(lane), [this, lane, bit, reason] {
             wake_pending_[lane].fetch_and(static_cast<std::uint8_t>(~bit));
-            flush_holders(lane, reason);
+            try {
+                flush_holders(lane, reason);
+            } catch (...) {
+                leave_gate();
+                throw;
+            }
             leave_gate();
         });
     }
@@ -855,22 +893,6 @@ void source_server::shutdown() {
     }
     for (const auto handle : handles) {
         stop(handle);
-    }
-    // After the stops on each lane: a sweeper armed for a distant deadline would hold the gate.
-    // An armed sweeper is inside the gate, so with the gate empty none is (and none can be:
-    // no source runs and none can start); then nothing is posted, which the simulator, calling
-    // this on its only thread once quiescent, relies on.
-    {
-        const std::lock_guard gate(gate_mutex_);
-        if (coroutines_ != 0) {
-            for (std::size_t lane = 0; lane < holders_.size(); ++lane) {
-                ++coroutines_;
-                asio::post(env_.lane_executor(lane), [this, lane] {
-                    holders_[lane].sweeper->cancel();
-                    leave_gate();
-                });
-            }
-        }
     }
     {
         std::unique_lock lock(gate_mutex_);

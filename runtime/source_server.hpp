@@ -247,6 +247,7 @@ private:
         std::uint32_t arms = 0;                   ///< on_expiry calls, so a stale expiry is ignored
     };
     void heap_place(lane_holders& l, std::size_t index, holder h);
+    void disarm_sweeper(lane_holders& l);
     holder heap_remove(lane_holders& l, std::size_t index);
     std::vector<lane_holders> holders_;
     std::atomic<std::size_t> partial_holders_total_{0};
