@@ -48,6 +48,47 @@ std::size_t format_generator_record(std::uint64_t id, std::uint64_t n, char* out
     return write_record(prefix, out);
 }
 
+namespace {
+
+/// Decimal digits of `value` (1 for 0).
+std::uint64_t decimal_digits(std::uint64_t value) noexcept {
+    std::uint64_t digits = 1;
+    for (; value >= 10; value /= 10) {
+        ++digits;
+    }
+    return digits;
+}
+
+} // namespace
+
+std::uint64_t generator_records_bytes(std::uint64_t id, std::uint64_t first, std::uint64_t count) noexcept {
+    // Per record: id, n and value digits, two commas and the newline. n's digits change only at
+    // powers of ten, so they are summed by runs; the value is a hash and counted one by one.
+    // n wraps past 2^64 - 1 to 0, as the writer's does.
+    const std::uint64_t fixed = decimal_digits(id) + 3;
+    std::uint64_t bytes = 0;
+    std::uint64_t n = first;
+    std::uint64_t remaining = count;
+    while (remaining > 0) {
+        const std::uint64_t digits = decimal_digits(n);
+        std::uint64_t run = ~n + 1; // to the wrap (n ≥ 10^19 here when digits is 20)
+        if (digits < 20) {
+            std::uint64_t next_power = 1;
+            for (std::uint64_t d = 0; d < digits; ++d) {
+                next_power *= 10;
+            }
+            run = next_power - n;
+        }
+        run = std::min(run, remaining);
+        bytes += run * (fixed + digits);
+        for (std::uint64_t k = 0; k < run; ++k, ++n) {
+            bytes += decimal_digits(generator_value(id, n));
+        }
+        remaining -= run;
+    }
+    return bytes;
+}
+
 void generator_record_prefix::reset(std::uint64_t id, std::uint64_t n) noexcept {
     id_ = id;
     n_ = n;

@@ -80,6 +80,13 @@ RC_GTEST_PROP(generator_records, the_writer_writes_what_format_generator_record_
     RC_ASSERT(writer.next() == first + count);
 }
 
+RC_GTEST_PROP(generator_records, records_bytes_counts_what_format_generator_record_writes, ()) {
+    const auto id = *rc::gen::oneOf(rc::gen::inRange<std::uint64_t>(0, 10000), interesting_start());
+    const auto first = *interesting_start();
+    const auto count = *rc::gen::inRange<std::uint64_t>(0, 400);
+    RC_ASSERT(generator_records_bytes(id, first, count) == formatted(id, first, count).size());
+}
+
 RC_GTEST_PROP(generator_records, the_checker_accepts_every_correct_stream_however_it_is_cut, ()) {
     const auto id = *rc::gen::inRange<std::uint64_t>(0, 100000);
     const auto count = *rc::gen::inRange<std::uint64_t>(1, 3000);

@@ -230,15 +230,7 @@ private:
 
 public:
     /// Sets the stream's length from its records (called once after construction).
-    void compute_length() {
-        std::uint64_t bytes = 0;
-        char scratch[runtime::generator_record_bytes_max];
-        model::generator_record_writer writer(script_.id);
-        for (std::uint64_t n = 0; n < script_.records; ++n) {
-            bytes += writer.write_next(scratch);
-        }
-        full_bytes_ = bytes;
-    }
+    void compute_length() { full_bytes_ = model::generator_records_bytes(script_.id, 0, script_.records); }
 };
 
 } // namespace
