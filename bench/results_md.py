@@ -27,6 +27,13 @@ def _ceiling(results, name):
     return None
 
 
+def _ceiling_spread(results, name):
+    for c in results["ceilings"]:
+        if c["measure"] == name and c.get("samples"):
+            return f"{min(c['samples']):.2f}–{max(c['samples']):.2f} GB/s"
+    return "one sample"
+
+
 def counts_of(results, pad=0):
     return sorted({r["sources"] for r in results["ingest"] if r.get("pad_bytes", 0) == pad})
 
@@ -122,15 +129,17 @@ def render(results):
           f"channel, the generator's timer), {s10k['start_call_seconds'] * 1e3:.0f} ms inside `start` (the coroutine "
           f"and its post to a lane) and {rest * 1e3:.0f} ms until the lanes have run every first step "
           f"(coroutine frames, the first record's buffer, emit, and — processing being busy during the "
-          f"storm — holding the partial buffer with a `wait_readable() || flush timer` parallel group; "
-          f"then the generator parks until its next record is due), "
+          f"storm — handing the partial buffer to the lane's holder heap and parking until the next "
+          f"record is due; until this session that hold was a `wait_readable() || flush timer` parallel "
+          f"group: two more coroutine spawns and a timer per source), "
           f"all on the same 2 cores: {s10k['start_seconds'] / top * 1e6:.1f} µs per source against "
           f"{b10k['start_seconds'] / top * 1e6:.1f} µs per baseline thread, so "
           f"{b10k['start_seconds'] / s10k['start_seconds']:.1f}×. System-wide perf of `sluice-ingest-bench "
-          "--start-only --sources 10000` (after parking): the two lanes do 57% of the work and the "
-          "registering thread 19%; malloc/free about 18% (glibc's per-thread arenas; tbbmalloc's proxy "
-          "measured 25% faster earlier), scheduler wake-ups and TBB's yield about 10%, clock reads 3%, "
-          "the rest spread thin over Asio's handler machinery. 30× means about 1.3 µs per source including its first record "
+          "--start-only --sources 10000` (after the holder heap): the two lanes do about half of the "
+          "work and the registering thread a third; malloc/free about a quarter, half of that the heap "
+          "growing (page faults, glibc's arena `mprotect`s), futex wake-ups between the registering "
+          "thread, the lanes and oneTBB about 10%, the rest spread thin over Asio's handler machinery. "
+          "30× means about 1.3 µs per source including its first record "
           "through processing; that needs the batched registration and a first step without coroutine "
           "frames (below), not tuning.")
     iperf = _ceiling(results, "iperf3")
@@ -150,8 +159,9 @@ def render(results):
         if s100p:
             w(f"- **Throughput against iperf3, 1 KiB records.** The best run here is "
               f"{s100p['gb_per_second']:.2f} GB/s at 100 sources, {100 * s100p['gb_per_second'] / iperf:.1f}% of "
-              f"iperf3's {iperf:.2f} GB/s in the same run; iperf3 itself measured 3.3–4.5 GB/s across runs "
-              "on 2026-11-27 and sluice 2.3–3.3 GB/s in single runs, so this target sits at the edge of the noise. "
+              f"iperf3's {iperf:.2f} GB/s (median of the samples taken before each repeat of this series, "
+              f"{_ceiling_spread(results, 'iperf3')}); both drift by a third within minutes on this shared box "
+              "(sluice 2.3–3.3 GB/s in single runs on 2026-11-27), so this target sits at the edge of the noise. "
               f"The worker's {s100p['cpu_seconds_per_gb']:.2f} CPU s/GB is now mostly the kernel's receive "
               "copy and TCP stack (perf: `_copy_to_iter` alone is the largest symbol); the user-space "
               "pipeline (byte counting, checking 1,000 padding bytes per record, emit) is under a fifth "
@@ -170,23 +180,23 @@ def render(results):
       "is now parked: its coroutine has ended and what waits is the socket's own `async_wait` holding a "
       "small callback (it was the suspended chain of `co_spawn` entry, run, read-loop and wait "
       "frames, about 1.9 KiB with allocator overhead). What is left, per idle connection (heaptrack "
-      "at 10,000): the exactly-allocated wait operation (144 B), the registry entry (176 B), the "
+      "at 10,000): the exactly-allocated wait operation (144 B), the registry entry (152 B), the "
       "processing channel with its shared_ptr control block (136 B), the socket's reactor state (168 B, Asio's), "
       "the stream and source objects (88 + 32 B), the registry's hash node, and malloc's chunk "
       "headers. "
       + (f"At 1,000 sources the same heap ({s1k_idle.get('heap_per_idle_source_bytes', float('nan')):.0f} B) "
          f"shows as {s1k_idle['rss_per_idle_source_bytes']:,.0f} B of RSS: pages the lanes' malloc arenas "
          "grow by are a larger share of a smaller total." if s1k_idle else ""))
-    w("- **Simulator.** perf and heaptrack at 10,000 sources: Asio's type-erased handlers (post with "
-      "`append`, `any_io_executor::prefer`, `any_completion_handler`) make about a quarter of all "
-      "allocations, timers two more each (an ordered map node and a hash node), `wait_until` coroutine "
-      "frames the next share; the record writer and checker are about 10%, processing 5–15%. The "
-      "largest allocation site (the step order, 16% of allocations) is fixed; no single remaining item "
-      "gives the 1.7× still missing. Parking runs in the simulator too (the production path): each "
-      "wake of a parked source is one more step (a respawn), so 10,000 sources take 329k events "
-      "instead of 253k and about 15% more wall time for the same workload; events/s at 10,000 "
-      "sources were 0.50–0.54M with parking off and 0.52–0.60M with it (single runs and two full "
-      "runs, 2026-11-27), which is the same work rate, not a speed-up.")
+    w("- **Simulator.** An event is one handler the simulator steps (a lane's handler or a compute "
+      "task); the work per event is the production code's. perf at 10,000 sources, after this "
+      "session's two fixes (below): writing and checking generator records about 12% (each record is "
+      "formatted twice, by the virtual stream and by the verifying sink), malloc/free about 11% "
+      "(Asio's type-erased handlers, coroutine frames, the simulator's timer map nodes), a respawned "
+      "coroutine per wake of a parked source about 17% inclusive (a `co_spawn`, its frames and one "
+      "more step), then coroutine resumption, the pool and processing, each a few percent. The "
+      "missing ~20% needs the wake of a parked source without a coroutine (read, emit and park "
+      "again in the callback, spawning only when something must suspend); that also cuts the "
+      "number of events, so it is a speed-up of the work, not of the event rate.")
     w("")
 
     w("## Fixed from this benchmark: before → after\n")
@@ -230,6 +240,14 @@ def render(results):
       "parked op allocated exactly (Asio's thread cache handed it a recycled 256 B block); the peer "
       "address kept as an endpoint, not text | resident B per idle source, 10,000 sources | "
       "1,419–1,425 | 907–922 |")
+    w("| a partial buffer waits in its lane's holder heap (one timer per lane for the earliest flush "
+      "deadline; demand and pressure wake-ups emit holders directly; a holder may park) instead of a "
+      "`wait_readable() || flush timer` parallel group per wait (old and new binaries alternating) | "
+      "simulator wall s, 10,000 sources, seeds 1–3 / start of 10,000 sources | 0.50–0.58 s / 88–134 ms | "
+      "0.43–0.48 s / 50–77 ms |")
+    w("| the simulator sums a virtual stream's length by digit counts instead of formatting every record "
+      "once more at open (a third of all record formatting) | simulator wall s, 10,000 sources, seeds 1–3 | "
+      "0.42–0.47 | 0.39–0.42 |")
     w("| simulator: one reused step-order vector instead of an allocation per step; stream lengths from "
       "the record writer | wall seconds, 10,000 sources, seeds 1–3 | 0.48–0.51 | 0.46–0.47 |")
     w("")
@@ -238,7 +256,10 @@ def render(results):
     w("| ceiling | GB/s |")
     w("| --- | --- |")
     for c in results["ceilings"]:
-        w(f"| {c['measure']} | {c['gb_per_second']:.2f} |")
+        samples = c.get("samples", [])
+        spread = (f" (median of {len(samples)}, measured before each repeat of the 100-source 1 KiB "
+                  f"series: {min(samples):.2f}–{max(samples):.2f})") if len(samples) > 1 else ""
+        w(f"| {c['measure']} | {c['gb_per_second']:.2f}{spread} |")
     w("")
 
     w("## Ingestion: sluice vs thread per source\n")
