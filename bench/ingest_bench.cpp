@@ -281,6 +281,8 @@ public:
 
     /// Registers and starts `n` idle (paced, nearly silent) generators.
     void add_idle_generators(std::uint32_t n) {
+        std::vector<source_handle> handles;
+        handles.reserve(n);
         for (std::uint32_t i = 0; i < n; ++i) {
             source_options options;
             options.name = "idle#" + std::to_string(i);
@@ -298,8 +300,7 @@ public:
                 const auto t1 = clock_type::now();
                 register_seconds += std::chrono::duration<double>(t1 - t0).count();
                 if (answer.admitted()) {
-                    server_.start(answer.handle);
-                    start_call_seconds += std::chrono::duration<double>(clock_type::now() - t1).count();
+                    handles.push_back(answer.handle);
                 } else {
                     std::cerr << "ingest-bench: " << answer.message << "\n";
                 }
@@ -313,7 +314,12 @@ public:
                 }
             }
         }
-        if (!sluice()) {
+        // Both runners start all at once, as a worker starts its configured sources.
+        if (sluice()) {
+            const auto t0 = clock_type::now();
+            server_.start(handles);
+            start_call_seconds += std::chrono::duration<double>(clock_type::now() - t0).count();
+        } else {
             baseline_.start_all();
         }
     }

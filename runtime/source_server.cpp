@@ -149,31 +149,70 @@ registration source_server::register_entry(const source_options& options,
     return answer;
 }
 
+source_server::entry* source_server::claim_start(source_handle handle) {
+    const auto it = entries_.find(handle);
+    if (it == entries_.end()) {
+        return nullptr;
+    }
+    entry* e = it->second.get();
+    auto current = e->state.load();
+    if (current == source_state::running || current == source_state::stopping || e->finished.load()) {
+        return nullptr;
+    }
+    {
+        const std::lock_guard gate(gate_mutex_);
+        if (shut_down_) {
+            return nullptr;
+        }
+        ++coroutines_;
+    }
+    e->state.store(source_state::running);
+    return e;
+}
+
 bool source_server::start(source_handle handle) {
     entry* e = nullptr;
     {
         const std::lock_guard lock(mutex_);
-        const auto it = entries_.find(handle);
-        if (it == entries_.end()) {
-            return false;
-        }
-        e = it->second.get();
-        auto current = e->state.load();
-        if (current == source_state::running || current == source_state::stopping ||
-            e->finished.load()) {
-            return false;
-        }
-        {
-            const std::lock_guard gate(gate_mutex_);
-            if (shut_down_) {
-                return false;
-            }
-            ++coroutines_;
-        }
-        e->state.store(source_state::running);
+        e = claim_start(handle);
+    }
+    if (e == nullptr) {
+        return false;
     }
     spawn(*e);
     return true;
+}
+
+std::size_t source_server::start(std::span<const source_handle> handles) {
+    std::vector<std::vector<entry*>> by_lane(env_.lane_count());
+    std::size_t started = 0;
+    {
+        const std::lock_guard lock(mutex_);
+        for (const auto handle : handles) {
+            if (entry* e = claim_start(handle)) {
+                by_lane[e->lane_index].push_back(e);
+                ++started;
+            }
+        }
+    }
+    for (std::size_t lane = 0; lane < by_lane.size(); ++lane) {
+        if (by_lane[lane].empty()) {
+            continue;
+        }
+        // Every entry here is running and inside the gate (claim_start), so none can be
+        // unregistered and shutdown waits for each. On its lane, co_spawn runs a coroutine's
+        // first step at once, so a stop posted after this call still comes after the start.
+        asio::post(env_.lane_executor(lane), [this, batch = std::move(by_lane[lane])] {
+            for (entry* e : batch) {
+                try {
+                    spawn(*e);
+                } catch (...) {
+                    coroutine_ended(*e, std::current_exception(), false);
+                }
+            }
+        });
+    }
+    return started;
 }
 
 void source_server::spawn(entry& e, std::optional<error_code> woken) {

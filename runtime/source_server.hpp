@@ -38,6 +38,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -152,6 +153,10 @@ public:
     /// or stopping, unknown, or finished: a source that reached end of stream or failed has sent
     /// its last event (EoS or Error) on its origin; unregister it and register a new one.
     bool start(source_handle handle);
+    /// Starts many at once (a worker's configured sources, a restart of all): one posted
+    /// handler per lane spawns that lane's sources there, instead of a post from this thread per
+    /// source. Returns how many started; each one not started is refused as by `start`.
+    std::size_t start(std::span<const source_handle> handles);
     /// Asks a running source to stop: its partial buffer is flushed (reason stop), then it is
     /// stopped; no EoS and no Error. Asynchronous; no effect unless running.
     void stop(source_handle handle);
@@ -205,6 +210,9 @@ private:
     void enter_gate();
     void leave_gate();
     void spawn(entry& e, std::optional<boost::system::error_code> woken = std::nullopt);
+    /// Marks a startable source running and inside the gate; null when it cannot start. Under
+    /// mutex_.
+    entry* claim_start(source_handle handle);
     /// The end of a source's coroutine: parks it, or records how it ended and leaves the gate.
     void coroutine_ended(entry& e, std::exception_ptr failure, bool parked);
     void park(entry& e);

@@ -125,6 +125,54 @@ TEST(source_server, engine_stop_gives_neither_end_of_stream_nor_error_and_restar
     EXPECT_FALSE(final_a.error);
 }
 
+TEST(source_server, many_sources_start_at_once_and_a_stop_right_after_still_stops_them) {
+    test_worker w;
+    std::vector<source_handle> finite;
+    std::vector<source_handle> endless;
+    for (std::uint64_t i = 0; i < 20; ++i) {
+        finite.push_back(w.server.register_source(named("finite" + std::to_string(i)), generator(i, 100)).handle);
+        endless.push_back(
+            w.server.register_source(named("endless" + std::to_string(i)), generator(100 + i, 0, 20000.0)).handle);
+    }
+    std::vector<source_handle> all = finite;
+    all.insert(all.end(), endless.begin(), endless.end());
+    all.push_back(999999); // unknown: refused, the others start
+    EXPECT_EQ(w.server.start(all), 40U);
+    EXPECT_EQ(w.server.start(endless), 0U) << "running sources cannot start again";
+    // Stopped at once after the call: each stop comes after its source's start on the lane.
+    for (const auto h : endless) {
+        w.server.stop(h);
+    }
+    ASSERT_TRUE(w.sink.wait_for([&] {
+        for (const auto h : endless) {
+            if (w.server.state(h) != source_state::stopped) {
+                return false;
+            }
+        }
+        return w.sink.end_of_streams_locked() == finite.size();
+    }));
+    for (const auto h : finite) {
+        const auto o = w.sink.origin(h);
+        EXPECT_EQ(o.records, 100U);
+        EXPECT_TRUE(o.end_of_stream);
+    }
+    EXPECT_EQ(w.server.start(finite), 0U) << "a finished source cannot start again";
+    EXPECT_EQ(w.server.start(endless), endless.size()) << "stopped sources restart";
+    for (const auto h : endless) {
+        w.server.stop(h);
+    }
+    ASSERT_TRUE(w.sink.wait_for([&] {
+        for (const auto h : endless) {
+            if (w.server.state(h) != source_state::stopped) {
+                return false;
+            }
+        }
+        return true;
+    }));
+    EXPECT_EQ(w.sink.errors(), 0U);
+    EXPECT_TRUE(w.sink.violations().empty()) << w.sink.violations().front();
+}
+
 /// Generator records as a legacy device delivers them: one record per blocking read, cut where
 /// the space ends (the rest comes with the next read). Never returns 0 before the end: 0 means
 /// end of stream in the blocking_reader contract.

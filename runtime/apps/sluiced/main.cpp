@@ -12,6 +12,7 @@
 #include <mutex>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <prometheus/exposer.h>
@@ -177,6 +178,7 @@ int main(int argc, char** argv) {
 
         std::size_t sources_started = 0;
         std::size_t refused = 0;
+        std::vector<source_handle> admitted;
         for (const auto& spec : cfg.sources) {
             for (std::uint32_t i = 0; i < spec.count; ++i) {
                 source_options options;
@@ -217,10 +219,10 @@ int main(int argc, char** argv) {
                     ++refused;
                     continue;
                 }
-                server.start(answer.handle);
-                ++sources_started;
+                admitted.push_back(answer.handle);
             }
         }
+        sources_started += server.start(admitted); // all at once: one post per lane
         for (const auto& l : cfg.listeners) {
             if (cfg.mode == runner_mode::thread_per_source) {
                 const auto [error, port] = baseline.add_tcp_listener(l);
