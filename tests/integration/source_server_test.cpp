@@ -58,6 +58,21 @@ std::vector<asio::ip::tcp::socket> connect_peers(asio::io_context& io, std::uint
     return peers;
 }
 
+/// Stops each of `handles` and waits until every one is stopped; false if one is not in time.
+bool stop_and_wait(test_worker& w, const std::vector<source_handle>& handles) {
+    for (const auto h : handles) {
+        w.server.stop(h);
+    }
+    return w.sink.wait_for([&] {
+        for (const auto h : handles) {
+            if (w.server.state(h) != source_state::stopped) {
+                return false;
+            }
+        }
+        return true;
+    });
+}
+
 TEST(source_server, finite_generators_deliver_every_record_then_end_of_stream) {
     test_worker w;
     constexpr int sources = 40;
@@ -140,17 +155,8 @@ TEST(source_server, many_sources_start_at_once_and_a_stop_right_after_still_stop
     EXPECT_EQ(w.server.start(all), 40U);
     EXPECT_EQ(w.server.start(endless), 0U) << "running sources cannot start again";
     // Stopped at once after the call: each stop comes after its source's start on the lane.
-    for (const auto h : endless) {
-        w.server.stop(h);
-    }
-    ASSERT_TRUE(w.sink.wait_for([&] {
-        for (const auto h : endless) {
-            if (w.server.state(h) != source_state::stopped) {
-                return false;
-            }
-        }
-        return w.sink.end_of_streams_locked() == finite.size();
-    }));
+    ASSERT_TRUE(stop_and_wait(w, endless));
+    ASSERT_TRUE(w.sink.wait_for([&] { return w.sink.end_of_streams_locked() == finite.size(); }));
     for (const auto h : finite) {
         const auto o = w.sink.origin(h);
         EXPECT_EQ(o.records, 100U);
@@ -158,17 +164,7 @@ TEST(source_server, many_sources_start_at_once_and_a_stop_right_after_still_stop
     }
     EXPECT_EQ(w.server.start(finite), 0U) << "a finished source cannot start again";
     EXPECT_EQ(w.server.start(endless), endless.size()) << "stopped sources restart";
-    for (const auto h : endless) {
-        w.server.stop(h);
-    }
-    ASSERT_TRUE(w.sink.wait_for([&] {
-        for (const auto h : endless) {
-            if (w.server.state(h) != source_state::stopped) {
-                return false;
-            }
-        }
-        return true;
-    }));
+    ASSERT_TRUE(stop_and_wait(w, endless));
     EXPECT_EQ(w.sink.errors(), 0U);
     EXPECT_TRUE(w.sink.violations().empty()) << w.sink.violations().front();
 }
@@ -629,17 +625,7 @@ TEST(source_server, parked_sources_stop_promptly_restart_and_shut_down) {
                w.sink.total_records_locked() == 10;
     }));
     // A stop reaches a parked source through its close: stopped at once, no EoS, no Error.
-    for (const auto h : generators) {
-        w.server.stop(h);
-    }
-    ASSERT_TRUE(w.sink.wait_for([&] {
-        for (const auto h : generators) {
-            if (w.server.state(h) != source_state::stopped) {
-                return false;
-            }
-        }
-        return true;
-    }));
+    ASSERT_TRUE(stop_and_wait(w, generators));
     EXPECT_EQ(parked(w.server, source_kind::generator), 0U);
     EXPECT_EQ(w.sink.end_of_streams(), 0U);
     EXPECT_EQ(w.sink.errors(), 0U);
