@@ -640,46 +640,22 @@ asio::awaitable<source_server::loop_end> source_server::read_loop(entry& e, std:
             emit(e, current, flush_reason::stop);
             co_return loop_end{loop_end::kind::stop, {}};
         }
-        if (!current) {
-            if (!into_buffer) {
-                // Idle: wait for data first, then take a buffer, so idle sources hold none.
-                error_code error;
-                if (woken) {
-                    error = *std::exchange(woken, std::nullopt); // this coroutine continues a parked wait
-                } else if (options_.park_idle && src.should_park()) {
-                    e.idle_since = env_.now();
-                    co_return loop_end{loop_end::kind::park, {}};
-                } else {
-                    const auto idle_since = env_.now();
-                    error = co_await src.wait_readable();
-                    idle_ns_[kind].fetch_add(nanoseconds(env_.now() - idle_since), std::memory_order_relaxed);
-                }
-                if (e.stop_requested) {
-                    continue;
-                }
-                if (error) {
-                    co_return loop_end{loop_end::kind::transport_error, error};
-                }
-            }
-            current = co_await acquire(e);
-            if (!current) {
-                continue; // the wait was aborted by a stop
-            }
-            e.partial_since = env_.now();
-        } else if (!into_buffer) {
-            const auto waited = env_.now() - e.partial_since;
-            if (waited >= e.flush_timeout) {
-                emit(e, current, flush_reason::timeout);
-                continue;
-            }
-            // Holding a partial buffer until more data, the flush deadline, or a wake-up
-            // (pressure, demand): the buffer waits in the lane's holder heap, and the sweeper
-            // or the wake-up emits it without resuming this coroutine.
+        if (current && !into_buffer && env_.now() - e.partial_since >= e.flush_timeout) {
+            emit(e, current, flush_reason::timeout);
+            continue;
+        }
+        if (!into_buffer) {
+            // Wait for data: idle, with no buffer (idle sources hold none), or holding a partial
+            // buffer, which waits in the lane's holder heap meanwhile (the sweeper at its flush
+            // deadline, or a pressure or demand wake-up, emits it without resuming this
+            // coroutine). Parked instead, when the transport says so.
             error_code error;
             if (woken) {
-                error = *std::exchange(woken, std::nullopt); // continuing a parked hold
+                error = *std::exchange(woken, std::nullopt); // this coroutine continues a parked wait
             } else {
-                hold_partial(e, std::move(current));
+                if (current) {
+                    hold_partial(e, std::move(current));
+                }
                 if (options_.park_idle && src.should_park()) {
                     e.idle_since = env_.now();
                     co_return loop_end{loop_end::kind::park, {}};
@@ -687,7 +663,7 @@ asio::awaitable<source_server::loop_end> source_server::read_loop(entry& e, std:
                 const auto idle_since = env_.now();
                 error = co_await src.wait_readable();
                 idle_ns_[kind].fetch_add(nanoseconds(env_.now() - idle_since), std::memory_order_relaxed);
-                current = take_partial(e);
+                current = take_partial(e); // empty when it was emitted meanwhile
             }
             if (e.stop_requested) {
                 continue;
@@ -696,10 +672,13 @@ asio::awaitable<source_server::loop_end> source_server::read_loop(entry& e, std:
                 emit(e, current, flush_reason::end_of_stream);
                 co_return loop_end{loop_end::kind::transport_error, error};
             }
+        }
+        if (!current) {
+            current = co_await acquire(e);
             if (!current) {
-                woken = error_code{}; // emitted while waiting; the data is there: read it
-                continue;
+                continue; // the wait was aborted by a stop
             }
+            e.partial_since = env_.now();
         }
         const auto busy_since = env_.now();
         // Read what is there, a bounded number of times before yielding the lane.
