@@ -25,10 +25,12 @@ std::string generator_source::describe() const {
     return "generator " + std::to_string(options_.id);
 }
 
-asio::awaitable<error_code> generator_source::open() {
+asio::awaitable<error_code> generator_source::open() { co_return *open_now(); }
+
+std::optional<error_code> generator_source::open_now() {
     start_ = env_.now();
     closed_ = false;
-    co_return error_code{};
+    return error_code{};
 }
 
 bool generator_source::finished() const noexcept {

@@ -36,6 +36,7 @@ public:
     source_kind kind() const noexcept override { return source_kind::generator; }
     std::string describe() const override;
     boost::asio::awaitable<boost::system::error_code> open() override;
+    std::optional<boost::system::error_code> open_now() override;
     boost::asio::awaitable<boost::system::error_code> wait_readable() override;
     /// Parks when the rate limiter has nothing to release until a later burst.
     bool should_park() override { return !closed_ && !ready(); }

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -41,6 +42,12 @@ public:
     /// Opens the transport (again, after a failure, for sources that reconnect). Suspends while
     /// connecting. Returns an error value on failure.
     virtual boost::asio::awaitable<boost::system::error_code> open() = 0;
+    /// The same open without waiting, for sources whose open never suspends (a generator, an
+    /// accepted connection, a UDP bind, a file): what `open()` would return. `std::nullopt`
+    /// when opening has to wait (a TCP connect): the server then runs `open()` in a coroutine.
+    /// Starting by `open_now` lets the server start a source without a coroutine (see
+    /// source_server's steps).
+    virtual std::optional<boost::system::error_code> open_now() { return std::nullopt; }
     /// Waits until `read_now` has something to say. An idle source holds no buffer here.
     /// `operation_aborted` when closed or cancelled.
     virtual boost::asio::awaitable<boost::system::error_code> wait_readable() = 0;

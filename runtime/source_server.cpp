@@ -89,6 +89,16 @@ struct source_server::loop_end {
     error_code error;
 };
 
+struct source_server::resume {
+    enum class at : std::uint8_t {
+        open,    ///< a start: open the source, then read
+        wait,    ///< open, nothing held in hand: wait for data (or park), then read
+        acquire, ///< open and readable, but no buffer was free: wait for one, then read
+        ended,   ///< a step's read loop ended with `end` (a transport error): reconnect or fail
+    } where = at::open;
+    loop_end end;
+};
+
 source_server::source_server(environment& env, buffer_pool& pool, processing& pipeline,
                              const server_options& options)
     : env_(env), pool_(pool), processing_(pipeline), options_(options),
@@ -166,22 +176,16 @@ source_server::entry* source_server::claim_start(source_handle handle) {
         }
         ++coroutines_;
     }
+    // Reset here, before the source can be seen running: a stop() from another thread that
+    // comes right after this must find the run it stops (no lane touches a source that is not
+    // running; the state's store and load order these writes before its lane's next step).
+    e->stop_requested = false;
+    e->failures = 0;
     e->state.store(source_state::running);
     return e;
 }
 
-bool source_server::start(source_handle handle) {
-    entry* e = nullptr;
-    {
-        const std::lock_guard lock(mutex_);
-        e = claim_start(handle);
-    }
-    if (e == nullptr) {
-        return false;
-    }
-    spawn(*e);
-    return true;
-}
+bool source_server::start(source_handle handle) { return start(std::span(&handle, 1)) == 1; }
 
 std::size_t source_server::start(std::span<const source_handle> handles) {
     std::vector<std::vector<entry*>> by_lane(env_.lane_count());
@@ -200,28 +204,107 @@ std::size_t source_server::start(std::span<const source_handle> handles) {
             continue;
         }
         // Every entry here is running and inside the gate (claim_start), so none can be
-        // unregistered and shutdown waits for each. On its lane, co_spawn runs a coroutine's
-        // first step at once, so a stop posted after this call still comes after the start.
+        // unregistered and shutdown waits for each. Each first step runs in this handler, so a
+        // stop posted after this call comes after the start.
         asio::post(env_.lane_executor(lane), [this, batch = std::move(by_lane[lane])] {
             for (entry* e : batch) {
-                try {
-                    spawn(*e);
-                } catch (...) {
-                    coroutine_ended(*e, std::current_exception(), false);
-                }
+                advance(*e, std::nullopt);
             }
         });
     }
     return started;
 }
 
-void source_server::spawn(entry& e, std::optional<error_code> woken) {
+void source_server::spawn(entry& e, resume from) {
     // A named completion handler (never a bare `detached`): it parks the source, or records how
-    // the coroutine ended, counts it, and leaves the gate so shutdown can join.
-    asio::co_spawn(env_.lane_executor(e.lane_index), run(e, woken),
+    // the run ended, counts it, and leaves the gate so shutdown can join.
+    asio::co_spawn(env_.lane_executor(e.lane_index), run(e, from),
                    [this, &e](std::exception_ptr failure, bool parked) {
-                       coroutine_ended(e, std::move(failure), parked);
+                       run_ended(e, std::move(failure), parked);
                    });
+}
+
+void source_server::advance(entry& e, std::optional<error_code> woken) {
+    try {
+        if (woken) {
+            step(e, *woken);
+        } else {
+            begin(e);
+        }
+    } catch (...) {
+        // Whatever threw came before the source was handed on (a park, a spawn, its end are
+        // each a step's last act): end it with an Error, as a failure inside its coroutine
+        // would, rather than let the lane's thread die.
+        run_ended(e, std::current_exception(), false);
+    }
+}
+
+void source_server::begin(entry& e) {
+    const auto opened = e.src->open_now();
+    if (!opened) {
+        spawn(e, resume{resume::at::open, {}}); // opening waits (a connect): in a coroutine
+        return;
+    }
+    e.read_since_open = false;
+    if (*opened) {
+        end_loop(e, loop_end{loop_end::kind::transport_error, *opened});
+        return;
+    }
+    if (set_down(e, buffer{})) {
+        park(e); // idle from the start
+        return;
+    }
+    step(e, error_code{}); // data is probably there (or the source cannot park): read it now
+}
+
+void source_server::step(entry& e, error_code woken) {
+    // read_loop's pass after a wait, without a coroutine; see its comments for each part.
+    buffer current = take_partial(e);
+    if (e.stop_requested) {
+        emit(e, current, flush_reason::stop);
+        end_loop(e, loop_end{loop_end::kind::stop, {}});
+        return;
+    }
+    if (woken) {
+        emit(e, current, flush_reason::end_of_stream);
+        end_loop(e, loop_end{loop_end::kind::transport_error, woken});
+        return;
+    }
+    flush_if_due(e, current);
+    if (!current) {
+        current = try_take(e);
+        if (!current) {
+            spawn(e, resume{resume::at::acquire, {}}); // backpressure: only a coroutine suspends
+            return;
+        }
+        e.partial_since = env_.now();
+    }
+    const auto busy_since = env_.now();
+    const auto end = read_turn(e, current);
+    busy_ns_[index_of(e.kind)].fetch_add(nanoseconds(env_.now() - busy_since), std::memory_order_relaxed);
+    if (end) {
+        end_loop(e, *end);
+        return;
+    }
+    after_turn(e, current, false);
+    // The next pass's wait: parked again, or (data still there after a full turn) a coroutine
+    // that waits for readiness, which also yields the lane.
+    flush_if_due(e, current);
+    if (set_down(e, std::move(current))) {
+        park(e);
+        return;
+    }
+    spawn(e, resume{resume::at::wait, {}});
+}
+
+void source_server::end_loop(entry& e, const loop_end& end) {
+    SLUICE_ASSERT(end.what != loop_end::kind::park);
+    if (end.what == loop_end::kind::transport_error) {
+        spawn(e, resume{resume::at::ended, end}); // reconnect with backoff, or fail: run decides
+        return;
+    }
+    finish(e, end.what == loop_end::kind::end_of_stream, {});
+    run_ended(e, nullptr, false);
 }
 
 timer& source_server::flush_timer(entry& e) {
@@ -240,22 +323,15 @@ void source_server::park(entry& e) {
     e.src->park([this, &e](error_code error) {
         const auto kind = index_of(e.kind);
         parked_[kind].fetch_sub(1, std::memory_order_relaxed);
-        // Counted here, not in the woken read loop: a stop may end the run before it gets there.
         idle_ns_[kind].fetch_add(nanoseconds(env_.now() - e.idle_since), std::memory_order_relaxed);
-        try {
-            spawn(e, error); // continues where it parked
-        } catch (...) {
-            // No coroutine to carry on (out of memory for its frame): end the source with an
-            // Error, as a failure inside it would, rather than let the lane's thread die.
-            coroutine_ended(e, std::current_exception(), false);
-        }
+        advance(e, error); // continues where it parked, without a coroutine unless it must wait
     });
     // Counted after park returns: the wake never runs before it does.
     parked_[index_of(e.kind)].fetch_add(1, std::memory_order_relaxed);
     parks_.fetch_add(1, std::memory_order_relaxed);
 }
 
-void source_server::coroutine_ended(entry& e, std::exception_ptr failure, bool parked) {
+void source_server::run_ended(entry& e, std::exception_ptr failure, bool parked) {
     if (!failure && parked) {
         // Parked only after the coroutine has fully ended, so a wake can never meet it still
         // unwinding.
@@ -606,12 +682,14 @@ void source_server::wake_partial_holders(flush_reason reason) {
     }
 }
 
-asio::awaitable<buffer> source_server::acquire(entry& e) {
-    if (!env_.inject(fault_site::force_acquire_wait)) {
-        if (buffer granted = pool_.try_acquire(e.pool_id)) {
-            co_return granted;
-        }
+buffer source_server::try_take(entry& e) {
+    if (env_.inject(fault_site::force_acquire_wait)) {
+        return {};
     }
+    return pool_.try_acquire(e.pool_id);
+}
+
+asio::awaitable<buffer> source_server::acquire_wait(entry& e) {
     // Backpressure: this coroutine suspends; no thread blocks. Sources sitting on partial
     // buffers flush them now, so the buffers this one waits for come back.
     backpressure_waits_.fetch_add(1, std::memory_order_relaxed);
@@ -628,10 +706,85 @@ asio::awaitable<buffer> source_server::acquire(entry& e) {
     co_return std::move(granted); // empty when a stop aborted the wait
 }
 
-asio::awaitable<source_server::loop_end> source_server::read_loop(entry& e, std::optional<error_code> woken) {
+void source_server::flush_if_due(entry& e, buffer& current) {
+    if (current && env_.now() - e.partial_since >= e.flush_timeout) {
+        emit(e, current, flush_reason::timeout);
+    }
+}
+
+bool source_server::set_down(entry& e, buffer current) {
+    // Idle sources hold no buffer; a partial one waits in the lane's holder heap, where the
+    // sweeper at its flush deadline, or a pressure or demand wake-up, emits it without the
+    // source.
+    if (current) {
+        hold_partial(e, std::move(current));
+    }
+    if (options_.park_idle && e.src->should_park()) {
+        e.idle_since = env_.now();
+        return true;
+    }
+    return false;
+}
+
+bool source_server::take_read(entry& e, buffer& current, const read_result& r, std::optional<loop_end>& end) {
+    switch (r.state) {
+    case read_result::status::data:
+        current.commit_bytes(static_cast<std::uint32_t>(r.bytes));
+        bytes_[index_of(e.kind)].fetch_add(r.bytes, std::memory_order_relaxed);
+        e.read_since_open = true;
+        if (current.full()) {
+            emit(e, current, flush_reason::full);
+            current = pool_.try_acquire(e.pool_id); // more may be waiting; never suspend here
+            if (current) {
+                e.partial_since = env_.now();
+            }
+        }
+        return !e.stop_requested;
+    case read_result::status::would_block:
+        return false;
+    case read_result::status::need_space:
+        emit(e, current, flush_reason::full);
+        return false;
+    case read_result::status::end_of_stream:
+        emit(e, current, flush_reason::end_of_stream);
+        end = loop_end{loop_end::kind::end_of_stream, {}};
+        return false;
+    case read_result::status::error:
+        emit(e, current, flush_reason::end_of_stream);
+        end = loop_end{loop_end::kind::transport_error, r.error};
+        return false;
+    }
+    return false;
+}
+
+std::optional<source_server::loop_end> source_server::read_turn(entry& e, buffer& current) {
+    // Read what is there, a bounded number of times before yielding the lane.
+    std::optional<loop_end> end;
+    for (std::uint32_t i = 0; i < options_.reads_per_turn_max && current; ++i) {
+        if (!take_read(e, current, e.src->read_now(current.free_space()), end)) {
+            break;
+        }
+    }
+    return end;
+}
+
+void source_server::after_turn(entry& e, buffer& current, bool into_buffer) {
+    if (current && current.size_bytes() == 0 && !into_buffer) {
+        current.reset(); // a spurious wake-up: hold nothing while idle
+    } else if (current) {
+        if (options_.demand_flush && processing_.queued() < env_.compute_concurrency()) {
+            emit(e, current, flush_reason::demand); // processing is idle: feed it now
+        } else if (pool_.has_waiters()) {
+            emit(e, current, flush_reason::pressure);
+        } else if (into_buffer) {
+            flush_if_due(e, current);
+        }
+    }
+}
+
+asio::awaitable<source_server::loop_end> source_server::read_loop(entry& e, bool wait_for_buffer) {
     auto& src = *e.src;
     const bool into_buffer = src.reads_into_buffer();
-    const auto kind = index_of(e.kind);
     // A source that parked holding a partial buffer continues with it (empty when the sweeper
     // or a wake-up emitted it meanwhile).
     buffer current = take_partial(e);
@@ -640,31 +793,20 @@ asio::awaitable<source_server::loop_end> source_server::read_loop(entry& e, std:
             emit(e, current, flush_reason::stop);
             co_return loop_end{loop_end::kind::stop, {}};
         }
-        if (current && !into_buffer && env_.now() - e.partial_since >= e.flush_timeout) {
-            emit(e, current, flush_reason::timeout);
-            continue;
-        }
         if (!into_buffer) {
-            // Wait for data: idle, with no buffer (idle sources hold none), or holding a partial
-            // buffer, which waits in the lane's holder heap meanwhile (the sweeper at its flush
-            // deadline, or a pressure or demand wake-up, emits it without resuming this
-            // coroutine). Parked instead, when the transport says so.
-            error_code error;
-            if (woken) {
-                error = *std::exchange(woken, std::nullopt); // this coroutine continues a parked wait
-            } else {
-                if (current) {
-                    hold_partial(e, std::move(current));
-                }
-                if (options_.park_idle && src.should_park()) {
-                    e.idle_since = env_.now();
-                    co_return loop_end{loop_end::kind::park, {}};
-                }
-                const auto idle_since = env_.now();
-                error = co_await src.wait_readable();
-                idle_ns_[kind].fetch_add(nanoseconds(env_.now() - idle_since), std::memory_order_relaxed);
-                current = take_partial(e); // empty when it was emitted meanwhile
+            flush_if_due(e, current);
+        }
+        // Resumed by a step that found the source readable but no buffer free: wait for one.
+        const bool readable_without_buffer = std::exchange(wait_for_buffer, false);
+        if (!into_buffer && !readable_without_buffer) {
+            // Wait for data, or park when the transport says so.
+            if (set_down(e, std::move(current))) {
+                co_return loop_end{loop_end::kind::park, {}};
             }
+            const auto idle_since = env_.now();
+            const error_code error = co_await src.wait_readable();
+            idle_ns_[index_of(e.kind)].fetch_add(nanoseconds(env_.now() - idle_since), std::memory_order_relaxed);
+            current = take_partial(e); // empty when it was emitted meanwhile
             if (e.stop_requested) {
                 continue;
             }
@@ -674,70 +816,37 @@ asio::awaitable<source_server::loop_end> source_server::read_loop(entry& e, std:
             }
         }
         if (!current) {
-            current = co_await acquire(e);
+            if (!readable_without_buffer) {
+                current = try_take(e);
+            }
             if (!current) {
-                continue; // the wait was aborted by a stop
+                current = co_await acquire_wait(e);
+                if (!current) {
+                    continue; // the wait was aborted by a stop
+                }
             }
             e.partial_since = env_.now();
         }
         const auto busy_since = env_.now();
-        // Read what is there, a bounded number of times before yielding the lane.
-        for (std::uint32_t i = 0; i < options_.reads_per_turn_max && current; ++i) {
-            const read_result r = into_buffer ? co_await src.read_some(current.free_space())
-                                              : src.read_now(current.free_space());
-            bool stop_reading = false;
-            switch (r.state) {
-            case read_result::status::data:
-                current.commit_bytes(static_cast<std::uint32_t>(r.bytes));
-                bytes_[kind].fetch_add(r.bytes, std::memory_order_relaxed);
-                e.read_since_open = true;
-                if (current.full()) {
-                    emit(e, current, flush_reason::full);
-                    current = pool_.try_acquire(e.pool_id); // more may be waiting; never suspend here
-                    if (current) {
-                        e.partial_since = env_.now();
-                    }
+        std::optional<loop_end> end;
+        if (into_buffer) {
+            for (std::uint32_t i = 0; i < options_.reads_per_turn_max && current; ++i) {
+                if (!take_read(e, current, co_await src.read_some(current.free_space()), end)) {
+                    break;
                 }
-                break;
-            case read_result::status::would_block:
-                stop_reading = true;
-                break;
-            case read_result::status::need_space:
-                emit(e, current, flush_reason::full);
-                stop_reading = true;
-                break;
-            case read_result::status::end_of_stream:
-                emit(e, current, flush_reason::end_of_stream);
-                co_return loop_end{loop_end::kind::end_of_stream, {}};
-            case read_result::status::error:
-                emit(e, current, flush_reason::end_of_stream);
-                co_return loop_end{loop_end::kind::transport_error, r.error};
             }
-            if (stop_reading || e.stop_requested) {
-                break;
-            }
+        } else {
+            end = read_turn(e, current);
         }
-        busy_ns_[kind].fetch_add(nanoseconds(env_.now() - busy_since), std::memory_order_relaxed);
-        if (current && current.size_bytes() == 0 && !into_buffer) {
-            current.reset(); // a spurious wake-up: hold nothing while idle
-        } else if (current) {
-            if (options_.demand_flush && processing_.queued() < env_.compute_concurrency()) {
-                emit(e, current, flush_reason::demand); // processing is idle: feed it now
-            } else if (pool_.has_waiters()) {
-                emit(e, current, flush_reason::pressure);
-            } else if (into_buffer && env_.now() - e.partial_since >= e.flush_timeout) {
-                emit(e, current, flush_reason::timeout);
-            }
+        busy_ns_[index_of(e.kind)].fetch_add(nanoseconds(env_.now() - busy_since), std::memory_order_relaxed);
+        if (end) {
+            co_return *end;
         }
+        after_turn(e, current, into_buffer);
     }
 }
 
-asio::awaitable<bool> source_server::run(entry& e, std::optional<error_code> woken) {
-    // After a parked wait the source is open and idle: continue in read_loop where it parked.
-    if (!woken) {
-        e.stop_requested = false;
-        e.failures = 0;
-    }
+asio::awaitable<bool> source_server::run(entry& e, resume from) {
     auto& src = *e.src;
     std::string failure;
     bool ended = false;
@@ -745,28 +854,35 @@ asio::awaitable<bool> source_server::run(entry& e, std::optional<error_code> wok
         if (e.stop_requested) {
             break;
         }
-        error_code error;
-        if (!woken) {
+        loop_end end;
+        if (from.where == resume::at::open) {
             e.read_since_open = false;
-            error = co_await src.open();
+            const error_code error = co_await src.open();
+            if (error) {
+                end = loop_end{loop_end::kind::transport_error, error};
+            } else {
+                end = co_await read_loop(e, false);
+            }
+        } else if (from.where == resume::at::ended) {
+            end = from.end;
+        } else {
+            end = co_await read_loop(e, from.where == resume::at::acquire);
         }
-        if (!error) {
-            const auto end = co_await read_loop(e, std::exchange(woken, std::nullopt));
-            if (end.what == loop_end::kind::park) {
-                co_return true; // the completion handler parks it (see coroutine_ended)
-            }
-            if (end.what == loop_end::kind::stop) {
-                break;
-            }
-            if (end.what == loop_end::kind::end_of_stream) {
-                ended = true;
-                break;
-            }
-            error = end.error;
+        from.where = resume::at::open; // after a failure, the source opens again
+        if (end.what == loop_end::kind::park) {
+            co_return true; // the completion handler parks it (see run_ended)
+        }
+        if (end.what == loop_end::kind::stop) {
+            break;
+        }
+        if (end.what == loop_end::kind::end_of_stream) {
+            ended = true;
+            break;
         }
         if (e.stop_requested) {
             break;
         }
+        const error_code error = end.error;
         errors_[index_of(e.kind)].fetch_add(1, std::memory_order_relaxed);
         std::string detail = src.error_detail();
         const std::string reason =
@@ -790,9 +906,14 @@ asio::awaitable<bool> source_server::run(entry& e, std::optional<error_code> wok
             break;
         }
     }
-    src.close();
-    // Parked holding a partial buffer, then stopped: the respawn ends above before read_loop
-    // could take the buffer back.
+    finish(e, ended, failure);
+    co_return false;
+}
+
+void source_server::finish(entry& e, bool ended, const std::string& failure) {
+    e.src->close();
+    // Parked holding a partial buffer, then stopped: the run ends before a read loop could
+    // take the buffer back.
     buffer held = take_partial(e);
     emit(e, held, flush_reason::stop);
     e.finished.store(ended || !failure.empty());
@@ -807,7 +928,6 @@ asio::awaitable<bool> source_server::run(entry& e, std::optional<error_code> wok
     } else {
         e.final_state = source_state::stopped; // the engine asked: neither EoS nor Error
     }
-    co_return false;
 }
 
 std::pair<error_code, std::uint16_t> source_server::add_tcp_listener(const listener_options& options) {

@@ -7,12 +7,15 @@
 ///
 /// Parking (server_options::park_idle): a running source that is idle — no buffer held, its
 /// transport drained — ends its coroutine and waits as the transport's own readiness operation
-/// (a socket's async_wait, a timer) holding a small callback; readiness spawns the coroutine
-/// again where it left off. DESIGN.md says one coroutine per source; an idle one is instead one
-/// pending operation because its suspended coroutine chain was two thirds of an idle source's
-/// memory (3.3 KiB → 0.9 KiB per idle connection, bench/RESULTS.md). Ownership is unchanged: a
-/// parked source stays inside the server's gate, a stop closes its transport (which ends the
-/// wait), and shutdown joins it like any coroutine.
+/// (a socket's async_wait, a timer) holding a small callback. Readiness runs one read turn in
+/// that callback (a step) and parks again; the coroutine is spawned again only when the source
+/// must wait inside a turn (backpressure, a reconnect) or data is still there after a full turn.
+/// A source that opens without waiting starts the same way. DESIGN.md says one coroutine per
+/// source; an idle one is instead one pending operation because its suspended coroutine chain
+/// was two thirds of an idle source's memory (3.3 KiB → 0.9 KiB per idle connection,
+/// bench/RESULTS.md), and a respawn per wake-up was a sixth of the simulator's time. Ownership
+/// is unchanged: a parked or stepping source stays inside the server's gate, a stop closes its
+/// transport (which ends the wait), and shutdown joins it like any coroutine.
 ///
 /// Flush deadlines: a source holding a partial buffer hands it to its lane's holder heap while it
 /// waits (or parks) for more data. One timer per lane, armed for the earliest deadline, emits
@@ -186,14 +189,41 @@ private:
     struct listener;
 
     struct loop_end;
+    struct resume;
 
     registration register_entry(const source_options& options, const source_factory& make,
                                 listener* owner);
-    /// `woken`: the result of the parked wait this run continues after (then it skips `open`).
-    /// True when it ended to park.
-    boost::asio::awaitable<bool> run(entry& e, std::optional<boost::system::error_code> woken);
-    boost::asio::awaitable<loop_end> read_loop(entry& e, std::optional<boost::system::error_code> woken);
-    boost::asio::awaitable<buffer> acquire(entry& e);
+    /// A source's coroutine, begun where `from` says. True when it ended to park.
+    boost::asio::awaitable<bool> run(entry& e, resume from);
+    /// `wait_for_buffer`: begin by waiting for a buffer (a step found data but none free).
+    boost::asio::awaitable<loop_end> read_loop(entry& e, bool wait_for_buffer);
+    /// A buffer without waiting (empty when none is free, or a fault is injected there).
+    buffer try_take(entry& e);
+    /// Waits for a buffer (backpressure); empty when a stop aborted the wait.
+    boost::asio::awaitable<buffer> acquire_wait(entry& e);
+    /// Steps (a source's work without a coroutine): a source that can open without waiting
+    /// starts by `begin`; a parked source that wakes continues by `step`, one read turn, then
+    /// parks again. Only a wait (a connect, a buffer under backpressure, readiness when data is
+    /// still there after a full turn, a reconnect backoff) spawns the coroutine, which parks
+    /// and ends once the source is idle again. A respawn per wake was the largest cost left in
+    /// the simulator (about a sixth of its time) and in starting many sources.
+    /// `advance` runs `begin` (no `woken`) or `step`; a throw ends the source with an Error.
+    void advance(entry& e, std::optional<boost::system::error_code> woken);
+    void begin(entry& e);
+    void step(entry& e, boost::system::error_code woken);
+    /// A read loop ended outside the coroutine: the run ends here, or (a transport error) a
+    /// coroutine reconnects or fails it.
+    void end_loop(entry& e, const loop_end& end);
+    /// The parts of a read loop both kinds share: one turn of reads into `current` (a value
+    /// when the loop ends), one read's result, the flush decision after a turn, the flush
+    /// timeout, and setting the buffer down before a wait (true: park now).
+    std::optional<loop_end> read_turn(entry& e, buffer& current);
+    bool take_read(entry& e, buffer& current, const read_result& r, std::optional<loop_end>& end);
+    void after_turn(entry& e, buffer& current, bool into_buffer);
+    void flush_if_due(entry& e, buffer& current);
+    bool set_down(entry& e, buffer current);
+    /// The end of a run: closes the source, flushes what it held, sends EoS or Error.
+    void finish(entry& e, bool ended, const std::string& failure);
     boost::asio::awaitable<void> accept_loop(listener& l);
     /// Partial buffers waiting for more data (DESIGN.md's flush policy): the buffer moves into
     /// its lane's holder heap, ordered by flush deadline, while the source waits or parks. The
@@ -209,12 +239,13 @@ private:
     /// Counts a handler posted to a lane that touches the server, so shutdown waits for it.
     void enter_gate();
     void leave_gate();
-    void spawn(entry& e, std::optional<boost::system::error_code> woken = std::nullopt);
+    void spawn(entry& e, resume from);
     /// Marks a startable source running and inside the gate; null when it cannot start. Under
     /// mutex_.
     entry* claim_start(source_handle handle);
-    /// The end of a source's coroutine: parks it, or records how it ended and leaves the gate.
-    void coroutine_ended(entry& e, std::exception_ptr failure, bool parked);
+    /// The end of a source's coroutine or step: parks it, or records how the run ended and
+    /// leaves the gate.
+    void run_ended(entry& e, std::exception_ptr failure, bool parked);
     void park(entry& e);
     /// The entry's timer (reconnect backoff), made on first use (lane-only).
     timer& flush_timer(entry& e);

@@ -18,12 +18,26 @@ read_result closed_result() {
 } // namespace
 
 asio::awaitable<error_code> reopening_source::open() {
-    close();
-    auto [error, stream] = co_await open_stream();
-    if (!error) {
-        stream_ = std::move(stream);
+    if (const auto opened = open_now()) {
+        co_return *opened;
     }
-    co_return error;
+    co_return adopt(co_await open_stream());
+}
+
+std::optional<error_code> reopening_source::open_now() {
+    close();
+    auto opened = open_stream_now();
+    if (!opened) {
+        return std::nullopt;
+    }
+    return adopt(std::move(*opened));
+}
+
+error_code reopening_source::adopt(std::pair<error_code, std::unique_ptr<byte_stream>> opened) {
+    if (!opened.first) {
+        stream_ = std::move(opened.second);
+    }
+    return opened.first;
 }
 
 asio::awaitable<error_code> reopening_source::wait_readable() {
@@ -63,11 +77,13 @@ stream_source::stream_source(source_kind kind, std::unique_ptr<byte_stream> stre
     SLUICE_ASSERT(stream_ != nullptr);
 }
 
-asio::awaitable<error_code> stream_source::open() {
+asio::awaitable<error_code> stream_source::open() { co_return *open_now(); }
+
+std::optional<error_code> stream_source::open_now() {
     // The stream came open; it cannot be reopened (an accepted peer that left is gone).
     const bool first = !opened_;
     opened_ = true;
-    co_return first ? error_code{} : error_code(asio::error::not_connected);
+    return first ? error_code{} : error_code(asio::error::not_connected);
 }
 
 asio::awaitable<error_code> stream_source::wait_readable() {
@@ -84,7 +100,11 @@ file_source::file_source(environment& env, executor lane, std::string path)
     : reopening_source(env, std::move(lane)), path_(std::move(path)) {}
 
 asio::awaitable<std::pair<error_code, std::unique_ptr<byte_stream>>> file_source::open_stream() {
-    co_return env_.open_file(lane_, path_);
+    co_return *open_stream_now();
+}
+
+std::optional<std::pair<error_code, std::unique_ptr<byte_stream>>> file_source::open_stream_now() {
+    return env_.open_file(lane_, path_);
 }
 
 udp_source::udp_source(environment& env, executor lane, udp_options options)
@@ -96,14 +116,16 @@ std::string udp_source::describe() const {
     return "udp " + options_.address + ":" + std::to_string(options_.port);
 }
 
-asio::awaitable<error_code> udp_source::open() {
+asio::awaitable<error_code> udp_source::open() { co_return *open_now(); }
+
+std::optional<error_code> udp_source::open_now() {
     close();
     auto [error, socket] = env_.open_udp(lane_, options_.address, options_.port);
     if (!error) {
         socket_ = std::move(socket);
         bound_port_.store(socket_->port(), std::memory_order_release);
     }
-    co_return error;
+    return error;
 }
 
 asio::awaitable<error_code> udp_source::wait_readable() {

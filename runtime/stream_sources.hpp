@@ -6,7 +6,9 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 
 #include "runtime/environment.hpp"
 #include "runtime/source.hpp"
@@ -24,6 +26,7 @@ struct tcp_client_options {
 class reopening_source : public source {
 public:
     boost::asio::awaitable<boost::system::error_code> open() final;
+    std::optional<boost::system::error_code> open_now() final;
     boost::asio::awaitable<boost::system::error_code> wait_readable() final;
     bool should_park() final;
     void park(wake_callback wake) final;
@@ -35,11 +38,19 @@ protected:
     /// Opens a new stream (connect, open a file, …).
     virtual boost::asio::awaitable<std::pair<boost::system::error_code, std::unique_ptr<byte_stream>>>
     open_stream() = 0;
+    /// Opens a new stream without waiting when that is how it opens (a file); `std::nullopt`
+    /// when it waits (a connect).
+    virtual std::optional<std::pair<boost::system::error_code, std::unique_ptr<byte_stream>>>
+    open_stream_now() {
+        return std::nullopt;
+    }
 
     environment& env_;
     executor lane_;
 
 private:
+    boost::system::error_code adopt(std::pair<boost::system::error_code, std::unique_ptr<byte_stream>> opened);
+
     std::unique_ptr<byte_stream> stream_; ///< null until opened; closed, not reset, on close()
 };
 
@@ -65,6 +76,7 @@ public:
     source_kind kind() const noexcept override { return kind_; }
     std::string describe() const override { return stream_->describe(); }
     boost::asio::awaitable<boost::system::error_code> open() override;
+    std::optional<boost::system::error_code> open_now() override;
     boost::asio::awaitable<boost::system::error_code> wait_readable() override;
     bool should_park() override { return stream_->should_park(); }
     void park(wake_callback wake) override { stream_->park(std::move(wake)); }
@@ -87,6 +99,8 @@ public:
 private:
     boost::asio::awaitable<std::pair<boost::system::error_code, std::unique_ptr<byte_stream>>>
     open_stream() override;
+    std::optional<std::pair<boost::system::error_code, std::unique_ptr<byte_stream>>>
+    open_stream_now() override;
 
     std::string path_;
 };
@@ -105,6 +119,7 @@ public:
     source_kind kind() const noexcept override { return source_kind::udp; }
     std::string describe() const override;
     boost::asio::awaitable<boost::system::error_code> open() override;
+    std::optional<boost::system::error_code> open_now() override;
     boost::asio::awaitable<boost::system::error_code> wait_readable() override;
     bool should_park() override { return socket_ && socket_->should_park(); }
     void park(wake_callback wake) override { socket_->park(std::move(wake)); }
