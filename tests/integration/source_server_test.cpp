@@ -213,6 +213,36 @@ private:
     record_device device_{7};
 };
 
+TEST(source_server, a_stop_from_another_thread_racing_the_start_is_never_lost) {
+    // start() marks its sources running, then posts their first steps to the lanes. A stop()
+    // from another thread that lands in between posts its handler first; the start that runs
+    // after it must not undo it. (Until 2026-11-27 the first step reset stop_requested: the
+    // source ran on in state 'stopping', stop() could no longer reach it, and shutdown waited
+    // for it forever.)
+    test_worker w;
+    std::vector<source_handle> handles;
+    for (std::uint64_t i = 0; i < 50; ++i) {
+        handles.push_back(
+            w.server.register_source(named("g" + std::to_string(i)), generator(i, 0, 1000.0)).handle);
+    }
+    for (int round = 0; round < 200; ++round) {
+        std::atomic<bool> go{false};
+        std::thread stopper([&] {
+            while (!go.load()) {
+            }
+            for (const auto h : handles) {
+                w.server.stop(h); // before the claim: no effect; after it: must stop the run
+            }
+        });
+        go.store(true);
+        EXPECT_EQ(w.server.start(handles), handles.size());
+        stopper.join();
+        ASSERT_TRUE(stop_and_wait(w, handles)) << "round " << round << ": a stop was lost";
+    }
+    EXPECT_EQ(w.sink.errors(), 0U);
+    EXPECT_TRUE(w.sink.violations().empty()) << w.sink.violations().front();
+}
+
 TEST(source_server, failing_source_gives_its_data_then_error_and_others_are_unaffected) {
     test_worker w;
     const auto bad = w.server.register_source(
