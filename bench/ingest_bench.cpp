@@ -324,10 +324,18 @@ public:
         }
     }
 
-    /// Sources that have run their first step (read and emitted what it gave): sluice's lanes
-    /// have run every start (running()); a baseline thread has been through its loop once.
+    /// Idle generators that have run their first step (read their first record and emitted or
+    /// held it). A baseline thread has been through its loop once; a parking sluice source has
+    /// parked at the end of the step (its next record is 1,000 s away). With parking off, no
+    /// counter marks a step's end, so sluice counts once the lanes' queues are empty (running()).
+    /// That was the count for both until 2026-11-27; it was met as soon as the start handlers
+    /// had begun (a running handler is no longer queued), so it could read early (7 ms where
+    /// the steps took 15–20), or late, behind demand-flush wake-ups posted meanwhile.
     std::uint64_t first_steps() const {
-        return sluice() ? running() : baseline_.first_step_count();
+        if (!sluice()) {
+            return baseline_.first_step_count();
+        }
+        return o_.park ? server_.stats().parks_total : running();
     }
 
     /// Sources running now; for sluice, only once the lanes have run every start.
