@@ -70,22 +70,19 @@ std::vector<std::shared_ptr<processing::channel>> processing::live_channels() co
 std::uint64_t processing::discard_queued() {
     std::uint64_t dropped = 0;
     for (const auto& c : live_channels()) {
-        std::unique_ptr<std::deque<channel::item>> items;
+        std::vector<channel::item> items;
         {
             const std::lock_guard lock(c->mutex_);
             items = c->queue_.take();
             c->scheduled_ = false;
         }
         c->output_.reset();
-        if (!items) {
-            continue;
-        }
-        for (const auto& item : *items) {
+        for (const auto& item : items) {
             if (item.what == channel::item::kind::data) {
                 buffers_queued_.fetch_sub(1, std::memory_order_relaxed);
             }
         }
-        dropped += items->size();
+        dropped += items.size();
     }
     queued_.fetch_sub(dropped);
     return dropped;
@@ -123,7 +120,8 @@ void processing::error(const std::shared_ptr<channel>& target, std::string messa
     {
         const std::lock_guard lock(target->mutex_);
         target->queue_.push_back(
-            channel::item{channel::item::kind::error, {}, std::move(message), env_.now()});
+            channel::item{channel::item::kind::error, {}, std::make_unique<std::string>(std::move(message)),
+                          env_.now()});
     }
     schedule(target);
 }
@@ -178,7 +176,7 @@ void processing::drain(const std::shared_ptr<channel>& target) {
             sink_.on_end_of_stream(target->origin_id_);
             break;
         case channel::item::kind::error:
-            sink_.on_error(target->origin_id_, next.message);
+            sink_.on_error(target->origin_id_, *next.message);
             break;
         }
         ++done;

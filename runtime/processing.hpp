@@ -10,7 +10,6 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -166,36 +165,69 @@ private:
     struct item {
         enum class kind : std::uint8_t { data, end_of_stream, error } what = kind::data;
         buffer filled;
-        std::string message;
+        std::unique_ptr<std::string> message; ///< error only (kept out of line: items are many)
         time_point queued_at{}; ///< when submitted (for the oldest-age gauge)
     };
 
     // Every source has a channel: small fields together, so idle sources pay no padding.
     std::uint64_t origin_id_;
     std::mutex mutex_;       ///< guards queue_ and scheduled_
-    /// A std::deque made on the first push: libstdc++'s deque allocates a map and a node even
-    /// when empty (about 600 bytes), which every idle source would pay for.
-    class lazy_queue {
+    /// A FIFO ring of items, made on the first push with room for 4 and doubled when full; kept
+    /// once made (4 × 32 B). An idle source that never sent anything pays one pointer. (It was
+    /// a std::deque made on first push: libstdc++'s deque holds a map and a 512-byte node even
+    /// when empty, about 600 bytes kept by every source that ever sent data, in two mallocs.)
+    class item_ring {
     public:
-        bool empty() const noexcept { return !items_ || items_->empty(); }
-        item& front() { return items_->front(); }
-        const item& front() const { return items_->front(); }
-        void pop_front() { items_->pop_front(); }
-        void push_back(item&& value) { made().push_back(std::move(value)); }
-        void push_front(item&& value) { made().push_front(std::move(value)); }
-        /// Everything queued, leaving this queue empty (null when nothing was ever queued).
-        std::unique_ptr<std::deque<item>> take() noexcept { return std::move(items_); }
+        bool empty() const noexcept { return size_ == 0; }
+        item& front() noexcept { return slots_[head_]; }
+        const item& front() const noexcept { return slots_[head_]; }
+        void pop_front() noexcept {
+            slots_[head_] = item{};
+            head_ = (head_ + 1) & (capacity_ - 1);
+            --size_;
+        }
+        void push_back(item&& value) {
+            room_for_one();
+            slots_[(head_ + size_) & (capacity_ - 1)] = std::move(value);
+            ++size_;
+        }
+        void push_front(item&& value) {
+            room_for_one();
+            head_ = (head_ + capacity_ - 1) & (capacity_ - 1);
+            slots_[head_] = std::move(value);
+            ++size_;
+        }
+        /// Everything queued, in order, leaving this ring empty (its slots kept).
+        std::vector<item> take() {
+            std::vector<item> all;
+            all.reserve(size_);
+            while (!empty()) {
+                all.push_back(std::move(front()));
+                pop_front();
+            }
+            return all;
+        }
 
     private:
-        std::deque<item>& made() {
-            if (!items_) {
-                items_ = std::make_unique<std::deque<item>>();
+        void room_for_one() {
+            if (size_ < capacity_) {
+                return;
             }
-            return *items_;
+            const std::uint32_t grown = capacity_ == 0 ? 4 : capacity_ * 2; // powers of two
+            auto slots = std::make_unique<item[]>(grown);
+            for (std::uint32_t i = 0; i < size_; ++i) {
+                slots[i] = std::move(slots_[(head_ + i) & (capacity_ - 1)]);
+            }
+            slots_ = std::move(slots);
+            capacity_ = grown;
+            head_ = 0;
         }
-        std::unique_ptr<std::deque<item>> items_;
+        std::unique_ptr<item[]> slots_;
+        std::uint32_t head_ = 0;
+        std::uint32_t size_ = 0;
+        std::uint32_t capacity_ = 0;
     };
-    lazy_queue queue_; ///< bounded by the source's cap (+ one final event)
+    item_ring queue_; ///< bounded by the source's cap (+ one final event)
     // Touched only by the single drain task running for this channel:
     std::string carry_;          ///< bytes of a record not yet ended
     std::uint64_t skip_bytes_ = 0; ///< length-prefixed framing: bytes of an oversize frame left
