@@ -1,9 +1,13 @@
 #include "runtime/buffer_pool.hpp"
 
 #include <cstdlib>
+#include <cstddef>
 #include <limits>
 #include <new>
 #include <stdexcept>
+
+#include <sys/mman.h>
+#include <unistd.h>
 
 namespace sluice::runtime {
 
@@ -74,6 +78,23 @@ void pool_config::validate() const {
     }
 }
 
+namespace {
+
+/// Makes [start, start + bytes) resident and writable now (both page-aligned).
+void populate(std::byte* start, std::size_t bytes) {
+    if (::madvise(start, bytes, MADV_POPULATE_WRITE) == 0) {
+        return;
+    }
+    // Older kernels (before 5.14) reject the advice: touch every page instead.
+    const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+    volatile std::byte* touch = start;
+    for (std::size_t offset = 0; offset < bytes; offset += page) {
+        touch[offset] = std::byte{0};
+    }
+}
+
+} // namespace
+
 void buffer_pool::arena_deleter::operator()(std::byte* arena) const noexcept {
     std::free(arena);
 }
@@ -86,6 +107,9 @@ buffer_pool::buffer_pool(const pool_config& config) : config_(config) {
     arena_.reset(static_cast<std::byte*>(std::aligned_alloc(arena_alignment_bytes, arena_bytes)));
     if (!arena_) {
         throw std::bad_alloc();
+    }
+    if (config_.prefault) {
+        populate(arena_.get(), arena_bytes);
     }
     slots_.resize(config_.buffer_count);
     free_list_.reserve(config_.buffer_count);

@@ -98,6 +98,12 @@ struct pool_config {
     std::uint32_t processing_reserve = 0; ///< buffers never lent to sources (≥ 1)
     std::uint32_t sources_max = 0;        ///< registry slots (registered + retiring sources)
     pool_policy policy = pool_policy::sluice; ///< legacy: the simulator's negative control only
+    /// Populate the arena's pages at construction (one MADV_POPULATE_WRITE, or a write per page
+    /// where the kernel lacks it): the whole arena is resident from the start, and no buffer's
+    /// first use faults its pages in on the data path (half of a source's first step when
+    /// thousands start at once, bench/RESULTS.md). The simulator turns it off: it never
+    /// measures memory, and would pay for it in every run.
+    bool prefault = true;
 
     /// Throws `std::invalid_argument` naming the first key that is out of range and what is
     /// allowed. Called by the pool's constructor.

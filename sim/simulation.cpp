@@ -302,7 +302,7 @@ report run(const scenario& s) {
     verifying_sink out;
     {
         // Declaration order = safe destruction order: the pool outlives the environment.
-        buffer_pool pool({buffers, s.buffer_size, processing_reserve, s.sources + 16, s.policy});
+        buffer_pool pool({buffers, s.buffer_size, processing_reserve, s.sources + 16, s.policy, false});
         sim_environment env(options);
         env.set_fault_probability(fault_site::force_acquire_wait, force_wait_p);
         processing_options popts;
