@@ -68,6 +68,9 @@ struct source_server::entry {
     source_kind kind = source_kind::generator;
     std::atomic<source_state> state{source_state::registered};
     source_state final_state = source_state::stopped;
+    /// Lane-only, except that claim_start resets it (and `failures`) under the registry lock
+    /// while the source is not running: no lane touches it then, and the state's store at the
+    /// end of the last run and its load in claim_start order the writes.
     bool stop_requested = false;
     bool read_since_open = false; ///< resets the reconnect attempt count
     /// Ended at end of stream or failed: its origin is closed (EoS/Error was its last event),
@@ -240,6 +243,16 @@ void source_server::advance(entry& e, std::optional<error_code> woken) {
 }
 
 void source_server::begin(entry& e) {
+    if (e.stop_requested) {
+        // A stop() from another thread landed between start()'s claim and this step: it has
+        // closed the source already, which must not be opened again.
+        end_loop(e, loop_end{loop_end::kind::stop, {}});
+        return;
+    }
+    if (e.src->reads_into_buffer()) {
+        spawn(e, resume{resume::at::open, {}}); // its reads wait: always in a coroutine
+        return;
+    }
     const auto opened = e.src->open_now();
     if (!opened) {
         spawn(e, resume{resume::at::open, {}}); // opening waits (a connect): in a coroutine
@@ -254,7 +267,11 @@ void source_server::begin(entry& e) {
         park(e); // idle from the start
         return;
     }
-    step(e, error_code{}); // data is probably there (or the source cannot park): read it now
+    if (!options_.park_idle) {
+        spawn(e, resume{resume::at::wait, {}}); // waits in its coroutine, as every wait does then
+        return;
+    }
+    step(e, error_code{}); // not parking now means data is probably there: read it
 }
 
 void source_server::step(entry& e, error_code woken) {
@@ -265,12 +282,12 @@ void source_server::step(entry& e, error_code woken) {
         end_loop(e, loop_end{loop_end::kind::stop, {}});
         return;
     }
+    flush_if_due(e, current);
     if (woken) {
         emit(e, current, flush_reason::end_of_stream);
         end_loop(e, loop_end{loop_end::kind::transport_error, woken});
         return;
     }
-    flush_if_due(e, current);
     if (!current) {
         current = try_take(e);
         if (!current) {
@@ -360,22 +377,22 @@ void source_server::run_ended(entry& e, std::exception_ptr failure, bool parked)
         final_state = source_state::failed;
     }
     // Once the state leaves running/stopping another thread may unregister and destroy the
-    // entry: read what is needed first, store the state last.
-    const bool ephemeral = e.owner != nullptr;
-    const source_handle handle = e.handle;
-    const std::size_t lane = e.lane_index;
-    if (ephemeral) {
+    // entry: everything else first, the state store last, and nothing after it may throw (a
+    // caller that catches would end the source a second time).
+    if (e.owner != nullptr) {
+        // An accepted connection is gone for good: unregister it from a fresh handler on this
+        // lane, which runs after this one, so after the state is stored.
         enter_gate();
+        try {
+            asio::post(env_.lane_executor(e.lane_index), [this, handle = e.handle] {
+                unregister_source(handle);
+                leave_gate();
+            });
+        } catch (...) {
+            leave_gate(); // out of memory: it stays registered until shutdown unregisters all
+        }
     }
     e.state.store(final_state);
-    if (ephemeral) {
-        // An accepted connection is gone for good: unregister it (from a fresh handler, so
-        // the entry is not destroyed under this one).
-        asio::post(env_.lane_executor(lane), [this, handle] {
-            unregister_source(handle);
-            leave_gate();
-        });
-    }
     leave_gate();
 }
 

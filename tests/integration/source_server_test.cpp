@@ -218,12 +218,14 @@ TEST(source_server, a_stop_from_another_thread_racing_the_start_is_never_lost) {
     // from another thread that lands in between posts its handler first; the start that runs
     // after it must not undo it. (Until 2026-11-27 the first step reset stop_requested: the
     // source ran on in state 'stopping', stop() could no longer reach it, and shutdown waited
-    // for it forever.)
+    // for it forever; then the first step reopened a source its stop had closed.) The
+    // generators release one record, then none for 1,000 s: a stop the start loses leaves its
+    // source parked past any wait here.
     test_worker w;
     std::vector<source_handle> handles;
     for (std::uint64_t i = 0; i < 50; ++i) {
         handles.push_back(
-            w.server.register_source(named("g" + std::to_string(i)), generator(i, 0, 1000.0)).handle);
+            w.server.register_source(named("g" + std::to_string(i)), generator(i, 0, 0.001)).handle);
     }
     for (int round = 0; round < 200; ++round) {
         std::atomic<bool> go{false};
