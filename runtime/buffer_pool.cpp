@@ -1,10 +1,13 @@
 #include "runtime/buffer_pool.hpp"
 
-#include <cstdlib>
+#include <cerrno>
 #include <cstddef>
+#include <cstdlib>
 #include <limits>
 #include <new>
 #include <stdexcept>
+#include <string>
+#include <system_error>
 
 #include <sys/mman.h>
 #include <unistd.h>
@@ -80,17 +83,28 @@ void pool_config::validate() const {
 
 namespace {
 
-/// Makes [start, start + bytes) resident and writable now (both page-aligned).
+/// Makes [start, start + bytes) resident and writable now (`bytes` > 0). Throws when the
+/// memory is not there, so a worker short of it fails at start with the size in the message.
 void populate(std::byte* start, std::size_t bytes) {
+#ifdef MADV_POPULATE_WRITE
     if (::madvise(start, bytes, MADV_POPULATE_WRITE) == 0) {
         return;
     }
-    // Older kernels (before 5.14) reject the advice: touch every page instead.
+    if (errno == ENOMEM) {
+        throw std::system_error(errno, std::generic_category(),
+                                "buffer pool: the arena's " + std::to_string(bytes) +
+                                    " bytes could not be made resident; lower buffer_count or buffer_size_bytes");
+    }
+#endif
+    // Kernels before 5.14 reject the advice, and one with pages larger than the arena's
+    // alignment rejects the range: touch a byte of every page instead (the last one too, which
+    // a stride from an unaligned start can step over).
     const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
     volatile std::byte* touch = start;
     for (std::size_t offset = 0; offset < bytes; offset += page) {
         touch[offset] = std::byte{0};
     }
+    touch[bytes - 1] = std::byte{0};
 }
 
 } // namespace
