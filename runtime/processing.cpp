@@ -70,19 +70,19 @@ std::vector<std::shared_ptr<processing::channel>> processing::live_channels() co
 std::uint64_t processing::discard_queued() {
     std::uint64_t dropped = 0;
     for (const auto& c : live_channels()) {
-        std::vector<channel::item> items;
+        channel::item_ring items;
         {
             const std::lock_guard lock(c->mutex_);
             items = c->queue_.take();
             c->scheduled_ = false;
         }
         c->output_.reset();
-        for (const auto& item : items) {
-            if (item.what == channel::item::kind::data) {
+        for (; !items.empty(); items.pop_front()) {
+            if (items.front().what == channel::item::kind::data) {
                 buffers_queued_.fetch_sub(1, std::memory_order_relaxed);
             }
+            ++dropped;
         }
-        dropped += items.size();
     }
     queued_.fetch_sub(dropped);
     return dropped;
@@ -93,35 +93,39 @@ void processing::set_idle_callback(std::function<void()> callback) {
     idle_callback_ = std::move(callback);
 }
 
+// Items are counted once queued, under the channel's lock: a push that throws (the ring
+// growing) leaves nothing counted, and a drain running meanwhile cannot finish an item before
+// it is counted.
+
 void processing::submit(const std::shared_ptr<channel>& target, buffer filled) {
     SLUICE_ASSERT(filled);
-    queued_.fetch_add(1, std::memory_order_relaxed);
-    buffers_queued_.fetch_add(1, std::memory_order_relaxed);
     {
         const std::lock_guard lock(target->mutex_);
         target->queue_.push_back(
             channel::item{channel::item::kind::data, std::move(filled), {}, env_.now()});
+        queued_.fetch_add(1, std::memory_order_relaxed);
+        buffers_queued_.fetch_add(1, std::memory_order_relaxed);
     }
     schedule(target);
 }
 
 void processing::end_of_stream(const std::shared_ptr<channel>& target) {
-    queued_.fetch_add(1, std::memory_order_relaxed);
     {
         const std::lock_guard lock(target->mutex_);
         target->queue_.push_back(
             channel::item{channel::item::kind::end_of_stream, {}, {}, env_.now()});
+        queued_.fetch_add(1, std::memory_order_relaxed);
     }
     schedule(target);
 }
 
 void processing::error(const std::shared_ptr<channel>& target, std::string message) {
-    queued_.fetch_add(1, std::memory_order_relaxed);
+    auto text = std::make_unique<std::string>(std::move(message));
     {
         const std::lock_guard lock(target->mutex_);
         target->queue_.push_back(
-            channel::item{channel::item::kind::error, {}, std::make_unique<std::string>(std::move(message)),
-                          env_.now()});
+            channel::item{channel::item::kind::error, {}, std::move(text), env_.now()});
+        queued_.fetch_add(1, std::memory_order_relaxed);
     }
     schedule(target);
 }
@@ -142,6 +146,13 @@ void processing::drain(const std::shared_ptr<channel>& target) {
     std::uint64_t done = 0;
     bool more = false;
     for (std::uint32_t i = 0; i < options_.batch_buffers_max; ++i) {
+        if (options_.output_per_buffer && front_is_data(*target) && !take_output(target)) {
+            // Suspended waiting for an output buffer: the item stays first in the queue and
+            // this task ends; the grant reschedules the channel (which stays marked scheduled
+            // meanwhile). Only this task takes items out, so the front cannot change.
+            finished_items(done);
+            return;
+        }
         channel::item next;
         {
             const std::lock_guard lock(target->mutex_);
@@ -150,15 +161,6 @@ void processing::drain(const std::shared_ptr<channel>& target) {
             }
             next = std::move(target->queue_.front());
             target->queue_.pop_front();
-        }
-        if (next.what == channel::item::kind::data && options_.output_per_buffer &&
-            !take_output(target)) {
-            // Suspended waiting for an output buffer: put the item back, end this task; the
-            // grant reschedules the channel (which stays marked scheduled meanwhile).
-            const std::lock_guard lock(target->mutex_);
-            target->queue_.push_front(std::move(next));
-            finished_items(done);
-            return;
         }
         switch (next.what) {
         case channel::item::kind::data: {
@@ -223,6 +225,11 @@ void processing::finished_items(std::uint64_t count) {
 void processing::wait_idle() {
     std::unique_lock lock(idle_mutex_);
     idle_.wait(lock, [&] { return queued_.load() == 0; });
+}
+
+bool processing::front_is_data(channel& target) {
+    const std::lock_guard lock(target.mutex_);
+    return !target.queue_.empty() && target.queue_.front().what == channel::item::kind::data;
 }
 
 bool processing::take_output(const std::shared_ptr<channel>& target) {

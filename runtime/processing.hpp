@@ -16,6 +16,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "runtime/buffer.hpp"
@@ -127,6 +128,8 @@ private:
     /// For output_per_buffer: takes the channel's output buffer, or starts waiting for one and
     /// returns false (the drain resumes when it is granted).
     bool take_output(const std::shared_ptr<channel>& target);
+    /// The channel's next item is a data buffer (under its lock).
+    static bool front_is_data(channel& target);
     void finished_items(std::uint64_t count);
     std::vector<std::shared_ptr<channel>> live_channels() const;
 
@@ -178,6 +181,22 @@ private:
     /// when empty, about 600 bytes kept by every source that ever sent data, in two mallocs.)
     class item_ring {
     public:
+        item_ring() = default;
+        /// Moves leave the source empty and unallocated.
+        item_ring(item_ring&& other) noexcept
+            : slots_(std::move(other.slots_)), head_(std::exchange(other.head_, 0)),
+              size_(std::exchange(other.size_, 0)), capacity_(std::exchange(other.capacity_, 0)) {}
+        item_ring& operator=(item_ring&& other) noexcept {
+            slots_ = std::move(other.slots_);
+            head_ = std::exchange(other.head_, 0);
+            size_ = std::exchange(other.size_, 0);
+            capacity_ = std::exchange(other.capacity_, 0);
+            return *this;
+        }
+        item_ring(const item_ring&) = delete;
+        item_ring& operator=(const item_ring&) = delete;
+        ~item_ring() = default;
+
         bool empty() const noexcept { return size_ == 0; }
         item& front() noexcept { return slots_[head_]; }
         const item& front() const noexcept { return slots_[head_]; }
@@ -191,22 +210,8 @@ private:
             slots_[(head_ + size_) & (capacity_ - 1)] = std::move(value);
             ++size_;
         }
-        void push_front(item&& value) {
-            room_for_one();
-            head_ = (head_ + capacity_ - 1) & (capacity_ - 1);
-            slots_[head_] = std::move(value);
-            ++size_;
-        }
-        /// Everything queued, in order, leaving this ring empty (its slots kept).
-        std::vector<item> take() {
-            std::vector<item> all;
-            all.reserve(size_);
-            while (!empty()) {
-                all.push_back(std::move(front()));
-                pop_front();
-            }
-            return all;
-        }
+        /// Everything queued, in order, leaving this ring empty and unallocated.
+        item_ring take() noexcept { return item_ring(std::move(*this)); }
 
     private:
         void room_for_one() {
