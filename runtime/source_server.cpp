@@ -249,13 +249,12 @@ void source_server::begin(entry& e) {
         end_loop(e, loop_end{loop_end::kind::stop, {}});
         return;
     }
-    if (e.src->reads_into_buffer()) {
-        spawn(e, resume{resume::at::open, {}}); // its reads wait: always in a coroutine
-        return;
-    }
-    const auto opened = e.src->open_now();
+    // A source that reads into its buffer waits in every read, so it always runs in its
+    // coroutine, as does one whose opening waits (a connect).
+    const auto opened =
+        e.src->reads_into_buffer() ? std::optional<error_code>{} : e.src->open_now();
     if (!opened) {
-        spawn(e, resume{resume::at::open, {}}); // opening waits (a connect): in a coroutine
+        spawn(e, resume{resume::at::open, {}});
         return;
     }
     e.read_since_open = false;
@@ -359,22 +358,17 @@ void source_server::run_ended(entry& e, std::exception_ptr failure, bool parked)
             failure = std::current_exception();
         }
     }
-    source_state final_state = e.final_state;
     if (failure) {
         std::string what = "unknown exception";
         try {
             std::rethrow_exception(failure);
         } catch (const std::exception& ex) {
-            what = ex.what();
+            if (*ex.what() != '\0') {
+                what = ex.what();
+            }
         } catch (...) {
         }
-        e.src->close();
-        e.finished.store(true);
-        buffer held = take_partial(e); // read before the failure: delivered before the Error
-        emit(e, held, flush_reason::end_of_stream);
-        processing_.error(e.channel, "source '" + e.name + "': " + what);
-        failures_.fetch_add(1, std::memory_order_relaxed);
-        final_state = source_state::failed;
+        finish(e, false, what);
     }
     // Once the state leaves running/stopping another thread may unregister and destroy the
     // entry: everything else first, the state store last, and nothing after it may throw (a
@@ -392,7 +386,7 @@ void source_server::run_ended(entry& e, std::exception_ptr failure, bool parked)
             leave_gate(); // out of memory: it stays registered until shutdown unregisters all
         }
     }
-    e.state.store(final_state);
+    e.state.store(e.final_state);
     leave_gate();
 }
 
@@ -929,10 +923,10 @@ asio::awaitable<bool> source_server::run(entry& e, resume from) {
 
 void source_server::finish(entry& e, bool ended, const std::string& failure) {
     e.src->close();
-    // Parked holding a partial buffer, then stopped: the run ends before a read loop could
-    // take the buffer back.
+    // A buffer still held (parked holding a partial one, then stopped or failed): delivered
+    // before EoS or Error.
     buffer held = take_partial(e);
-    emit(e, held, flush_reason::stop);
+    emit(e, held, ended || !failure.empty() ? flush_reason::end_of_stream : flush_reason::stop);
     e.finished.store(ended || !failure.empty());
     if (!failure.empty()) {
         failures_.fetch_add(1, std::memory_order_relaxed);

@@ -222,7 +222,8 @@ private:
     void after_turn(entry& e, buffer& current, bool into_buffer);
     void flush_if_due(entry& e, buffer& current);
     bool set_down(entry& e, buffer current);
-    /// The end of a run: closes the source, flushes what it held, sends EoS or Error.
+    /// The end of a run: closes the source, flushes what it held, sends EoS or Error (a
+    /// non-empty `failure`) or neither (an engine stop), and sets final_state.
     void finish(entry& e, bool ended, const std::string& failure);
     boost::asio::awaitable<void> accept_loop(listener& l);
     /// Partial buffers waiting for more data (DESIGN.md's flush policy): the buffer moves into
