@@ -11,6 +11,13 @@
 /// the generator value, so a receiver on this machine can measure send-to-pipeline latency.
 /// --pad-bytes P: every record carries a fourth field of P padding characters
 /// (model/generator_records.hpp), for measuring with records of a realistic size.
+///
+/// Flat out (no --rate, no --latency), every connection's records are written into memory
+/// before the first connect, when at most --prerender-max-bytes could be needed, and sending only copies them
+/// into the sockets. Formatting 19-byte records as they are sent took this process a whole core
+/// and capped what any receiver could show. {"rendered": bytes} is printed when that is done (0
+/// when the records are formatted while sending); "send_cpu_seconds" in the report is the CPU
+/// from the start of sending (the signal, with --hold) to the end.
 
 
 #include <chrono>
@@ -49,6 +56,7 @@ struct options {
     bool hold = false;
     bool latency = false;
     std::uint32_t pad_bytes = 0;     ///< a padding field this long in every record (not with --latency)
+    std::uint64_t prerender_max_bytes = std::uint64_t{4} << 30U; ///< bound on the records held in memory
 };
 
 /// "<id>,<n>,<send time ns>\n"
@@ -72,9 +80,28 @@ struct connection {
     sluice::model::generator_record_writer writer;
     std::string chunk;
     std::uint64_t chunk_records = 0; ///< records in `chunk`
+    /// Every record, written before sending (see --prerender-max-bytes); empty otherwise.
+    std::string rendered;
+    std::size_t rendered_sent = 0; ///< bytes of `rendered` handed to the socket
     connection(asio::io_context& io, std::uint64_t connection_id, std::size_t pad_bytes)
         : socket(io), timer(io), id(connection_id), writer(connection_id, 0, pad_bytes) {}
 };
+
+/// Records [0, count) of `writer` in one string, exactly as write_next lays them out.
+std::string render_records(sluice::model::generator_record_writer& writer, std::uint64_t count) {
+    const std::size_t room = writer.record_bytes_max(); // a write needs this much free space
+    std::string out(static_cast<std::size_t>(count) * (room / 2) + room, '\0');
+    std::size_t size = 0;
+    for (std::uint64_t k = 0; k < count; ++k) {
+        if (out.size() - size < room) {
+            out.resize(out.size() * 2);
+        }
+        size += writer.write_next(out.data() + size);
+    }
+    out.resize(size);
+    out.shrink_to_fit();
+    return out;
+}
 
 class generator_load {
 public:
@@ -82,6 +109,10 @@ public:
 
     void start() {
         endpoint_ = tcp::endpoint(asio::ip::make_address(o_.host), o_.port);
+        render();
+        if (!o_.hold) {
+            send_cpu_start = sluice::runtime::process_cpu_seconds();
+        }
         for (std::uint32_t i = 0; i < o_.connections; ++i) {
             pending_.push_back(i);
         }
@@ -94,8 +125,28 @@ public:
     std::uint64_t records = 0;
     std::uint32_t failed = 0;
     std::uint32_t completed = 0;
+    double send_cpu_start = 0.0; ///< process CPU when sending began
 
 private:
+    /// Flat out, when everything fits under the bound: each connection's records, written now
+    /// so that sending measures the receiver and not this process's formatting.
+    void render() {
+        std::uint64_t total = 0;
+        // At most record_bytes_max() a record, so this bounds the memory before any is taken.
+        const auto most = static_cast<long double>(o_.connections) * static_cast<long double>(o_.records) *
+                          static_cast<long double>(sluice::model::generator_record_writer(0, 0, o_.pad_bytes).record_bytes_max());
+        if (o_.rate <= 0 && !o_.latency && most <= static_cast<long double>(o_.prerender_max_bytes)) {
+            rendered_.reserve(o_.connections);
+            for (std::uint32_t i = 0; i < o_.connections; ++i) {
+                sluice::model::generator_record_writer writer(o_.id_base + i, 0, o_.pad_bytes);
+                rendered_.push_back(render_records(writer, o_.records));
+                total += rendered_.back().size();
+            }
+        }
+        std::printf("{\"rendered\": %lu}\n", static_cast<unsigned long>(total));
+        std::fflush(stdout);
+    }
+
     void connect_next() {
         if (pending_.empty()) {
             return;
@@ -103,6 +154,9 @@ private:
         const std::uint32_t index = pending_.front();
         pending_.pop_front();
         auto c = std::make_shared<connection>(io_, o_.id_base + index, o_.pad_bytes);
+        if (!rendered_.empty()) {
+            c->rendered = std::move(rendered_[index]);
+        }
         c->socket.async_connect(endpoint_, [this, c](const boost::system::error_code& error) {
             connect_next();
             if (error) {
@@ -130,6 +184,7 @@ private:
             if (error) {
                 return;
             }
+            send_cpu_start = sluice::runtime::process_cpu_seconds();
             const auto now = std::chrono::steady_clock::now();
             for (auto& c : held_) {
                 c->origin = now;
@@ -140,6 +195,10 @@ private:
     }
 
     void send(const std::shared_ptr<connection>& c) {
+        if (!c->rendered.empty()) {
+            send_rendered(c);
+            return;
+        }
         c->chunk.clear();
         record_.resize(c->writer.record_bytes_max());
         char* const record = record_.data();
@@ -172,6 +231,31 @@ private:
                           });
     }
 
+    /// The next --chunk-bytes of the records written beforehand (a write may end mid-record).
+    void send_rendered(const std::shared_ptr<connection>& c) {
+        const std::size_t left = c->rendered.size() - c->rendered_sent;
+        if (left == 0) {
+            records += o_.records;
+            c->rendered = std::string();
+            boost::system::error_code ignored;
+            c->socket.shutdown(tcp::socket::shutdown_send, ignored);
+            c->socket.close(ignored);
+            ++completed;
+            return;
+        }
+        const std::size_t size = std::min<std::size_t>(left, std::max<std::uint32_t>(o_.chunk_bytes, 1));
+        asio::async_write(c->socket, asio::buffer(c->rendered.data() + c->rendered_sent, size),
+                          [this, c](const boost::system::error_code& error, std::size_t n) {
+                              if (error) {
+                                  ++failed;
+                                  return;
+                              }
+                              bytes += n;
+                              c->rendered_sent += n;
+                              send_rendered(c);
+                          });
+    }
+
     /// Flat out: sends now. At --rate: connection i of N sends record k at
     /// origin + (k + i / N) / rate, so the connections' sends are spread evenly over each
     /// period instead of all firing together, and a late send does not shift the later ones.
@@ -197,6 +281,7 @@ private:
     std::deque<std::uint32_t> pending_;
     std::vector<std::shared_ptr<connection>> held_;
     std::string record_; ///< one record being formatted
+    std::vector<std::string> rendered_; ///< by connection index, until its connection is made
     asio::signal_set go_;
 };
 
@@ -215,6 +300,9 @@ int main(int argc, char** argv) {
     app.add_option("--chunk-bytes", o.chunk_bytes, "bytes per write");
     app.add_flag("--hold", o.hold, "connect all, print {\"connected\": N}, send on SIGUSR1");
     app.add_flag("--latency", o.latency, "third field = send time (CLOCK_MONOTONIC ns)");
+    app.add_option("--prerender-max-bytes", o.prerender_max_bytes,
+                   "flat out: write all records into memory before sending when connections x records x the "
+                   "longest record is at most this (0 = always format while sending)");
     app.add_option("--pad-bytes", o.pad_bytes, "a padding field of this many bytes in every record")
         ->check(CLI::Range(std::uint32_t{0}, static_cast<std::uint32_t>(sluice::model::generator_pad_bytes_max)))
         ->excludes("--latency");
@@ -228,8 +316,9 @@ int main(int argc, char** argv) {
     io.run();
     const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     std::printf("{\"connections\": %u, \"completed\": %u, \"failed\": %u, \"bytes_sent\": %lu, "
-                "\"records_sent\": %lu, \"wall_seconds\": %.3f, \"cpu_seconds\": %.3f}\n",
+                "\"records_sent\": %lu, \"wall_seconds\": %.3f, \"cpu_seconds\": %.3f, \"send_cpu_seconds\": %.3f}\n",
                 o.connections, load.completed, load.failed, static_cast<unsigned long>(load.bytes),
-                static_cast<unsigned long>(load.records), wall, sluice::runtime::process_cpu_seconds());
+                static_cast<unsigned long>(load.records), wall, sluice::runtime::process_cpu_seconds(),
+                sluice::runtime::process_cpu_seconds() - load.send_cpu_start);
     return load.failed == 0 && load.completed == o.connections ? 0 : 1;
 }
