@@ -36,6 +36,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "bench/crc32c.hpp"
 #include "model/generator_records.hpp"
 #include "runtime/apps/sluiced/baseline_runner.hpp"
 #include "runtime/buffer_pool.hpp"
@@ -67,6 +68,8 @@ struct bench_options {
     std::uint32_t io_threads = 2;
     std::uint32_t compute_threads = 2;
     std::uint32_t pad_bytes = 0; ///< ingest: a padding field this long in every record
+    bool check_records = false;   ///< ingest: check every record as it arrives, not the checksum
+    bool corrupt_one_byte = false; ///< ingest: the verification's self-test (must exit 1)
     std::uint32_t chunk_bytes = 16384; ///< ingest: the load generator's bytes per write
 };
 
@@ -125,7 +128,12 @@ std::unique_ptr<sluice::test::child_process> start_loadgen(const std::vector<std
 
 class bench_sink final : public sink {
 public:
-    explicit bench_sink(bool latency) : latency_(latency) {}
+    /// `check_records`: check each record as it arrives (the generator's record formatted again
+    /// and compared: exact diagnostics, but about 40% of the worker's CPU with 19-byte records)
+    /// instead of the checksum. `corrupt_one_byte`: the harness's self-test; the first data of one
+    /// origin is checked with a byte flipped, and verify() must report it.
+    bench_sink(bool latency, bool check_records, bool corrupt_one_byte)
+        : latency_(latency), check_records_(check_records), corrupt_one_byte_(corrupt_one_byte) {}
 
     void on_data(const data_event& event) override {
         bytes_.fetch_add(event.raw.size(), std::memory_order_relaxed);
@@ -139,8 +147,28 @@ public:
             return;
         }
         // Calls for one origin never overlap (the sink contract): no lock on `o`.
-        o.checker.feed(event.spanning_record);
-        o.checker.feed(event.records);
+        std::string flipped;
+        std::span<const std::byte> records = event.records;
+        if (corrupt_one_byte_ && !records.empty() && !corrupted_.exchange(true)) {
+            flipped.assign(reinterpret_cast<const char*>(records.data()), records.size());
+            flipped[flipped.size() / 2] ^= 0x01;
+            records = std::as_bytes(std::span(flipped));
+        }
+        for (const auto part : {event.spanning_record, records}) {
+            if (part.empty()) {
+                continue;
+            }
+            if (o.generator_id < 0) {
+                o.generator_id = leading_id(part);
+            }
+            if (check_records_) {
+                o.checker.feed(part);
+            } else {
+                o.crc = sluice::bench::crc32c_update(o.crc, part);
+            }
+            o.bytes += part.size();
+        }
+        o.records += event.record_count;
     }
     void on_end_of_stream(std::uint64_t origin_id) override {
         origin(origin_id).ended = true;
@@ -159,8 +187,10 @@ public:
     std::uint64_t end_of_stream() const { return end_of_stream_.load(std::memory_order_relaxed); }
     std::int64_t last_data_ns() const { return last_data_ns_.load(std::memory_order_relaxed); }
 
-    /// Every origin ended with exactly `records_each` valid records, and there are `origins`.
-    std::vector<std::string> verify(std::size_t origins, std::uint64_t records_each) {
+    /// Every origin ended with exactly `records_each` valid records of `pad_bytes` padding, and
+    /// there are `origins`. With the checksum, each origin's records are formatted here, after
+    /// the clock has stopped, and their CRC-32C and size must match what arrived.
+    std::vector<std::string> verify(std::size_t origins, std::uint64_t records_each, std::size_t pad_bytes) {
         std::vector<std::string> problems;
         const std::lock_guard lock(mutex_);
         problems = problems_;
@@ -172,14 +202,24 @@ public:
             if (problems.size() >= 10) {
                 break;
             }
-            if (!o->checker.ok()) {
-                problems.push_back("origin " + std::to_string(id) + ": " + o->checker.problem());
-            } else if (o->checker.next_record() != records_each) {
-                problems.push_back("origin " + std::to_string(id) + ": " +
-                                   std::to_string(o->checker.next_record()) + " records, expected " +
+            const std::string where = "origin " + std::to_string(id) + " (generator " +
+                                      std::to_string(o->generator_id) + "): ";
+            if (check_records_ && !o->checker.ok()) {
+                problems.push_back(where + o->checker.problem());
+            } else if (o->records != records_each) {
+                problems.push_back(where + std::to_string(o->records) + " records, expected " +
                                    std::to_string(records_each));
-            } else if (!o->ended) {
-                problems.push_back("origin " + std::to_string(id) + ": no end of stream");
+            } else if (!check_records_) {
+                const auto [bytes, crc] = expected(o->generator_id, records_each, pad_bytes);
+                if (o->bytes != bytes || sluice::bench::crc32c_finish(o->crc) != crc) {
+                    problems.push_back(where + std::to_string(o->bytes) + " bytes with CRC-32C " +
+                                       hex(sluice::bench::crc32c_finish(o->crc)) + ", expected " +
+                                       std::to_string(bytes) + " bytes with " + hex(crc) +
+                                       " (rerun with --check-records to find the first wrong record)");
+                }
+            }
+            if (problems.size() < 10 && !o->ended) {
+                problems.push_back(where + "no end of stream");
             }
         }
         return problems;
@@ -198,10 +238,60 @@ public:
 
 private:
     struct per_origin {
-        sluice::model::generator_record_checker checker;
+        sluice::model::generator_record_checker checker; ///< with check_records
+        std::uint32_t crc = sluice::bench::crc32c_start;  ///< of every byte delivered, in order
+        std::uint64_t bytes = 0;
+        std::uint64_t records = 0;
+        std::int64_t generator_id = -1; ///< the first record's id field
         std::vector<std::int64_t> latency;
         bool ended = false;
     };
+
+    /// The id field that starts a record ("<id>,"), or -1 when there is none.
+    static std::int64_t leading_id(std::span<const std::byte> bytes) {
+        std::int64_t id = 0;
+        for (std::size_t i = 0; i < bytes.size() && i < 20; ++i) {
+            const auto ch = static_cast<char>(bytes[i]);
+            if (ch == ',') {
+                return i == 0 ? -1 : id;
+            }
+            if (ch < '0' || ch > '9') {
+                return -1;
+            }
+            id = id * 10 + (ch - '0');
+        }
+        return -1;
+    }
+
+    /// Size and CRC-32C of generator `id`'s records [0, count) with `pad_bytes` padding.
+    static std::pair<std::uint64_t, std::uint32_t> expected(std::int64_t id, std::uint64_t count,
+                                                            std::size_t pad_bytes) {
+        if (id < 0) {
+            return {0, 0};
+        }
+        sluice::model::generator_record_writer writer(static_cast<std::uint64_t>(id), 0, pad_bytes);
+        std::string block(65536 + writer.record_bytes_max(), '\0');
+        std::size_t used = 0;
+        std::uint64_t bytes = 0;
+        std::uint32_t crc = sluice::bench::crc32c_start;
+        for (std::uint64_t k = 0; k <= count; ++k) {
+            if (k == count || used >= 65536) {
+                crc = sluice::bench::crc32c_update(crc, std::as_bytes(std::span(block.data(), used)));
+                bytes += used;
+                used = 0;
+            }
+            if (k < count) {
+                used += writer.write_next(block.data() + used);
+            }
+        }
+        return {bytes, sluice::bench::crc32c_finish(crc)};
+    }
+
+    static std::string hex(std::uint32_t value) {
+        char text[16];
+        std::snprintf(text, sizeof text, "%08x", value);
+        return text;
+    }
 
     static std::int64_t now_ns() {
         return std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now().time_since_epoch())
@@ -238,6 +328,9 @@ private:
     }
 
     bool latency_;
+    bool check_records_;
+    bool corrupt_one_byte_;
+    std::atomic<bool> corrupted_{false};
     std::atomic<std::uint64_t> bytes_{0};
     std::atomic<std::uint64_t> records_{0};
     std::atomic<std::uint64_t> end_of_stream_{0};
@@ -254,7 +347,7 @@ private:
 class worker {
 public:
     worker(const bench_options& o, std::uint32_t sources, bool latency)
-        : o_(o), sink_(latency), pool_(pool_for(o, sources)),
+        : o_(o), sink_(latency, o.check_records, o.corrupt_one_byte), pool_(pool_for(o, sources)),
           env_(production_options{o.io_threads, o.compute_threads, 1}),
           pipeline_(env_, pool_, sink_, processing_options{}),
           server_(env_, pool_, pipeline_, server_for(o)),
@@ -441,6 +534,10 @@ std::string fixed(double value, int digits) {
 // ---------------------------------------------------------------------------------------------
 
 int run_throughput(const bench_options& o) {
+    if (!o.check_records && !sluice::bench::crc32c_self_check()) {
+        std::cerr << "ingest-bench: CRC-32C gives wrong values on this machine; rerun with --check-records\n";
+        return 1;
+    }
     std::ostringstream json;
     json << "{\"measure\": \"ingest\", \"mode\": \"" << o.mode << "\", \"sources\": " << o.sources;
     json << ", \"open_file_limit\": " << raise_open_file_limit();
@@ -458,12 +555,15 @@ int run_throughput(const bench_options& o) {
     // the padding field if any).
     const std::uint64_t record_bytes = 22 + (o.pad_bytes == 0 ? 0 : o.pad_bytes + 1);
     const std::uint64_t records_each = std::max<std::uint64_t>(1, o.total_bytes / o.sources / record_bytes);
-    const auto t_accept = clock_type::now();
     const auto started_load = start_loadgen({o.loadgen, "--port", std::to_string(port), "--connections",
                                              std::to_string(o.sources), "--records", std::to_string(records_each),
                                              "--id-base", "0", "--pad-bytes", std::to_string(o.pad_bytes),
                                              "--chunk-bytes", std::to_string(o.chunk_bytes), "--hold"});
     auto& load = *started_load;
+    // The load generator writes every record into memory first (so that sending measures the
+    // worker, not its formatting), and connects after that.
+    wait_until([&] { return load.out().find("\"rendered\"") != std::string::npos; }, std::chrono::seconds(120));
+    const auto t_accept = clock_type::now();
     const bool connected = wait_until([&] { return load.out().find("\"connected\"") != std::string::npos; },
                                       std::chrono::seconds(120));
     const bool accepted = connected && wait_until([&] { return w.running() >= o.sources; }, std::chrono::seconds(120));
@@ -521,7 +621,7 @@ int run_throughput(const bench_options& o) {
     const std::uint64_t bytes = w.out().bytes();
     const std::uint64_t backpressure = w.backpressure_waits();
     w.shutdown();
-    std::vector<std::string> problems = w.out().verify(o.sources, records_each);
+    std::vector<std::string> problems = w.out().verify(o.sources, records_each, o.pad_bytes);
     if (load_rc != 0) {
         problems.push_back("loadgen exit " + std::to_string(load_rc) + ": " + load.err().substr(0, 300));
     }
@@ -555,7 +655,7 @@ int run_throughput(const bench_options& o) {
          << bytes << ", \"records_each\": " << records_each << ", \"pad_bytes\": " << o.pad_bytes << ", \"ingest_seconds\": " << fixed(seconds, 6)
          << ", \"gb_per_second\": " << fixed(seconds > 0 ? gb / seconds : 0, 4) << ", \"cpu_seconds\": "
          << fixed(cpu, 3) << ", \"cpu_seconds_per_gb\": " << fixed(gb > 0 ? cpu / gb : 0, 3)
-         << ", \"loadgen_cpu_seconds\": " << fixed(json_number(report, "cpu_seconds"), 3)
+         << ", \"loadgen_cpu_seconds\": " << fixed(json_number(report, "send_cpu_seconds"), 3)
          << ", \"backpressure_waits\": " << backpressure << ", \"flushes\": " << flushes_json(flushes)
          << ", \"verified\": " << (problems.empty() ? "true" : "false")
          << ", \"problems\": [";
@@ -665,6 +765,12 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(1U, 64U));
     app.add_option("--chunk-bytes", o.chunk_bytes, "ingest: the load generator's bytes per write");
     app.add_option("--pad-bytes", o.pad_bytes, "ingest: records carry a padding field this long (larger records)");
+    app.add_flag("--check-records", o.check_records,
+                 "ingest: check every record as it arrives (names the first wrong one; costs the worker CPU) "
+                 "instead of each origin's CRC-32C after the run");
+    app.add_flag("--corrupt-one-byte", o.corrupt_one_byte,
+                 "ingest: self-test of the verification; one delivered byte is flipped before it is checked, "
+                 "and the run must fail");
     CLI11_PARSE(app, argc, argv);
     if (o.pad_bytes != 0 && o.pad_bytes + sluice::model::generator_record_bytes_max >= o.buffer_bytes) {
         std::cerr << "ingest-bench: --pad-bytes " << o.pad_bytes << " makes records longer than a "
