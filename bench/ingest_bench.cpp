@@ -36,7 +36,9 @@
 
 #include <CLI/CLI.hpp>
 
-#include "bench/crc32c.hpp"
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
 #include "model/generator_records.hpp"
 #include "runtime/apps/sluiced/baseline_runner.hpp"
 #include "runtime/buffer_pool.hpp"
@@ -130,7 +132,8 @@ class bench_sink final : public sink {
 public:
     /// `check_records`: check each record as it arrives (the generator's record formatted again
     /// and compared: exact diagnostics, but about 40% of the worker's CPU with 19-byte records)
-    /// instead of the checksum. `corrupt_one_byte`: the harness's self-test; the first data of one
+    /// instead of a hash per origin (XXH3-64, streaming, so the hash does not depend on how the
+    /// records were split into deliveries). `corrupt_one_byte`: the harness's self-test; the first data of one
     /// origin is checked with a byte flipped, and verify() must report it.
     bench_sink(bool latency, bool check_records, bool corrupt_one_byte)
         : latency_(latency), check_records_(check_records), corrupt_one_byte_(corrupt_one_byte) {}
@@ -164,7 +167,7 @@ public:
             if (check_records_) {
                 o.checker.feed(part);
             } else {
-                o.crc = sluice::bench::crc32c_update(o.crc, part);
+                XXH3_64bits_update(o.hash.get(), part.data(), part.size());
             }
             o.bytes += part.size();
         }
@@ -189,7 +192,7 @@ public:
 
     /// Every origin ended with exactly `records_each` valid records of `pad_bytes` padding, and
     /// there are `origins`. With the checksum, each origin's records are formatted here, after
-    /// the clock has stopped, and their CRC-32C and size must match what arrived.
+    /// the clock has stopped, and their XXH3-64 hash and size must match what arrived.
     std::vector<std::string> verify(std::size_t origins, std::uint64_t records_each, std::size_t pad_bytes) {
         std::vector<std::string> problems;
         const std::lock_guard lock(mutex_);
@@ -210,11 +213,11 @@ public:
                 problems.push_back(where + std::to_string(o->records) + " records, expected " +
                                    std::to_string(records_each));
             } else if (!check_records_) {
-                const auto [bytes, crc] = expected(o->generator_id, records_each, pad_bytes);
-                if (o->bytes != bytes || sluice::bench::crc32c_finish(o->crc) != crc) {
-                    problems.push_back(where + std::to_string(o->bytes) + " bytes with CRC-32C " +
-                                       hex(sluice::bench::crc32c_finish(o->crc)) + ", expected " +
-                                       std::to_string(bytes) + " bytes with " + hex(crc) +
+                const auto [bytes, hash] = expected(o->generator_id, records_each, pad_bytes);
+                const XXH64_hash_t got = XXH3_64bits_digest(o->hash.get());
+                if (o->bytes != bytes || got != hash) {
+                    problems.push_back(where + std::to_string(o->bytes) + " bytes with XXH3-64 " + hex(got) +
+                                       ", expected " + std::to_string(bytes) + " bytes with " + hex(hash) +
                                        " (rerun with --check-records to find the first wrong record)");
                 }
             }
@@ -238,8 +241,16 @@ public:
 
 private:
     struct per_origin {
+        struct free_state {
+            void operator()(XXH3_state_t* state) const noexcept { XXH3_freeState(state); }
+        };
+        per_origin() : hash(XXH3_createState()) {
+            if (!hash || XXH3_64bits_reset(hash.get()) != XXH_OK) {
+                throw std::bad_alloc();
+            }
+        }
         sluice::model::generator_record_checker checker; ///< with check_records
-        std::uint32_t crc = sluice::bench::crc32c_start;  ///< of every byte delivered, in order
+        std::unique_ptr<XXH3_state_t, free_state> hash;   ///< of every byte delivered, in order
         std::uint64_t bytes = 0;
         std::uint64_t records = 0;
         std::int64_t generator_id = -1; ///< the first record's id field
@@ -263,20 +274,20 @@ private:
         return -1;
     }
 
-    /// Size and CRC-32C of generator `id`'s records [0, count) with `pad_bytes` padding.
-    static std::pair<std::uint64_t, std::uint32_t> expected(std::int64_t id, std::uint64_t count,
-                                                            std::size_t pad_bytes) {
+    /// Size and XXH3-64 hash of generator `id`'s records [0, count) with `pad_bytes` padding.
+    static std::pair<std::uint64_t, XXH64_hash_t> expected(std::int64_t id, std::uint64_t count,
+                                                           std::size_t pad_bytes) {
         if (id < 0) {
             return {0, 0};
         }
         sluice::model::generator_record_writer writer(static_cast<std::uint64_t>(id), 0, pad_bytes);
+        const per_origin reference;
         std::string block(65536 + writer.record_bytes_max(), '\0');
         std::size_t used = 0;
         std::uint64_t bytes = 0;
-        std::uint32_t crc = sluice::bench::crc32c_start;
         for (std::uint64_t k = 0; k <= count; ++k) {
             if (k == count || used >= 65536) {
-                crc = sluice::bench::crc32c_update(crc, std::as_bytes(std::span(block.data(), used)));
+                XXH3_64bits_update(reference.hash.get(), block.data(), used);
                 bytes += used;
                 used = 0;
             }
@@ -284,12 +295,12 @@ private:
                 used += writer.write_next(block.data() + used);
             }
         }
-        return {bytes, sluice::bench::crc32c_finish(crc)};
+        return {bytes, XXH3_64bits_digest(reference.hash.get())};
     }
 
-    static std::string hex(std::uint32_t value) {
-        char text[16];
-        std::snprintf(text, sizeof text, "%08x", value);
+    static std::string hex(std::uint64_t value) {
+        char text[24];
+        std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(value));
         return text;
     }
 
@@ -534,10 +545,6 @@ std::string fixed(double value, int digits) {
 // ---------------------------------------------------------------------------------------------
 
 int run_throughput(const bench_options& o) {
-    if (!o.check_records && !sluice::bench::crc32c_self_check()) {
-        std::cerr << "ingest-bench: CRC-32C gives wrong values on this machine; rerun with --check-records\n";
-        return 1;
-    }
     std::ostringstream json;
     json << "{\"measure\": \"ingest\", \"mode\": \"" << o.mode << "\", \"sources\": " << o.sources;
     json << ", \"open_file_limit\": " << raise_open_file_limit();
@@ -767,7 +774,7 @@ int main(int argc, char** argv) {
     app.add_option("--pad-bytes", o.pad_bytes, "ingest: records carry a padding field this long (larger records)");
     app.add_flag("--check-records", o.check_records,
                  "ingest: check every record as it arrives (names the first wrong one; costs the worker CPU) "
-                 "instead of each origin's CRC-32C after the run");
+                 "instead of each origin's XXH3-64 hash after the run");
     app.add_flag("--corrupt-one-byte", o.corrupt_one_byte,
                  "ingest: self-test of the verification; one delivered byte is flipped before it is checked, "
                  "and the run must fail");
