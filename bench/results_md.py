@@ -107,7 +107,12 @@ def render(results):
       "in that run. Regenerate with `ci/bench`; the raw numbers are in `bench/results.json`.\n")
     w(f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}, {m['compiler']}, "
       f"open-file limit {m['open_file_limit']}. The load generator (`sluice-loadgen`, one thread) runs in its "
-      "own process on the same two cores, so every throughput figure shares the CPU with it.\n")
+      "own process on the same two cores, so every throughput figure shares the CPU with it. With "
+      "19-byte records it writes every record into memory before the clock starts and only sends while "
+      "timed; padded records it formats one 64 KiB chunk at a time (cheaper than sending them from "
+      "memory). Its CPU in the tables is while sending. The sink hashes each origin's bytes (XXH3-64) "
+      "and compares, after the clock stops, with the records the generator must have sent; each "
+      "`ci/bench` first runs one ingest with a flipped byte and fails unless that run fails.\n")
     w("Noise: on this 2-core machine repeated runs differ by about ±10% in throughput and more in "
       "start time at 10 and 100 sources; each ingest row is the run with the median throughput of "
       "five, with start time, memory and CPU per GB the medians of the five.\n")
@@ -141,8 +146,8 @@ def render(results):
           f"handler (perf), arming the generator's timer for its next record is about a third, "
           f"clock reads a sixth, the read a fifth. {s10k['start_seconds'] / top * 1e6:.1f} µs per source against "
           f"{b10k['start_seconds'] / top * 1e6:.1f} µs per baseline thread, so "
-          f"{b10k['start_seconds'] / s10k['start_seconds']:.1f}× (over three full runs on 2026-11-27, "
-          f"14.4–23.1 ms against 279–348 ms: 13.6–19.3×). 30× means about 1.3 µs per source "
+          f"{b10k['start_seconds'] / s10k['start_seconds']:.1f}× (over five full runs on 2026-11-27, "
+          f"14.4–23.1 ms against 279–352 ms: 13.6–21.4×). 30× means about 1.3 µs per source "
           "including registration and its first record through processing, on two cores shared with "
           "oneTBB's workers: the registration (0.5 µs) and the step (1.6–2.4 µs) each would have to "
           "shrink further, and the first records would have to reach processing in batches rather "
@@ -153,26 +158,34 @@ def render(results):
     s1k = _row(results, "sluice", 1000)
     b1k = _row(results, "thread_per_source", 1000)
     if iperf and s1k and b1k:
-        w(f"- **Throughput, 19-byte records.** Per-record work that both runners share dominates: the load "
-          f"generator formats every record (its CPU is in the table below; at {top:,} connections it "
-          f"needs about a core by itself) and the sink checks every record, on the same 2 cores. The "
-          f"runtime's own difference shows in CPU per GB — at 1,000 sources the baseline needs "
-          f"{_ratio(b1k['cpu_seconds_per_gb'], s1k['cpu_seconds_per_gb']):.2f}× sluice's — but GB/s moves less "
-          f"because the load generator takes its share of the cores in both runs. With the shared work "
-          f"written as L + S and L + B CPU-seconds per GB, the GB/s ratio is (L + B)/(L + S), below the "
-          f"CPU ratio B/S; making the shared parts cheaper (the record writer and checker, below) "
-          f"raised both runners alike.")
+        met19 = all(_ratio(_row(results, "sluice", n)["gb_per_second"],
+                           _row(results, "thread_per_source", n)["gb_per_second"]) >= 1.3
+                    for n in (1000, top) if _row(results, "sluice", n) and _row(results, "thread_per_source", n))
+        w(f"- **Throughput, 19-byte records ({'met in this run' if met19 else 'not met in this run'}).** Until this session the harness was the ceiling here, "
+          f"not either runner: the load generator formatted every record as it sent it (a whole core: "
+          f"0.48–0.52 CPU s over a 0.6 s run at 1,000 connections) and the sink checked every record by "
+          f"formatting it again (about 40% of the worker's CPU), so both runners got what was left of two "
+          f"cores and the GB/s ratio was 1.1–1.2× while the CPU-per-GB ratio was 1.4×. With the records "
+          f"written before the clock starts and a hash in the sink (both below, under before → after), "
+          f"the same runners give {s1k['gb_per_second']:.2f} and {b1k['gb_per_second']:.2f} GB/s at 1,000 "
+          f"sources here; the baseline needs {_ratio(b1k['cpu_seconds_per_gb'], s1k['cpu_seconds_per_gb']):.2f}× "
+          f"sluice's CPU per GB. What is left in sluice's CPU is mostly the kernel's receive path (on "
+          f"loopback the receiver's window updates also run the sender's transmit), oneTBB's workers "
+          f"spinning and yielding between the small compute tasks (a quarter of the worker's samples at "
+          f"1,000 sources; oneTBB has no public setting for it), and the framing.")
         s100p = _row(results, "sluice", 100, PAD)
         if s100p:
             w(f"- **Throughput against iperf3, 1 KiB records.** The best run here is "
               f"{s100p['gb_per_second']:.2f} GB/s at 100 sources, {100 * s100p['gb_per_second'] / iperf:.1f}% of "
               f"iperf3's {iperf:.2f} GB/s (median of the samples taken before each repeat of this series, "
               f"{_ceiling_spread(results, 'iperf3')}); both drift by a third within minutes on this shared box "
-              "(sluice 2.3–3.3 GB/s in single runs on 2026-11-27), so this target sits at the edge of the noise. "
+              "(sluice 2.0–3.4 GB/s in single runs on 2026-11-27; earlier full runs that day gave 72.1%, 71.9% "
+              "and 65.1% of iperf3, and 52% in one whose load generator still sent padded records from "
+              "memory), so this target sits at the edge of the noise. "
               f"The worker's {s100p['cpu_seconds_per_gb']:.2f} CPU s/GB is now mostly the kernel's receive "
               "copy and TCP stack (perf: `_copy_to_iter` alone is the largest symbol); the user-space "
-              "pipeline (byte counting, checking 1,000 padding bytes per record, emit) is under a fifth "
-              "of it. iperf3's receiver does no framing and no checking and gets its own core.")
+              "pipeline (byte counting, hashing, emit) is under a fifth of it. iperf3's receiver does no "
+              "framing and no checking and gets its own core.")
     s1k_idle = _row(results, "sluice", 1000)
     off = results.get("park_off", [])
     off_text = ""
@@ -284,6 +297,14 @@ def render(results):
     w("| start count: a sluice source's first step ends when it parks (was: when the lanes' queues "
       "looked empty, which a poll could see as soon as the start handlers had begun) | start of "
       "10,000 sources, same binary | 7–11 or 30–48 ms (bimodal) | 30–38 ms |")
+    w("| harness: the load generator writes unpadded records into memory before the clock starts (it "
+      "formatted them while sending, a whole core) and the sink hashes each origin (XXH3-64) instead of "
+      "formatting every record again to compare; three alternating rounds, old and new harness binaries "
+      "| GB/s at 1,000 sources, 19-byte records, sluice / baseline | 0.57–0.58 / 0.49–0.53 | "
+      "1.39–1.91 / 0.84–1.01 |")
+    w("| the same harness change, padded records (still formatted while sending; sending 800 MB from "
+      "memory was slower for both) | GB/s at 100 sources, 1 KiB records, sluice / baseline (sluice three "
+      "alternating rounds, the baseline seven: within the noise) | 2.65–3.19 / 1.96–2.30 | 2.89–3.38 / 1.73–2.25 |")
     w("| simulator: one reused step-order vector instead of an allocation per step; stream lengths from "
       "the record writer | wall seconds, 10,000 sources, seeds 1–3 | 0.48–0.51 | 0.46–0.47 |")
     w("")
@@ -300,15 +321,17 @@ def render(results):
 
     w("## Ingestion: sluice vs thread per source\n")
     w("TCP sources on loopback (one accepted connection each), the same pool, processing "
-      "(newline framing, CSV field counting) and a sink that checks every record per origin. "
+      "(newline framing, CSV field counting) and a sink that hashes every origin's bytes and, after "
+      "the clock stops, checks the hash, the byte count and the record count against the records "
+      "that origin's generator must have sent (`--check-records` checks record by record as they "
+      "arrive instead, naming the first wrong one). "
       "Throughput is bytes delivered to the pipeline divided by the time from the start signal to "
       "the last byte; CPU is the worker process's; idle memory is (RSS with N idle connections − RSS "
       "before) / N, so kernel socket memory is not in it. Two record sizes: the generator's records "
-      "(`<id>,<n>,<value>`, about 19 bytes, where per-record work — the load generator formatting, "
-      "the sink checking — dominates) and the same records with a 1,000-byte padding field that the "
-      "sink checks too (about 1 KiB, where per-byte work dominates).\n")
+      "(`<id>,<n>,<value>`, about 19 bytes, where per-record work dominates) and the same records "
+      "with a 1,000-byte padding field (about 1 KiB, where per-byte work dominates).\n")
     w("| sources | record bytes | runner | threads | start N sources (ms) | accept N connections (ms) | "
-      "idle B/source (heap) | GB/s | CPU s/GB | load generator CPU s | verified |")
+      "idle B/source (heap) | GB/s | CPU s/GB | load generator CPU s, sending | verified |")
     w("| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for pad in (0, PAD):
         for n in counts_of(results, pad):
@@ -335,9 +358,12 @@ def render(results):
                   f"{_ratio(b['threads_max'], s['threads_max']):.0f}× |")
     w("")
     w("The baseline at 10,000 sources varies the most of all rows: over three full runs on "
-      "2026-11-27 its medians with 1 KiB records were 0.30–0.89 GB/s (sluice 1.06–1.21), so the "
-      "ratio there was 1.26–4.10×, and with 19-byte records 0.33–0.39 GB/s (sluice 0.43–0.45), "
-      "1.16–1.35×. With 1 KiB records it is also bimodal: single runs gave 0.3–0.9 GB/s or "
+      "2026-11-27 with the old harness its medians with 1 KiB records were 0.30–0.89 GB/s (sluice "
+      "1.06–1.21), so the ratio there was 1.26–4.10×, and with 19-byte records 0.33–0.39 GB/s (sluice "
+      "0.43–0.45), 1.16–1.35×; in the two full runs since the harness change (the first with an intermediate "
+      "version that sent padded records from memory and used CRC-32C in the sink), 0.37 and 0.82 GB/s "
+      "with 1 KiB records (sluice 1.94 and 1.14: 5.3× and 1.4×) and 0.57 and 0.59 GB/s with "
+      "19-byte records (sluice 0.77 and 0.80: 1.37× and 1.36×). With 1 KiB records it is also bimodal: single runs gave 0.3–0.9 GB/s or "
       "0.005–0.02 GB/s, and the median of five can land on either. In the "
       "slow runs its 10,000 threads, each enqueueing its buffers into the shared oneTBB arena, make "
       "TBB thrash (system-wide perf: 22% in one libtbb spin loop, sched_yield and futex wake-ups, "
