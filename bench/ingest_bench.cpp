@@ -6,8 +6,10 @@
 ///   accept    sluice-loadgen (its own process) connects N TCP connections and holds them idle:
 ///             time until the worker runs N sources, threads, resident memory per idle source
 ///   ingest    the held connections send R records each flat out: time until the last byte is
-///             in the pipeline, GB/s, the worker's CPU seconds per GB, and every record checked
-///             per origin (contiguous, valid, none lost or duplicated, end of stream on each)
+///             in the pipeline, GB/s, the worker's CPU seconds per GB; after the clock stops,
+///             every origin is checked: its generator's records exactly (XXH3-64 of the bytes,
+///             byte and record counts; record by record with --check-records), every generator
+///             id once, end of stream on each
 ///   start     register and start N idle generator sources in process; time until all run
 ///   latency   (--latency) M connections at a light rate; the record carries its send time and
 ///             the sink measures send-to-pipeline: p50/p99. `--no-demand` turns off the demand
@@ -126,7 +128,7 @@ std::unique_ptr<sluice::test::child_process> start_loadgen(const std::vector<std
 }
 
 // ---------------------------------------------------------------------------------------------
-// The sink: checks every record per origin (ingest) or measures latency (latency mode).
+// The sink: hashes every origin's bytes for verify() (ingest) or measures latency (latency mode).
 
 class bench_sink final : public sink {
 public:
@@ -201,6 +203,20 @@ public:
             problems.push_back(std::to_string(origins_.size()) + " origins delivered data, expected " +
                                std::to_string(origins));
         }
+        // Each generator id 0 … origins-1 exactly once: an origin whose stream is whole but
+        // another origin's would pass the per-origin checks below.
+        std::vector<std::uint32_t> seen(origins, 0);
+        for (const auto& [id, o] : origins_) {
+            if (o->generator_id < 0 || static_cast<std::uint64_t>(o->generator_id) >= origins) {
+                problems.push_back("origin " + std::to_string(id) + ": generator id " +
+                                   std::to_string(o->generator_id) + ", expected 0 to " + std::to_string(origins - 1));
+            } else if (++seen[static_cast<std::size_t>(o->generator_id)] == 2) {
+                problems.push_back("generator " + std::to_string(o->generator_id) + " arrived on more than one origin");
+            }
+            if (problems.size() >= 10) {
+                return problems;
+            }
+        }
         for (const auto& [id, o] : origins_) {
             if (problems.size() >= 10) {
                 break;
@@ -209,6 +225,9 @@ public:
                                       std::to_string(o->generator_id) + "): ";
             if (check_records_ && !o->checker.ok()) {
                 problems.push_back(where + o->checker.problem());
+            } else if (check_records_ && o->checker.next_record() != records_each) {
+                problems.push_back(where + std::to_string(o->checker.next_record()) + " records checked, expected " +
+                                   std::to_string(records_each));
             } else if (o->records != records_each) {
                 problems.push_back(where + std::to_string(o->records) + " records, expected " +
                                    std::to_string(records_each));
@@ -258,10 +277,11 @@ private:
         bool ended = false;
     };
 
-    /// The id field that starts a record ("<id>,"), or -1 when there is none.
+    /// The id field that starts a record ("<id>,"), or -1 when there is none (or it has more
+    /// than 18 digits, which no generator here has).
     static std::int64_t leading_id(std::span<const std::byte> bytes) {
         std::int64_t id = 0;
-        for (std::size_t i = 0; i < bytes.size() && i < 20; ++i) {
+        for (std::size_t i = 0; i < bytes.size() && i <= 18; ++i) {
             const auto ch = static_cast<char>(bytes[i]);
             if (ch == ',') {
                 return i == 0 ? -1 : id;
@@ -567,9 +587,13 @@ int run_throughput(const bench_options& o) {
                                              "--id-base", "0", "--pad-bytes", std::to_string(o.pad_bytes),
                                              "--chunk-bytes", std::to_string(o.chunk_bytes), "--hold"});
     auto& load = *started_load;
-    // The load generator writes every record into memory first (so that sending measures the
-    // worker, not its formatting), and connects after that.
-    wait_until([&] { return load.out().find("\"rendered\"") != std::string::npos; }, std::chrono::seconds(120));
+    // With unpadded records the load generator writes them all into memory first (so that
+    // sending measures the worker, not its formatting); it connects after that.
+    if (!wait_until([&] { return load.out().find("\"rendered\"") != std::string::npos; }, std::chrono::seconds(120))) {
+        std::cerr << "ingest-bench: the load generator had not written its records after 120 s: " << load.out()
+                  << load.err() << "\n";
+        return 1;
+    }
     const auto t_accept = clock_type::now();
     const bool connected = wait_until([&] { return load.out().find("\"connected\"") != std::string::npos; },
                                       std::chrono::seconds(120));

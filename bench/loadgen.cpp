@@ -21,8 +21,9 @@
 /// padding within the cache, and sending 800 MB from memory instead cost both sides more
 /// (3.0 against 2.2–2.5 GB/s into sluice at 100 connections with 1 KiB records).
 /// {"rendered": bytes} is printed when that is done (0 when the records are formatted while
-/// sending); "send_cpu_seconds" in the report is the CPU from the start of sending (the signal,
-/// with --hold) to the end.
+/// sending). In the report, "send_cpu_seconds" is the CPU from the start of sending to the end
+/// (from the signal with --hold; otherwise from the first connect, so connecting is in it), and
+/// "wall_seconds" and "cpu_seconds" cover the whole run, writing the records included.
 
 
 #include <chrono>

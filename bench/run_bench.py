@@ -134,15 +134,20 @@ def main():
 
     print(f"bench: machine {results['machine']}", flush=True)
 
-    # The verification's self-test: a run whose sink sees one flipped byte must fail, or a
-    # "verified" below would mean nothing.
-    rc, objs = run_json([ingest, "--mode", "sluice", "--sources", "10", "--total-bytes", "2000000",
-                         "--corrupt-one-byte"], 120, failure_expected=True)
-    if rc != 1 or not objs or objs[0].get("verified") or not objs[0].get("problems"):
-        failures.append(f"verification self-test: a flipped byte was not caught (exit {rc})")
-    else:
-        print(f"bench: verification self-test: a flipped byte is caught ({objs[0]['problems'][0][:90]}...)",
-              flush=True)
+    # The verification's self-test: a run whose sink sees one flipped byte must fail with exactly
+    # that problem (and nothing else), with the hash, with the record check, and with padded
+    # records, or a "verified" below would mean nothing.
+    for extra, caught_by in (([], "XXH3-64"), (["--check-records"], "record"),
+                             (["--pad-bytes", str(PAD_BYTES), "--chunk-bytes", "65536"], "XXH3-64")):
+        rc, objs = run_json([ingest, "--mode", "sluice", "--sources", "10", "--total-bytes", "2000000",
+                             "--corrupt-one-byte"] + extra, 120, failure_expected=True)
+        problems = objs[0].get("problems", []) if objs else []
+        if rc != 1 or not objs or objs[0].get("verified") or len(problems) != 1 or caught_by not in problems[0]:
+            failures.append(f"verification self-test {' '.join(extra)}: a flipped byte was not caught as "
+                            f"the only problem (exit {rc}, problems {problems})")
+        else:
+            print(f"bench: verification self-test {' '.join(extra) or '(hash)'}: a flipped byte is caught "
+                  f"({problems[0][:80]}...)", flush=True)
     results["ceilings"].append(run_json([ingest, "--memcpy"], 120)[1][0])
     print(f"bench: ceilings {results['ceilings']}", flush=True)
 
