@@ -113,7 +113,8 @@ def render(results):
       "memory). Its CPU in the tables is while sending; accept time runs from when its records are "
       "written (it connects after that), so it no longer includes starting its process. The sink hashes each origin's bytes (XXH3-64) "
       "and compares, after the clock stops, with the records the generator must have sent; each "
-      "`ci/bench` first runs one ingest with a flipped byte and fails unless that run fails.\n")
+      "`ci/bench` first runs three ingests with a flipped byte (hash, record check, padded records) and "
+      "fails unless each fails with exactly that problem.\n")
     w("Noise: on this 2-core machine repeated runs differ by about ±10% in throughput and more in "
       "start time at 10 and 100 sources; each ingest row is the run with the median throughput of "
       "five, with start time, memory and CPU per GB the medians of the five.\n")
