@@ -135,8 +135,8 @@ public:
     /// `check_records`: check each record as it arrives (the generator's record formatted again
     /// and compared: exact diagnostics, but about 40% of the worker's CPU with 19-byte records)
     /// instead of a hash per origin (XXH3-64, streaming, so the hash does not depend on how the
-    /// records were split into deliveries). `corrupt_one_byte`: the harness's self-test; the first data of one
-    /// origin is checked with a byte flipped, and verify() must report it.
+    /// records were split into deliveries). `corrupt_one_byte`: the harness's self-test; the first
+    /// data of one origin is checked with a byte flipped, and verify() must report it.
     bench_sink(bool latency, bool check_records, bool corrupt_one_byte)
         : latency_(latency), check_records_(check_records), corrupt_one_byte_(corrupt_one_byte) {}
 
@@ -589,9 +589,10 @@ int run_throughput(const bench_options& o) {
     auto& load = *started_load;
     // With unpadded records the load generator writes them all into memory first (so that
     // sending measures the worker, not its formatting); it connects after that.
-    if (!wait_until([&] { return load.out().find("\"rendered\"") != std::string::npos; }, std::chrono::seconds(120))) {
-        std::cerr << "ingest-bench: the load generator had not written its records after 120 s: " << load.out()
-                  << load.err() << "\n";
+    const auto rendered = [&] { return load.out().find("\"rendered\"") != std::string::npos; };
+    if (!wait_until(rendered, std::chrono::seconds(120))) {
+        std::cerr << "ingest-bench: the load generator had not written its records after 120 s: "
+                  << load.out() << load.err() << "\n";
         return 1;
     }
     const auto t_accept = clock_type::now();

@@ -139,8 +139,9 @@ private:
     void render() {
         std::uint64_t total = 0;
         // At most record_bytes_max() a record, so this bounds the memory before any is taken.
+        const sluice::model::generator_record_writer longest(0, 0, o_.pad_bytes);
         const auto most = static_cast<long double>(o_.connections) * static_cast<long double>(o_.records) *
-                          static_cast<long double>(sluice::model::generator_record_writer(0, 0, o_.pad_bytes).record_bytes_max());
+                          static_cast<long double>(longest.record_bytes_max());
         if (o_.rate <= 0 && !o_.latency && o_.pad_bytes == 0 &&
             most <= static_cast<long double>(o_.prerender_max_bytes)) {
             rendered_.reserve(o_.connections);
@@ -220,10 +221,7 @@ private:
             ++c->chunk_records;
         }
         if (c->chunk.empty()) {
-            boost::system::error_code ignored;
-            c->socket.shutdown(tcp::socket::shutdown_send, ignored);
-            c->socket.close(ignored);
-            ++completed;
+            finish(c);
             return;
         }
         asio::async_write(c->socket, asio::buffer(c->chunk),
@@ -238,16 +236,21 @@ private:
                           });
     }
 
+    /// Everything is sent: end the stream (the receiver sees end of stream) and count it.
+    void finish(const std::shared_ptr<connection>& c) {
+        boost::system::error_code ignored;
+        c->socket.shutdown(tcp::socket::shutdown_send, ignored);
+        c->socket.close(ignored);
+        ++completed;
+    }
+
     /// The next --chunk-bytes of the records written beforehand (a write may end mid-record).
     void send_rendered(const std::shared_ptr<connection>& c) {
         const std::size_t left = c->rendered.size() - c->rendered_sent;
         if (left == 0) {
             records += o_.records;
             c->rendered = std::string();
-            boost::system::error_code ignored;
-            c->socket.shutdown(tcp::socket::shutdown_send, ignored);
-            c->socket.close(ignored);
-            ++completed;
+            finish(c);
             return;
         }
         const std::size_t size = std::min<std::size_t>(left, std::max<std::uint32_t>(o_.chunk_bytes, 1));
