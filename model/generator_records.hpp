@@ -13,13 +13,16 @@
 
 namespace sluice::model {
 
+/// Every generator value is below this (a prime, so values spread evenly).
+inline constexpr std::uint64_t generator_value_bound = 1000000007ULL;
+
 /// The deterministic third field of record n.
 constexpr std::uint64_t generator_value(std::uint64_t id, std::uint64_t n) noexcept {
     std::uint64_t x = (id + 1) * 0x9E3779B97F4A7C15ULL ^ (n + 0x632BE59BD9B4E019ULL);
     x ^= x >> 31U;
     x *= 0xBF58476D1CE4E5B9ULL;
     x ^= x >> 29U;
-    return x % 1000000007ULL;
+    return x % generator_value_bound;
 }
 
 /// Longest record `format_generator_record` writes.

@@ -87,6 +87,25 @@ RC_GTEST_PROP(generator_records, records_bytes_counts_what_format_generator_reco
     RC_ASSERT(generator_records_bytes(id, first, count) == formatted(id, first, count).size());
 }
 
+// The digit-count edges the generators above reach only by chance: ids and record numbers 0,
+// around every power of ten and at the top of the range (where n wraps to 0).
+TEST(generator_records, records_bytes_counts_every_digit_edge) {
+    std::vector<std::uint64_t> edges = {0, 1, std::numeric_limits<std::uint64_t>::max() - 2};
+    for (std::uint64_t power = 10; power != 0 && power <= std::numeric_limits<std::uint64_t>::max() / 10;
+         power *= 10) {
+        edges.insert(edges.end(), {power - 2, power - 1, power});
+    }
+    edges.insert(edges.end(), {10'000'000'000'000'000'000ULL - 1, 10'000'000'000'000'000'000ULL});
+    for (const std::uint64_t id : edges) {
+        for (const std::uint64_t first : edges) {
+            for (const std::uint64_t count : {0ULL, 1ULL, 3ULL}) {
+                ASSERT_EQ(generator_records_bytes(id, first, count), formatted(id, first, count).size())
+                    << "id " << id << ", first " << first << ", count " << count;
+            }
+        }
+    }
+}
+
 RC_GTEST_PROP(generator_records, the_checker_accepts_every_correct_stream_however_it_is_cut, ()) {
     const auto id = *rc::gen::inRange<std::uint64_t>(0, 100000);
     const auto count = *rc::gen::inRange<std::uint64_t>(1, 3000);

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <deque>
 #include <map>
+#include <unordered_map>
 #include <sstream>
 
 #include "model/generator_records.hpp"
@@ -95,7 +96,7 @@ private:
             violations.push_back(std::move(what));
         }
     }
-    std::map<std::uint64_t, origin_log> origins_;
+    std::unordered_map<std::uint64_t, origin_log> origins_; ///< references stay valid as it grows
 };
 
 /// Collects the metrics timeline of a run in virtual time and writes it as OpenMetrics: one
@@ -318,7 +319,8 @@ report run(const scenario& s) {
         std::deque<planned_source> sources; // stable references for the operator plan
         auto add_source = [&](std::uint32_t i) -> bool {
             source_options so;
-            so.name = "s" + std::to_string(i);
+            so.name = "s";
+            so.name += std::to_string(i); // not "s" + …: GCC 12 warns falsely (-Wrestrict) there
             so.limits = {reserve, cap};
             so.flush_timeout = std::chrono::microseconds(200 + env.workload().below(5000));
             planned_source p;
