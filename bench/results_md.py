@@ -148,8 +148,8 @@ def render(results):
           f"handler (perf), arming the generator's timer for its next record is about a third, "
           f"clock reads a sixth, the read a fifth. {s10k['start_seconds'] / top * 1e6:.1f} µs per source against "
           f"{b10k['start_seconds'] / top * 1e6:.1f} µs per baseline thread, so "
-          f"{b10k['start_seconds'] / s10k['start_seconds']:.1f}× (over five full runs on 2026-11-27, "
-          f"14.4–23.1 ms against 279–352 ms: 13.6–21.4×). 30× means about 1.3 µs per source "
+          f"{b10k['start_seconds'] / s10k['start_seconds']:.1f}× (over six full runs on 2026-11-27, "
+          f"14.4–23.6 ms against 279–400 ms: 13.6–21.4×). 30× means about 1.3 µs per source "
           "including registration and its first record through processing, on two cores shared with "
           "oneTBB's workers: the registration (0.5 µs) and the step (1.6–2.4 µs) each would have to "
           "shrink further, and the first records would have to reach processing in batches rather "
@@ -177,12 +177,13 @@ def render(results):
           f"1,000 sources; oneTBB has no public setting for it), and the framing.")
         s100p = _row(results, "sluice", 100, PAD)
         if s100p:
-            w(f"- **Throughput against iperf3, 1 KiB records.** The best run here is "
-              f"{s100p['gb_per_second']:.2f} GB/s at 100 sources, {100 * s100p['gb_per_second'] / iperf:.1f}% of "
+            w(f"- **Throughput against iperf3, 1 KiB records.** At 100 sources, the series the iperf3 samples "
+              f"are taken next to, sluice gives {s100p['gb_per_second']:.2f} GB/s here, "
+              f"{100 * s100p['gb_per_second'] / iperf:.1f}% of "
               f"iperf3's {iperf:.2f} GB/s (median of the samples taken before each repeat of this series, "
               f"{_ceiling_spread(results, 'iperf3')}); both drift by a third within minutes on this shared box "
-              "(sluice 2.0–3.4 GB/s in single runs on 2026-11-27; earlier full runs that day gave 72.1%, 71.9% "
-              "and 65.1% of iperf3, and 52% in one whose load generator still sent padded records from "
+              "(sluice 2.0–3.4 GB/s in single runs on 2026-11-27; earlier full runs that day gave 72.1%, 71.9%, "
+              "65.1% and 58.1% of iperf3, and 52% in one whose load generator still sent padded records from "
               "memory), so this target sits at the edge of the noise. "
               f"The worker's {s100p['cpu_seconds_per_gb']:.2f} CPU s/GB is now mostly the kernel's receive "
               "copy and TCP stack (perf: `_copy_to_iter` alone is the largest symbol); the user-space "
@@ -226,7 +227,9 @@ def render(results):
       + (f"at {sim_top['sources']:,} sources it is "
          f"{sim_top['events_per_second'] / 1e6:.2f}M. " if sim_top else "")
       + "Reaching it by this count would mean splitting work into more handlers, which is the "
-      "opposite of what makes the simulator faster, so it is reported as missed.")
+      "opposite of what makes the simulator faster, so it is reported as missed. Making the events "
+      "cheaper gave about 7% (the verifying sink's origin lookups and the digit counts, below); the "
+      "rest is spread over the production code's own handlers.")
     w("")
 
     w("## Fixed from this benchmark: before → after\n")
@@ -307,6 +310,11 @@ def render(results):
     w("| the same harness change, padded records (still formatted while sending; sending 800 MB from "
       "memory was slower for both) | GB/s at 100 sources, 1 KiB records, sluice / baseline (sluice three "
       "alternating rounds, the baseline seven: within the noise) | 2.65–3.19 / 1.96–2.30 | 2.89–3.38 / 1.73–2.25 |")
+    w("| simulator: the verifying sink's origin logs in a hash map (a 10,000-entry `std::map` lookup per "
+      "delivery), digit counts from the bit width instead of a division per digit, record values "
+      "formatted as 32-bit numbers (trace hashes unchanged; old and new binaries alternating, two "
+      "rounds) | simulator wall s / events/s, 10,000 sources, seeds 1–3 | 0.349–0.364 s / 643–678k | "
+      "0.326–0.339 s / 679–741k |")
     w("| simulator: one reused step-order vector instead of an allocation per step; stream lengths from "
       "the record writer | wall seconds, 10,000 sources, seeds 1–3 | 0.48–0.51 | 0.46–0.47 |")
     w("")
@@ -362,10 +370,10 @@ def render(results):
     w("The baseline at 10,000 sources varies the most of all rows: over three full runs on "
       "2026-11-27 with the old harness its medians with 1 KiB records were 0.30–0.89 GB/s (sluice "
       "1.06–1.21), so the ratio there was 1.26–4.10×, and with 19-byte records 0.33–0.39 GB/s (sluice "
-      "0.43–0.45), 1.16–1.35×; in the two full runs since the harness change (the first with an intermediate "
-      "version that sent padded records from memory and used CRC-32C in the sink), 0.37 and 0.82 GB/s "
-      "with 1 KiB records (sluice 1.94 and 1.14: 5.3× and 1.4×) and 0.57 and 0.59 GB/s with "
-      "19-byte records (sluice 0.77 and 0.80: 1.37× and 1.36×). With 1 KiB records it is also bimodal: single runs gave 0.3–0.9 GB/s or "
+      "0.43–0.45), 1.16–1.35×; in the three full runs since the harness change (the first with an intermediate "
+      "version that sent padded records from memory and used CRC-32C in the sink), 0.37, 0.82 and "
+      "0.91 GB/s with 1 KiB records (sluice 1.94, 1.14 and 1.21: 5.3×, 1.4× and 1.32×) and 0.57, 0.59 "
+      "and 0.55 GB/s with 19-byte records (sluice 0.77, 0.80 and 0.78: 1.37×, 1.36× and 1.42×). With 1 KiB records it is also bimodal: single runs gave 0.3–0.9 GB/s or "
       "0.005–0.02 GB/s, and the median of five can land on either. In the "
       "slow runs its 10,000 threads, each enqueueing its buffers into the shared oneTBB arena, make "
       "TBB thrash (system-wide perf: 22% in one libtbb spin loop, sched_yield and futex wake-ups, "
