@@ -174,7 +174,8 @@ def render(results):
           f"sluice's CPU per GB. What is left in sluice's CPU is mostly the kernel's receive path (on "
           f"loopback the receiver's window updates also run the sender's transmit), oneTBB's workers "
           f"spinning and yielding between the small compute tasks (a quarter of the worker's samples at "
-          f"1,000 sources; oneTBB has no public setting for it), and the framing.")
+          f"1,000 sources; Debian 12's oneTBB 2021.8 has no setting for it, while oneTBB 2022 and later "
+          f"let an arena's workers leave at once, `task_arena::leave_policy::fast`), and the framing.")
         s100p = _row(results, "sluice", 100, PAD)
         if s100p:
             w(f"- **Throughput against iperf3, 1 KiB records.** At 100 sources, the series the iperf3 samples "
