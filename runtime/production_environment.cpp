@@ -126,7 +126,12 @@ private:
 struct production_environment::compute_pool {
     // The calling threads never join the arena, so all slots go to workers; the global limit
     // (which counts one external thread) lets `threads` workers exist.
-    explicit compute_pool(std::size_t threads) : arena((limit_tbb_workers(threads), static_cast<int>(threads)), 0) {}
+    // Initialised here, not by the first task: that took about a millisecond of the first
+    // enqueue's caller (a lane, emitting the first buffer) inside the data path.
+    explicit compute_pool(std::size_t threads)
+        : arena((limit_tbb_workers(threads), static_cast<int>(threads)), 0) {
+        arena.initialize();
+    }
     tbb::task_arena arena;
 };
 
@@ -171,23 +176,6 @@ auto parked_wait_handler(wake_callback wake) {
     return allocated_exactly([wake = std::move(wake)](const error_code& error) { wake(error); });
 }
 
-class asio_timer final : public timer {
-public:
-    explicit asio_timer(const executor& lane) : timer_(lane) {}
-    asio::awaitable<bool> wait_for(duration delay) override {
-        timer_.expires_after(delay);
-        auto [error] = co_await timer_.async_wait(asio::as_tuple(asio::use_awaitable));
-        co_return !error;
-    }
-    void on_expiry(duration delay, std::function<void(bool)> done) override {
-        timer_.expires_after(delay);
-        timer_.async_wait(allocated_exactly([done = std::move(done)](const error_code& error) { done(!error); }));
-    }
-    void cancel() noexcept override { timer_.cancel(); }
-
-private:
-    asio::steady_timer timer_;
-};
 
 /// What every lane executor holds inside its any_io_executor (see lane_executor).
 using lane_executor_type = counting_executor<asio::io_context::executor_type>;
@@ -210,6 +198,28 @@ lane_executor_type concrete_lane(const executor& lane) {
     SLUICE_ASSERT(concrete != nullptr && "not an executor made by production_environment::lane_executor");
     return *concrete;
 }
+
+class asio_timer final : public timer {
+public:
+    explicit asio_timer(const executor& lane) : timer_(concrete_lane(lane)) {}
+    asio::awaitable<bool> wait_for(duration delay) override {
+        timer_.expires_after(delay);
+        auto [error] = co_await timer_.async_wait(asio::as_tuple(asio::use_awaitable));
+        co_return !error;
+    }
+    void on_expiry(duration delay, std::function<void(bool)> done) override {
+        timer_.expires_after(delay);
+        timer_.async_wait(allocated_exactly([done = std::move(done)](const error_code& error) { done(!error); }));
+    }
+    void cancel() noexcept override { timer_.cancel(); }
+
+private:
+    /// On the lane's concrete executor, as the sockets are: no any_io_executor to copy and
+    /// query in every wait (a parked generator arms its timer in every step).
+    asio::basic_waitable_timer<std::chrono::steady_clock, asio::wait_traits<std::chrono::steady_clock>,
+                               lane_executor_type>
+        timer_;
+};
 
 class tcp_stream final : public byte_stream {
 public:
