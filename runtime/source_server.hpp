@@ -208,9 +208,10 @@ private:
     /// and ends once the source is idle again. A respawn per wake was the largest cost left in
     /// the simulator (about a sixth of its time) and in starting many sources.
     /// `advance` runs `begin` (no `woken`) or `step`; a throw ends the source with an Error.
-    void advance(entry& e, std::optional<boost::system::error_code> woken);
+    /// `now`: when a parked source woke (a step's first time); unused by `begin`.
+    void advance(entry& e, std::optional<boost::system::error_code> woken, time_point now);
     void begin(entry& e);
-    void step(entry& e, boost::system::error_code woken);
+    void step(entry& e, boost::system::error_code woken, time_point now);
     /// A read loop ended outside the coroutine: the run ends here, or (a transport error) a
     /// coroutine reconnects or fails it.
     void end_loop(entry& e, const loop_end& end);
@@ -220,8 +221,9 @@ private:
     std::optional<loop_end> read_turn(entry& e, buffer& current);
     bool take_read(entry& e, buffer& current, const read_result& r, std::optional<loop_end>& end);
     void after_turn(entry& e, buffer& current, bool into_buffer);
-    void flush_if_due(entry& e, buffer& current);
-    bool set_down(entry& e, buffer current);
+    /// `now`, when given, is a clock reading just taken (saves reading it again).
+    void flush_if_due(entry& e, buffer& current, std::optional<time_point> now = {});
+    bool set_down(entry& e, buffer current, std::optional<time_point> now = {});
     /// The end of a run: closes the source, flushes what it held, sends EoS or Error (a
     /// non-empty `failure`) or neither (an engine stop), and sets final_state.
     void finish(entry& e, bool ended, const std::string& failure);
