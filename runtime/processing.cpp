@@ -95,54 +95,62 @@ void processing::set_idle_callback(std::function<void()> callback) {
 
 // Items are counted once queued, under the channel's lock: a push that throws (the ring
 // growing) leaves nothing counted, and a drain running meanwhile cannot finish an item before
-// it is counted.
+// it is counted. The same lock claims the drain task when none is pending (it was a second
+// lock per item).
 
 void processing::submit(const std::shared_ptr<channel>& target, buffer filled) {
     SLUICE_ASSERT(filled);
+    channel::item item{channel::item::kind::data, std::move(filled), {}, env_.now()};
+    bool post = false;
     {
         const std::lock_guard lock(target->mutex_);
-        target->queue_.push_back(
-            channel::item{channel::item::kind::data, std::move(filled), {}, env_.now()});
+        target->queue_.push_back(std::move(item));
         queued_.fetch_add(1, std::memory_order_relaxed);
         buffers_queued_.fetch_add(1, std::memory_order_relaxed);
+        post = !std::exchange(target->scheduled_, true);
     }
-    schedule(target);
+    if (post) {
+        post_drain(target);
+    }
 }
 
 void processing::end_of_stream(const std::shared_ptr<channel>& target) {
+    channel::item item{channel::item::kind::end_of_stream, {}, {}, env_.now()};
+    bool post = false;
     {
         const std::lock_guard lock(target->mutex_);
-        target->queue_.push_back(
-            channel::item{channel::item::kind::end_of_stream, {}, {}, env_.now()});
+        target->queue_.push_back(std::move(item));
         queued_.fetch_add(1, std::memory_order_relaxed);
+        post = !std::exchange(target->scheduled_, true);
     }
-    schedule(target);
+    if (post) {
+        post_drain(target);
+    }
 }
 
 void processing::error(const std::shared_ptr<channel>& target, std::string message) {
-    auto text = std::make_unique<std::string>(std::move(message));
+    channel::item item{channel::item::kind::error, {}, std::make_unique<std::string>(std::move(message)), env_.now()};
+    bool post = false;
     {
         const std::lock_guard lock(target->mutex_);
-        target->queue_.push_back(
-            channel::item{channel::item::kind::error, {}, std::move(text), env_.now()});
+        target->queue_.push_back(std::move(item));
         queued_.fetch_add(1, std::memory_order_relaxed);
+        post = !std::exchange(target->scheduled_, true);
     }
-    schedule(target);
+    if (post) {
+        post_drain(target);
+    }
 }
 
-void processing::schedule(const std::shared_ptr<channel>& target) {
-    {
-        const std::lock_guard lock(target->mutex_);
-        if (target->scheduled_ || target->queue_.empty()) {
-            return;
-        }
-        target->scheduled_ = true;
-    }
+void processing::post_drain(const std::shared_ptr<channel>& target) {
     env_.post_compute([this, target] { drain(target); });
 }
 
 void processing::drain(const std::shared_ptr<channel>& target) {
+    // One clock read per item: each item's end starts the next one's time (four reads for a
+    // one-buffer task before; most tasks are one buffer when processing keeps up).
     const auto started = env_.now();
+    auto mark = started;
     std::uint64_t done = 0;
     bool more = false;
     for (std::uint32_t i = 0; i < options_.batch_buffers_max; ++i) {
@@ -166,19 +174,21 @@ void processing::drain(const std::shared_ptr<channel>& target) {
         case channel::item::kind::data: {
             buffers_queued_.fetch_sub(1, std::memory_order_relaxed);
             buffers_in_progress_.fetch_add(1, std::memory_order_relaxed);
-            const auto started_buffer = env_.now();
             process(*target, next.filled, std::move(target->output_));
             next.filled.reset(); // back to the pool before the sink hears of the next one
             buffers_in_progress_.fetch_sub(1, std::memory_order_relaxed);
-            buffer_seconds_.observe(
-                std::chrono::duration<double>(env_.now() - started_buffer).count());
+            const auto processed = env_.now();
+            buffer_seconds_.observe(std::chrono::duration<double>(processed - mark).count());
+            mark = processed;
             break;
         }
         case channel::item::kind::end_of_stream:
             sink_.on_end_of_stream(target->origin_id_);
+            mark = env_.now();
             break;
         case channel::item::kind::error:
             sink_.on_error(target->origin_id_, *next.message);
+            mark = env_.now();
             break;
         }
         ++done;
@@ -188,11 +198,11 @@ void processing::drain(const std::shared_ptr<channel>& target) {
         more = !target->queue_.empty();
         target->scheduled_ = more;
     }
-    busy_nanoseconds_total_.fetch_add(static_cast<std::uint64_t>((env_.now() - started).count()),
+    busy_nanoseconds_total_.fetch_add(static_cast<std::uint64_t>((mark - started).count()),
                                       std::memory_order_relaxed);
     if (more) {
         // Yield to other sources' channels rather than run one source to exhaustion.
-        env_.post_compute([this, target] { drain(target); });
+        post_drain(target);
     }
     finished_items(done);
 }
@@ -250,7 +260,7 @@ bool processing::take_output(const std::shared_ptr<channel>& target) {
                 return; // aborted at teardown (buffer_pool::abort_processing_waiters)
             }
             target->output_ = std::move(granted);
-            env_.post_compute([this, target] { drain(target); });
+            post_drain(target);
         }));
     return false;
 }

@@ -122,7 +122,8 @@ public:
     std::uint64_t queued() const noexcept { return queued_.load(std::memory_order_relaxed); }
 
 private:
-    void schedule(const std::shared_ptr<channel>& target);
+    /// Posts the channel's drain task; the caller has claimed it (set scheduled_).
+    void post_drain(const std::shared_ptr<channel>& target);
     void drain(const std::shared_ptr<channel>& target);
     void process(channel& target, buffer& input, buffer output);
     /// For output_per_buffer: takes the channel's output buffer, or starts waiting for one and
