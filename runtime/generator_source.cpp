@@ -77,8 +77,13 @@ asio::awaitable<error_code> generator_source::wait_readable() {
 void generator_source::park(wake_callback wake) {
     // Closed since should_park (a stop raced it): end the wait at once, still on the lane.
     const duration delay = closed_ ? duration{0} : next_burst() - env_.now();
-    timer_->on_expiry(delay, [this, wake = std::move(wake)](bool elapsed) {
-        wake(elapsed && !closed_ ? error_code{} : error_code(asio::error::operation_aborted));
+    // The wake waits in a member, so the timer's callback (only `this`) fits std::function's
+    // inline storage: capturing the wake allocated in every park.
+    parked_wake_ = std::move(wake);
+    timer_->on_expiry(delay, [this](bool elapsed) {
+        const wake_callback parked = std::move(parked_wake_); // which may park again
+        parked_wake_ = nullptr;
+        parked(elapsed && !closed_ ? error_code{} : error_code(asio::error::operation_aborted));
     });
 }
 

@@ -57,6 +57,7 @@ private:
     executor lane_;
     generator_options options_;
     std::unique_ptr<timer> timer_;
+    wake_callback parked_wake_; ///< while parked: the timer's callback then needs only `this`
     time_point start_{};
     model::generator_record_writer writer_;                ///< formats records next(), next() + 1, ...
     std::array<char, generator_record_bytes_max> pending_{}; ///< a record cut by a full buffer
