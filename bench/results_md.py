@@ -136,26 +136,30 @@ def render(results):
           f"step (an idle generator that has read its first record and emitted or held it: a sluice "
           f"source has parked at the end of that step, a baseline thread has been through its loop "
           f"once). Measured split of sluice's {s10k['start_seconds'] * 1e3:.0f} ms: "
-          f"{s10k['start_register_seconds'] * 1e3:.0f} ms inside `register_source` (pool admission under "
-          f"the pool mutex, the registry entry, a processing channel, the generator's timer), "
-          f"{s10k['start_call_seconds'] * 1e3:.0f} ms inside `start` (all sources at once: claimed under one "
+          f"{s10k['start_register_seconds'] * 1e3:.0f} ms in the registration loop (pool admission, the "
+          f"registry entry, the source and its timer, a processing channel: about 790 B of new heap a "
+          f"source, and the page faults of that new memory are half of the loop's time in perf), "
+          f"{s10k['start_call_seconds'] * 1e3:.1f} ms inside `start` (all sources at once: claimed under one "
           f"lock, one post per lane) and {rest * 1e3:.0f} ms until every first step has run. A first step "
-          f"now runs without a coroutine (`source::open_now`, one read turn, emit or hold, park): "
-          f"1.6–2.4 µs of a lane's CPU time per source (thread CPU time of the start handler, 5,000 "
-          f"sources a lane, after the pool's arena was populated up front), and 2.1–5 µs of wall time, "
-          f"because the same 2 cores also run oneTBB's workers processing each first record (a compute "
-          f"task per channel, and their spinning between tasks) and the polling thread. In the "
-          f"handler (perf), arming the generator's timer for its next record is about a third, "
-          f"clock reads a sixth, the read a fifth. {s10k['start_seconds'] / top * 1e6:.1f} µs per source against "
+          f"runs without a coroutine (`source::open_now`, one read turn, emit or hold, park). With "
+          f"`--start-only` the two lanes' thread CPU time (from /proc, medians of 10–12 runs) is "
+          f"8.6–10.3 ms for the 10,000 first steps (0.9–1.0 µs of a lane per source), and oneTBB's "
+          f"workers add 3.2–5.4 ms processing the first records one task per channel and spinning "
+          f"between tasks; without the demand flush the lanes need 6.2 ms and the workers nothing. "
+          f"Inside an ingest run (this table) the same start takes longer and varies more (10–31 ms in "
+          f"single runs), on the same two cores. In the lanes' time (perf) the first-use memory of each "
+          f"source (the timer's wait operation, the channel's queue) with its page faults is about a "
+          f"quarter, the emit into processing a quarter, clock reads a sixth. "
+          f"{s10k['start_seconds'] / top * 1e6:.1f} µs per source against "
           f"{b10k['start_seconds'] / top * 1e6:.1f} µs per baseline thread, so "
-          f"{b10k['start_seconds'] / s10k['start_seconds']:.1f}× (over six full runs on 2026-11-27, "
-          f"14.4–23.6 ms against 279–400 ms: 13.6–21.4×). 30× means about 1.3 µs per source "
-          "including registration and its first record through processing, on two cores shared with "
-          "oneTBB's workers: the registration (0.5 µs) and the step (1.6–2.4 µs) each would have to "
-          "shrink further, and the first records would have to reach processing in batches rather "
-          "than as a task per channel. (Until this session sluice's count was met once its lanes' "
-          "queues were empty, which a poll could see as soon as the start handlers had begun: earlier "
-          "start figures here read low by up to half, or high, by when a poll fell.)")
+          f"{b10k['start_seconds'] / s10k['start_seconds']:.1f}× (three full runs on 2026-11-28: "
+          f"both record sizes, 15.8–23.6 ms against 305–411 ms, 13.8–19.5×; six on 2026-11-27: 13.6–21.4×). 30× means "
+          "1.0–1.4 µs per source all told, on two cores shared with oneTBB's workers; the registration "
+          "alone is 0.5–0.6 µs, half of it the page faults of memory every source needs, so the "
+          "remaining gap is not one cost but all of them. (Until 2026-11-27 sluice's count was met "
+          "once its lanes' queues were empty, which a poll could see as soon as the start handlers "
+          "had begun: earlier start figures here read low by up to half, or high, by when a poll "
+          "fell.)")
     iperf = _ceiling(results, "iperf3")
     s1k = _row(results, "sluice", 1000)
     b1k = _row(results, "thread_per_source", 1000)
@@ -163,7 +167,7 @@ def render(results):
         pairs19 = [(_row(results, "sluice", n), _row(results, "thread_per_source", n)) for n in (1000, top)]
         pairs19 = [(a, b) for a, b in pairs19 if a and b]
         met19 = bool(pairs19) and all(_ratio(a["gb_per_second"], b["gb_per_second"]) >= 1.3 for a, b in pairs19)
-        w(f"- **Throughput, 19-byte records ({'met in this run' if met19 else 'not met in this run'}).** Until this session the harness was the ceiling here, "
+        w(f"- **Throughput, 19-byte records ({'met in this run' if met19 else 'not met in this run'}).** Until 2026-11-27 the harness was the ceiling here, "
           f"not either runner: the load generator formatted every record as it sent it (a whole core: "
           f"0.48–0.52 CPU s over a 0.6 s run at 1,000 connections) and the sink checked every record by "
           f"formatting it again (about 40% of the worker's CPU), so both runners got what was left of two "
@@ -175,7 +179,10 @@ def render(results):
           f"loopback the receiver's window updates also run the sender's transmit), oneTBB's workers "
           f"spinning and yielding between the small compute tasks (a quarter of the worker's samples at "
           f"1,000 sources; Debian 12's oneTBB 2021.8 has no setting for it, while oneTBB 2022 and later "
-          f"let an arena's workers leave at once, `task_arena::leave_policy::fast`), and the framing.")
+          f"let an arena's workers leave at once, `task_arena::leave_policy::fast`), and the framing. "
+          f"The margin is thin against this box's noise: over the three full runs on 2026-11-28 the four "
+          f"≥ 1.3× cells held in 10 of 12 (1.17× once at 1,000 sources with 19-byte records, where sluice "
+          f"gave 1.02–1.91 GB/s in single runs that day, and 1.28× once at 10,000 with 1 KiB records).")
         s100p = _row(results, "sluice", 100, PAD)
         if s100p:
             w(f"- **Throughput against iperf3, 1 KiB records.** At 100 sources, the series the iperf3 samples "
@@ -183,9 +190,10 @@ def render(results):
               f"{100 * s100p['gb_per_second'] / iperf:.1f}% of "
               f"iperf3's {iperf:.2f} GB/s (median of the samples taken before each repeat of this series, "
               f"{_ceiling_spread(results, 'iperf3')}); both drift by a third within minutes on this shared box "
-              "(sluice 2.0–3.4 GB/s in single runs on 2026-11-27; earlier full runs that day gave 72.1%, 71.9%, "
-              "65.1% and 58.1% of iperf3, and 52% in one whose load generator still sent padded records from "
-              "memory), so this target sits at the edge of the noise. "
+              "(sluice 2.0–3.4 GB/s in single runs on 2026-11-27; full runs that day gave 72.1%, 71.9%, "
+              "65.1%, 63.6% and 58.1% of iperf3, and 52% in one whose load generator still sent padded records "
+              "from memory; the three full runs on 2026-11-28 gave 71.7%, 74.1% and 70.2%, with iperf3's own "
+              "samples at 2.95–4.32 GB/s), so this target sits at the edge of the noise. "
               f"The worker's {s100p['cpu_seconds_per_gb']:.2f} CPU s/GB is now mostly the kernel's receive "
               "copy and TCP stack (perf: `_copy_to_iter` alone is the largest symbol); the user-space "
               "pipeline (byte counting, hashing, emit) is under a fifth of it. iperf3's receiver does no "
@@ -214,11 +222,11 @@ def render(results):
     sims = [r for r in results.get("sim", []) if r.get("ok")]
     sim_top = max(sims, key=lambda r: r["sources"]) if sims else None
     w("- **Simulator.** An event is one handler the simulator steps (a lane's handler, a timer's or a "
-      "compute task); the work per event is the production code's. This session removed events rather "
+      "compute task); the work per event is the production code's. The steps (2026-11-27) removed events rather "
       "than made them cheaper: a parked source that wakes now reads in its wake callback instead of "
       "spawning its coroutine again (a `co_spawn`, its frames and one more handler), so at 10,000 "
       "sources a run takes 226–242k events instead of 323–349k and 0.32 s of wall time instead of "
-      "0.46 s (seeds 1–3, with this session's processing queue change too; old and new binaries "
+      "0.46 s (seeds 1–3, with that day's processing queue change too; old and new binaries "
       "alternating on 2026-11-27). Events per second stayed where they were (0.69–0.76M before, "
       "0.71–0.75M after, same runs), because each remaining event carries more of the work: perf "
       "at 10,000 sources puts processing (framing, counting, the verifying sink) at about "
@@ -230,11 +238,14 @@ def render(results):
       + "Reaching it by this count would mean splitting work into more handlers, which is the "
       "opposite of what makes the simulator faster, so it is reported as missed. Making the events "
       "cheaper gave about 7% (the verifying sink's origin lookups and the digit counts, below); the "
-      "rest is spread over the production code's own handlers.")
+      "rest is spread over the production code's own handlers. The 2026-11-28 changes to the step and "
+      "the processing path (fewer clock reads and locks) left the simulator within its noise (old and "
+      "new binaries alternating, seeds 1–3: 0.35–0.48 s and 0.34–0.40 s): its clock is a variable, "
+      "and the handlers they shortened were not where its time goes.")
     w("")
 
     w("## Fixed from this benchmark: before → after\n")
-    w("Measured on this machine, 2026-11-27, before and after each change (single "
+    w("Measured on this machine, 2026-11-27 and -28, before and after each change (single "
       "`sluice-ingest-bench` runs for intermediate steps, full `ci/bench` runs otherwise; ±10% and "
       "more for start times).\n")
     w("| change | measure | before | after |")
@@ -316,6 +327,20 @@ def render(results):
       "formatted as 32-bit numbers (trace hashes unchanged; old and new binaries alternating, two "
       "rounds) | simulator wall s / events/s, 10,000 sources, seeds 1–3 | 0.349–0.364 s / 643–678k | "
       "0.326–0.339 s / 679–741k |")
+    w("| start path, 2026-11-28: oneTBB's arena initialised with the environment (the first emit did it, "
+      "about a millisecond of a lane); a step reads the clock twice (was up to six) and a compute task "
+      "once per item (was twice per buffer and twice per task); one lock per item queued for processing "
+      "(was two); a parked generator's timer callback without an allocation; timers on the lane's "
+      "concrete executor | thread CPU time of the two lanes / of oneTBB's workers while 10,000 "
+      "generators start (`--start-only`, from /proc, medians of 10–12 runs each); lanes without the "
+      "demand flush | 12.4 / 5.9 ms; 8.2 ms | 8.6–10.3 / 3.2–5.4 ms; 6.2 ms |")
+    w("| the same, in wall time | start of 10,000 sources, `--start-only`, medians of 10–12 runs / inside "
+      "an ingest run, old and new binaries alternating (8 and 12 rounds) | 20.6 ms / 20.9 and 15.5 ms | "
+      "15.3–17.0 ms / 16.0 and 16.5 ms (within the noise) |")
+    w("| harness, start phase: the sink only counts (it allocated each origin's hash state on its first "
+      "record, under one lock); the poller reads one counter (`stats()` walked 10,000 sources every "
+      "millisecond); the registration loop timed as a whole | start of 10,000 sources, `--start-only`, "
+      "15 alternating runs, median (q1–q3) | 17.7 ms (15.7–20.4) | 17.3 ms (15.9–18.6), within the noise |")
     w("| simulator: one reused step-order vector instead of an allocation per step; stream lengths from "
       "the record writer | wall seconds, 10,000 sources, seeds 1–3 | 0.48–0.51 | 0.46–0.47 |")
     w("")
