@@ -142,8 +142,8 @@ public:
     /// instead of a hash per origin (XXH3-64, streaming, so the hash does not depend on how the
     /// records were split into deliveries). `corrupt_one_byte`: the harness's self-test; the first
     /// data of one origin is checked with a byte flipped, and verify() must report it.
-    bench_sink(use kept, bool check_records, bool corrupt_one_byte)
-        : use_(kept), check_records_(check_records), corrupt_one_byte_(corrupt_one_byte) {}
+    bench_sink(use what, bool check_records, bool corrupt_one_byte)
+        : use_(what), check_records_(check_records), corrupt_one_byte_(corrupt_one_byte) {}
 
     void on_data(const data_event& event) override {
         bytes_.fetch_add(event.raw.size(), std::memory_order_relaxed);
@@ -368,7 +368,7 @@ private:
         }
     }
 
-    use use_;
+    use use_; ///< what the sink keeps (see use)
     bool check_records_;
     bool corrupt_one_byte_;
     std::atomic<bool> corrupted_{false};
@@ -387,8 +387,8 @@ private:
 
 class worker {
 public:
-    worker(const bench_options& o, std::uint32_t sources, bench_sink::use kept)
-        : o_(o), sink_(kept, o.check_records, o.corrupt_one_byte), pool_(pool_for(o, sources)),
+    worker(const bench_options& o, std::uint32_t sources, bench_sink::use what)
+        : o_(o), sink_(what, o.check_records, o.corrupt_one_byte), pool_(pool_for(o, sources)),
           env_(production_options{o.io_threads, o.compute_threads, 1}),
           pipeline_(env_, pool_, sink_, processing_options{}),
           server_(env_, pool_, pipeline_, server_for(o)),

@@ -328,7 +328,8 @@ def render(results):
       "rounds) | simulator wall s / events/s, 10,000 sources, seeds 1–3 | 0.349–0.364 s / 643–678k | "
       "0.326–0.339 s / 679–741k |")
     w("| start path, 2026-11-28: oneTBB's arena initialised with the environment (the first emit did it, "
-      "about a millisecond of a lane); a step reads the clock twice (was up to six) and a compute task "
+      "about a millisecond of a lane); a step reads the clock two or three times (was up to six; "
+      "measured with two, before the idle mark went back after the emit) and a compute task "
       "once per item (was twice per buffer and twice per task); one lock per item queued for processing "
       "(was two); a parked generator's timer callback without an allocation; timers on the lane's "
       "concrete executor | thread CPU time of the two lanes / of oneTBB's workers while 10,000 "

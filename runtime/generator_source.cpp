@@ -79,10 +79,12 @@ void generator_source::park(wake_callback wake) {
     const duration delay = closed_ ? duration{0} : next_burst() - env_.now();
     // The wake waits in a member, so the timer's callback (only `this`) fits std::function's
     // inline storage: capturing the wake allocated in every park.
+    SLUICE_ASSERT(!parked_wake_); // one park at a time (source::park's contract)
     parked_wake_ = std::move(wake);
     timer_->on_expiry(delay, [this](bool elapsed) {
         const wake_callback parked = std::move(parked_wake_); // which may park again
         parked_wake_ = nullptr;
+        SLUICE_ASSERT(parked);
         parked(elapsed && !closed_ ? error_code{} : error_code(asio::error::operation_aborted));
     });
 }

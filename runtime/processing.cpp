@@ -129,7 +129,8 @@ void processing::end_of_stream(const std::shared_ptr<channel>& target) {
 }
 
 void processing::error(const std::shared_ptr<channel>& target, std::string message) {
-    channel::item item{channel::item::kind::error, {}, std::make_unique<std::string>(std::move(message)), env_.now()};
+    auto text = std::make_unique<std::string>(std::move(message));
+    channel::item item{channel::item::kind::error, {}, std::move(text), env_.now()};
     bool post = false;
     {
         const std::lock_guard lock(target->mutex_);
@@ -147,8 +148,9 @@ void processing::post_drain(const std::shared_ptr<channel>& target) {
 }
 
 void processing::drain(const std::shared_ptr<channel>& target) {
-    // One clock read per item: each item's end starts the next one's time (four reads for a
-    // one-buffer task before; most tasks are one buffer when processing keeps up).
+    // One clock read per item: each item's end starts the next one's time, so a buffer's time
+    // includes taking it off the queue (four reads for a one-buffer task before; most tasks
+    // are one buffer when processing keeps up).
     const auto started = env_.now();
     auto mark = started;
     std::uint64_t done = 0;

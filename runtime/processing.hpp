@@ -122,7 +122,8 @@ public:
     std::uint64_t queued() const noexcept { return queued_.load(std::memory_order_relaxed); }
 
 private:
-    /// Posts the channel's drain task; the caller has claimed it (set scheduled_).
+    /// Posts the channel's drain task; the caller holds the channel's claim (scheduled_ is true:
+    /// set by the caller, or kept by a drain that found more or waited for an output buffer).
     void post_drain(const std::shared_ptr<channel>& target);
     void drain(const std::shared_ptr<channel>& target);
     void process(channel& target, buffer& input, buffer output);

@@ -176,7 +176,6 @@ auto parked_wait_handler(wake_callback wake) {
     return allocated_exactly([wake = std::move(wake)](const error_code& error) { wake(error); });
 }
 
-
 /// What every lane executor holds inside its any_io_executor (see lane_executor).
 using lane_executor_type = counting_executor<asio::io_context::executor_type>;
 /// A TCP socket bound to a lane's concrete executor rather than to any_io_executor: 48 bytes
@@ -216,9 +215,8 @@ public:
 private:
     /// On the lane's concrete executor, as the sockets are: no any_io_executor to copy and
     /// query in every wait (a parked generator arms its timer in every step).
-    asio::basic_waitable_timer<std::chrono::steady_clock, asio::wait_traits<std::chrono::steady_clock>,
-                               lane_executor_type>
-        timer_;
+    using clock = std::chrono::steady_clock;
+    asio::basic_waitable_timer<clock, asio::wait_traits<clock>, lane_executor_type> timer_;
 };
 
 class tcp_stream final : public byte_stream {

@@ -53,7 +53,7 @@ public:
     virtual boost::asio::awaitable<boost::system::error_code> wait_readable() = 0;
     /// Parking (see byte_stream::park): true when the source can wait without a coroutine frame
     /// and probably has to wait now; the server then ends the source's coroutine and calls
-    /// `park`, and spawns it again when `wake` runs.
+    /// `park`, and continues it when `wake` runs (a step, or its coroutine if it must wait).
     virtual bool should_park() { return false; }
     /// Only after `should_park()` returned true: `wake` runs once on the lane with what
     /// `wait_readable` would return, never before this returns; `close` ends the wait promptly.

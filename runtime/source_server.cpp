@@ -275,8 +275,9 @@ void source_server::begin(entry& e) {
 
 void source_server::step(entry& e, error_code woken, time_point now) {
     // read_loop's pass after a wait, without a coroutine; see its comments for each part.
-    // Two clock reads (`now`, from the wake, and the turn's end) serve every time this needs:
-    // there were six, a fifth of a lane's time when 10,000 sources start.
+    // The step's own times come from three clock reads (`now`, taken at the wake; the turn's
+    // end; the idle mark when it parks): there were six, a fifth of a lane's time when 10,000
+    // sources start. The source's reads may still read the clock themselves.
     buffer current = take_partial(e);
     if (e.stop_requested) {
         emit(e, current, flush_reason::stop);
@@ -308,7 +309,7 @@ void source_server::step(entry& e, error_code woken, time_point now) {
     // The next pass's wait: parked again, or (data still there after a full turn) a coroutine
     // that waits for readiness, which also yields the lane.
     flush_if_due(e, current, turned);
-    if (set_down(e, std::move(current), turned)) {
+    if (set_down(e, std::move(current))) { // idle from here: after the emit and the holding
         park(e);
         return;
     }
@@ -343,7 +344,7 @@ void source_server::park(entry& e) {
         const auto now = env_.now();
         parked_[kind].fetch_sub(1, std::memory_order_relaxed);
         idle_ns_[kind].fetch_add(nanoseconds(now - e.idle_since), std::memory_order_relaxed);
-        advance(e, error, now); // continues where it parked, without a coroutine unless it must wait
+        advance(e, error, now); // where it parked; a coroutine only if it must wait
     });
     // Counted after park returns: the wake never runs before it does.
     parked_[index_of(e.kind)].fetch_add(1, std::memory_order_relaxed);
@@ -726,7 +727,7 @@ void source_server::flush_if_due(entry& e, buffer& current, std::optional<time_p
     }
 }
 
-bool source_server::set_down(entry& e, buffer current, std::optional<time_point> now) {
+bool source_server::set_down(entry& e, buffer current) {
     // Idle sources hold no buffer; a partial one waits in the lane's holder heap, where the
     // sweeper at its flush deadline, or a pressure or demand wake-up, emits it without the
     // source.
@@ -734,7 +735,7 @@ bool source_server::set_down(entry& e, buffer current, std::optional<time_point>
         hold_partial(e, std::move(current));
     }
     if (options_.park_idle && e.src->should_park()) {
-        e.idle_since = now ? *now : env_.now();
+        e.idle_since = env_.now();
         return true;
     }
     return false;

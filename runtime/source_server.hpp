@@ -227,7 +227,7 @@ private:
     void after_turn(entry& e, buffer& current, bool into_buffer);
     /// `now`, when given, is a clock reading just taken (saves reading it again).
     void flush_if_due(entry& e, buffer& current, std::optional<time_point> now = {});
-    bool set_down(entry& e, buffer current, std::optional<time_point> now = {});
+    bool set_down(entry& e, buffer current);
     /// The end of a run: closes the source, flushes what it held, sends EoS or Error (a
     /// non-empty `failure`) or neither (an engine stop), and sets final_state.
     void finish(entry& e, bool ended, const std::string& failure);
