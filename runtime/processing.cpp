@@ -100,42 +100,31 @@ void processing::set_idle_callback(std::function<void()> callback) {
 
 void processing::submit(const std::shared_ptr<channel>& target, buffer filled) {
     SLUICE_ASSERT(filled);
-    channel::item item{channel::item::kind::data, std::move(filled), {}, env_.now()};
-    bool post = false;
-    {
-        const std::lock_guard lock(target->mutex_);
-        target->queue_.push_back(std::move(item));
-        queued_.fetch_add(1, std::memory_order_relaxed);
-        buffers_queued_.fetch_add(1, std::memory_order_relaxed);
-        post = !std::exchange(target->scheduled_, true);
-    }
-    if (post) {
-        post_drain(target);
-    }
+    enqueue(target, std::move(filled), nullptr);
 }
 
 void processing::end_of_stream(const std::shared_ptr<channel>& target) {
-    channel::item item{channel::item::kind::end_of_stream, {}, {}, env_.now()};
-    bool post = false;
-    {
-        const std::lock_guard lock(target->mutex_);
-        target->queue_.push_back(std::move(item));
-        queued_.fetch_add(1, std::memory_order_relaxed);
-        post = !std::exchange(target->scheduled_, true);
-    }
-    if (post) {
-        post_drain(target);
-    }
+    enqueue(target, {}, nullptr);
 }
 
 void processing::error(const std::shared_ptr<channel>& target, std::string message) {
-    auto text = std::make_unique<std::string>(std::move(message));
-    channel::item item{channel::item::kind::error, {}, std::move(text), env_.now()};
+    enqueue(target, {}, std::make_unique<std::string>(std::move(message)));
+}
+
+void processing::enqueue(const std::shared_ptr<channel>& target, buffer filled,
+                         std::unique_ptr<std::string> message) {
+    using kind = channel::item::kind;
+    const bool data = static_cast<bool>(filled);
+    const kind what = data ? kind::data : (message ? kind::error : kind::end_of_stream);
+    channel::item item{what, std::move(filled), std::move(message), env_.now()};
     bool post = false;
     {
         const std::lock_guard lock(target->mutex_);
         target->queue_.push_back(std::move(item));
         queued_.fetch_add(1, std::memory_order_relaxed);
+        if (data) {
+            buffers_queued_.fetch_add(1, std::memory_order_relaxed);
+        }
         post = !std::exchange(target->scheduled_, true);
     }
     if (post) {

@@ -122,6 +122,10 @@ public:
     std::uint64_t queued() const noexcept { return queued_.load(std::memory_order_relaxed); }
 
 private:
+    /// Queues one item (data when `filled`, an error when `message`, else the end of stream)
+    /// and claims and posts the channel's drain task unless one is pending.
+    void enqueue(const std::shared_ptr<channel>& target, buffer filled,
+                 std::unique_ptr<std::string> message);
     /// Posts the channel's drain task; the caller holds the channel's claim (scheduled_ is true:
     /// set by the caller, or kept by a drain that found more or waited for an output buffer).
     void post_drain(const std::shared_ptr<channel>& target);
