@@ -245,7 +245,8 @@ def render(results):
     w("")
 
     w("## Fixed from this benchmark: before → after\n")
-    w("Measured on this machine, 2026-11-27 and -28, before and after each change (single "
+    w("Measured on the AMD EPYC machine of 2026-11-27 and -28 (not necessarily the one above: "
+      "machines of this kind differ, see the machine line), before and after each change (single "
       "`sluice-ingest-bench` runs for intermediate steps, full `ci/bench` runs otherwise; ±10% and "
       "more for start times).\n")
     w("| change | measure | before | after |")
