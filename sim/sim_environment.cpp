@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <utility>
+#include <vector>
 
 #include <boost/asio/append.hpp>
 #include <boost/asio/as_tuple.hpp>
@@ -259,7 +261,9 @@ sim_environment::sim_environment(const sim_options& options)
 
 sim_environment::~sim_environment() {
     // Drop what is still scheduled before the lanes (their handlers may hold buffers).
-    timers_.clear();
+    timer_heap_.clear();
+    timer_slots_.clear();
+    timer_sequences_.clear();
     compute_.queue.clear();
     blocking_.queue.clear();
 }
@@ -318,30 +322,87 @@ void sim_environment::add_virtual_stream(const std::string& path, const virtual_
     streams_[path] = script;
 }
 
+namespace {
+
+/// Heap order: the earliest deadline on top, ties by arming order (std heaps keep the
+/// greatest on top, hence "later").
+struct fires_later {
+    template <typename Entry>
+    bool operator()(const Entry& a, const Entry& b) const noexcept {
+        return a.deadline != b.deadline ? a.deadline > b.deadline : a.sequence > b.sequence;
+    }
+};
+
+} // namespace
+
+sim_environment::timer_id sim_environment::arm(time_point deadline, pending_timer timer) {
+    std::uint32_t slot = 0;
+    if (free_timer_slots_.empty()) {
+        SLUICE_ASSERT(timer_slots_.size() < timer_slots_max);
+        slot = static_cast<std::uint32_t>(timer_slots_.size());
+        timer_slots_.emplace_back();
+        timer_sequences_.push_back(0);
+    } else {
+        slot = free_timer_slots_.back();
+        free_timer_slots_.pop_back();
+    }
+    SLUICE_ASSERT(!timer_slots_[slot].has_value());
+    const std::uint64_t sequence = next_timer_sequence_++;
+    SLUICE_ASSERT(sequence < (std::uint64_t{1} << (64U - timer_slot_bits)));
+    timer_slots_[slot].emplace(std::move(timer));
+    timer_sequences_[slot] = sequence;
+    timer_heap_.push_back({deadline, sequence, slot});
+    std::push_heap(timer_heap_.begin(), timer_heap_.end(), fires_later{});
+    ++timers_live_;
+    // Cancelled entries wait in the heap until they reach the top; compact before they can
+    // outnumber the live ones (a bound on the heap: at most twice the live timers, plus slack).
+    if (timer_heap_.size() > 2 * timers_live_ + 1024) {
+        std::erase_if(timer_heap_, [this](const timer_entry& e) {
+            return timer_sequences_[e.slot] != e.sequence;
+        });
+        std::make_heap(timer_heap_.begin(), timer_heap_.end(), fires_later{});
+        SLUICE_ASSERT(timer_heap_.size() == timers_live_);
+    }
+    return (sequence << timer_slot_bits) | slot;
+}
+
+sim_environment::pending_timer sim_environment::take_timer(std::uint32_t slot) {
+    SLUICE_ASSERT(timer_sequences_[slot] != 0);
+    SLUICE_ASSERT(timers_live_ > 0);
+    pending_timer taken(std::move(*timer_slots_[slot]));
+    timer_slots_[slot].reset();
+    timer_sequences_[slot] = 0;
+    free_timer_slots_.push_back(slot);
+    --timers_live_;
+    return taken;
+}
+
+void sim_environment::drop_cancelled_top() {
+    while (!timer_heap_.empty() &&
+           timer_sequences_[timer_heap_.front().slot] != timer_heap_.front().sequence) {
+        std::pop_heap(timer_heap_.begin(), timer_heap_.end(), fires_later{});
+        timer_heap_.pop_back();
+    }
+}
+
 sim_environment::timer_id
 sim_environment::add_timer(time_point deadline, runtime::executor lane,
                            asio::any_completion_handler<void(error_code)> done) {
-    const timer_id id = next_timer_++;
-    timers_.emplace(std::pair{deadline, id}, pending_timer{deadline, std::move(lane), std::move(done), {}});
-    timer_deadlines_.emplace(id, deadline);
-    return id;
+    return arm(deadline, pending_timer{std::move(lane), std::move(done), {}});
 }
 
 void sim_environment::at(time_point when, std::function<void()> action) {
-    const timer_id id = next_timer_++;
-    timers_.emplace(std::pair{when, id}, pending_timer{when, {}, {}, std::move(action)});
-    timer_deadlines_.emplace(id, when);
+    arm(when, pending_timer{{}, {}, std::move(action)});
 }
 
 void sim_environment::cancel_timer(timer_id id) {
-    const auto it = timer_deadlines_.find(id);
-    if (it == timer_deadlines_.end()) {
-        return; // already fired or cancelled
+    const auto slot = static_cast<std::uint32_t>(id & (timer_slots_max - 1));
+    const std::uint64_t sequence = id >> timer_slot_bits;
+    if (slot >= timer_sequences_.size() || timer_sequences_[slot] != sequence) {
+        return; // already fired or cancelled (its slot may hold a newer timer by now)
     }
-    auto node = timers_.extract(std::pair{it->second, id});
-    timer_deadlines_.erase(it);
-    if (!node.empty() && node.mapped().done) {
-        auto& pending = node.mapped();
+    auto pending = take_timer(slot);
+    if (pending.done) {
         asio::post(pending.lane, asio::append(std::move(pending.done),
                                               error_code(asio::error::operation_aborted)));
     }
@@ -349,11 +410,17 @@ void sim_environment::cancel_timer(timer_id id) {
 
 bool sim_environment::fire_due_timers() {
     bool fired = false;
-    while (!timers_.empty() && timers_.begin()->first.first <= now_) {
-        auto node = timers_.extract(timers_.begin());
-        timer_deadlines_.erase(node.key().second);
-        auto& pending = node.mapped();
-        mix(0x7100 ^ node.key().second);
+    for (;;) {
+        drop_cancelled_top();
+        if (timer_heap_.empty() || timer_heap_.front().deadline > now_) {
+            break;
+        }
+        std::pop_heap(timer_heap_.begin(), timer_heap_.end(), fires_later{});
+        const timer_entry due = timer_heap_.back();
+        timer_heap_.pop_back();
+        // Taken out of its slot before it runs: an action may arm a timer that reuses the slot.
+        auto pending = take_timer(due.slot);
+        mix(0x7100 ^ due.sequence);
         if (pending.action) {
             pending.action();
         } else {
@@ -456,8 +523,9 @@ sim_environment::step_result sim_environment::step() {
     }
     // Nothing can run now: jump to the next timer or the next worker to become free.
     time_point next = time_point::max();
-    if (!timers_.empty()) {
-        next = timers_.begin()->first.first;
+    drop_cancelled_top();
+    if (!timer_heap_.empty()) {
+        next = timer_heap_.front().deadline;
     }
     for (const auto* pool : {&compute_, &blocking_}) {
         if (!pool->queue.empty()) {

@@ -11,9 +11,8 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <set>
+#include <optional>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include <boost/asio/any_completion_handler.hpp>
@@ -124,13 +123,13 @@ public:
 
     std::uint64_t steps() const noexcept { return steps_; }
     std::uint64_t trace_hash() const noexcept { return hash_; }
-    std::size_t timers_pending() const noexcept { return timers_.size(); }
+    std::size_t timers_pending() const noexcept { return timers_live_; }
     std::size_t compute_queued() const noexcept { return compute_.queue.size() + blocking_.queue.size(); }
     random_stream& faults() noexcept { return faults_; }
     random_stream& workload() noexcept { return workload_; }
 
     // Timers (used by the virtual timer and streams). One-shot; `complete` gets
-    // success or operation_aborted, posted to `lane`.
+    // success or operation_aborted, posted to `lane`. Never 0, so 0 can mean "no timer".
     using timer_id = std::uint64_t;
     timer_id add_timer(time_point deadline, runtime::executor lane,
                        boost::asio::any_completion_handler<void(boost::system::error_code)> done);
@@ -142,11 +141,27 @@ private:
         std::deque<std::function<void()>> queue;
     };
     struct pending_timer {
-        time_point deadline{};
         runtime::executor lane;
         boost::asio::any_completion_handler<void(boost::system::error_code)> done;
         std::function<void()> action; ///< simulator actions (at) instead of a handler
     };
+    /// A heap entry: timers fire by (deadline, sequence), the order of the map this replaced
+    /// (trace hashes unchanged). A cancelled timer's entry stays in the heap until it reaches
+    /// the top or the heap is compacted; its slot's sequence no longer matches it.
+    struct timer_entry {
+        time_point deadline{};
+        std::uint64_t sequence = 0;
+        std::uint32_t slot = 0;
+    };
+    /// A timer_id is the sequence above the slot's index.
+    static constexpr unsigned timer_slot_bits = 24;
+    static constexpr std::uint64_t timer_slots_max = std::uint64_t{1} << timer_slot_bits;
+
+    timer_id arm(time_point deadline, pending_timer timer);
+    /// Moves the timer out of its slot and frees the slot for reuse.
+    pending_timer take_timer(std::uint32_t slot);
+    /// Pops cancelled entries off the top, so the top (if any) is a live timer.
+    void drop_cancelled_top();
 
     bool run_pool(pool_state& pool, std::uint64_t tag);
     bool fire_due_timers();
@@ -159,9 +174,17 @@ private:
     std::vector<std::unique_ptr<boost::asio::io_context>> lanes_;
     pool_state compute_;
     pool_state blocking_;
-    std::map<std::pair<time_point, timer_id>, pending_timer> timers_;
-    std::unordered_map<timer_id, time_point> timer_deadlines_;
-    timer_id next_timer_ = 1;
+    // Timers: a binary min-heap of entries over slots reused through a free list (was a
+    // std::map plus an unordered_map from id to deadline: two node allocations per timer).
+    std::vector<timer_entry> timer_heap_;
+    /// Slots are only ever move-constructed and reset, never assigned or relocated: Boost
+    /// 1.81's any_completion_handler has no move assignment, and assigning or copying one
+    /// wraps it in another (the handlers nested deeper at every reuse until the stack overflowed).
+    std::deque<std::optional<pending_timer>> timer_slots_;
+    std::vector<std::uint64_t> timer_sequences_; ///< by slot: the armed timer's, 0 when free
+    std::vector<std::uint32_t> free_timer_slots_;
+    std::size_t timers_live_ = 0;       ///< armed, neither fired nor cancelled
+    std::uint64_t next_timer_sequence_ = 1;
     std::map<std::string, virtual_stream_script> streams_;
     random_stream root_;
     random_stream scheduler_;
