@@ -263,7 +263,6 @@ sim_environment::~sim_environment() {
     // Drop what is still scheduled before the lanes (their handlers may hold buffers).
     timer_heap_.clear();
     timer_slots_.clear();
-    timer_sequences_.clear();
     compute_.queue.clear();
     blocking_.queue.clear();
 }
@@ -353,27 +352,26 @@ sim_environment::timer_id sim_environment::arm(time_point deadline, pending_time
     timer_sequences_[slot] = sequence;
     timer_heap_.push_back({deadline, sequence, slot});
     std::push_heap(timer_heap_.begin(), timer_heap_.end(), fires_later{});
-    ++timers_live_;
+    const std::size_t live = timers_pending();
     // Cancelled entries wait in the heap until they reach the top; compact before they can
     // outnumber the live ones (a bound on the heap: at most twice the live timers, plus slack).
-    if (timer_heap_.size() > 2 * timers_live_ + 1024) {
+    if (timer_heap_.size() > 2 * live + 1024) {
         std::erase_if(timer_heap_, [this](const timer_entry& e) {
             return timer_sequences_[e.slot] != e.sequence;
         });
         std::make_heap(timer_heap_.begin(), timer_heap_.end(), fires_later{});
-        SLUICE_ASSERT(timer_heap_.size() == timers_live_);
+        SLUICE_ASSERT(timer_heap_.size() == live);
     }
     return (sequence << timer_slot_bits) | slot;
 }
 
 sim_environment::pending_timer sim_environment::take_timer(std::uint32_t slot) {
     SLUICE_ASSERT(timer_sequences_[slot] != 0);
-    SLUICE_ASSERT(timers_live_ > 0);
+    SLUICE_ASSERT(timer_slots_[slot].has_value());
     pending_timer taken(std::move(*timer_slots_[slot]));
     timer_slots_[slot].reset();
     timer_sequences_[slot] = 0;
     free_timer_slots_.push_back(slot);
-    --timers_live_;
     return taken;
 }
 

@@ -123,7 +123,7 @@ public:
 
     std::uint64_t steps() const noexcept { return steps_; }
     std::uint64_t trace_hash() const noexcept { return hash_; }
-    std::size_t timers_pending() const noexcept { return timers_live_; }
+    std::size_t timers_pending() const noexcept { return timer_slots_.size() - free_timer_slots_.size(); }
     std::size_t compute_queued() const noexcept { return compute_.queue.size() + blocking_.queue.size(); }
     random_stream& faults() noexcept { return faults_; }
     random_stream& workload() noexcept { return workload_; }
@@ -177,13 +177,12 @@ private:
     // Timers: a binary min-heap of entries over slots reused through a free list (was a
     // std::map plus an unordered_map from id to deadline: two node allocations per timer).
     std::vector<timer_entry> timer_heap_;
-    /// Slots are only ever move-constructed and reset, never assigned or relocated: Boost
-    /// 1.81's any_completion_handler has no move assignment, and assigning or copying one
-    /// wraps it in another (the handlers nested deeper at every reuse until the stack overflowed).
+    /// Slots are only ever move-constructed and reset, never assigned: Boost 1.81's
+    /// any_completion_handler move assignment constructs from the lvalue `other`, which picks
+    /// its wrapping constructor, and that recursed until the stack overflowed.
     std::deque<std::optional<pending_timer>> timer_slots_;
     std::vector<std::uint64_t> timer_sequences_; ///< by slot: the armed timer's, 0 when free
     std::vector<std::uint32_t> free_timer_slots_;
-    std::size_t timers_live_ = 0;       ///< armed, neither fired nor cancelled
     std::uint64_t next_timer_sequence_ = 1;
     std::map<std::string, virtual_stream_script> streams_;
     random_stream root_;
