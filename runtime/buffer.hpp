@@ -54,6 +54,9 @@ struct buffer_slot {
     std::uint64_t origin_id = 0;      ///< engine-visible id of the source that filled it
     std::uint64_t sequence = 0;       ///< per-origin sequence number, contiguous from 0 or 1
     flush_reason reason = flush_reason::none; ///< why it was emitted
+    /// The first buffer of its origin after a reopen of the transport (a reconnect, a restart):
+    /// its bytes do not continue the record the previous buffer left unfinished.
+    bool discontinuity = false;
 };
 
 } // namespace detail
@@ -119,6 +122,8 @@ public:
     void set_sequence(std::uint64_t sequence) noexcept { checked().sequence = sequence; }
     flush_reason reason() const noexcept { return checked().reason; }
     void set_reason(flush_reason reason) noexcept { checked().reason = reason; }
+    bool discontinuity() const noexcept { return checked().discontinuity; }
+    void set_discontinuity(bool discontinuity) noexcept { checked().discontinuity = discontinuity; }
 
     /// Position of the buffer in the arena; distinct for every live handle of one pool.
     std::uint32_t index() const noexcept { return checked().index; }

@@ -427,6 +427,7 @@ detail::buffer_slot* buffer_pool::take(std::uint32_t owner) noexcept {
     slot.size_bytes = 0;
     slot.sequence = 0;
     slot.reason = flush_reason::none;
+    slot.discontinuity = false;
     if (owner == detail::owner_processing) {
         if (outstanding_processing_ < processing_guaranteed_) {
             --owed_;

@@ -141,7 +141,9 @@ public:
 /// Production never injects; the simulator switches sites on per run from the seed.
 enum class fault_site : std::uint8_t {
     force_acquire_wait, ///< take the suspending acquisition path although a buffer is free
+    enqueue_exception,  ///< queueing a buffer for processing throws (out of memory)
 };
+inline constexpr std::size_t fault_site_count = 2;
 
 /// The seam. Every member is thread-safe unless it says otherwise.
 class environment {
@@ -182,9 +184,11 @@ public:
     /// Binds a UDP socket on `address:port`.
     virtual std::pair<boost::system::error_code, std::unique_ptr<datagram_socket>>
     open_udp(executor lane, const std::string& address, std::uint16_t port) = 0;
-    /// Opens a file for reading from the start.
+    /// Opens a file for reading from byte `offset` (0: the start; a restarted file source
+    /// resumes where it stopped). A file now shorter than `offset` (truncated or replaced) is
+    /// the error `invalid_argument`: nothing is read twice.
     virtual std::pair<boost::system::error_code, std::unique_ptr<byte_stream>>
-    open_file(executor lane, const std::string& path) = 0;
+    open_file(executor lane, const std::string& path, std::uint64_t offset) = 0;
     /// Watches a descriptor owned by a library (MQTT's socket) on `lane`. Environments without
     /// real descriptors (the simulator) return null, and such sources fail to open there.
     virtual std::unique_ptr<descriptor_watch> watch_descriptor(const executor& /*lane*/, int /*fd*/) {

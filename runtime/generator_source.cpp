@@ -28,7 +28,13 @@ std::string generator_source::describe() const {
 asio::awaitable<error_code> generator_source::open() { co_return *open_now(); }
 
 std::optional<error_code> generator_source::open_now() {
+    // The rate resumes where it stopped: after a restart the next record is due now, not
+    // once the source has been open as long again as it ran before.
     start_ = env_.now();
+    if (options_.records_per_second > 0.0) {
+        start_ -= std::chrono::duration_cast<duration>(std::chrono::duration<double>(
+            static_cast<double>(writer_.next()) / options_.records_per_second));
+    }
     closed_ = false;
     return error_code{};
 }

@@ -34,6 +34,8 @@ public:
     generator_source(environment& env, executor lane, const generator_options& options);
 
     source_kind kind() const noexcept override { return source_kind::generator; }
+    /// A restart continues with the next record (a record a full buffer cut is finished).
+    bool continues_after_reopen() const noexcept override { return true; }
     std::string describe() const override;
     boost::asio::awaitable<boost::system::error_code> open() override;
     std::optional<boost::system::error_code> open_now() override;

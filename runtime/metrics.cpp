@@ -170,6 +170,24 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
     b.counter(b.family("sluice_processing_records_dropped_total",
                        "Records longer than record_bytes_max, dropped.", MetricType::Counter),
               d(q.records_dropped_total));
+    b.counter(b.family("sluice_processing_records_truncated_total",
+                       "Unfinished records dropped at a stream discontinuity (a reconnect, a "
+                       "restart) or where the stream ended; never joined to other bytes.",
+                       MetricType::Counter),
+              d(q.records_truncated_total));
+    b.counter(b.family("sluice_sink_failures_total",
+                       "Origins failed because the sink threw for one of their buffers.",
+                       MetricType::Counter),
+              d(q.sink_failures_total));
+    {
+        auto& f = b.family("sluice_lost_bytes_total",
+                           "Bytes read and not delivered, by reason: discarded (their origin had "
+                           "failed in the sink) or dropped (their buffer could not be queued for "
+                           "processing; the source ended with an Error).",
+                           MetricType::Counter);
+        b.counter(f, d(q.bytes_discarded_total), {{"reason", "discarded"}});
+        b.counter(f, d(s.bytes_dropped_total), {{"reason", "dropped"}});
+    }
 
     // Sources.
     {

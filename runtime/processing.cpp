@@ -71,18 +71,19 @@ std::uint64_t processing::discard_queued() {
     std::uint64_t dropped = 0;
     for (const auto& c : live_channels()) {
         channel::item_ring items;
+        bool final_dropped = false;
         {
             const std::lock_guard lock(c->mutex_);
             items = c->queue_.take();
+            final_dropped = std::exchange(c->final_, channel::final_event::none) != channel::final_event::none;
             c->scheduled_ = false;
         }
         c->output_.reset();
         for (; !items.empty(); items.pop_front()) {
-            if (items.front().what == channel::item::kind::data) {
-                buffers_queued_.fetch_sub(1, std::memory_order_relaxed);
-            }
+            buffers_queued_.fetch_sub(1, std::memory_order_relaxed);
             ++dropped;
         }
+        dropped += final_dropped ? 1 : 0;
     }
     queued_.fetch_sub(dropped);
     return dropped;
@@ -93,42 +94,66 @@ void processing::set_idle_callback(std::function<void()> callback) {
     idle_callback_ = std::move(callback);
 }
 
-// Items are counted once queued, under the channel's lock: a push that throws (the ring
-// growing) leaves nothing counted, and a drain running meanwhile cannot finish an item before
-// it is counted. The same lock claims the drain task when none is pending (it was a second
-// lock per item).
+void processing::set_failure_callback(std::function<void(std::uint64_t)> callback) {
+    failure_callback_ = std::move(callback);
+}
 
-void processing::submit(const std::shared_ptr<channel>& target, buffer filled) {
+// Items are counted once queued, under the channel's lock, and the drain task is claimed and
+// posted under the same lock: a push that throws (the ring growing) or a post that throws
+// leaves nothing queued, counted or claimed, so no counter waits for an item that is not there.
+
+bool processing::submit(const std::shared_ptr<channel>& target, buffer filled) {
     SLUICE_ASSERT(filled);
-    enqueue(target, std::move(filled), nullptr);
+    if (target->sink_failed()) {
+        buffers_discarded_total_.fetch_add(1, std::memory_order_relaxed);
+        bytes_discarded_total_.fetch_add(filled.size_bytes(), std::memory_order_relaxed);
+        return false;
+    }
+    channel::item item{std::move(filled), env_.now()};
+    const std::lock_guard lock(target->mutex_);
+    SLUICE_ASSERT(target->final_ == channel::final_event::none); // no data after the end
+    target->queue_.push_back(std::move(item));
+    try {
+        if (env_.inject(fault_site::enqueue_exception)) {
+            throw std::bad_alloc();
+        }
+        schedule_locked(target);
+    } catch (...) {
+        buffer lost = target->queue_.pop_back().filled; // released on the way out
+        throw;
+    }
+    queued_.fetch_add(1, std::memory_order_relaxed);
+    buffers_queued_.fetch_add(1, std::memory_order_relaxed);
+    return true;
 }
 
 void processing::end_of_stream(const std::shared_ptr<channel>& target) {
-    enqueue(target, {}, nullptr);
+    enqueue_final(target, false, {});
 }
 
 void processing::error(const std::shared_ptr<channel>& target, std::string message) {
-    enqueue(target, {}, std::make_unique<std::string>(std::move(message)));
+    enqueue_final(target, true, std::move(message));
 }
 
-void processing::enqueue(const std::shared_ptr<channel>& target, buffer filled,
-                         std::unique_ptr<std::string> message) {
-    using kind = channel::item::kind;
-    const bool data = static_cast<bool>(filled);
-    const kind what = data ? kind::data : (message ? kind::error : kind::end_of_stream);
-    channel::item item{what, std::move(filled), std::move(message), env_.now()};
-    bool post = false;
-    {
-        const std::lock_guard lock(target->mutex_);
-        target->queue_.push_back(std::move(item));
-        queued_.fetch_add(1, std::memory_order_relaxed);
-        if (data) {
-            buffers_queued_.fetch_add(1, std::memory_order_relaxed);
-        }
-        post = !std::exchange(target->scheduled_, true);
+void processing::enqueue_final(const std::shared_ptr<channel>& target, bool is_error,
+                               std::string message) {
+    const std::lock_guard lock(target->mutex_);
+    SLUICE_ASSERT(target->final_ == channel::final_event::none); // one final event per origin
+    target->final_ = is_error ? channel::final_event::error : channel::final_event::end_of_stream;
+    target->final_message_ = std::move(message);
+    try {
+        schedule_locked(target);
+    } catch (...) {
+        target->final_ = channel::final_event::none;
+        throw;
     }
-    if (post) {
-        post_drain(target);
+    queued_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void processing::schedule_locked(const std::shared_ptr<channel>& target) {
+    if (!target->scheduled_) {
+        post_drain(target); // a drain starting meanwhile waits for this lock
+        target->scheduled_ = true;
     }
 }
 
@@ -137,65 +162,138 @@ void processing::post_drain(const std::shared_ptr<channel>& target) {
 }
 
 void processing::drain(const std::shared_ptr<channel>& target) {
+    std::uint64_t done = 0;
+    // The items handled are finished in every case (also when something below throws), so
+    // wait_idle and the idle callback never wait for an item that is gone.
+    struct finishes {
+        processing* self;
+        std::uint64_t& count;
+        ~finishes() { self->finished_items(count); }
+    } const finish_done{this, done};
+    while (drain_batch(target, done)) {
+        try {
+            // Yield to other sources' channels rather than run one source to exhaustion.
+            post_drain(target);
+            return;
+        } catch (...) {
+            // Out of memory for the post: go on here, with the claim still held (the queue is
+            // bounded by the source's cap, so this ends).
+        }
+    }
+}
+
+bool processing::drain_batch(const std::shared_ptr<channel>& target, std::uint64_t& done) {
     // One clock read per item: each item's end starts the next one's time, so a buffer's time
-    // includes taking it off the queue (four reads for a one-buffer task before; most tasks
-    // are one buffer when processing keeps up).
+    // includes taking it off the queue.
     const auto started = env_.now();
     auto mark = started;
-    std::uint64_t done = 0;
-    bool more = false;
     for (std::uint32_t i = 0; i < options_.batch_buffers_max; ++i) {
-        if (options_.output_per_buffer && front_is_data(*target) && !take_output(target)) {
+        if (options_.output_per_buffer && !target->sink_failed() && front_is_data(*target) &&
+            !take_output(target)) {
             // Suspended waiting for an output buffer: the item stays first in the queue and
             // this task ends; the grant reschedules the channel (which stays marked scheduled
             // meanwhile). Only this task takes items out, so the front cannot change.
-            finished_items(done);
-            return;
+            return false;
         }
         channel::item next;
+        auto final = channel::final_event::none;
+        std::string message;
         {
             const std::lock_guard lock(target->mutex_);
-            if (target->queue_.empty()) {
+            if (!target->queue_.empty()) {
+                next = std::move(target->queue_.front());
+                target->queue_.pop_front();
+            } else if (target->final_ != channel::final_event::none) {
+                final = std::exchange(target->final_, channel::final_event::none);
+                message.swap(target->final_message_);
+            } else {
                 break;
             }
-            next = std::move(target->queue_.front());
-            target->queue_.pop_front();
         }
-        switch (next.what) {
-        case channel::item::kind::data: {
+        if (next.filled) {
             buffers_queued_.fetch_sub(1, std::memory_order_relaxed);
-            buffers_in_progress_.fetch_add(1, std::memory_order_relaxed);
-            process(*target, next.filled, std::move(target->output_));
+            deliver(*target, next.filled);
             next.filled.reset(); // back to the pool before the sink hears of the next one
-            buffers_in_progress_.fetch_sub(1, std::memory_order_relaxed);
             const auto processed = env_.now();
             buffer_seconds_.observe(std::chrono::duration<double>(processed - mark).count());
             mark = processed;
-            break;
-        }
-        case channel::item::kind::end_of_stream:
-            sink_.on_end_of_stream(target->origin_id_);
+        } else {
+            deliver_final(*target, final == channel::final_event::error, message);
             mark = env_.now();
-            break;
-        case channel::item::kind::error:
-            sink_.on_error(target->origin_id_, *next.message);
-            mark = env_.now();
-            break;
         }
         ++done;
     }
-    {
-        const std::lock_guard lock(target->mutex_);
-        more = !target->queue_.empty();
-        target->scheduled_ = more;
-    }
     busy_nanoseconds_total_.fetch_add(static_cast<std::uint64_t>((mark - started).count()),
                                       std::memory_order_relaxed);
-    if (more) {
-        // Yield to other sources' channels rather than run one source to exhaustion.
-        post_drain(target);
+    const std::lock_guard lock(target->mutex_);
+    // What is left now (a final event taken above was cleared when taken).
+    const bool more = !target->queue_.empty() || target->final_ != channel::final_event::none;
+    target->scheduled_ = more;
+    return more;
+}
+
+void processing::deliver(channel& target, buffer& input) {
+    if (target.sink_failed()) {
+        buffers_discarded_total_.fetch_add(1, std::memory_order_relaxed);
+        bytes_discarded_total_.fetch_add(input.size_bytes(), std::memory_order_relaxed);
+        target.output_.reset();
+        return;
     }
-    finished_items(done);
+    buffers_in_progress_.fetch_add(1, std::memory_order_relaxed);
+    bool threw = true;
+    try {
+        process(target, input, std::move(target.output_));
+        threw = false;
+    } catch (const std::exception& ex) {
+        fail_origin(target, ex.what());
+    } catch (...) {
+        fail_origin(target, "unknown exception");
+    }
+    if (threw) {
+        // The buffer the sink threw on was not delivered either.
+        buffers_discarded_total_.fetch_add(1, std::memory_order_relaxed);
+        bytes_discarded_total_.fetch_add(input.size_bytes(), std::memory_order_relaxed);
+    }
+    buffers_in_progress_.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void processing::deliver_final(channel& target, bool is_error, const std::string& message) {
+    if (!target.carry_.empty()) {
+        // The stream ended inside a record: it is dropped, and said so.
+        records_truncated_total_.fetch_add(1, std::memory_order_relaxed);
+        target.carry_.clear();
+    }
+    if (target.sink_failed()) {
+        return; // its error event was the origin's last
+    }
+    try {
+        if (is_error) {
+            sink_.on_error(target.origin_id_, message);
+        } else {
+            sink_.on_end_of_stream(target.origin_id_);
+        }
+    } catch (...) {
+        sink_exceptions_total_.fetch_add(1, std::memory_order_relaxed);
+    }
+}
+
+void processing::fail_origin(channel& target, const char* what) {
+    sink_exceptions_total_.fetch_add(1, std::memory_order_relaxed);
+    sink_failures_total_.fetch_add(1, std::memory_order_relaxed);
+    target.sink_failed_.store(true, std::memory_order_release);
+    target.carry_.clear();
+    try {
+        sink_.on_error(target.origin_id_, std::string("the sink failed: ") + what);
+    } catch (...) {
+        sink_exceptions_total_.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (failure_callback_) {
+        try {
+            failure_callback_(target.origin_id_);
+        } catch (...) {
+            // The source then stops at its next buffer (submit refuses it).
+        }
+    }
 }
 
 void processing::finished_items(std::uint64_t count) {
@@ -217,7 +315,12 @@ void processing::finished_items(std::uint64_t count) {
     const std::lock_guard lock(idle_mutex_);
     if (queued_.fetch_sub(count, std::memory_order_acq_rel) == count) {
         if (idle_callback_) {
-            idle_callback_();
+            try {
+                idle_callback_();
+            } catch (...) {
+                // A demand wake-up that could not be posted: partial buffers then wait for
+                // their flush timeout, which still flushes them.
+            }
         }
         idle_.notify_all();
     }
@@ -230,7 +333,7 @@ void processing::wait_idle() {
 
 bool processing::front_is_data(channel& target) {
     const std::lock_guard lock(target.mutex_);
-    return !target.queue_.empty() && target.queue_.front().what == channel::item::kind::data;
+    return !target.queue_.empty();
 }
 
 bool processing::take_output(const std::shared_ptr<channel>& target) {
@@ -284,6 +387,16 @@ void processing::process(channel& target, buffer& input, buffer provided) {
         ++event.record_count;
     };
 
+    if (input.discontinuity()) {
+        // A new connection: what the last one left unfinished is dropped, never joined to
+        // these bytes (an oversize record being skipped was counted when it began).
+        if (!target.carry_.empty()) {
+            ++event.records_truncated;
+        }
+        target.carry_.clear();
+        target.skipping_ = false;
+        target.skip_bytes_ = 0;
+    }
     std::size_t pos = 0;
     if (options_.record_framing == framing::newline) {
         if (!target.carry_.empty() || target.skipping_) {
@@ -395,6 +508,7 @@ void processing::process(channel& target, buffer& input, buffer provided) {
     records_by_kind_[target.kind_index_].fetch_add(event.record_count, std::memory_order_relaxed);
     fields_total_.fetch_add(event.field_count, std::memory_order_relaxed);
     records_dropped_total_.fetch_add(event.records_dropped, std::memory_order_relaxed);
+    records_truncated_total_.fetch_add(event.records_truncated, std::memory_order_relaxed);
 }
 
 processing_stats processing::stats() const {
@@ -404,6 +518,11 @@ processing_stats processing::stats() const {
     s.records_total = records_total_.load(std::memory_order_relaxed);
     s.fields_total = fields_total_.load(std::memory_order_relaxed);
     s.records_dropped_total = records_dropped_total_.load(std::memory_order_relaxed);
+    s.records_truncated_total = records_truncated_total_.load(std::memory_order_relaxed);
+    s.sink_failures_total = sink_failures_total_.load(std::memory_order_relaxed);
+    s.sink_exceptions_total = sink_exceptions_total_.load(std::memory_order_relaxed);
+    s.buffers_discarded_total = buffers_discarded_total_.load(std::memory_order_relaxed);
+    s.bytes_discarded_total = bytes_discarded_total_.load(std::memory_order_relaxed);
     s.queued = queued_.load(std::memory_order_relaxed);
     s.busy_nanoseconds_total = busy_nanoseconds_total_.load(std::memory_order_relaxed);
     s.buffers_queued = buffers_queued_.load(std::memory_order_relaxed);

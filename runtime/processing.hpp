@@ -58,10 +58,18 @@ struct data_event {
     std::uint64_t record_count = 0; ///< including the spanning record
     std::uint64_t field_count = 0;  ///< CSV fields over all those records
     std::uint64_t records_dropped = 0; ///< records longer than record_bytes_max, skipped
+    /// 1 when this buffer starts a new connection (a reconnect, a restart) and the previous
+    /// connection had left a record unfinished: that record was dropped, never joined to
+    /// these bytes.
+    std::uint64_t records_truncated = 0;
 };
 
 /// The engine-facing sink. Called on compute threads; for one origin, calls never overlap and
 /// come in order: data events in sequence order, then at most one end-of-stream or error.
+/// An exception from `on_data` fails that origin: processing reports it by `on_error` (with
+/// the exception's message), drops the origin's later buffers (counted as discarded) and asks
+/// the source to stop (see `processing::set_failure_callback`); other origins are unaffected.
+/// An exception from `on_end_of_stream` or `on_error` is counted and otherwise ignored.
 class sink {
 public:
     virtual ~sink() = default;
@@ -76,6 +84,13 @@ struct processing_stats {
     std::uint64_t records_total = 0;
     std::uint64_t fields_total = 0;
     std::uint64_t records_dropped_total = 0;
+    /// Unfinished records dropped at a stream discontinuity (a reconnect, a restart) or at the
+    /// end of the stream (the source ended inside a record).
+    std::uint64_t records_truncated_total = 0;
+    std::uint64_t sink_failures_total = 0;   ///< origins failed by an exception from on_data
+    std::uint64_t sink_exceptions_total = 0; ///< every exception a sink call threw
+    std::uint64_t buffers_discarded_total = 0; ///< buffers of failed origins, not delivered
+    std::uint64_t bytes_discarded_total = 0;   ///< their bytes
     std::uint64_t queued = 0;             ///< items submitted and not yet processed
     std::uint64_t busy_nanoseconds_total = 0;
     std::uint64_t buffers_queued = 0;      ///< data buffers waiting in channels
@@ -101,15 +116,22 @@ public:
     /// `kind_index` (< 8) groups per-kind counters (the source kind, for metrics).
     std::shared_ptr<channel> open_channel(std::uint64_t origin_id, std::size_t kind_index = 0);
 
-    /// Queues a filled buffer. Any thread.
-    void submit(const std::shared_ptr<channel>& target, buffer filled);
-    /// Queues the end-of-stream event after everything submitted before.
+    /// Queues a filled buffer. Any thread. False when the channel's origin has failed in the
+    /// sink: the buffer is released and counted as discarded. Throws when the buffer cannot be
+    /// queued (out of memory); nothing is queued or counted then, and the buffer is released.
+    bool submit(const std::shared_ptr<channel>& target, buffer filled);
+    /// Queues the end-of-stream event after everything submitted before. Allocates nothing
+    /// but the drain task's post. At most one final event (this or `error`) per channel.
     void end_of_stream(const std::shared_ptr<channel>& target);
-    /// Queues the error event after everything submitted before.
+    /// Queues the error event after everything submitted before (see `end_of_stream`).
     void error(const std::shared_ptr<channel>& target, std::string message);
 
     /// Called on a compute thread each time the pool becomes idle (nothing queued).
     void set_idle_callback(std::function<void()> callback);
+    /// Called on a compute thread with the origin id when the sink threw for one of its
+    /// buffers (the source should stop: its later buffers are discarded). Set before sources
+    /// run; not while processing runs.
+    void set_failure_callback(std::function<void(std::uint64_t)> callback);
     /// Waits (without a clock) until nothing is queued. Not from a compute thread.
     void wait_idle();
     /// Drops everything queued in every channel, returning its buffers (teardown after a
@@ -122,14 +144,24 @@ public:
     std::uint64_t queued() const noexcept { return queued_.load(std::memory_order_relaxed); }
 
 private:
-    /// Queues one item (data when `filled`, an error when `message`, else the end of stream)
-    /// and claims and posts the channel's drain task unless one is pending.
-    void enqueue(const std::shared_ptr<channel>& target, buffer filled,
-                 std::unique_ptr<std::string> message);
+    /// Queues the final event (end of stream, or an error when `is_error`) and claims and posts
+    /// the channel's drain task unless one is pending.
+    void enqueue_final(const std::shared_ptr<channel>& target, bool is_error, std::string message);
+    /// Claims the channel's drain task and posts it, unless one is pending. Under the channel's
+    /// lock; a post that throws leaves the claim unmade.
+    void schedule_locked(const std::shared_ptr<channel>& target);
     /// Posts the channel's drain task; the caller holds the channel's claim (scheduled_ is true:
     /// set by the caller, or kept by a drain that found more or waited for an output buffer).
     void post_drain(const std::shared_ptr<channel>& target);
     void drain(const std::shared_ptr<channel>& target);
+    /// One batch of the channel's items; true when more are left (the claim is kept then).
+    bool drain_batch(const std::shared_ptr<channel>& target, std::uint64_t& done);
+    /// One data item: processed and given to the sink, or (a failed origin) discarded.
+    void deliver(channel& target, buffer& input);
+    /// The final event to the sink, unless the origin failed (its error was said already).
+    void deliver_final(channel& target, bool is_error, const std::string& message);
+    /// The sink threw for the origin's buffer: its error event, then the source is told.
+    void fail_origin(channel& target, const char* what);
     void process(channel& target, buffer& input, buffer output);
     /// For output_per_buffer: takes the channel's output buffer, or starts waiting for one and
     /// returns false (the drain resumes when it is granted).
@@ -144,6 +176,7 @@ private:
     sink& sink_;
     processing_options options_;
     std::function<void()> idle_callback_;
+    std::function<void(std::uint64_t)> failure_callback_;
     std::atomic<std::uint64_t> queued_{0};
     mutable std::mutex idle_mutex_;
     std::condition_variable idle_;
@@ -152,6 +185,11 @@ private:
     std::atomic<std::uint64_t> records_total_{0};
     std::atomic<std::uint64_t> fields_total_{0};
     std::atomic<std::uint64_t> records_dropped_total_{0};
+    std::atomic<std::uint64_t> records_truncated_total_{0};
+    std::atomic<std::uint64_t> sink_failures_total_{0};
+    std::atomic<std::uint64_t> sink_exceptions_total_{0};
+    std::atomic<std::uint64_t> buffers_discarded_total_{0};
+    std::atomic<std::uint64_t> bytes_discarded_total_{0};
     std::atomic<std::uint64_t> busy_nanoseconds_total_{0};
     std::atomic<std::uint64_t> output_waits_{0};
     std::atomic<std::uint64_t> buffers_queued_{0};
@@ -169,14 +207,19 @@ public:
     channel(std::uint64_t origin_id, std::size_t kind_index)
         : origin_id_(origin_id), kind_index_(static_cast<std::uint8_t>(kind_index)) {}
 
+    /// True once the sink threw for one of this origin's buffers: its Error has been sent and
+    /// later buffers are discarded. Any thread.
+    bool sink_failed() const noexcept { return sink_failed_.load(std::memory_order_acquire); }
+
 private:
     friend class processing;
+    /// A queued data buffer. The final event (EoS or Error) is not an item: it waits in
+    /// `final_` until the queue is empty, so queueing it never grows the ring.
     struct item {
-        enum class kind : std::uint8_t { data, end_of_stream, error } what = kind::data;
         buffer filled;
-        std::unique_ptr<std::string> message; ///< error only (kept out of line: items are many)
         time_point queued_at{}; ///< when submitted (for the oldest-age gauge)
     };
+    enum class final_event : std::uint8_t { none, end_of_stream, error };
 
     // Every source has a channel: small fields together, so idle sources pay no padding.
     std::uint64_t origin_id_;
@@ -211,6 +254,11 @@ private:
             head_ = (head_ + 1) & (capacity_ - 1);
             --size_;
         }
+        /// Takes back the item just pushed (a post that failed).
+        item pop_back() noexcept {
+            --size_;
+            return std::exchange(slots_[(head_ + size_) & (capacity_ - 1)], item{});
+        }
         void push_back(item&& value) {
             room_for_one();
             slots_[(head_ + size_) & (capacity_ - 1)] = std::move(value);
@@ -238,7 +286,10 @@ private:
         std::uint32_t size_ = 0;
         std::uint32_t capacity_ = 0;
     };
-    item_ring queue_; ///< bounded by the source's cap (+ one final event)
+    item_ring queue_; ///< data only; bounded by the source's cap
+    std::string final_message_;           ///< the error's text (under mutex_)
+    final_event final_ = final_event::none; ///< queued after the data (under mutex_)
+    std::atomic<bool> sink_failed_{false};
     // Touched only by the single drain task running for this channel:
     std::string carry_;          ///< bytes of a record not yet ended
     std::uint64_t skip_bytes_ = 0; ///< length-prefixed framing: bytes of an oversize frame left

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -628,10 +629,18 @@ production_environment::open_udp(executor lane, const std::string& address, std:
 }
 
 std::pair<error_code, std::unique_ptr<byte_stream>>
-production_environment::open_file(executor /*lane*/, const std::string& path) {
+production_environment::open_file(executor /*lane*/, const std::string& path, std::uint64_t offset) {
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         return {error_code(errno, boost::system::system_category()), nullptr};
+    }
+    if (offset > 0) {
+        struct stat status {};
+        if (::fstat(fd, &status) != 0 || static_cast<std::uint64_t>(status.st_size) < offset ||
+            ::lseek(fd, static_cast<off_t>(offset), SEEK_SET) != static_cast<off_t>(offset)) {
+            ::close(fd);
+            return {error_code(EINVAL, boost::system::system_category()), nullptr};
+        }
     }
     return {error_code{}, std::make_unique<file_stream>(fd, path)};
 }

@@ -60,7 +60,7 @@ public:
     std::pair<boost::system::error_code, std::unique_ptr<datagram_socket>>
     open_udp(executor lane, const std::string& address, std::uint16_t port) override;
     std::pair<boost::system::error_code, std::unique_ptr<byte_stream>>
-    open_file(executor lane, const std::string& path) override;
+    open_file(executor lane, const std::string& path, std::uint64_t offset) override;
     std::unique_ptr<descriptor_watch> watch_descriptor(const executor& lane, int fd) override;
 
     /// Compute tasks posted and not yet finished.

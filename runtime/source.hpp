@@ -69,6 +69,13 @@ public:
     /// True when a transport failure reopens the source (with backoff) instead of failing it.
     virtual bool reconnects() const noexcept { return false; }
 
+    /// True when an open after the first (a restart after a stop, a reconnect) continues the
+    /// byte stream exactly where the last one stopped: a file resumed at its offset, a
+    /// generator. Otherwise (a new connection) every reopen is a stream discontinuity:
+    /// processing drops the record the last stream left unfinished and counts it, and never
+    /// joins it to the new stream's bytes.
+    virtual bool continues_after_reopen() const noexcept { return false; }
+
     /// True for sources that cannot tell readiness without reading (legacy blocking sources):
     /// the server then acquires a buffer first and calls `read_some` instead of
     /// `wait_readable` + `read_now`.

@@ -65,6 +65,7 @@ struct source_server::entry {
     std::uint32_t lane_index = 0;
     std::uint32_t holder_index = no_index;    ///< position in holders_[lane_index].heap
     std::uint32_t failures = 0;               ///< consecutive failed opens (kept across parks)
+    std::uint32_t bytes_dropped = 0; ///< read, then lost when queueing for processing failed
     source_kind kind = source_kind::generator;
     std::atomic<source_state> state{source_state::registered};
     source_state final_state = source_state::stopped;
@@ -73,6 +74,10 @@ struct source_server::entry {
     /// end of the last run and its load in claim_start order the writes.
     bool stop_requested = false;
     bool read_since_open = false; ///< resets the reconnect attempt count
+    bool opened_before = false;   ///< a later open is a reopen (lane-only, kept across runs)
+    /// The next emitted buffer starts a new stream (see source::continues_after_reopen).
+    bool discontinuity_pending = false;
+    bool emit_failed = false; ///< a buffer could not be queued: the run ends with an Error
     /// Ended at end of stream or failed: its origin is closed (EoS/Error was its last event),
     /// so it cannot be started again; unregister it and register anew for a new origin.
     std::atomic<bool> finished{false};
@@ -116,6 +121,8 @@ source_server::source_server(environment& env, buffer_pool& pool, processing& pi
     if (options_.demand_flush) {
         processing_.set_idle_callback([this] { wake_partial_holders(flush_reason::demand); });
     }
+    // The sink failed an origin: its source stops (finish sees the failure in the channel).
+    processing_.set_failure_callback([this](std::uint64_t origin) { stop(origin); });
 }
 
 source_server::~source_server() { shutdown(); }
@@ -147,16 +154,22 @@ registration source_server::register_entry(const source_options& options,
     e->flush_timeout = options.flush_timeout;
     e->pool_id = admission.id;
     e->lane_index = static_cast<std::uint32_t>(pick_lane(options.lane));
-    e->src = make(env_, env_.lane_executor(e->lane_index));
-    SLUICE_ASSERT(e->src != nullptr);
-    e->kind = e->src->kind();
-    e->owner = owner;
-    {
+    try {
+        // Nothing is half-registered: a factory that throws (or memory that runs out here)
+        // gives the reserve back before the exception reaches the caller.
+        e->src = make(env_, env_.lane_executor(e->lane_index));
+        SLUICE_ASSERT(e->src != nullptr);
+        e->kind = e->src->kind();
+        e->owner = owner;
         const std::lock_guard lock(mutex_);
-        e->handle = next_handle_++;
-        e->channel = processing_.open_channel(e->handle, index_of(e->kind));
-        answer.handle = e->handle;
+        e->channel = processing_.open_channel(next_handle_, index_of(e->kind));
+        e->handle = next_handle_;
         entries_.emplace(e->handle, std::move(e));
+        answer.handle = next_handle_++;
+    } catch (...) {
+        pool_.unregister_source(admission.id);
+        refused_.fetch_add(1, std::memory_order_relaxed);
+        throw;
     }
     admitted_.fetch_add(1, std::memory_order_relaxed);
     return answer;
@@ -251,17 +264,18 @@ void source_server::begin(entry& e) {
     }
     // A source that reads into its buffer waits in every read, so it always runs in its
     // coroutine, as does one whose opening waits (a connect).
-    const auto opened =
+    const auto open_error =
         e.src->reads_into_buffer() ? std::optional<error_code>{} : e.src->open_now();
-    if (!opened) {
+    if (!open_error) {
         spawn(e, resume{resume::at::open, {}});
         return;
     }
-    e.read_since_open = false;
-    if (*opened) {
-        end_loop(e, loop_end{loop_end::kind::transport_error, *opened});
+    if (*open_error) {
+        e.read_since_open = false;
+        end_loop(e, loop_end{loop_end::kind::transport_error, *open_error});
         return;
     }
+    opened(e);
     if (set_down(e, buffer{})) {
         park(e); // idle from the start
         return;
@@ -372,7 +386,14 @@ void source_server::run_ended(entry& e, std::exception_ptr failure, bool parked)
             }
         } catch (...) {
         }
-        finish(e, false, what);
+        try {
+            finish(e, false, what);
+        } catch (...) {
+            // Out of memory for the Error event itself: the origin ends without it.
+            final_events_lost_.fetch_add(1, std::memory_order_relaxed);
+            e.finished.store(true);
+            e.final_state = source_state::failed;
+        }
     }
     // Once the state leaves running/stopping another thread may unregister and destroy the
     // entry: everything else first, the state store last, and nothing after it may throw (a
@@ -431,17 +452,28 @@ void source_server::stop(source_handle handle) {
             const std::lock_guard lock(mutex_);
             const auto it = entries_.find(handle);
             if (it != entries_.end()) {
-                entry& target = *it->second;
-                target.stop_requested = true;
-                target.acquire_cancel.emit(asio::cancellation_type::terminal);
-                if (target.flush_timer) {
-                    target.flush_timer->cancel();
-                }
-                target.src->close();
+                request_stop(*it->second);
             }
         }
         leave_gate();
     });
+}
+
+void source_server::request_stop(entry& e) noexcept {
+    e.stop_requested = true;
+    e.acquire_cancel.emit(asio::cancellation_type::terminal);
+    if (e.flush_timer) {
+        e.flush_timer->cancel();
+    }
+    e.src->close();
+}
+
+void source_server::opened(entry& e) noexcept {
+    e.read_since_open = false;
+    if (e.opened_before && !e.src->continues_after_reopen()) {
+        e.discontinuity_pending = true;
+    }
+    e.opened_before = true;
 }
 
 bool source_server::unregister_source(source_handle handle) {
@@ -496,7 +528,7 @@ duration source_server::backoff_delay(std::uint32_t attempt) {
     return duration(static_cast<duration::rep>(half + env_.random_u64() % (half + 1)));
 }
 
-void source_server::emit(entry& e, buffer& filled, flush_reason reason) {
+void source_server::emit(entry& e, buffer& filled, flush_reason reason) noexcept {
     if (!filled) {
         return;
     }
@@ -504,14 +536,35 @@ void source_server::emit(entry& e, buffer& filled, flush_reason reason) {
         filled.reset(); // nothing to say: the buffer just goes back
         return;
     }
+    const std::uint32_t size = filled.size_bytes();
+    const double fill = static_cast<double>(size) / static_cast<double>(filled.capacity_bytes());
     filled.set_origin_id(e.handle);
-    filled.set_sequence(e.next_sequence++);
+    filled.set_sequence(e.next_sequence); // consumed only once the buffer is queued
     filled.set_reason(reason);
+    filled.set_discontinuity(e.discontinuity_pending);
+    bool queued = false;
+    try {
+        queued = processing_.submit(e.channel, std::move(filled));
+    } catch (...) {
+        // Out of memory queueing it: the buffer went back to the pool with its bytes, which are
+        // lost. The run ends with an Error that says how many (finish); later data would no
+        // longer be the contiguous stream the engine expects.
+        e.bytes_dropped += size;
+        bytes_dropped_.fetch_add(size, std::memory_order_relaxed);
+        e.emit_failed = true;
+        request_stop(e);
+        return;
+    }
+    if (!queued) {
+        // The sink failed this origin: processing discarded the buffer and sent the Error.
+        request_stop(e);
+        return;
+    }
+    ++e.next_sequence;
+    e.discontinuity_pending = false;
     flushes_[index_of(reason)].fetch_add(1, std::memory_order_relaxed);
-    fill_ratio_.observe(static_cast<double>(filled.size_bytes()) /
-                        static_cast<double>(filled.capacity_bytes()));
+    fill_ratio_.observe(fill);
     buffers_emitted_.fetch_add(1, std::memory_order_relaxed);
-    processing_.submit(e.channel, std::move(filled));
 }
 
 void source_server::heap_place(lane_holders& l, std::size_t index, holder h) {
@@ -876,6 +929,7 @@ asio::awaitable<bool> source_server::run(entry& e, resume from) {
             if (error) {
                 end = loop_end{loop_end::kind::transport_error, error};
             } else {
+                opened(e);
                 end = co_await read_loop(e, false);
             }
         } else if (from.where == resume::at::ended) {
@@ -925,14 +979,26 @@ asio::awaitable<bool> source_server::run(entry& e, resume from) {
     co_return false;
 }
 
-void source_server::finish(entry& e, bool ended, const std::string& failure) {
+void source_server::finish(entry& e, bool ended, std::string failure) {
     e.src->close();
     // A buffer still held (parked holding a partial one, then stopped or failed): delivered
     // before EoS or Error.
     buffer held = take_partial(e);
     emit(e, held, ended || !failure.empty() ? flush_reason::end_of_stream : flush_reason::stop);
-    e.finished.store(ended || !failure.empty());
-    if (!failure.empty()) {
+    if (e.emit_failed) {
+        queue_failures_.fetch_add(1, std::memory_order_relaxed);
+        if (failure.empty()) {
+            failure = "could not queue a buffer for processing (out of memory); " +
+                      std::to_string(e.bytes_dropped) + " bytes read were dropped";
+        }
+    }
+    const bool sink_failed = e.channel->sink_failed();
+    e.finished.store(ended || !failure.empty() || sink_failed);
+    if (sink_failed) {
+        // Processing sent the origin's Error when the sink threw; nothing follows it.
+        failures_.fetch_add(1, std::memory_order_relaxed);
+        e.final_state = source_state::failed;
+    } else if (!failure.empty()) {
         failures_.fetch_add(1, std::memory_order_relaxed);
         processing_.error(e.channel, "source '" + e.name + "': " + failure);
         e.final_state = source_state::failed;
@@ -1053,6 +1119,7 @@ void source_server::shutdown() {
     }
     processing_.wait_idle();
     processing_.set_idle_callback(nullptr);
+    processing_.set_failure_callback(nullptr);
     {
         std::unique_lock lock(gate_mutex_);
         gate_closed_.wait(lock, [&] { return coroutines_ == 0; }); // wakes posted meanwhile
@@ -1110,6 +1177,9 @@ server_stats source_server::stats() const {
     s.connections_accepted_total = accepted_.load(std::memory_order_relaxed);
     s.connections_refused_total = connections_refused_.load(std::memory_order_relaxed);
     s.end_of_stream_total = end_of_stream_.load(std::memory_order_relaxed);
+    s.bytes_dropped_total = bytes_dropped_.load(std::memory_order_relaxed);
+    s.queue_failures_total = queue_failures_.load(std::memory_order_relaxed);
+    s.final_events_lost_total = final_events_lost_.load(std::memory_order_relaxed);
     s.failures_total = failures_.load(std::memory_order_relaxed);
     return s;
 }

@@ -135,6 +135,11 @@ struct server_stats {
     std::uint64_t connections_refused_total = 0;  ///< over connections_max, refused by admission, or failed accepts
     std::uint64_t end_of_stream_total = 0;
     std::uint64_t failures_total = 0;
+    /// Bytes read and then lost because their buffer could not be queued for processing (out
+    /// of memory); each such source ended with an Error that says so.
+    std::uint64_t bytes_dropped_total = 0;
+    std::uint64_t queue_failures_total = 0; ///< sources ended by such a drop
+    std::uint64_t final_events_lost_total = 0; ///< EoS/Error events that could not be queued
 };
 
 class source_server final {
@@ -150,7 +155,8 @@ public:
     ~source_server();
 
     /// Registers a source with the pool's admission. Refusal is a value with the message;
-    /// nothing is half-registered.
+    /// nothing is half-registered: an exception from `make` reaches the caller after the
+    /// admission is undone.
     registration register_source(const source_options& options, source_factory make);
     /// Starts a registered source, or restarts one the engine stopped. False when it is running
     /// or stopping, unknown, or finished: a source that reached end of stream or failed has sent
@@ -230,7 +236,13 @@ private:
     bool set_down(entry& e, buffer current);
     /// The end of a run: closes the source, flushes what it held, sends EoS or Error (a
     /// non-empty `failure`) or neither (an engine stop), and sets final_state.
-    void finish(entry& e, bool ended, const std::string& failure);
+    void finish(entry& e, bool ended, std::string failure);
+    /// What a stop does on the source's lane: mark it, abort its buffer wait and its backoff,
+    /// close its transport (which ends a parked wait). Also used when the run must end early
+    /// (a buffer could not be queued, the sink failed the origin).
+    void request_stop(entry& e) noexcept;
+    /// After every successful open: a reopen marks the next buffer as a discontinuity.
+    void opened(entry& e) noexcept;
     boost::asio::awaitable<void> accept_loop(listener& l);
     /// Partial buffers waiting for more data (DESIGN.md's flush policy): the buffer moves into
     /// its lane's holder heap, ordered by flush deadline, while the source waits or parks. The
@@ -256,7 +268,9 @@ private:
     void park(entry& e);
     /// The entry's timer (reconnect backoff), made on first use (lane-only).
     timer& flush_timer(entry& e);
-    void emit(entry& e, buffer& filled, flush_reason reason);
+    /// Hands a filled buffer to processing. Never throws: a buffer that cannot be queued is
+    /// dropped, counted, and ends the run with an Error.
+    void emit(entry& e, buffer& filled, flush_reason reason) noexcept;
     void wake_partial_holders(flush_reason reason);
     std::size_t pick_lane(std::size_t requested);
     duration backoff_delay(std::uint32_t attempt);
@@ -312,6 +326,9 @@ private:
     std::atomic<std::uint64_t> connections_refused_{0};
     std::atomic<std::uint64_t> end_of_stream_{0};
     std::atomic<std::uint64_t> failures_{0};
+    std::atomic<std::uint64_t> bytes_dropped_{0};
+    std::atomic<std::uint64_t> queue_failures_{0};
+    std::atomic<std::uint64_t> final_events_lost_{0};
     std::array<std::atomic<std::uint64_t>, source_kind_count> reconnects_by_kind_{};
     std::array<std::atomic<std::uint64_t>, source_kind_count> busy_ns_{};
     std::array<std::atomic<std::uint64_t>, source_kind_count> idle_ns_{};

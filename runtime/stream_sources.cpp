@@ -52,7 +52,14 @@ bool reopening_source::should_park() { return stream_ && stream_->should_park();
 void reopening_source::park(wake_callback wake) { stream_->park(std::move(wake)); }
 
 read_result reopening_source::read_now(std::span<std::byte> space) {
-    return stream_ ? stream_->read_now(space) : closed_result();
+    if (!stream_) {
+        return closed_result();
+    }
+    const read_result r = stream_->read_now(space);
+    if (r.state == read_result::status::data) {
+        bytes_read_ += r.bytes;
+    }
+    return r;
 }
 
 void reopening_source::close() noexcept {
@@ -104,7 +111,7 @@ asio::awaitable<std::pair<error_code, std::unique_ptr<byte_stream>>> file_source
 }
 
 std::optional<std::pair<error_code, std::unique_ptr<byte_stream>>> file_source::open_stream_now() {
-    return env_.open_file(lane_, path_);
+    return env_.open_file(lane_, path_, bytes_read());
 }
 
 udp_source::udp_source(environment& env, executor lane, udp_options options)

@@ -45,6 +45,9 @@ protected:
         return std::nullopt;
     }
 
+    /// Bytes read over every stream this source opened.
+    std::uint64_t bytes_read() const noexcept { return bytes_read_; }
+
     environment& env_;
     executor lane_;
 
@@ -52,6 +55,7 @@ private:
     boost::system::error_code adopt(std::pair<boost::system::error_code, std::unique_ptr<byte_stream>> opened);
 
     std::unique_ptr<byte_stream> stream_; ///< null until opened; closed, not reset, on close()
+    std::uint64_t bytes_read_ = 0;
 };
 
 /// Connects out; on reset or refusal the server reopens it with capped exponential backoff.
@@ -89,12 +93,15 @@ private:
     bool opened_ = false;
 };
 
-/// Opens a file at `open()` and reads it to the end.
+/// Opens a file at `open()` and reads it to the end. A restart (after an engine stop) resumes
+/// at the byte after the last one read, which the stop delivered: nothing is read twice. A
+/// file that has meanwhile become shorter than that fails the source with `invalid_argument`.
 class file_source final : public reopening_source {
 public:
     file_source(environment& env, executor lane, std::string path);
     source_kind kind() const noexcept override { return source_kind::file; }
     std::string describe() const override { return "file " + path_; }
+    bool continues_after_reopen() const noexcept override { return true; }
 
 private:
     boost::asio::awaitable<std::pair<boost::system::error_code, std::unique_ptr<byte_stream>>>

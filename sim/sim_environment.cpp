@@ -81,9 +81,17 @@ private:
 /// Generator-format records arriving in chunks at virtual times, with scripted faults.
 class virtual_stream final : public runtime::byte_stream {
 public:
+    /// Records from `first_record` on; reading begins at byte `offset` of them (a resumed file).
+    /// `delivered`, when given, is kept at the first record not yet read whole (a peer's).
     virtual_stream(sim_environment& env, runtime::executor lane, virtual_stream_script script,
-                   random_stream random)
-        : env_(env), lane_(std::move(lane)), script_(script), random_(random) {
+                   random_stream random, std::uint64_t first_record = 0, std::uint64_t offset = 0,
+                   std::uint64_t* delivered = nullptr)
+        : env_(env), lane_(std::move(lane)), script_(script), random_(random),
+          delivered_(delivered), writer_{script_.id, first_record} {
+        full_bytes_ = model::generator_records_bytes(
+            script_.id, first_record, script_.records - std::min(first_record, script_.records));
+        SLUICE_ASSERT(offset <= full_bytes_);
+        seek(offset);
         schedule_next_arrival();
     }
     asio::awaitable<error_code> wait_readable() override {
@@ -211,14 +219,28 @@ private:
             std::memcpy(out.data() + done, record_ + record_offset_, n);
             record_offset_ += n;
             done += n;
+            if (delivered_ != nullptr && record_offset_ == record_size_) {
+                *delivered_ = writer_.next(); // that record was read whole
+            }
         }
+    }
+    /// Positions the stream `offset` bytes in: what arrived and was read before a restart.
+    void seek(std::uint64_t offset) {
+        while (offset > 0) {
+            record_size_ = writer_.write_next(record_);
+            record_offset_ = static_cast<std::size_t>(std::min<std::uint64_t>(offset, record_size_));
+            offset -= record_offset_;
+            arrived_ += record_offset_;
+        }
+        consumed_ = arrived_;
+        produced_all_ = arrived_ >= total_bytes();
     }
 
     sim_environment& env_;
     runtime::executor lane_;
     virtual_stream_script script_;
     random_stream random_;
-    std::uint64_t full_bytes_ = ~std::uint64_t{0} >> 1U; // computed lazily below
+    std::uint64_t full_bytes_ = 0;
     std::uint64_t arrived_ = 0;
     std::uint64_t consumed_ = 0;
     bool produced_all_ = false;
@@ -228,11 +250,8 @@ private:
     char record_[runtime::generator_record_bytes_max]{};
     std::size_t record_size_ = 0;
     std::size_t record_offset_ = 0;
-    model::generator_record_writer writer_{script_.id};
-
-public:
-    /// Sets the stream's length from its records (called once after construction).
-    void compute_length() { full_bytes_ = model::generator_records_bytes(script_.id, 0, script_.records); }
+    std::uint64_t* delivered_ = nullptr;
+    model::generator_record_writer writer_;
 };
 
 } // namespace
@@ -290,9 +309,37 @@ void sim_environment::post_compute(std::function<void()> work) { compute_.queue.
 void sim_environment::post_blocking(std::function<void()> work) { blocking_.queue.push_back(std::move(work)); }
 
 asio::awaitable<std::pair<error_code, std::unique_ptr<runtime::byte_stream>>>
-sim_environment::connect(runtime::executor, std::string, std::uint16_t, duration) {
-    co_return std::pair<error_code, std::unique_ptr<runtime::byte_stream>>{
-        asio::error::operation_not_supported, nullptr};
+sim_environment::connect(runtime::executor lane, std::string address, std::uint16_t, duration timeout) {
+    using result = std::pair<error_code, std::unique_ptr<runtime::byte_stream>>;
+    const auto it = peers_.find(address);
+    if (it == peers_.end()) {
+        co_return result{asio::error::connection_refused, nullptr};
+    }
+    // The handshake takes a little virtual time (a stop may land inside it).
+    const auto latency = std::min(duration(static_cast<duration::rep>(1000 + faults_.below(50'000))), timeout);
+    if (const auto error = co_await wait_until(*this, lane, now_ + latency, nullptr)) {
+        co_return result{error, nullptr};
+    }
+    peer_state& peer = it->second;
+    if (peer.refusals_left > 0 && faults_.chance(0.3)) {
+        --peer.refusals_left;
+        co_return result{asio::error::connection_refused, nullptr};
+    }
+    virtual_stream_script script = peer.script.stream;
+    const std::uint64_t first = std::min(peer.next_record, script.records);
+    const std::uint64_t bytes = model::generator_records_bytes(script.id, first, script.records - first);
+    script.reset_at_bytes = 0;
+    script.truncate_at_bytes = 0;
+    if (bytes > 0 && peer.resets_left > 0 && faults_.chance(peer.script.reset_probability)) {
+        --peer.resets_left;
+        ++peer_resets_;
+        script.reset_at_bytes = 1 + faults_.below(bytes); // anywhere, inside a record or not
+    }
+    ++peer_connections_;
+    co_return result{error_code{}, std::make_unique<virtual_stream>(
+                                       *this, std::move(lane), script,
+                                       workload_.split(script.id ^ (peer_connections_ << 32U)),
+                                       first, 0, &peer.next_record)};
 }
 
 std::pair<error_code, std::unique_ptr<runtime::stream_listener>>
@@ -306,19 +353,28 @@ sim_environment::open_udp(runtime::executor, const std::string&, std::uint16_t) 
 }
 
 std::pair<error_code, std::unique_ptr<runtime::byte_stream>>
-sim_environment::open_file(runtime::executor lane, const std::string& path) {
+sim_environment::open_file(runtime::executor lane, const std::string& path, std::uint64_t offset) {
     const auto it = streams_.find(path);
     if (it == streams_.end()) {
         return {asio::error::not_found, nullptr};
     }
-    auto stream = std::make_unique<virtual_stream>(*this, std::move(lane), it->second,
-                                                   workload_.split(it->second.id));
-    stream->compute_length();
-    return {error_code{}, std::move(stream)};
+    const virtual_stream_script& script = it->second;
+    const std::uint64_t length = model::generator_records_bytes(script.id, 0, script.records);
+    const std::uint64_t shown = script.truncate_at_bytes != 0 ? std::min(script.truncate_at_bytes, length) : length;
+    if (offset > shown) {
+        return {asio::error::invalid_argument, nullptr}; // as production: shorter than the offset
+    }
+    // Its own random stream per open, salted by the offset, so a reopen is not a replay.
+    return {error_code{}, std::make_unique<virtual_stream>(*this, std::move(lane), script,
+                                                           workload_.split(script.id ^ (offset << 20U)), 0, offset)};
 }
 
 void sim_environment::add_virtual_stream(const std::string& path, const virtual_stream_script& script) {
     streams_[path] = script;
+}
+
+void sim_environment::add_virtual_peer(const std::string& name, const virtual_peer_script& script) {
+    peers_[name] = peer_state{script, 0, script.resets_max, script.refusals_max};
 }
 
 namespace {

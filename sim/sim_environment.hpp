@@ -80,6 +80,18 @@ struct virtual_stream_script {
     double spurious_wakeup = 0.0;         ///< a fault: readiness with nothing to read (zero read)
 };
 
+/// A virtual TCP peer that a `tcp_client_source` connects to (address = its name): each
+/// connection sends the script's records from the first one no earlier connection delivered
+/// whole, so a record cut by a reset (or a stop) is sent again whole on the next connection.
+/// Faults: a connection resets at an arbitrary byte offset (`resets_max` times at most), and a
+/// connect is refused (`refusals_max` times at most).
+struct virtual_peer_script {
+    virtual_stream_script stream;  ///< records, chunking, gaps, short reads (no reset/truncate)
+    std::uint32_t resets_max = 0;   ///< connections that reset mid-stream, at most
+    double reset_probability = 0.5; ///< per connection, while resets are left
+    std::uint32_t refusals_max = 0; ///< refused connects, at most
+};
+
 class sim_environment final : public runtime::environment {
 public:
     explicit sim_environment(const sim_options& options);
@@ -109,7 +121,7 @@ public:
     open_udp(runtime::executor lane, const std::string& address, std::uint16_t port) override;
     /// Opens the virtual stream registered under `path` (see add_virtual_stream).
     std::pair<boost::system::error_code, std::unique_ptr<runtime::byte_stream>>
-    open_file(runtime::executor lane, const std::string& path) override;
+    open_file(runtime::executor lane, const std::string& path, std::uint64_t offset) override;
 
     // The simulator's side.
     enum class step_result : std::uint8_t { ran, advanced, idle };
@@ -119,6 +131,11 @@ public:
     /// Runs `action` on the simulator (not on a lane) at virtual time `at`.
     void at(time_point when, std::function<void()> action);
     void add_virtual_stream(const std::string& path, const virtual_stream_script& script);
+    /// A peer `connect(lane, name, …)` reaches (any port).
+    void add_virtual_peer(const std::string& name, const virtual_peer_script& script);
+    /// Connections made to peers, and those that reset mid-stream.
+    std::uint64_t peer_connections() const noexcept { return peer_connections_; }
+    std::uint64_t peer_resets() const noexcept { return peer_resets_; }
     void set_compute_stalls(double probability) { options_.compute_stall_probability = probability; }
 
     std::uint64_t steps() const noexcept { return steps_; }
@@ -185,6 +202,17 @@ private:
     std::vector<std::uint32_t> free_timer_slots_;
     std::uint64_t next_timer_sequence_ = 1;
     std::map<std::string, virtual_stream_script> streams_;
+    /// A peer's script and the first record no connection has delivered whole yet (node-based:
+    /// streams keep a pointer to it).
+    struct peer_state {
+        virtual_peer_script script;
+        std::uint64_t next_record = 0;
+        std::uint32_t resets_left = 0;
+        std::uint32_t refusals_left = 0;
+    };
+    std::map<std::string, peer_state> peers_;
+    std::uint64_t peer_connections_ = 0;
+    std::uint64_t peer_resets_ = 0;
     random_stream root_;
     random_stream scheduler_;
     random_stream faults_;
@@ -197,7 +225,7 @@ private:
     std::vector<std::size_t> order_;
     std::vector<std::uint64_t> pct_priority_;
     std::vector<std::uint64_t> pct_change_steps_;
-    std::array<double, 1> fault_probability_{}; ///< by fault_site
+    std::array<double, runtime::fault_site_count> fault_probability_{}; ///< by fault_site
 };
 
 } // namespace sluice::sim

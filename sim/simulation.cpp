@@ -8,6 +8,7 @@
 #include <map>
 #include <unordered_map>
 #include <sstream>
+#include <stdexcept>
 
 #include "model/generator_records.hpp"
 #include "runtime/generator_source.hpp"
@@ -34,7 +35,18 @@ public:
         bool failed = false;
     };
 
+    /// A fault: on_data throws (an engine operator that fails) with this probability, drawn
+    /// from `faults`, before it records anything of the event.
+    void throw_sometimes(random_stream* faults, double probability) {
+        faults_ = faults;
+        throw_probability_ = probability;
+    }
+
     void on_data(const data_event& event) override {
+        if (throw_probability_ > 0 && faults_->chance(throw_probability_)) {
+            ++thrown;
+            throw std::runtime_error("injected sink fault");
+        }
         auto& log = origins_[event.origin_id];
         if (event.sequence != log.next_sequence) {
             violation("origin " + std::to_string(event.origin_id) + ": sequence " +
@@ -89,8 +101,11 @@ public:
     std::uint64_t deliveries = 0;
     std::uint64_t end_of_streams = 0;
     std::uint64_t errors = 0;
+    std::uint64_t thrown = 0;
 
 private:
+    random_stream* faults_ = nullptr;
+    double throw_probability_ = 0.0;
     void violation(std::string what) {
         if (violations.size() < 20) {
             violations.push_back(std::move(what));
@@ -193,9 +208,11 @@ private:
 };
 
 struct planned_source {
+    enum class shape : std::uint8_t { generator, file, peer } what = shape::generator;
     source_handle handle = 0;
-    bool generator = true;
     bool stopped_by_plan = false;
+    /// Ends only with all its records (a generator, a peer; a file may be truncated).
+    bool complete_at_end() const noexcept { return what != shape::file; }
 };
 
 } // namespace
@@ -253,6 +270,10 @@ std::string report::to_json() const {
         << ", \"restarts\": " << restarts << ", \"backpressure_waits\": " << backpressure_waits
         << ", \"parks\": " << parks
         << ", \"registrations_refused\": " << registrations_refused << ", \"unregistered\": " << unregistered
+        << ", \"factory_failures\": " << factory_failures << ", \"bytes_discarded\": " << bytes_discarded
+        << ", \"bytes_dropped\": " << bytes_dropped << ", \"records_truncated\": " << records_truncated
+        << ", \"sink_failures\": " << sink_failures << ", \"queue_failures\": " << queue_failures << ", \"peer_connections\": " << peer_connections
+        << ", \"peer_resets\": " << peer_resets
         << ", \"source_bytes_min\": " << source_bytes_min << ", \"source_bytes_max\": " << source_bytes_max
         << ", \"virtual_seconds\": " << virtual_seconds << ", \"events\": " << events
         << ", \"wall_seconds\": " << wall_seconds << ", \"trace_hash\": \"" << std::hex << trace_hash
@@ -287,6 +308,11 @@ report run(const scenario& s) {
     const std::uint32_t restarts_planned = s.faults ? static_cast<std::uint32_t>(plan.below(1 + s.sources / 4 + 3)) : 0;
     const double force_wait_p = s.faults ? plan.unit() * 0.3 : 0.0;
     const std::uint32_t churn_planned = s.faults ? static_cast<std::uint32_t>(plan.below(1 + s.sources / 8 + 2)) : 0;
+    // Drawn after the older sites, so a run without faults is the run it always was.
+    const double peer_share = s.faults ? plan.unit() : 0.0;          // streams that reconnect
+    const double sink_throw_p = s.faults && plan.chance(0.3) ? plan.unit() * 0.002 : 0.0;
+    const double enqueue_throw_p = s.faults && plan.chance(0.3) ? plan.unit() * 0.002 : 0.0;
+    const double factory_throw_p = s.faults && plan.chance(0.3) ? plan.unit() * 0.2 : 0.0;
     const bool infinite = s.records_per_source == 0;
     options.compute_stall_probability = stall_p;
 
@@ -306,6 +332,8 @@ report run(const scenario& s) {
         buffer_pool pool({buffers, s.buffer_size, processing_reserve, s.sources + 16, s.policy, false});
         sim_environment env(options);
         env.set_fault_probability(fault_site::force_acquire_wait, force_wait_p);
+        env.set_fault_probability(fault_site::enqueue_exception, enqueue_throw_p);
+        out.throw_sometimes(&env.faults(), sink_throw_p);
         processing_options popts;
         popts.output_per_buffer = true;
         processing pipeline(env, pool, out, popts);
@@ -324,9 +352,9 @@ report run(const scenario& s) {
             so.limits = {reserve, cap};
             so.flush_timeout = std::chrono::microseconds(200 + env.workload().below(5000));
             planned_source p;
-            p.generator = infinite || env.workload().unit() >= s.stream_fraction;
+            const bool generator = infinite || env.workload().unit() >= s.stream_fraction;
             source_server::source_factory factory;
-            if (p.generator) {
+            if (generator) {
                 generator_options g;
                 g.id = i;
                 g.records_max = s.records_per_source;
@@ -338,7 +366,27 @@ report run(const scenario& s) {
                 factory = [g](environment& e, const executor& lane) -> std::unique_ptr<source> {
                     return std::make_unique<generator_source>(e, lane, g);
                 };
+            } else if (peer_share > 0 && env.faults().chance(peer_share)) {
+                // A TCP client of a virtual peer: resets anywhere in a record, refusals, and
+                // reconnects with backoff; the peer sends a cut record again whole.
+                p.what = planned_source::shape::peer;
+                virtual_peer_script peer;
+                peer.stream.id = i;
+                peer.stream.records = s.records_per_source;
+                peer.stream.chunk_bytes_max = 1 + static_cast<std::uint32_t>(env.workload().below(2 * s.buffer_size));
+                peer.stream.gap_max = std::chrono::microseconds(1 + env.workload().below(500));
+                if (env.faults().chance(short_read_p)) {
+                    peer.stream.short_read_max = 1 + static_cast<std::uint32_t>(env.faults().below(64));
+                }
+                peer.resets_max = 1 + static_cast<std::uint32_t>(env.faults().below(4));
+                peer.refusals_max = static_cast<std::uint32_t>(env.faults().below(3));
+                const std::string name = "peer/" + std::to_string(i);
+                env.add_virtual_peer(name, peer);
+                factory = [name](environment& e, const executor& lane) -> std::unique_ptr<source> {
+                    return std::make_unique<tcp_client_source>(e, lane, tcp_client_options{name, 0, std::chrono::milliseconds(5)});
+                };
             } else {
+                p.what = planned_source::shape::file;
                 virtual_stream_script v;
                 v.id = i;
                 v.records = s.records_per_source;
@@ -362,7 +410,20 @@ report run(const scenario& s) {
                     return std::make_unique<file_source>(e, lane, path);
                 };
             }
-            const auto answer = server.register_source(so, factory);
+            if (factory_throw_p > 0 && env.faults().chance(factory_throw_p)) {
+                // A factory that fails (a device that is not there): the registration must
+                // leave nothing behind (checked after shutdown).
+                factory = [](environment&, const executor&) -> std::unique_ptr<source> {
+                    throw std::runtime_error("injected factory fault");
+                };
+            }
+            registration answer;
+            try {
+                answer = server.register_source(so, factory);
+            } catch (const std::runtime_error&) {
+                ++result.factory_failures;
+                return true; // not a refusal: the caller's factory failed
+            }
             if (!answer.admitted()) {
                 return false;
             }
@@ -387,10 +448,9 @@ report run(const scenario& s) {
         // By index, not by reference: churn below appends to `sources`, which may reallocate it
         // (a reference here once dangled, so a planned restart was lost and the run stalled).
         for (std::uint32_t k = 0; k < restarts_planned && !sources.empty(); ++k) {
+            // Any kind: a generator continues its records, a file resumes at its offset, a
+            // peer's client reconnects (a new stream: a cut record is dropped, sent again whole).
             const std::size_t victim_index = env.faults().below(sources.size());
-            if (!sources[victim_index].generator) {
-                continue; // reopening a stream would replay it
-            }
             const auto stop_at = duration(static_cast<duration::rep>(env.faults().below(static_cast<std::uint64_t>(horizon.count()) + 1)));
             const auto restart_after = duration(static_cast<duration::rep>(env.faults().below(5'000'000) + 1));
             env.at(stop_at, [&server, &sources, victim_index, &result, &plan_open] {
@@ -476,6 +536,8 @@ report run(const scenario& s) {
                 liveness = true;
                 env.set_compute_stalls(0.0);
                 env.set_fault_probability(fault_site::force_acquire_wait, 0.0);
+                env.set_fault_probability(fault_site::enqueue_exception, 0.0);
+                out.throw_sometimes(&env.faults(), 0.0);
                 if (infinite) {
                     // Endless sources end by this stop: the operator plan ends here too, or a
                     // planned restart or churn registration due later starts an endless source
@@ -586,23 +648,46 @@ report run(const scenario& s) {
             }
             pipeline.discard_queued();
         }
-        if (!server.quiescent()) {
-            // Cannot shut down without blocking forever: report, and leave the objects to the
-            // process exit rather than hang CI.
-            result.violations.push_back("server still has running coroutines; aborting the run");
+        if (!server.quiescent() || pipeline.queued() != 0) {
+            // Cannot shut down without blocking forever (shutdown waits for both): report, and
+            // leave the objects to the process exit rather than hang CI.
+            result.violations.push_back("server still has running coroutines or processing counts "
+                                        "items that are gone; aborting the run");
             std::fprintf(stderr, "sluice-sim: unrecoverable: %s\n", reproduce_command(s).c_str());
             std::abort();
         }
         server.shutdown();
         pool.check_invariants();
+        {
+            const auto after = pool.stats();
+            if (after.sources_registered != 0 || after.sources_retiring != 0 || after.reserved_sources != 0) {
+                result.violations.push_back(
+                    "registrations left behind after shutdown: " + std::to_string(after.sources_registered) +
+                    " registered, " + std::to_string(after.sources_retiring) + " retiring, " +
+                    std::to_string(after.reserved_sources) + " buffers reserved");
+            }
+        }
+        const auto pstats = pipeline.stats();
+        result.bytes_discarded = pstats.bytes_discarded_total;
+        result.bytes_dropped = sstats.bytes_dropped_total;
+        result.queue_failures = sstats.queue_failures_total;
+        result.records_truncated = pstats.records_truncated_total;
+        result.sink_failures = pstats.sink_failures_total;
+        result.peer_connections = env.peer_connections();
+        result.peer_resets = env.peer_resets();
         result.buffers_free_at_end = pool.stats().free;
         result.virtual_seconds = std::chrono::duration<double>(env.now()).count();
         result.events = env.steps();
         result.trace_hash = env.trace_hash();
         if (!result.deadlock && finished) {
-            if (result.bytes_produced != out.bytes) {
+            // Every byte read reached the sink, except those of origins the sink itself failed
+            // (discarded after its Error) and of buffers that could not be queued (the source
+            // ended with an Error saying so): each counted.
+            if (result.bytes_produced != out.bytes + result.bytes_discarded + result.bytes_dropped) {
                 result.violations.push_back("bytes read " + std::to_string(result.bytes_produced) +
-                                            " != bytes delivered " + std::to_string(out.bytes));
+                                            " != bytes delivered " + std::to_string(out.bytes) + " + discarded " +
+                                            std::to_string(result.bytes_discarded) + " + dropped " +
+                                            std::to_string(result.bytes_dropped));
             }
             if (result.buffers_free_at_end != buffers) {
                 result.violations.push_back("leak: " + std::to_string(buffers - result.buffers_free_at_end) +
@@ -621,7 +706,7 @@ report run(const scenario& s) {
             result.source_bytes_max = most;
             for (const auto& p : sources) {
                 const auto* log = out.find(p.handle);
-                if (!infinite && p.generator && log != nullptr && log->ended && log->checker.next_record() != s.records_per_source) {
+                if (!infinite && p.complete_at_end() && log != nullptr && log->ended && log->checker.next_record() != s.records_per_source) {
                     result.violations.push_back("origin " + std::to_string(p.handle) + ": ended after " +
                                                 std::to_string(log->checker.next_record()) + " of " +
                                                 std::to_string(s.records_per_source) + " records");

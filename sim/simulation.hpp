@@ -62,6 +62,14 @@ struct report {
     std::uint64_t backpressure_waits = 0;
     std::uint64_t parks = 0;                 ///< times an idle source parked
     std::uint64_t registrations_refused = 0; ///< churn registrations refused (not a violation)
+    std::uint64_t factory_failures = 0;      ///< registrations whose factory threw (a fault)
+    std::uint64_t bytes_discarded = 0;  ///< of origins the sink failed, after the failure
+    std::uint64_t bytes_dropped = 0;    ///< of buffers that could not be queued (a fault)
+    std::uint64_t records_truncated = 0; ///< unfinished records dropped at reconnects and ends
+    std::uint64_t sink_failures = 0;    ///< origins failed by a sink exception (a fault)
+    std::uint64_t queue_failures = 0;   ///< sources failed because a buffer could not be queued
+    std::uint64_t peer_connections = 0; ///< connections of reconnecting virtual peers
+    std::uint64_t peer_resets = 0;      ///< of those, reset at an arbitrary byte offset
     std::uint64_t unregistered = 0;          ///< finished sources unregistered by churn
     std::uint64_t sources_run = 0;           ///< initial sources plus those churn admitted
     std::uint64_t source_bytes_min = 0;      ///< least delivered by one initial source
