@@ -22,6 +22,7 @@ compute_threads = 2     # oneTBB workers for processing
 blocking_threads = 2    # bounded pool for legacy blocking sources
 descriptor_reserve = 64 # file descriptors listeners leave free for files, clients, reconnects
 status_interval_ms = 1000
+drain_timeout_ms = 30000 # a drain that takes longer exits with code 5
 mode = "sluice"         # or "thread_per_source" (the legacy baseline, for benchmarks)
 
 [pool]
@@ -298,13 +299,14 @@ config_result parse_worker_config(std::string_view text, std::string_view file_n
 
     if (const auto* t = c.table(root, "worker")) {
         c.unknown_keys(*t, "worker", {"io_threads", "compute_threads", "blocking_threads",
-                                      "descriptor_reserve", "status_interval_ms", "mode",
+                                      "descriptor_reserve", "status_interval_ms", "drain_timeout_ms", "mode",
                                       "baseline_buffers_per_source", "summary_json"});
         c.integer(*t, "worker", "io_threads", cfg.threads.io_threads, 1, 256);
         c.integer(*t, "worker", "compute_threads", cfg.threads.compute_threads, 1, 256);
         c.integer(*t, "worker", "blocking_threads", cfg.threads.blocking_threads, 1, 256);
         c.integer(*t, "worker", "descriptor_reserve", cfg.threads.descriptor_reserve, 0, 1'000'000);
         c.milliseconds(*t, "worker", "status_interval_ms", cfg.status_interval, 0, 3'600'000);
+        c.milliseconds(*t, "worker", "drain_timeout_ms", cfg.drain_timeout, 1, 86'400'000);
         c.integer(*t, "worker", "baseline_buffers_per_source", cfg.baseline_buffers_per_source, 1,
                   1 << 20);
         c.string(*t, "worker", "summary_json", cfg.summary_json_path, "a file path");

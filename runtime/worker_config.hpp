@@ -56,6 +56,9 @@ struct worker_config {
     runner_mode mode = runner_mode::sluice;
     std::uint32_t baseline_buffers_per_source = 4; ///< thread_per_source: fixed buffers each
     duration status_interval = std::chrono::seconds(1);
+    /// Longest a graceful drain may take after a signal or --duration; then the worker exits
+    /// with code 5 (what is still in flight is lost: the sources say nothing more).
+    duration drain_timeout = std::chrono::seconds(30);
     std::string summary_json_path; ///< written at exit when not empty (also --summary-json)
     metrics_options metrics;
 };

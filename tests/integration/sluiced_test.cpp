@@ -2,10 +2,13 @@
 /// drains with no leak, SIGTERM while running, and the thread count with 50 and 5,000 TCP
 /// sources fed by the load generator from another process.
 
+#include <cstdio>
 #include <cstdlib>
 #include <regex>
 #include <string>
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <gtest/gtest.h>
 
 #include "tests/support/process.hpp"
@@ -298,6 +301,94 @@ port = 0
     EXPECT_EQ(sum, 512) << "buffers by state must sum to capacity";
     worker.signal(SIGTERM);
     EXPECT_EQ(worker.wait(30s), 0) << worker.err();
+}
+
+} // namespace
+
+namespace {
+
+TEST(sluiced, a_signal_during_start_up_still_drains_gracefully) {
+    // 50,000 sources take a while to register: the signal lands inside start-up, which must
+    // finish and then drain (it used to kill the worker: the handler came after start-up).
+    const auto path = write_file("startup_signal.toml", std::string(worker_threads) + R"(
+[pool]
+buffer_count = 50100
+buffer_size_bytes = 256
+processing_reserve = 8
+sources_max = 60000
+[[source]]
+kind = "generator"
+count = 50000
+records_per_second = 1.0
+)");
+    const auto summary = ::testing::TempDir() + "/startup_signal_summary.json";
+    std::remove(summary.c_str());
+    child_process p({SLUICE_SLUICED, "--config", path, "--summary-json", summary}, "startup_signal");
+    ASSERT_TRUE(p.wait_for_err([](const std::string& e) { return e.find("metrics on") != std::string::npos; }, 30s))
+        << p.err();
+    p.signal(SIGTERM);
+    ASSERT_EQ(p.wait(60s), 0) << p.err();
+    EXPECT_NE(p.err().find("draining"), std::string::npos) << p.err();
+    EXPECT_EQ(json_number(child_process::slurp(summary), "buffers_free_at_exit"), 50100);
+}
+
+/// A drain that cannot finish: an MQTT source whose TCP connect hangs, because the broker's
+/// port (a listener here with a full accept queue) drops its SYNs. The connect runs on the
+/// blocking pool and cannot be cancelled (issue 18, item 6, still open): when it becomes
+/// cancellable this needs another stuck source.
+struct stuck_broker {
+    stuck_broker() {
+        acceptor.open(boost::asio::ip::tcp::v4());
+        acceptor.bind({boost::asio::ip::make_address("127.0.0.1"), 0});
+        acceptor.listen(0);
+        filler.connect(acceptor.local_endpoint()); // fills the accept queue of one
+    }
+    std::uint16_t port() const { return acceptor.local_endpoint().port(); }
+    boost::asio::io_context io;
+    boost::asio::ip::tcp::acceptor acceptor{io};
+    boost::asio::ip::tcp::socket filler{io};
+};
+
+std::string hung_drain_config(const std::string& name, const std::string& worker_extra, std::uint16_t port) {
+    return write_file(name + ".toml", std::string(worker_threads) + worker_extra + R"(
+[pool]
+buffer_count = 64
+buffer_size_bytes = 4096
+processing_reserve = 8
+[[source]]
+name = "stuck"
+kind = "mqtt"
+address = "127.0.0.1"
+port = )" + std::to_string(port) + R"(
+topics = ["t"]
+clean_session = true
+)");
+}
+
+TEST(sluiced, a_second_signal_during_a_hung_drain_exits_at_once_with_its_own_code) {
+    const stuck_broker broker;
+    const auto path = hung_drain_config("second_signal", "drain_timeout_ms = 600000\n", broker.port());
+    child_process p({SLUICE_SLUICED, "--config", path}, "second_signal");
+    ASSERT_TRUE(p.wait_for_err([](const std::string& e) { return e.find("sources started") != std::string::npos; }, 30s))
+        << p.err();
+    p.signal(SIGTERM);
+    ASSERT_TRUE(p.wait_for_err([](const std::string& e) { return e.find("draining") != std::string::npos; }, 30s))
+        << p.err();
+    ASSERT_TRUE(p.running()) << "the drain should hang on the blocked lane: " << p.err();
+    p.signal(SIGINT);
+    EXPECT_EQ(p.wait(10s), 4) << p.err();
+    EXPECT_NE(p.err().find("second signal"), std::string::npos) << p.err();
+}
+
+TEST(sluiced, a_drain_that_passes_its_deadline_exits_with_its_own_code) {
+    const stuck_broker broker;
+    const auto path = hung_drain_config("drain_deadline", "drain_timeout_ms = 300\n", broker.port());
+    child_process p({SLUICE_SLUICED, "--config", path}, "drain_deadline");
+    ASSERT_TRUE(p.wait_for_err([](const std::string& e) { return e.find("sources started") != std::string::npos; }, 30s))
+        << p.err();
+    p.signal(SIGTERM);
+    EXPECT_EQ(p.wait(20s), 5) << p.err();
+    EXPECT_NE(p.err().find("drain_timeout_ms"), std::string::npos) << p.err();
 }
 
 } // namespace

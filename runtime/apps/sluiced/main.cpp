@@ -2,14 +2,23 @@
 /// runs its sources on a fixed set of I/O threads with processing on oneTBB, prints a status
 /// line every second, drains gracefully on SIGINT/SIGTERM or after --duration, and can write a
 /// JSON summary at exit.
+///
+/// Exit codes: 0 drained with every buffer back; 1 a start-up failure; 2 a configuration
+/// error; 3 drained, but a buffer did not come back; 4 a second signal ended a drain;
+/// 5 the drain passed worker.drain_timeout_ms.
 
+
+#include <signal.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <mutex>
+#include <thread>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -17,7 +26,6 @@
 #include <CLI/CLI.hpp>
 #include <prometheus/exposer.h>
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include "runtime/apps/sluiced/baseline_runner.hpp"
@@ -37,6 +45,73 @@ namespace {
 
 namespace asio = boost::asio;
 using namespace sluice::runtime;
+
+constexpr int exit_second_signal = 4;
+constexpr int exit_drain_timeout = 5;
+
+/// SIGINT/SIGTERM: the first asks for a drain (the control loop polls this), a second one
+/// ends the process at once. Installed before anything starts, so a signal during start-up
+/// drains too.
+std::atomic<int> stop_signals{0};
+std::atomic<int> first_signal{0};
+
+void on_stop_signal(int number) {
+    if (stop_signals.fetch_add(1) == 0) {
+        first_signal.store(number);
+        return;
+    }
+    // Async-signal-safe: write(2) and _exit(2) only.
+    constexpr char message[] = "\nsluiced: second signal: exiting now, without draining\n";
+    [[maybe_unused]] const auto written = ::write(STDERR_FILENO, message, sizeof message - 1);
+    ::_exit(exit_second_signal);
+}
+
+void install_stop_signals() {
+    struct sigaction action {};
+    action.sa_handler = on_stop_signal;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_RESTART;
+    ::sigaction(SIGINT, &action, nullptr);
+    ::sigaction(SIGTERM, &action, nullptr);
+}
+
+/// Ends the process with exit_drain_timeout unless `done()` is called within `deadline`: a
+/// drain that hangs (a source stuck in a system call) cannot keep the worker up forever.
+class drain_deadline {
+public:
+    explicit drain_deadline(duration deadline)
+        : watchdog_([this, deadline] {
+              std::unique_lock lock(mutex_);
+              if (!finished_.wait_for(lock, deadline, [this] { return done_; })) {
+                  std::fprintf(stderr,
+                               "sluiced: the drain did not finish within worker.drain_timeout_ms "
+                               "= %lld; exiting without it\n",
+                               static_cast<long long>(
+                                   std::chrono::duration_cast<std::chrono::milliseconds>(deadline).count()));
+                  std::fflush(stderr);
+                  ::_exit(exit_drain_timeout);
+              }
+          }) {}
+    drain_deadline(const drain_deadline&) = delete;
+    drain_deadline& operator=(const drain_deadline&) = delete;
+    ~drain_deadline() { done(); }
+    void done() {
+        {
+            const std::lock_guard lock(mutex_);
+            done_ = true;
+        }
+        finished_.notify_all();
+        if (watchdog_.joinable()) {
+            watchdog_.join();
+        }
+    }
+
+private:
+    std::mutex mutex_;
+    std::condition_variable finished_;
+    bool done_ = false;
+    std::thread watchdog_; ///< last: starts once the rest is constructed
+};
 
 /// Counts what reaches the engine; reports errors on stderr.
 class counting_sink final : public sink {
@@ -107,7 +182,11 @@ int main(int argc, char** argv) {
         ->check(CLI::NonNegativeNumber);
     app.add_option("--summary-json", summary_path, "write a JSON summary here at exit");
     app.add_flag("--quiet", quiet, "no status line");
+    app.footer("Exit codes: 0 drained with every buffer back; 1 start-up failure; 2 configuration "
+               "error; 3 a buffer did not come back; 4 a second signal ended the drain; 5 the "
+               "drain passed worker.drain_timeout_ms.");
     CLI11_PARSE(app, argc, argv);
+    install_stop_signals();
 
     try {
         if (print_default) {
@@ -258,13 +337,6 @@ int main(int argc, char** argv) {
         // The main thread waits for a signal or the duration, printing status and sampling
         // the thread count. (The real clock here is the worker's own, outside the runtime.)
         asio::io_context control(1);
-        asio::signal_set signals(control, SIGINT, SIGTERM);
-        signals.async_wait([&](const boost::system::error_code& error, int signal) {
-            if (!error) {
-                std::cerr << "\nsluiced: signal " << signal << ": draining\n";
-                control.stop();
-            }
-        });
         const auto started = std::chrono::steady_clock::now();
         auto last = started;
         std::uint64_t last_bytes = 0;
@@ -279,6 +351,11 @@ int main(int argc, char** argv) {
                     return;
                 }
                 threads_max = std::max(threads_max, process_thread_count());
+                if (stop_signals.load() > 0) {
+                    std::cerr << "\nsluiced: signal " << first_signal.load() << ": draining\n";
+                    control.stop();
+                    return;
+                }
                 const auto now = std::chrono::steady_clock::now();
                 if (duration_s > 0 &&
                     now - started >= std::chrono::duration<double>(duration_s)) {
@@ -320,9 +397,12 @@ int main(int argc, char** argv) {
         if (exposer) {
             exposer->RemoveCollectable(collector);
         }
-        server.shutdown();
-        baseline.shutdown();
-        pipeline.wait_idle();
+        {
+            drain_deadline deadline(cfg.drain_timeout);
+            server.shutdown();
+            baseline.shutdown();
+            pipeline.wait_idle();
+        }
         const auto s = server.stats();
         const auto b = baseline.stats();
         const auto p = pool.stats();
@@ -346,6 +426,12 @@ int main(int argc, char** argv) {
             json << "  \"records_delivered\": " << out.records() << ",\n";
             json << "  \"end_of_stream\": " << out.end_of_stream() << ",\n";
             json << "  \"errors\": " << out.errors() << ",\n";
+            const auto q = pipeline.stats();
+            json << "  \"records_truncated\": " << q.records_truncated_total << ",\n";
+            json << "  \"records_dropped\": " << q.records_dropped_total << ",\n";
+            json << "  \"sink_failures\": " << q.sink_failures_total << ",\n";
+            json << "  \"bytes_discarded\": " << q.bytes_discarded_total << ",\n";
+            json << "  \"bytes_dropped\": " << s.bytes_dropped_total << ",\n";
             json << "  \"buffers_total\": " << p.buffer_count << ",\n";
             json << "  \"buffers_free_at_exit\": " << p.free << ",\n";
             json << "  \"threads_max\": " << threads_max << ",\n";
