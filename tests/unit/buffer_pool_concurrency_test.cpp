@@ -221,6 +221,10 @@ TEST(buffer_pool_concurrency, threads_hammering_one_pool_leave_it_whole) {
     EXPECT_EQ(source_acquisitions + cancelled.load(),
               std::uint64_t{lane_count} * sources_per_lane * iterations_per_source);
     EXPECT_GT(stats.acquired_after_wait_total[0], 0U) << "sources never suspended: no contention";
+    // The cancel path ran: some cancellations won against a suspended acquisition, and the
+    // pool counted each one it aborted.
+    EXPECT_GT(cancelled.load(), 0U) << "no cancellation ever won: the race was not exercised";
+    EXPECT_EQ(stats.waits_aborted_total[0], cancelled.load());
     EXPECT_GT(processed.load(), 0U);
     for (const auto& lane : ids) {
         for (const auto id : lane) {

@@ -1,6 +1,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -149,6 +150,77 @@ TEST(processing, wait_idle_returns_only_after_the_last_task_is_done_with_process
         ASSERT_EQ(out.text, input);
         ASSERT_EQ(pool.stats().free, 16U);
     }
+}
+
+} // namespace
+
+namespace {
+
+/// Submits `parts` in order on one channel; `discontinuous[i]` marks part i as the first
+/// bytes of a new connection.
+void feed_parts(framing kind, const std::vector<std::string>& parts, const std::vector<bool>& discontinuous,
+                reassembling_sink& out, processing_stats& stats) {
+    buffer_pool pool({16, 256, 4, 4});
+    {
+        production_environment env({1, 1, 1});
+        processing pipeline(env, pool, out, {kind, 0, 4});
+        const auto id = pool.register_source({1, 8}).id;
+        auto channel = pipeline.open_channel(id.value());
+        for (std::size_t i = 0; i < parts.size(); ++i) {
+            buffer b = pool.try_acquire(id);
+            ASSERT_TRUE(b);
+            std::memcpy(b.storage().data(), parts[i].data(), parts[i].size());
+            b.set_size_bytes(static_cast<std::uint32_t>(parts[i].size()));
+            b.set_sequence(i);
+            b.set_discontinuity(discontinuous[i]);
+            ASSERT_TRUE(pipeline.submit(channel, std::move(b)));
+        }
+        pipeline.end_of_stream(channel);
+        pipeline.wait_idle();
+        stats = pipeline.stats();
+        pool.unregister_source(id);
+    }
+    EXPECT_EQ(pool.stats().free, 16U);
+}
+
+std::string frame(const std::string& payload) {
+    const auto n = static_cast<std::uint32_t>(payload.size());
+    return std::string{static_cast<char>(n >> 24U), static_cast<char>(n >> 16U),
+                       static_cast<char>(n >> 8U), static_cast<char>(n)} + payload;
+}
+
+TEST(processing, a_discontinuity_drops_the_unfinished_newline_record_and_counts_it) {
+    reassembling_sink out;
+    processing_stats stats;
+    feed_parts(framing::newline, {"a,1,x\nb,2,", "c,3,y\n", "d,4", ",z\n"}, {false, true, false, false}, out, stats);
+    EXPECT_EQ(out.text, "a,1,x\nc,3,y\nd,4,z\n") << "b,2, must never be joined to c,3,y";
+    EXPECT_EQ(out.records, 3U);
+    EXPECT_EQ(stats.records_truncated_total, 1U);
+}
+
+TEST(processing, a_discontinuity_resyncs_length_prefixed_framing_and_ends_an_oversize_skip) {
+    reassembling_sink out;
+    processing_stats stats;
+    // A header promising 100 bytes and 10 of them; then a new connection with two whole frames;
+    // then a header promising more than a buffer (skipped), cut by another new connection.
+    const std::string promise = frame(std::string(100, 'p')).substr(0, 14);
+    const std::string oversize = frame(std::string(1000, 'o')).substr(0, 50);
+    feed_parts(framing::length_prefixed,
+               {promise, frame("r1") + frame("r2"), oversize, frame("r3")}, {false, true, false, true}, out,
+               stats);
+    EXPECT_EQ(out.text, frame("r1") + frame("r2") + frame("r3"));
+    EXPECT_EQ(out.records, 3U);
+    EXPECT_EQ(stats.records_truncated_total, 1U) << "the 100-byte record; the oversize one counts as dropped";
+    EXPECT_EQ(stats.records_dropped_total, 1U);
+}
+
+TEST(processing, a_stream_that_ends_inside_a_record_counts_it_as_truncated) {
+    reassembling_sink out;
+    processing_stats stats;
+    feed_parts(framing::newline, {"a,1,x\nb,2"}, {false}, out, stats);
+    EXPECT_EQ(out.text, "a,1,x\n");
+    EXPECT_EQ(out.ends, 1U);
+    EXPECT_EQ(stats.records_truncated_total, 1U);
 }
 
 } // namespace
