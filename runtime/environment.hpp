@@ -122,7 +122,10 @@ public:
     /// Blocks until some bytes are read into `space`; 0 means end of stream. Throws
     /// `std::runtime_error` on failure. Called on a blocking-pool thread, one call at a time.
     virtual std::size_t read_blocking(std::span<std::byte> space) = 0;
-    /// Asks a blocked `read_blocking` to return soon (best effort); called from a lane.
+    /// Asks a blocked `read_blocking` to return soon; called from a lane when the source is
+    /// stopped. A stop completes only when the read returns (a thread cannot be cancelled),
+    /// so a reader whose reads can block for long should make this wake them (close the
+    /// descriptor, signal a condition); what the read then returns is not delivered as EoS.
     virtual void interrupt() noexcept {}
 };
 

@@ -81,6 +81,9 @@ public:
     /// `wait_readable` + `read_now`.
     virtual bool reads_into_buffer() const noexcept { return false; }
     /// Only for `reads_into_buffer()` sources: reads at least one byte, or reports end or error.
+    /// The server flushes after every such read (a read may block for long). A stop calls
+    /// `close`, which must make a blocked read return (the legacy adapter calls
+    /// `blocking_reader::interrupt`); whatever that read returns then, the run ends as a stop.
     virtual boost::asio::awaitable<read_result> read_some(std::span<std::byte> space);
 };
 

@@ -898,11 +898,10 @@ asio::awaitable<source_server::loop_end> source_server::read_loop(entry& e, bool
         const auto busy_since = env_.now();
         std::optional<loop_end> end;
         if (into_buffer) {
-            for (std::uint32_t i = 0; i < options_.reads_per_turn_max && current; ++i) {
-                if (!take_read(e, current, co_await src.read_some(current.free_space()), end)) {
-                    break;
-                }
-            }
+            // One read a turn: each read may block for as long as the device likes, so the
+            // flush decision (demand, pressure, timeout) comes after every read, not after a
+            // turn of them, or what was read first would wait for the reads that follow.
+            take_read(e, current, co_await src.read_some(current.free_space()), end);
         } else {
             end = read_turn(e, current);
         }
@@ -941,7 +940,9 @@ asio::awaitable<bool> source_server::run(entry& e, resume from) {
         if (end.what == loop_end::kind::park) {
             co_return true; // the completion handler parks it (see run_ended)
         }
-        if (end.what == loop_end::kind::stop) {
+        if (end.what == loop_end::kind::stop || e.stop_requested) {
+            // Also an end or a failure that the stop caused (a legacy read it interrupted):
+            // an engine stop gives neither EoS nor Error.
             break;
         }
         if (end.what == loop_end::kind::end_of_stream) {

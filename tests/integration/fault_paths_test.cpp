@@ -5,6 +5,7 @@
 
 #include <array>
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -22,6 +23,7 @@
 #include <boost/asio/write.hpp>
 #include <gtest/gtest.h>
 
+#include "runtime/blocking_source.hpp"
 #include "runtime/generator_source.hpp"
 #include "runtime/stream_sources.hpp"
 #include "tests/support/generator_text.hpp"
@@ -333,6 +335,60 @@ TEST(fault_paths, a_restarted_paced_generator_resumes_its_rate_at_once) {
     // At 500 records/s a record is due every 2 ms; allow a generous 300 ms for the first.
     EXPECT_TRUE(w.sink.wait_for([&] { return w.sink.total_records_locked() > before; }, 300ms))
         << "the restarted generator stayed silent (it waited out the time it had run before)";
+    EXPECT_TRUE(w.sink.violations().empty()) << w.sink.violations().front();
+}
+
+/// A legacy device: hands out `chunks` one per read, then blocks until interrupted (a read
+/// that never returns on its own), and then reports end of stream.
+class stalling_device final : public blocking_reader {
+public:
+    explicit stalling_device(std::vector<std::string> chunks) : chunks_(std::move(chunks)) {}
+    std::size_t read_blocking(std::span<std::byte> space) override {
+        std::unique_lock lock(mutex_);
+        if (next_ < chunks_.size()) {
+            const std::string& c = chunks_[next_++];
+            std::memcpy(space.data(), c.data(), std::min(c.size(), space.size()));
+            return std::min(c.size(), space.size());
+        }
+        ++blocked_reads;
+        interrupted_.wait(lock, [this] { return interrupted; });
+        return 0;
+    }
+    void interrupt() noexcept override {
+        {
+            const std::lock_guard lock(mutex_);
+            interrupted = true;
+        }
+        interrupted_.notify_all();
+    }
+    bool interrupted = false; ///< under mutex_
+    int blocked_reads = 0;    ///< under mutex_
+
+private:
+    std::mutex mutex_;
+    std::condition_variable interrupted_;
+    std::vector<std::string> chunks_;
+    std::size_t next_ = 0;
+};
+
+TEST(fault_paths, a_legacy_source_blocked_in_a_read_has_flushed_what_it_read_before) {
+    test_worker w;
+    const auto h = w.server.register_source(named("device"), [](environment& env, const executor& lane) -> std::unique_ptr<source> {
+                                               return std::make_unique<blocking_source>(
+                                                   env, lane, std::make_unique<stalling_device>(std::vector<std::string>{generator_text(5, 0, 3)}),
+                                                   "stalling device");
+                                           }).handle;
+    ASSERT_TRUE(w.server.start(h));
+    // Three records, then a read that blocks: they must not wait for reads that do not come.
+    EXPECT_TRUE(w.sink.wait_for([&] { return w.sink.total_records_locked() == 3; }, 2s))
+        << "the records read before the blocking read were held with it";
+    // A stop interrupts the read (blocking_reader::interrupt); the run ends as a stop.
+    w.server.stop(h);
+    EXPECT_TRUE(w.sink.wait_for([&] { return w.server.state(h) == source_state::stopped; }, 5s));
+    w.pipeline.wait_idle(); // whatever the end queued has reached the sink
+    const auto log = w.sink.origin(h);
+    EXPECT_FALSE(log.end_of_stream) << "the read the stop interrupted is not an end of stream";
+    EXPECT_FALSE(log.error);
     EXPECT_TRUE(w.sink.violations().empty()) << w.sink.violations().front();
 }
 
