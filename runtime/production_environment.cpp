@@ -573,7 +573,9 @@ production_environment::connect(executor lane, std::string address, std::uint16_
         co_await (socket.async_connect(tcp::endpoint(ip, port), asio::as_tuple(asio::use_awaitable)) ||
                   deadline.async_wait(asio::as_tuple(asio::use_awaitable)));
     if (outcome.index() == 1) {
-        co_return result{asio::error::timed_out, nullptr};
+        // The deadline, or a cancellation of the whole connect (a stop): say which.
+        const bool cancelled = std::get<0>(std::get<1>(outcome)) == asio::error::operation_aborted;
+        co_return result{cancelled ? asio::error::operation_aborted : asio::error::timed_out, nullptr};
     }
     error = std::get<0>(std::get<0>(outcome));
     if (error) {

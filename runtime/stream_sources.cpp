@@ -1,6 +1,9 @@
 #include "runtime/stream_sources.hpp"
 
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/error.hpp>
+#include <boost/asio/use_awaitable.hpp>
 
 #include "runtime/assert.hpp"
 
@@ -21,7 +24,13 @@ asio::awaitable<error_code> reopening_source::open() {
     if (const auto opened = open_now()) {
         co_return *opened;
     }
-    co_return adopt(co_await open_stream());
+    // In its own coroutine, so that close() can cancel it: the connect's operations inherit
+    // the cancellation bound here (a stop must not wait out connect_timeout).
+    opening_now_ = true;
+    auto opened = co_await asio::co_spawn(
+        lane_, open_stream(), asio::bind_cancellation_slot(opening_.slot(), asio::use_awaitable));
+    opening_now_ = false;
+    co_return adopt(std::move(opened));
 }
 
 std::optional<error_code> reopening_source::open_now() {
@@ -63,6 +72,10 @@ read_result reopening_source::read_now(std::span<std::byte> space) {
 }
 
 void reopening_source::close() noexcept {
+    if (opening_now_) {
+        opening_now_ = false;
+        opening_.emit(asio::cancellation_type::terminal);
+    }
     if (stream_) {
         stream_->close();
     }

@@ -10,6 +10,8 @@
 #include <string>
 #include <utility>
 
+#include <boost/asio/cancellation_signal.hpp>
+
 #include "runtime/environment.hpp"
 #include "runtime/source.hpp"
 
@@ -56,9 +58,13 @@ private:
 
     std::unique_ptr<byte_stream> stream_; ///< null until opened; closed, not reset, on close()
     std::uint64_t bytes_read_ = 0;
+    /// Cancels an open in progress (a connect) when the source is closed (a stop).
+    boost::asio::cancellation_signal opening_;
+    bool opening_now_ = false; ///< an open is waiting: opening_ has a handler to reach
 };
 
-/// Connects out; on reset or refusal the server reopens it with capped exponential backoff.
+/// Connects out; on reset or refusal the server reopens it with capped exponential backoff. A
+/// stop cancels a connect in progress.
 class tcp_client_source final : public reopening_source {
 public:
     tcp_client_source(environment& env, executor lane, tcp_client_options options);

@@ -392,4 +392,31 @@ TEST(fault_paths, a_legacy_source_blocked_in_a_read_has_flushed_what_it_read_bef
     EXPECT_TRUE(w.sink.violations().empty()) << w.sink.violations().front();
 }
 
+TEST(fault_paths, a_stop_cancels_a_tcp_connect_in_progress) {
+    // A listener whose accept queue is full drops further SYNs: the client's connect hangs
+    // until its 30 s timeout. A stop must not wait for that.
+    asio::io_context io;
+    asio::ip::tcp::acceptor full(io);
+    full.open(asio::ip::tcp::v4());
+    full.bind({asio::ip::make_address("127.0.0.1"), 0});
+    full.listen(0);
+    asio::ip::tcp::socket filler(io);
+    filler.connect(full.local_endpoint());
+    test_worker w;
+    const std::uint16_t port = full.local_endpoint().port();
+    const auto h = w.server.register_source(named("client"), [port](environment& env, const executor& lane) -> std::unique_ptr<source> {
+                                               return std::make_unique<tcp_client_source>(env, lane, tcp_client_options{"127.0.0.1", port, 30s});
+                                           }).handle;
+    ASSERT_TRUE(w.server.start(h));
+    std::this_thread::sleep_for(100ms); // the connect is under way
+    const auto stopped_at = std::chrono::steady_clock::now();
+    w.server.stop(h);
+    EXPECT_TRUE(w.sink.wait_for([&] { return w.server.state(h) == source_state::stopped; }, 5s))
+        << "the stop waited for the connect";
+    EXPECT_LT(std::chrono::steady_clock::now() - stopped_at, 5s);
+    w.pipeline.wait_idle();
+    EXPECT_EQ(w.sink.errors(), 0U) << "a stop is not a failure";
+    EXPECT_EQ(w.server.stats().reconnects_total, 0U);
+}
+
 } // namespace
