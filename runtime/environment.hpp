@@ -145,8 +145,9 @@ public:
 enum class fault_site : std::uint8_t {
     force_acquire_wait, ///< take the suspending acquisition path although a buffer is free
     enqueue_exception,  ///< queueing a buffer for processing throws (out of memory)
+    accept_exception,   ///< the listener's accept loop throws after an accept
 };
-inline constexpr std::size_t fault_site_count = 2;
+inline constexpr std::size_t fault_site_count = 3;
 
 /// The seam. Every member is thread-safe unless it says otherwise.
 class environment {

@@ -229,6 +229,10 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
         b.counter(f, d(s.connections_accepted_total), {{"result", "accepted"}});
         b.counter(f, d(s.connections_refused_total), {{"result", "refused"}});
     }
+    b.counter(b.family("sluice_listener_failures_total",
+                       "Accept loops that failed (an exception) and were begun again.",
+                       MetricType::Counter),
+              d(s.listener_failures_total));
 
     // Threads.
     {

@@ -440,7 +440,7 @@ void name_thread(std::thread& thread, const std::string& name) {
 
 production_environment::production_environment(const production_options& options)
     : compute_threads_(options.compute_threads), blocking_threads_(options.blocking_threads),
-      descriptor_reserve_(options.descriptor_reserve),
+      descriptor_reserve_(options.descriptor_reserve), inject_faults_(options.inject_faults),
       start_(std::chrono::steady_clock::now()), random_(std::random_device{}()) {
     if (options.io_threads == 0 || options.compute_threads == 0 ||
         options.blocking_threads == 0) {

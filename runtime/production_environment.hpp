@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -29,6 +30,9 @@ struct production_options {
     /// reconnects, the metrics endpoint): a connection accepted beyond that is closed and
     /// counted as refused.
     std::size_t descriptor_reserve = 64;
+    /// Fault injection for real-thread tests of paths the simulator cannot reach (real
+    /// sockets): called from the threads that reach a fault site. Empty in production.
+    std::function<bool(fault_site)> inject_faults{};
 };
 
 class production_environment final : public environment {
@@ -44,6 +48,7 @@ public:
     /// after waiting for posted compute work. Idempotent; called by the destructor.
     void shutdown();
 
+    bool inject(fault_site site) noexcept override { return inject_faults_ && inject_faults_(site); }
     std::size_t lane_count() const noexcept override { return lanes_.size(); }
     executor lane_executor(std::size_t index) override;
     time_point now() const noexcept override;
@@ -86,6 +91,7 @@ private:
     std::size_t compute_threads_;
     std::size_t blocking_threads_;
     std::size_t descriptor_reserve_;
+    std::function<bool(fault_site)> inject_faults_; ///< production_options::inject_faults
     std::chrono::steady_clock::time_point start_;
     std::vector<std::unique_ptr<boost::asio::io_context>> lanes_;
     std::vector<std::unique_ptr<task_counters>> lane_counters_;

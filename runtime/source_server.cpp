@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <exception>
+#include <stdexcept>
 #include <utility>
 
 #include <boost/asio/as_tuple.hpp>
@@ -89,6 +90,7 @@ struct source_server::listener {
     std::unique_ptr<stream_listener> acceptor;
     std::atomic<std::uint32_t> connections{0};
     std::uint64_t accepted = 0;
+    std::uint32_t restarts = 0; ///< accept loops begun again after a failure (lane-only)
     bool closing = false; ///< lane-only
 };
 
@@ -1035,14 +1037,40 @@ std::pair<error_code, std::uint16_t> source_server::add_tcp_listener(const liste
         }
         listeners_.push_back(std::move(l));
     }
-    asio::co_spawn(env_.lane_executor(raw->lane_index), accept_loop(*raw),
-                   [this](const std::exception_ptr&) { leave_gate(); });
+    spawn_accept_loop(*raw);
     return {error_code{}, port};
+}
+
+void source_server::spawn_accept_loop(listener& l) {
+    // Inside the gate (taken by the caller) until the loop ends. A loop that ended by an
+    // exception is counted and begun again (after a pause, in accept_loop), unless the
+    // listener is closing: a listener never stops accepting silently.
+    asio::co_spawn(env_.lane_executor(l.lane_index), accept_loop(l),
+                   [this, &l](const std::exception_ptr& failure) {
+                       if (failure && !l.closing) {
+                           listener_failures_.fetch_add(1, std::memory_order_relaxed);
+                           ++l.restarts;
+                           try {
+                               spawn_accept_loop(l);
+                               return;
+                           } catch (...) {
+                               // Cannot even respawn (out of memory): it stays down, counted.
+                           }
+                       }
+                       leave_gate();
+                   });
 }
 
 asio::awaitable<void> source_server::accept_loop(listener& l) {
     std::uint32_t consecutive_errors = 0;
     auto pause = env_.make_timer(env_.lane_executor(l.lane_index));
+    if (l.restarts > 0) {
+        // Begun again after a failure: not at once, so a failure that repeats cannot spin.
+        co_await pause->wait_for(std::chrono::milliseconds(10) * std::min<std::uint32_t>(l.restarts, 100));
+        if (l.closing) {
+            co_return;
+        }
+    }
     for (;;) {
         const std::size_t lane = pick_lane(source_options::any_lane);
         auto [error, stream] = co_await l.acceptor->accept(env_.lane_executor(lane));
@@ -1061,6 +1089,10 @@ asio::awaitable<void> source_server::accept_loop(listener& l) {
             stream->close();
             connections_refused_.fetch_add(1, std::memory_order_relaxed);
             continue;
+        }
+        if (env_.inject(fault_site::accept_exception)) {
+            stream->close();
+            throw std::runtime_error("injected accept fault");
         }
         auto transport = std::make_shared<std::unique_ptr<byte_stream>>(std::move(stream));
         source_options options;
@@ -1179,6 +1211,7 @@ server_stats source_server::stats() const {
     s.connections_refused_total = connections_refused_.load(std::memory_order_relaxed);
     s.end_of_stream_total = end_of_stream_.load(std::memory_order_relaxed);
     s.bytes_dropped_total = bytes_dropped_.load(std::memory_order_relaxed);
+    s.listener_failures_total = listener_failures_.load(std::memory_order_relaxed);
     s.queue_failures_total = queue_failures_.load(std::memory_order_relaxed);
     s.final_events_lost_total = final_events_lost_.load(std::memory_order_relaxed);
     s.failures_total = failures_.load(std::memory_order_relaxed);

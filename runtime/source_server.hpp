@@ -139,6 +139,8 @@ struct server_stats {
     /// of memory); each such source ended with an Error that says so.
     std::uint64_t bytes_dropped_total = 0;
     std::uint64_t queue_failures_total = 0; ///< sources ended by such a drop
+    /// Accept loops that ended by an exception and were begun again.
+    std::uint64_t listener_failures_total = 0;
     std::uint64_t final_events_lost_total = 0; ///< EoS/Error events that could not be queued
 };
 
@@ -244,6 +246,7 @@ private:
     /// After every successful open: a reopen marks the next buffer as a discontinuity.
     void opened(entry& e) noexcept;
     boost::asio::awaitable<void> accept_loop(listener& l);
+    void spawn_accept_loop(listener& l);
     /// Partial buffers waiting for more data (DESIGN.md's flush policy): the buffer moves into
     /// its lane's holder heap, ordered by flush deadline, while the source waits or parks. The
     /// lane's sweeper emits it at the deadline, a wake-up (pressure, demand) emits every holder
@@ -328,6 +331,7 @@ private:
     std::atomic<std::uint64_t> failures_{0};
     std::atomic<std::uint64_t> bytes_dropped_{0};
     std::atomic<std::uint64_t> queue_failures_{0};
+    std::atomic<std::uint64_t> listener_failures_{0};
     std::atomic<std::uint64_t> final_events_lost_{0};
     std::array<std::atomic<std::uint64_t>, source_kind_count> reconnects_by_kind_{};
     std::array<std::atomic<std::uint64_t>, source_kind_count> busy_ns_{};

@@ -147,6 +147,17 @@ void reset(asio::ip::tcp::socket& peer) {
     peer.close();
 }
 
+/// A loopback acceptor standing for the peer, and `w`'s tcp_client source connected to it.
+struct peer_and_client {
+    explicit peer_and_client(record_worker& w) {
+        const auto answer = w.server.register_source(named("client"), tcp_client_to(acceptor.local_endpoint().port()));
+        EXPECT_TRUE(answer.admitted()) << answer.message;
+        EXPECT_TRUE(w.server.start(answer.handle));
+    }
+    asio::io_context io;
+    asio::ip::tcp::acceptor acceptor{io, {asio::ip::make_address("127.0.0.1"), 0}};
+};
+
 std::string be32(std::uint32_t n) {
     return {static_cast<char>(n >> 24U), static_cast<char>(n >> 16U), static_cast<char>(n >> 8U),
             static_cast<char>(n)};
@@ -154,11 +165,8 @@ std::string be32(std::uint32_t n) {
 
 TEST(fault_paths, a_reconnect_inside_a_newline_record_drops_it_and_never_joins_the_next_connection) {
     record_worker w(framing::newline);
-    asio::io_context io;
-    asio::ip::tcp::acceptor acceptor(io, {asio::ip::make_address("127.0.0.1"), 0});
-    const auto answer = w.server.register_source(named("client"), tcp_client_to(acceptor.local_endpoint().port()));
-    ASSERT_TRUE(answer.admitted()) << answer.message;
-    ASSERT_TRUE(w.server.start(answer.handle));
+    peer_and_client peer(w);
+    auto& acceptor = peer.acceptor;
     {
         auto first = acceptor.accept();
         asio::write(first, asio::buffer(std::string("a,1,x\nb,2,")));
@@ -178,11 +186,8 @@ TEST(fault_paths, a_reconnect_inside_a_length_prefixed_record_keeps_the_next_con
     // The reproduction: a 100-byte header and 10 of its bytes, a reset, then five whole
     // records on the next connection. Before the fix the carry swallowed them.
     record_worker w(framing::length_prefixed);
-    asio::io_context io;
-    asio::ip::tcp::acceptor acceptor(io, {asio::ip::make_address("127.0.0.1"), 0});
-    const auto answer = w.server.register_source(named("client"), tcp_client_to(acceptor.local_endpoint().port()));
-    ASSERT_TRUE(answer.admitted()) << answer.message;
-    ASSERT_TRUE(w.server.start(answer.handle));
+    peer_and_client peer(w);
+    auto& acceptor = peer.acceptor;
     {
         auto first = acceptor.accept();
         asio::write(first, asio::buffer(be32(100) + std::string(10, 'p')));
@@ -417,6 +422,35 @@ TEST(fault_paths, a_stop_cancels_a_tcp_connect_in_progress) {
     w.pipeline.wait_idle();
     EXPECT_EQ(w.sink.errors(), 0U) << "a stop is not a failure";
     EXPECT_EQ(w.server.stats().reconnects_total, 0U);
+}
+
+TEST(fault_paths, a_listener_whose_accept_loop_throws_counts_it_and_keeps_accepting) {
+    // The first two accepted connections meet an exception in the accept loop (injected where
+    // an out-of-memory would come from); the listener must begin again, not go quiet.
+    std::atomic<int> faults_left{2};
+    production_options threads{2, 2, 1};
+    threads.inject_faults = [&faults_left](fault_site site) {
+        return site == fault_site::accept_exception && faults_left.fetch_sub(1) > 0;
+    };
+    test_worker w({512, 4096, 8, 8192}, threads);
+    const auto [error, port] = w.server.add_tcp_listener(listener_options{});
+    ASSERT_FALSE(error) << error.message();
+    asio::io_context io;
+    std::vector<asio::ip::tcp::socket> peers;
+    for (std::uint64_t c = 0; c < 5; ++c) {
+        peers.emplace_back(io);
+        peers.back().connect({asio::ip::make_address("127.0.0.1"), port});
+        // The worker closes the connections that met the fault, maybe before this writes.
+        boost::system::error_code ignored;
+        asio::write(peers.back(), asio::buffer(generator_text(c, 0, 100)), ignored);
+        peers.back().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+    }
+    EXPECT_TRUE(w.sink.wait_for([&] { return w.sink.end_of_streams_locked() == 3; }, 10s))
+        << w.sink.end_of_streams() << " connections ended";
+    const auto stats = w.server.stats();
+    EXPECT_EQ(stats.listener_failures_total, 2U);
+    EXPECT_EQ(stats.connections_accepted_total, 3U);
+    EXPECT_EQ(w.sink.total_records(), 300U);
 }
 
 } // namespace
