@@ -6,9 +6,11 @@
 #include <cstdlib>
 #include <regex>
 #include <string>
+#include <thread>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/write.hpp>
 #include <gtest/gtest.h>
 
 #include "tests/support/process.hpp"
@@ -389,6 +391,55 @@ TEST(sluiced, a_drain_that_passes_its_deadline_exits_with_its_own_code) {
     p.signal(SIGTERM);
     EXPECT_EQ(p.wait(20s), 5) << p.err();
     EXPECT_NE(p.err().find("drain_timeout_ms"), std::string::npos) << p.err();
+}
+
+} // namespace
+
+namespace {
+
+TEST(sluiced, a_storm_of_resets_is_counted_in_full_and_logged_at_a_bounded_rate) {
+    const auto path = write_file("reset_storm.toml", std::string(worker_threads) + R"(
+[pool]
+buffer_count = 512
+buffer_size_bytes = 4096
+processing_reserve = 8
+[[listener]]
+name = "in"
+port = 0
+)");
+    const auto summary = ::testing::TempDir() + "/reset_storm_summary.json";
+    child_process p({SLUICE_SLUICED, "--config", path, "--summary-json", summary}, "reset_storm");
+    std::string port; // copied out: the text the predicate sees is gone after it returns
+    ASSERT_TRUE(p.wait_for_err([&](const std::string& e) {
+        std::smatch found;
+        if (!std::regex_search(e, found, std::regex("listener 'in' on 127\\.0\\.0\\.1:([0-9]+)"))) {
+            return false;
+        }
+        port = found[1].str();
+        return true;
+    }, 30s)) << p.err();
+    const auto listener_port = static_cast<std::uint16_t>(std::stoi(port));
+    constexpr int resets = 300;
+    boost::asio::io_context io;
+    for (int i = 0; i < resets; ++i) {
+        boost::asio::ip::tcp::socket peer(io);
+        peer.connect({boost::asio::ip::make_address("127.0.0.1"), listener_port});
+        boost::asio::write(peer, boost::asio::buffer(std::string("a,1,x\n")));
+        peer.set_option(boost::asio::socket_base::linger(true, 0));
+        peer.close(); // RST: each connection's source fails
+    }
+    ASSERT_TRUE(p.wait_for_err([](const std::string& e) { return e.find(" failed: ") != std::string::npos; }, 30s));
+    std::this_thread::sleep_for(500ms); // the rest of the resets are seen
+    p.signal(SIGTERM);
+    ASSERT_EQ(p.wait(30s), 0) << p.err();
+    const std::string err = p.err();
+    std::size_t failure_lines = 0;
+    for (std::size_t at = err.find(" failed: "); at != std::string::npos; at = err.find(" failed: ", at + 1)) {
+        ++failure_lines;
+    }
+    EXPECT_LE(failure_lines, 40U) << "one line per reset floods the log";
+    EXPECT_NE(err.find("not shown"), std::string::npos) << "what was left out is said";
+    EXPECT_EQ(json_number(child_process::slurp(summary), "errors"), resets) << "every failure counted";
 }
 
 } // namespace
