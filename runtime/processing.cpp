@@ -98,9 +98,13 @@ void processing::set_failure_callback(std::function<void(std::uint64_t)> callbac
     failure_callback_ = std::move(callback);
 }
 
-// Items are counted once queued, under the channel's lock, and the drain task is claimed and
-// posted under the same lock: a push that throws (the ring growing) or a post that throws
-// leaves nothing queued, counted or claimed, so no counter waits for an item that is not there.
+// Items are counted once queued, under the channel's lock; the same lock claims the drain task
+// when none is pending, and the post comes after the lock (a drain task started at once would
+// wait for it otherwise). A push that throws (the ring growing) leaves nothing queued or
+// counted. A post that throws is undone: a channel has one producer at a time (its source's
+// lane), and a claim is only made when no drain is pending or running, so the queue then holds
+// just the item (or final event) this call added, which is taken back before the exception
+// leaves. Nothing is left queued that no drain will take.
 
 bool processing::submit(const std::shared_ptr<channel>& target, buffer filled) {
     SLUICE_ASSERT(filled);
@@ -110,20 +114,34 @@ bool processing::submit(const std::shared_ptr<channel>& target, buffer filled) {
         return false;
     }
     channel::item item{std::move(filled), env_.now()};
-    const std::lock_guard lock(target->mutex_);
-    SLUICE_ASSERT(target->final_ == channel::final_event::none); // no data after the end
-    target->queue_.push_back(std::move(item));
-    try {
-        if (env_.inject(fault_site::enqueue_exception)) {
-            throw std::bad_alloc();
-        }
-        schedule_locked(target);
-    } catch (...) {
-        buffer lost = target->queue_.pop_back().filled; // released on the way out
-        throw;
+    bool post = false;
+    {
+        const std::lock_guard lock(target->mutex_);
+        SLUICE_ASSERT(target->final_ == channel::final_event::none); // no data after the end
+        target->queue_.push_back(std::move(item));
+        queued_.fetch_add(1, std::memory_order_relaxed);
+        buffers_queued_.fetch_add(1, std::memory_order_relaxed);
+        post = !std::exchange(target->scheduled_, true);
     }
-    queued_.fetch_add(1, std::memory_order_relaxed);
-    buffers_queued_.fetch_add(1, std::memory_order_relaxed);
+    if (post) {
+        try {
+            if (env_.inject(fault_site::enqueue_exception)) {
+                throw std::bad_alloc();
+            }
+            post_drain(target);
+        } catch (...) {
+            buffer lost;
+            {
+                const std::lock_guard lock(target->mutex_);
+                SLUICE_ASSERT(target->queue_.size() == 1); // one producer, no drain: only ours
+                lost = std::move(target->queue_.pop_back().filled);
+                target->scheduled_ = false;
+            }
+            buffers_queued_.fetch_sub(1, std::memory_order_relaxed);
+            finished_items(1); // it may be the last: wait_idle hears of it
+            throw; // `lost` goes back to the pool on the way out
+        }
+    }
     return true;
 }
 
@@ -137,23 +155,31 @@ void processing::error(const std::shared_ptr<channel>& target, std::string messa
 
 void processing::enqueue_final(const std::shared_ptr<channel>& target, bool is_error,
                                std::string message) {
-    const std::lock_guard lock(target->mutex_);
-    SLUICE_ASSERT(target->final_ == channel::final_event::none); // one final event per origin
-    target->final_ = is_error ? channel::final_event::error : channel::final_event::end_of_stream;
-    target->final_message_ = std::move(message);
-    try {
-        schedule_locked(target);
-    } catch (...) {
-        target->final_ = channel::final_event::none;
-        throw;
+    // Out of line: every source has a channel, and few ever fail (made before anything changes,
+    // so running out of memory here changes nothing).
+    auto text = is_error ? std::make_unique<std::string>(std::move(message)) : nullptr;
+    bool post = false;
+    {
+        const std::lock_guard lock(target->mutex_);
+        SLUICE_ASSERT(target->final_ == channel::final_event::none); // one final event per origin
+        target->final_ = is_error ? channel::final_event::error : channel::final_event::end_of_stream;
+        target->final_message_ = std::move(text);
+        queued_.fetch_add(1, std::memory_order_relaxed);
+        post = !std::exchange(target->scheduled_, true);
     }
-    queued_.fetch_add(1, std::memory_order_relaxed);
-}
-
-void processing::schedule_locked(const std::shared_ptr<channel>& target) {
-    if (!target->scheduled_) {
-        post_drain(target); // a drain starting meanwhile waits for this lock
-        target->scheduled_ = true;
+    if (post) {
+        try {
+            post_drain(target);
+        } catch (...) {
+            {
+                const std::lock_guard lock(target->mutex_);
+                target->final_ = channel::final_event::none;
+                target->final_message_.reset();
+                target->scheduled_ = false;
+            }
+            finished_items(1);
+            throw;
+        }
     }
 }
 
@@ -205,7 +231,10 @@ bool processing::drain_batch(const std::shared_ptr<channel>& target, std::uint64
                 target->queue_.pop_front();
             } else if (target->final_ != channel::final_event::none) {
                 final = std::exchange(target->final_, channel::final_event::none);
-                message.swap(target->final_message_);
+                if (target->final_message_) {
+                    message.swap(*target->final_message_);
+                    target->final_message_.reset();
+                }
             } else {
                 break;
             }

@@ -116,7 +116,8 @@ public:
     /// `kind_index` (< 8) groups per-kind counters (the source kind, for metrics).
     std::shared_ptr<channel> open_channel(std::uint64_t origin_id, std::size_t kind_index = 0);
 
-    /// Queues a filled buffer. Any thread. False when the channel's origin has failed in the
+    /// Queues a filled buffer. Any thread, one producer per channel at a time (the source's
+    /// lane). False when the channel's origin has failed in the
     /// sink: the buffer is released and counted as discarded. Throws when the buffer cannot be
     /// queued (out of memory); nothing is queued or counted then, and the buffer is released.
     bool submit(const std::shared_ptr<channel>& target, buffer filled);
@@ -147,9 +148,7 @@ private:
     /// Queues the final event (end of stream, or an error when `is_error`) and claims and posts
     /// the channel's drain task unless one is pending.
     void enqueue_final(const std::shared_ptr<channel>& target, bool is_error, std::string message);
-    /// Claims the channel's drain task and posts it, unless one is pending. Under the channel's
-    /// lock; a post that throws leaves the claim unmade.
-    void schedule_locked(const std::shared_ptr<channel>& target);
+
     /// Posts the channel's drain task; the caller holds the channel's claim (scheduled_ is true:
     /// set by the caller, or kept by a drain that found more or waited for an output buffer).
     void post_drain(const std::shared_ptr<channel>& target);
@@ -247,6 +246,7 @@ private:
         ~item_ring() = default;
 
         bool empty() const noexcept { return size_ == 0; }
+        std::uint32_t size() const noexcept { return size_; }
         item& front() noexcept { return slots_[head_]; }
         const item& front() const noexcept { return slots_[head_]; }
         void pop_front() noexcept {
@@ -287,7 +287,7 @@ private:
         std::uint32_t capacity_ = 0;
     };
     item_ring queue_; ///< data only; bounded by the source's cap
-    std::string final_message_;           ///< the error's text (under mutex_)
+    std::unique_ptr<std::string> final_message_; ///< the error's text (under mutex_)
     final_event final_ = final_event::none; ///< queued after the data (under mutex_)
     std::atomic<bool> sink_failed_{false};
     // Touched only by the single drain task running for this channel:

@@ -310,8 +310,8 @@ report run(const scenario& s) {
     const std::uint32_t churn_planned = s.faults ? static_cast<std::uint32_t>(plan.below(1 + s.sources / 8 + 2)) : 0;
     // Drawn after the older sites, so a run without faults is the run it always was.
     const double peer_share = s.faults ? plan.unit() : 0.0;          // streams that reconnect
-    const double sink_throw_p = s.faults && plan.chance(0.3) ? plan.unit() * 0.002 : 0.0;
-    const double enqueue_throw_p = s.faults && plan.chance(0.3) ? plan.unit() * 0.002 : 0.0;
+    const double sink_throw_p = s.faults && plan.chance(0.3) ? plan.unit() * 0.01 : 0.0;
+    const double enqueue_throw_p = s.faults && plan.chance(0.3) ? plan.unit() * 0.01 : 0.0;
     const double factory_throw_p = s.faults && plan.chance(0.3) ? plan.unit() * 0.2 : 0.0;
     const bool infinite = s.records_per_source == 0;
     options.compute_stall_probability = stall_p;
