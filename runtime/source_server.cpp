@@ -544,10 +544,19 @@ void source_server::emit(entry& e, buffer& filled, flush_reason reason) noexcept
     filled.set_sequence(e.next_sequence); // consumed only once the buffer is queued
     filled.set_reason(reason);
     filled.set_discontinuity(e.discontinuity_pending);
+    // Counted before the buffer is handed on (and taken back if it is not queued): once queued,
+    // the sink may see it before this thread runs on, and the counts must not lag behind it.
+    flushes_[index_of(reason)].fetch_add(1, std::memory_order_relaxed);
+    buffers_emitted_.fetch_add(1, std::memory_order_relaxed);
+    const auto uncount = [&] {
+        flushes_[index_of(reason)].fetch_sub(1, std::memory_order_relaxed);
+        buffers_emitted_.fetch_sub(1, std::memory_order_relaxed);
+    };
     bool queued = false;
     try {
         queued = processing_.submit(e.channel, std::move(filled));
     } catch (...) {
+        uncount();
         // Out of memory queueing it: the buffer went back to the pool with its bytes, which are
         // lost. The run ends with an Error that says how many (finish); later data would no
         // longer be the contiguous stream the engine expects.
@@ -559,14 +568,13 @@ void source_server::emit(entry& e, buffer& filled, flush_reason reason) noexcept
     }
     if (!queued) {
         // The sink failed this origin: processing discarded the buffer and sent the Error.
+        uncount();
         request_stop(e);
         return;
     }
     ++e.next_sequence;
     e.discontinuity_pending = false;
-    flushes_[index_of(reason)].fetch_add(1, std::memory_order_relaxed);
     fill_ratio_.observe(fill);
-    buffers_emitted_.fetch_add(1, std::memory_order_relaxed);
 }
 
 void source_server::heap_place(lane_holders& l, std::size_t index, holder h) {
