@@ -109,8 +109,7 @@ void processing::set_failure_callback(std::function<void(std::uint64_t)> callbac
 bool processing::submit(const std::shared_ptr<channel>& target, buffer filled) {
     SLUICE_ASSERT(filled);
     if (target->sink_failed()) {
-        buffers_discarded_total_.fetch_add(1, std::memory_order_relaxed);
-        bytes_discarded_total_.fetch_add(filled.size_bytes(), std::memory_order_relaxed);
+        count_discarded(filled);
         return false;
     }
     channel::item item{std::move(filled), env_.now()};
@@ -223,7 +222,7 @@ bool processing::drain_batch(const std::shared_ptr<channel>& target, std::uint64
         }
         channel::item next;
         auto final = channel::final_event::none;
-        std::string message;
+        std::unique_ptr<std::string> message; // the error's text, out of line as in the channel
         {
             const std::lock_guard lock(target->mutex_);
             if (!target->queue_.empty()) {
@@ -231,10 +230,7 @@ bool processing::drain_batch(const std::shared_ptr<channel>& target, std::uint64
                 target->queue_.pop_front();
             } else if (target->final_ != channel::final_event::none) {
                 final = std::exchange(target->final_, channel::final_event::none);
-                if (target->final_message_) {
-                    message.swap(*target->final_message_);
-                    target->final_message_.reset();
-                }
+                message = std::move(target->final_message_);
             } else {
                 break;
             }
@@ -247,7 +243,7 @@ bool processing::drain_batch(const std::shared_ptr<channel>& target, std::uint64
             buffer_seconds_.observe(std::chrono::duration<double>(processed - mark).count());
             mark = processed;
         } else {
-            deliver_final(*target, final == channel::final_event::error, message);
+            deliver_final(*target, final == channel::final_event::error, message.get());
             mark = env_.now();
         }
         ++done;
@@ -263,8 +259,7 @@ bool processing::drain_batch(const std::shared_ptr<channel>& target, std::uint64
 
 void processing::deliver(channel& target, buffer& input) {
     if (target.sink_failed()) {
-        buffers_discarded_total_.fetch_add(1, std::memory_order_relaxed);
-        bytes_discarded_total_.fetch_add(input.size_bytes(), std::memory_order_relaxed);
+        count_discarded(input);
         target.output_.reset();
         return;
     }
@@ -279,14 +274,17 @@ void processing::deliver(channel& target, buffer& input) {
         fail_origin(target, "unknown exception");
     }
     if (threw) {
-        // The buffer the sink threw on was not delivered either.
-        buffers_discarded_total_.fetch_add(1, std::memory_order_relaxed);
-        bytes_discarded_total_.fetch_add(input.size_bytes(), std::memory_order_relaxed);
+        count_discarded(input); // the buffer the sink threw on was not delivered either
     }
     buffers_in_progress_.fetch_sub(1, std::memory_order_relaxed);
 }
 
-void processing::deliver_final(channel& target, bool is_error, const std::string& message) {
+void processing::count_discarded(const buffer& dropped) noexcept {
+    buffers_discarded_total_.fetch_add(1, std::memory_order_relaxed);
+    bytes_discarded_total_.fetch_add(dropped.size_bytes(), std::memory_order_relaxed);
+}
+
+void processing::deliver_final(channel& target, bool is_error, const std::string* message) {
     if (!target.carry_.empty()) {
         // The stream ended inside a record: it is dropped, and said so.
         records_truncated_total_.fetch_add(1, std::memory_order_relaxed);
@@ -297,7 +295,7 @@ void processing::deliver_final(channel& target, bool is_error, const std::string
     }
     try {
         if (is_error) {
-            sink_.on_error(target.origin_id_, message);
+            sink_.on_error(target.origin_id_, *message);
         } else {
             sink_.on_end_of_stream(target.origin_id_);
         }

@@ -158,7 +158,10 @@ private:
     /// One data item: processed and given to the sink, or (a failed origin) discarded.
     void deliver(channel& target, buffer& input);
     /// The final event to the sink, unless the origin failed (its error was said already).
-    void deliver_final(channel& target, bool is_error, const std::string& message);
+    /// `message`: the error's text (is_error only).
+    void deliver_final(channel& target, bool is_error, const std::string* message);
+    /// A buffer of a failed origin, not delivered.
+    void count_discarded(const buffer& dropped) noexcept;
     /// The sink threw for the origin's buffer: its error event, then the source is told.
     void fail_origin(channel& target, const char* what);
     void process(channel& target, buffer& input, buffer output);

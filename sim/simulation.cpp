@@ -344,6 +344,18 @@ report run(const scenario& s) {
         sopts.park_idle = s.park_idle;
         source_server server(env, pool, pipeline, sopts);
 
+        // How a virtual stream's records arrive (a file's or a peer's): chunks, gaps, short reads.
+        auto stream_shape = [&](std::uint32_t id) {
+            virtual_stream_script v;
+            v.id = id;
+            v.records = s.records_per_source;
+            v.chunk_bytes_max = 1 + static_cast<std::uint32_t>(env.workload().below(2 * s.buffer_size));
+            v.gap_max = std::chrono::microseconds(1 + env.workload().below(500));
+            if (env.faults().chance(short_read_p)) {
+                v.short_read_max = 1 + static_cast<std::uint32_t>(env.faults().below(64));
+            }
+            return v;
+        };
         std::deque<planned_source> sources; // stable references for the operator plan
         auto add_source = [&](std::uint32_t i) -> bool {
             source_options so;
@@ -371,13 +383,7 @@ report run(const scenario& s) {
                 // reconnects with backoff; the peer sends a cut record again whole.
                 p.what = planned_source::shape::peer;
                 virtual_peer_script peer;
-                peer.stream.id = i;
-                peer.stream.records = s.records_per_source;
-                peer.stream.chunk_bytes_max = 1 + static_cast<std::uint32_t>(env.workload().below(2 * s.buffer_size));
-                peer.stream.gap_max = std::chrono::microseconds(1 + env.workload().below(500));
-                if (env.faults().chance(short_read_p)) {
-                    peer.stream.short_read_max = 1 + static_cast<std::uint32_t>(env.faults().below(64));
-                }
+                peer.stream = stream_shape(i);
                 peer.resets_max = 1 + static_cast<std::uint32_t>(env.faults().below(4));
                 peer.refusals_max = static_cast<std::uint32_t>(env.faults().below(3));
                 const std::string name = "peer/" + std::to_string(i);
@@ -387,14 +393,7 @@ report run(const scenario& s) {
                 };
             } else {
                 p.what = planned_source::shape::file;
-                virtual_stream_script v;
-                v.id = i;
-                v.records = s.records_per_source;
-                v.chunk_bytes_max = 1 + static_cast<std::uint32_t>(env.workload().below(2 * s.buffer_size));
-                v.gap_max = std::chrono::microseconds(1 + env.workload().below(500));
-                if (env.faults().chance(short_read_p)) {
-                    v.short_read_max = 1 + static_cast<std::uint32_t>(env.faults().below(64));
-                }
+                virtual_stream_script v = stream_shape(i);
                 if (env.faults().chance(reset_p)) {
                     v.reset_at_bytes = 1 + env.faults().below(s.records_per_source * 20);
                 }
