@@ -401,13 +401,15 @@ int main(int argc, char** argv) {
                     const std::uint64_t records = out.records();
                     std::fprintf(stderr,
                                  "sluiced: running %u stopped %u failed %u | %.1f MB/s %.0f "
-                                 "records/s | pool free %u/%u waiters %u | threads %zu\n",
+                                 "records/s | pool free %u/%u waiters %u | threads %zu | "
+                                 "source errors %llu\n",
                                  s.sources_by_state[1] + baseline.running_count(),
                                  s.sources_by_state[3], s.sources_by_state[4],
                                  static_cast<double>(bytes - last_bytes) / dt / 1e6,
                                  static_cast<double>(records - last_records) / dt, p.free,
                                  p.buffer_count, p.waiters_sources + p.waiters_processing,
-                                 process_thread_count());
+                                 process_thread_count(),
+                                 static_cast<unsigned long long>(out.errors()));
                     last = now;
                     last_bytes = bytes;
                     last_records = records;
