@@ -48,6 +48,35 @@ std::uint32_t buffer_pool_model::waiter_count(int requester) const {
 
 buffer_pool_model::registration buffer_pool_model::register_source(std::uint32_t reserve,
                                                                    std::uint32_t cap) {
+    answered_.clear();
+    return decide(reserve, cap, held());
+}
+
+buffer_pool_model::waiting_registration buffer_pool_model::register_waiting(std::uint32_t reserve,
+                                                                           std::uint32_t cap) {
+    answered_.clear();
+    const auto answer = decide(reserve, cap, held());
+    if (answer.status != admission::reserve_lent_out) {
+        return {answer, false, 0};
+    }
+    const std::uint64_t ticket = next_ticket_++;
+    admissions_.push_back(admission_waiter{ticket, reserve, cap});
+    return {answer, true, ticket};
+}
+
+std::vector<std::uint64_t> buffer_pool_model::cancel_registration(std::uint64_t ticket) {
+    answered_.clear();
+    const auto it = std::find_if(admissions_.begin(), admissions_.end(),
+                                 [&](const admission_waiter& w) { return w.ticket == ticket; });
+    if (it == admissions_.end()) {
+        throw std::logic_error("model: cancel of a registration that is not queued");
+    }
+    admissions_.erase(it);
+    return grant_eligible();
+}
+
+buffer_pool_model::registration buffer_pool_model::decide(std::uint32_t reserve, std::uint32_t cap,
+                                                          std::uint32_t held) {
     std::uint32_t in_use = 0;
     for (const auto& s : sources_) {
         in_use += s.state != lifecycle::gone ? 1 : 0;
@@ -62,7 +91,7 @@ buffer_pool_model::registration buffer_pool_model::register_source(std::uint32_t
         config_.buffer_count) {
         return {admission::overcommitted, -1};
     }
-    if (floating() < reserve) {
+    if (std::uint64_t{floating()} < std::uint64_t{reserve} + held) {
         return {admission::reserve_lent_out, -1};
     }
     sources_.push_back(source_record{reserve, cap, 0, lifecycle::registered});
@@ -70,6 +99,7 @@ buffer_pool_model::registration buffer_pool_model::register_source(std::uint32_t
 }
 
 std::vector<std::uint64_t> buffer_pool_model::unregister_source(int source) {
+    answered_.clear();
     auto& s = sources_.at(index(source));
     if (s.state != lifecycle::registered) {
         throw std::logic_error("model: unregister of a source that is not registered");
@@ -97,7 +127,7 @@ bool buffer_pool_model::may_take(int requester) const {
     if (s.state != lifecycle::registered) {
         return false;
     }
-    return s.outstanding < s.reserve || (s.outstanding < s.cap && floating() >= 1);
+    return s.outstanding < s.reserve || (s.outstanding < s.cap && floating() >= held() + 1);
 }
 
 void buffer_pool_model::take(int requester) {
@@ -118,6 +148,15 @@ std::vector<std::uint64_t> buffer_pool_model::grant_eligible() {
                 first = it;
             }
         }
+        if (first == queue_.end() && !admissions_.empty()) {
+            const auto head = admissions_.front();
+            const auto answer = decide(head.reserve, head.cap, 0);
+            if (answer.status != admission::reserve_lent_out) {
+                admissions_.erase(admissions_.begin());
+                answered_.push_back(admission_answer{head.ticket, answer});
+                continue;
+            }
+        }
         for (auto it = queue_.begin(); it != queue_.end() && first == queue_.end(); ++it) {
             if (it->requester != processing && may_take(it->requester)) {
                 first = it;
@@ -133,6 +172,7 @@ std::vector<std::uint64_t> buffer_pool_model::grant_eligible() {
 }
 
 buffer_pool_model::acquisition buffer_pool_model::acquire(int requester) {
+    answered_.clear();
     if (requester != processing && !registered(requester)) {
         throw std::logic_error("model: acquire by a source that is not registered");
     }
@@ -146,6 +186,7 @@ buffer_pool_model::acquisition buffer_pool_model::acquire(int requester) {
 }
 
 bool buffer_pool_model::try_acquire(int requester) {
+    answered_.clear();
     if (requester != processing && !registered(requester)) {
         throw std::logic_error("model: try_acquire by a source that is not registered");
     }
@@ -157,6 +198,7 @@ bool buffer_pool_model::try_acquire(int requester) {
 }
 
 std::vector<std::uint64_t> buffer_pool_model::release(int requester) {
+    answered_.clear();
     if (outstanding(requester) == 0) {
         throw std::logic_error("model: release without an outstanding buffer");
     }
@@ -174,6 +216,7 @@ std::vector<std::uint64_t> buffer_pool_model::release(int requester) {
 }
 
 bool buffer_pool_model::cancel(std::uint64_t ticket) {
+    answered_.clear();
     const auto it = std::find_if(queue_.begin(), queue_.end(),
                                  [&](const waiter& w) { return w.ticket == ticket; });
     if (it == queue_.end()) {
@@ -201,6 +244,9 @@ std::string buffer_pool_model::violation() const {
         if (may_take(w.requester)) {
             return "liveness: a waiter whose condition holds is still queued";
         }
+    }
+    if (!admissions_.empty() && floating() >= admissions_.front().reserve) {
+        return "liveness: a registration whose reserve floats is still queued";
     }
     return {};
 }

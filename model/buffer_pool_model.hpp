@@ -13,7 +13,13 @@
 /// - after every change, repeatedly grant the first waiter (processing waiters before source
 ///   waiters, each in arrival order) whose condition holds;
 /// - admission checks, in order: limits valid, a registry slot free, the static sum fits, and
-///   at least `reserve` buffers floating now.
+///   at least `reserve` buffers floating now beyond what is held back;
+/// - a waiting registration is refused at once for any other reason, or queued (arrival
+///   order); while one is queued the first one's reserve is *held back*: a source above its
+///   reserve needs floating ≥ held + 1, a plain registration floating ≥ reserve + held;
+/// - after every change: processing waiters, then queued registrations (the first one leaves
+///   the queue as soon as its reserve floats, or as soon as the registry or the static sum
+///   refuses it), then source waiters.
 
 #include <cstdint>
 #include <string>
@@ -49,9 +55,31 @@ public:
         int requester = processing;
     };
 
+    /// The answer to a waiting registration: at once (`queued` false), or a ticket.
+    struct waiting_registration {
+        registration answer;
+        bool queued = false;
+        std::uint64_t ticket = 0;
+    };
+
+    /// A queued registration's answer when it left the queue (admitted or refused).
+    struct admission_answer {
+        std::uint64_t ticket = 0;
+        registration answer;
+    };
+
+    struct admission_waiter {
+        std::uint64_t ticket = 0;
+        std::uint32_t reserve = 0;
+        std::uint32_t cap = 0;
+    };
+
     explicit buffer_pool_model(config cfg);
 
     registration register_source(std::uint32_t reserve, std::uint32_t cap);
+    waiting_registration register_waiting(std::uint32_t reserve, std::uint32_t cap);
+    /// Registrations that left the queue during the last call, in order.
+    const std::vector<admission_answer>& answered() const { return answered_; }
     /// Returns the tickets of the source's waiters, which are aborted, in arrival order.
     std::vector<std::uint64_t> unregister_source(int source);
     acquisition acquire(int requester);
@@ -60,6 +88,11 @@ public:
     std::vector<std::uint64_t> release(int requester);
     /// True when the ticket was queued (and is now removed).
     bool cancel(std::uint64_t ticket);
+    /// Removes a queued registration; returns the buffer tickets granted because of it (what
+    /// was held back for the first one is lendable again).
+    std::vector<std::uint64_t> cancel_registration(std::uint64_t ticket);
+    std::uint32_t held() const { return admissions_.empty() ? 0 : admissions_.front().reserve; }
+    const std::vector<admission_waiter>& admission_queue() const { return admissions_; }
 
     std::uint32_t free() const { return free_; }
     std::uint32_t owed() const;
@@ -86,6 +119,7 @@ private:
     bool may_take(int requester) const;
     void take(int requester);
     std::vector<std::uint64_t> grant_eligible();
+    registration decide(std::uint32_t reserve, std::uint32_t cap, std::uint32_t held);
 
     struct source_record {
         std::uint32_t reserve = 0;
@@ -100,6 +134,8 @@ private:
     std::uint64_t next_ticket_ = 0;
     std::vector<source_record> sources_;
     std::vector<waiter> queue_; ///< arrival order
+    std::vector<admission_waiter> admissions_;  ///< queued registrations, arrival order
+    std::vector<admission_answer> answered_;    ///< see answered()
 };
 
 } // namespace sluice::model

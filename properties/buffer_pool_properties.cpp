@@ -59,6 +59,11 @@ struct pool_sut {
         boost::system::error_code error;
         buffer granted;
     };
+    struct answer {
+        std::uint64_t tag = 0;
+        boost::system::error_code error;
+        sluice::runtime::admission admission;
+    };
 
     explicit pool_sut(const buffer_pool_model::config& cfg)
         : pool(sluice::runtime::pool_config{cfg.buffer_count, 64, cfg.processing_reserve,
@@ -72,6 +77,17 @@ struct pool_sut {
         for (auto& [ticket, signal] : signals) {
             signal->emit(asio::cancellation_type::terminal);
         }
+        for (auto& [ticket, signal] : registration_signals) {
+            signal->emit(asio::cancellation_type::terminal);
+        }
+        poll();
+        for (auto& a : answers) {
+            if (a.admission.admitted()) {
+                ids.push_back(a.admission.id);
+                registered.push_back(true);
+            }
+        }
+        answers.clear();
         for (std::size_t i = 0; i < ids.size(); ++i) {
             if (registered[i]) {
                 pool.unregister_source(ids[i]);
@@ -116,6 +132,24 @@ struct pool_sut {
         }
     }
 
+    /// Starts a waiting registration tagged with the model's ticket (or immediate_tag).
+    void start_register(std::uint32_t reserve, std::uint32_t cap, std::uint64_t tag) {
+        auto signal = std::make_unique<asio::cancellation_signal>();
+        pool.async_register_source(
+            {reserve, cap},
+            asio::bind_cancellation_slot(
+                signal->slot(),
+                asio::bind_executor(io, [this, tag](boost::system::error_code error,
+                                                    sluice::runtime::admission a) {
+                    answers.push_back(answer{tag, error, std::move(a)});
+                })));
+        if (tag != immediate_tag) {
+            registration_signals.emplace(tag, std::move(signal));
+        } else {
+            immediate_signal = std::move(signal);
+        }
+    }
+
     /// Moves granted buffers to their holders and forgets completed tickets.
     void absorb(std::vector<completion>& done) {
         for (auto& c : done) {
@@ -135,6 +169,8 @@ struct pool_sut {
     std::map<int, std::vector<buffer>> held;     ///< requester → handles it holds
     std::map<std::uint64_t, std::unique_ptr<asio::cancellation_signal>> signals; ///< queued
     std::map<std::uint64_t, int> owner_of; ///< queued ticket → requester
+    std::map<std::uint64_t, std::unique_ptr<asio::cancellation_signal>> registration_signals;
+    std::vector<answer> answers; ///< completed waiting registrations, in the order they ran
     std::unique_ptr<asio::cancellation_signal> immediate_signal;
     int immediate_owner = processing;
     std::vector<completion> completions;
@@ -178,6 +214,17 @@ void compare(const buffer_pool_model& m, pool_sut& sut) {
         pending.insert(ticket);
     }
     RC_ASSERT(model_queue == pending);
+    RC_ASSERT(stats.waiters_admission == m.admission_queue().size());
+    RC_ASSERT(stats.held_for_admission == m.held());
+    std::set<std::uint64_t> model_registrations;
+    for (const auto& w : m.admission_queue()) {
+        model_registrations.insert(w.ticket);
+    }
+    std::set<std::uint64_t> pending_registrations;
+    for (const auto& [ticket, signal] : sut.registration_signals) {
+        pending_registrations.insert(ticket);
+    }
+    RC_ASSERT(model_registrations == pending_registrations);
     // Every held buffer is distinct: no buffer has two owners.
     std::set<std::uint32_t> indices;
     std::size_t handles = 0;
@@ -206,6 +253,27 @@ void expect_completions(const std::vector<pool_sut::completion>& done,
             RC_ASSERT(bool(done[i].granted));
         }
     }
+}
+
+/// Checks the registrations that left the queue (their answers ran in the pool's order, which
+/// is the model's) and records the admitted ones as the model numbers them.
+void expect_answers(const buffer_pool_model& m, pool_sut& sut) {
+    const auto& expected = m.answered();
+    RC_ASSERT(sut.answers.size() == expected.size());
+    for (std::size_t i = 0; i < expected.size(); ++i) {
+        const auto& got = sut.answers[i];
+        RC_ASSERT(got.tag == expected[i].ticket);
+        RC_ASSERT(!got.error);
+        RC_ASSERT(got.admission.status == to_runtime(expected[i].answer.status));
+        RC_ASSERT(got.admission.admitted() == got.admission.message.empty());
+        if (got.admission.admitted()) {
+            RC_ASSERT(expected[i].answer.source == static_cast<int>(sut.ids.size()));
+            sut.ids.push_back(got.admission.id);
+            sut.registered.push_back(true);
+        }
+        sut.registration_signals.erase(got.tag);
+    }
+    sut.answers.clear();
 }
 
 int pick_requester(const buffer_pool_model& m) {
@@ -246,6 +314,77 @@ struct register_source final : command {
     }
 };
 
+struct register_waiting final : command {
+    std::uint32_t reserve = *rc::gen::inRange<std::uint32_t>(0, 5);
+    std::uint32_t cap =
+        *rc::gen::inRange<std::uint32_t>(reserve == 0 ? 0 : reserve - 1, reserve + 5);
+
+    void apply(buffer_pool_model& m) const override { m.register_waiting(reserve, cap); }
+    void run(const buffer_pool_model& m0, pool_sut& sut) const override {
+        auto m = m0;
+        const auto expected = m.register_waiting(reserve, cap);
+        sut.start_register(reserve, cap, expected.queued ? expected.ticket : immediate_tag);
+        sut.poll();
+        if (expected.queued) {
+            RC_ASSERT(sut.answers.empty()); // waits, not answered
+        } else {
+            RC_ASSERT(sut.answers.size() == 1U);
+            const auto got = std::move(sut.answers.front());
+            sut.answers.clear();
+            RC_ASSERT(got.tag == immediate_tag);
+            RC_ASSERT(!got.error);
+            RC_ASSERT(got.admission.status == to_runtime(expected.answer.status));
+            if (got.admission.admitted()) {
+                RC_ASSERT(expected.answer.source == static_cast<int>(sut.ids.size()));
+                sut.ids.push_back(got.admission.id);
+                sut.registered.push_back(true);
+            }
+        }
+        compare(m, sut);
+    }
+    void show(std::ostream& os) const override {
+        os << "register_waiting(reserve=" << reserve << ", cap=" << cap << ")";
+    }
+};
+
+struct cancel_registration final : command {
+    std::uint64_t ticket = 0;
+    bool any = false;
+    explicit cancel_registration(const buffer_pool_model& m) {
+        if (!m.admission_queue().empty()) {
+            any = true;
+            ticket = (*rc::gen::elementOf(m.admission_queue())).ticket;
+        }
+    }
+    void checkPreconditions(const buffer_pool_model& m) const override {
+        const auto& queue = m.admission_queue();
+        const bool queued = any && std::any_of(queue.begin(), queue.end(),
+                                               [&](const auto& w) { return w.ticket == ticket; });
+        RC_PRE(queued);
+    }
+    void apply(buffer_pool_model& m) const override { m.cancel_registration(ticket); }
+    void run(const buffer_pool_model& m0, pool_sut& sut) const override {
+        auto m = m0;
+        const auto tickets = m.cancel_registration(ticket);
+        sut.registration_signals.at(ticket)->emit(asio::cancellation_type::terminal);
+        auto done = sut.take_completions();
+        // The cancelled one answers first, with operation_aborted and the refusal of now.
+        RC_ASSERT(!sut.answers.empty());
+        const auto got = std::move(sut.answers.front());
+        sut.answers.erase(sut.answers.begin());
+        RC_ASSERT(got.tag == ticket);
+        RC_ASSERT(got.error == asio::error::operation_aborted);
+        RC_ASSERT(!got.admission.admitted());
+        RC_ASSERT(!got.admission.message.empty());
+        sut.registration_signals.erase(ticket);
+        expect_completions(done, tickets, 0);
+        sut.absorb(done);
+        expect_answers(m, sut);
+        compare(m, sut);
+    }
+    void show(std::ostream& os) const override { os << "cancel_registration(ticket=" << ticket << ")"; }
+};
+
 struct unregister_source final : command {
     int source;
     explicit unregister_source(const buffer_pool_model& m) {
@@ -273,6 +412,7 @@ struct unregister_source final : command {
         auto done = sut.take_completions();
         expect_completions(done, tickets, aborted);
         sut.absorb(done);
+        expect_answers(m, sut);
         compare(m, sut);
     }
     void show(std::ostream& os) const override { os << "unregister(" << source << ")"; }
@@ -364,6 +504,7 @@ struct release final : command {
         auto done = sut.take_completions();
         expect_completions(done, tickets, 0);
         sut.absorb(done);
+        expect_answers(m, sut);
         compare(m, sut);
     }
     void show(std::ostream& os) const override {
@@ -413,9 +554,9 @@ RC_GTEST_PROP(buffer_pool_properties, real_pool_matches_reference_model, ()) {
     pool_sut sut(cfg);
     rc::state::check(
         initial, sut,
-        rc::state::gen::execOneOfWithArgs<register_source, register_source, unregister_source,
-                                          acquire, acquire, try_acquire, release, release, release,
-                                          cancel>());
+        rc::state::gen::execOneOfWithArgs<register_source, register_source, register_waiting,
+                                          unregister_source, acquire, acquire, try_acquire, release,
+                                          release, release, cancel, cancel_registration>());
 }
 
 RC_GTEST_PROP(buffer_pool_properties, pool_is_whole_after_shutdown, ()) {
@@ -428,11 +569,24 @@ RC_GTEST_PROP(buffer_pool_properties, pool_is_whole_after_shutdown, ()) {
         buffer_pool_model initial(cfg);
         pool_sut sut(cfg);
         rc::state::check(initial, sut,
-                         rc::state::gen::execOneOfWithArgs<register_source, acquire, try_acquire,
-                                                           release, unregister_source>());
+                         rc::state::gen::execOneOfWithArgs<register_source, register_waiting,
+                                                           acquire, try_acquire, release,
+                                                           unregister_source>());
         for (auto& [ticket, signal] : sut.signals) {
             signal->emit(asio::cancellation_type::terminal);
         }
+        for (auto& [ticket, signal] : sut.registration_signals) {
+            signal->emit(asio::cancellation_type::terminal);
+        }
+        sut.poll();
+        for (auto& a : sut.answers) {
+            if (a.admission.admitted()) { // admitted before its cancellation came
+                sut.ids.push_back(a.admission.id);
+                sut.registered.push_back(true);
+            }
+        }
+        sut.answers.clear();
+        sut.registration_signals.clear();
         for (std::size_t i = 0; i < sut.ids.size(); ++i) {
             if (sut.registered[i]) {
                 sut.pool.unregister_source(sut.ids[i]);

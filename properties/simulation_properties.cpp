@@ -75,6 +75,7 @@ RC_GTEST_PROP(simulation, no_deadlock_no_loss_no_duplicate_no_leak_under_any_sch
     RC_CLASSIFY(r.sink_failures > 0, "the sink threw");
     RC_CLASSIFY(r.bytes_dropped > 0, "a buffer could not be queued");
     RC_CLASSIFY(r.factory_failures > 0, "a source factory threw");
+    RC_CLASSIFY(r.registrations_waited > 0, "registrations waited for admission");
     RC_ASSERT(!r.deadlock);
     RC_ASSERT(s.park_idle || r.parks == 0);
     if (!r.ok()) {
@@ -359,6 +360,36 @@ TEST(simulation, equal_sources_get_equal_shares_under_contention) {
         EXPECT_GT(r.backpressure_waits, 0U) << "no contention: the test proves nothing";
         EXPECT_GT(r.source_bytes_min, 0U);
         EXPECT_GE(r.source_bytes_min * 10, r.source_bytes_max * 9) << r.to_json();
+    }
+}
+
+TEST(simulation, registrations_waiting_under_sustained_backpressure_are_admitted_within_a_bound) {
+    // 40 flat-out endless generators keep every floating buffer in use and always have sources
+    // waiting above their reserves; eight registrations come meanwhile and wait for admission,
+    // with reserves of 1 to 3. Each must be admitted within 20 virtual ms (two flush timeouts
+    // and change; no compute stalls here), ahead of the waiting sources. (Served after them,
+    // or without holding the first one's reserve back, none gets in before the run ends.)
+    for (const auto order : {strategy::fifo, strategy::random, strategy::pct}) {
+        scenario s;
+        s.sources = 40;
+        s.records_per_source = 0;
+        s.stream_fraction = 0.0;
+        s.paced_fraction = 0.0;
+        s.reserve = 1;
+        s.cap = 4;
+        s.processing_reserve = 4;
+        s.buffers = 40 + 4 + 20;
+        s.virtual_seconds = 0.1;
+        s.order = order;
+        s.seed = 17;
+        s.late_registrations = 8;
+        s.admission_wait_seconds = 0.02;
+        const report r = run(s);
+        EXPECT_TRUE(r.ok()) << r.to_json();
+        EXPECT_GT(r.backpressure_waits, 0U) << "no contention: the test proves nothing";
+        EXPECT_EQ(r.registrations_waited, 8U);
+        EXPECT_EQ(r.registrations_starved, 0U) << r.to_json();
+        EXPECT_EQ(r.sources_run, 48U) << r.to_json();
     }
 }
 

@@ -155,10 +155,17 @@ buffer_pool::~buffer_pool() {
     SLUICE_ASSERT(free_list_.size() == config_.buffer_count);
     SLUICE_ASSERT(processing_waiters_.empty());
     SLUICE_ASSERT(waiters_sources_ == 0);
+    SLUICE_ASSERT(admission_waiters_.empty());
 }
 
 admission buffer_pool::register_source(source_limits limits) {
     const std::lock_guard lock(mutex_);
+    admission answer = decide_admission(limits, held_for_admission());
+    ++counters_.registrations_total[static_cast<std::size_t>(answer.status)];
+    return answer;
+}
+
+admission buffer_pool::decide_admission(source_limits limits, std::uint32_t held) {
     admission answer;
     const std::uint32_t n = config_.buffer_count;
     const std::uint32_t p = config_.processing_reserve;
@@ -187,7 +194,7 @@ admission buffer_pool::register_source(source_limits limits) {
             std::to_string(p) + " > " + std::to_string(n) + "); lower the reserve to at most " +
             std::to_string(room) + ", raise buffer_count to at least " +
             std::to_string(std::uint64_t{reserved_total_} + r + p) + ", or unregister sources";
-    } else if (!legacy() && floating() < r) {
+    } else if (!legacy() && std::uint64_t{floating()} < std::uint64_t{r} + held) {
         answer.status = admission_status::reserve_lent_out;
         const std::uint32_t unreserved = n - p - reserved_total_;
         answer.message =
@@ -196,7 +203,12 @@ admission buffer_pool::register_source(source_limits limits) {
             " buffers not reserved, only " + std::to_string(floating()) +
             " are free; the others are lent to sources and processing above their reserves (" +
             std::to_string(free_list_.size()) + " free, " + std::to_string(owed_) +
-            " of them owed to existing reserves); retry after those buffers are released, or "
+            " of them owed to existing reserves)" +
+            (admission_waiters_.empty()
+                 ? std::string()
+                 : ", and " + std::to_string(admission_waiters_.size()) +
+                       " registrations wait ahead of this one") +
+            "; retry after those buffers are released (or wait: async_register_source), or "
             "lower the reserve";
     } else {
         const std::uint32_t index = free_source_indices_.back();
@@ -215,13 +227,61 @@ admission buffer_pool::register_source(source_limits limits) {
         answer.status = admission_status::admitted;
         answer.id = source_id{index, entry.generation};
     }
-    ++counters_.registrations_total[static_cast<std::size_t>(answer.status)];
     return answer;
 }
 
+void buffer_pool::enqueue_admission(std::unique_ptr<detail::admission_waiter> node) {
+    admission answer;
+    {
+        const std::lock_guard lock(mutex_);
+        // Behind every registration already waiting: its own turn holds nothing back.
+        answer = admission_waiters_.empty()
+                     ? decide_admission(node->limits, 0)
+                     : decide_admission(node->limits, held_for_admission());
+        if (answer.status == admission_status::reserve_lent_out) {
+            node->queued = true;
+            admission_waiters_.push_back(*node.release()); // owned by the queue until completed
+            publish_waiters();
+            return;
+        }
+        ++counters_.registrations_total[static_cast<std::size_t>(answer.status)];
+    }
+    node.release()->complete({}, std::move(answer));
+}
+
+void buffer_pool::cancel_admission(detail::admission_waiter& target) {
+    completions done;
+    {
+        const std::lock_guard lock(mutex_);
+        if (!target.queued) {
+            return; // already answered; its completion is on its way
+        }
+        const bool was_first = &admission_waiters_.front() == &target;
+        admission_waiters_.erase(admission_waiters_.iterator_to(target));
+        target.queued = false;
+        publish_waiters();
+        target.result = decide_admission(target.limits, ~std::uint32_t{0});
+        SLUICE_ASSERT(target.result.status != admission_status::admitted);
+        ++counters_.registrations_total[static_cast<std::size_t>(target.result.status)];
+        ++counters_.admission_waits_aborted_total;
+        if (was_first) {
+            grant_eligible(done); // what was held back for it is lendable again
+        }
+    }
+    target.complete(boost::asio::error::operation_aborted, std::move(target.result));
+    complete(done);
+}
+
+detail::admission_guard::~admission_guard() {
+    if (pool_ != nullptr) {
+        pool_->unregister_source(id_);
+    }
+}
+
+
 void buffer_pool::unregister_source(source_id id) {
     detail::waiter_list aborted;
-    detail::waiter_list granted;
+    completions done;
     {
         const std::lock_guard lock(mutex_);
         auto& entry = registered_entry(id.index, id.generation);
@@ -243,10 +303,10 @@ void buffer_pool::unregister_source(source_id id) {
             ++sources_retiring_;
         }
         // The dropped owed reserve became floating: others may now proceed.
-        grant_eligible(granted);
+        grant_eligible(done);
     }
     complete_all(aborted, boost::asio::error::operation_aborted);
-    complete_all(granted, {});
+    complete(done);
 }
 
 buffer buffer_pool::try_acquire(source_id id) {
@@ -339,7 +399,8 @@ void buffer_pool::cancel(detail::waiter& target) {
 }
 
 void buffer_pool::release(detail::buffer_slot& slot) noexcept {
-    detail::waiter_list granted;
+    completions done;
+    detail::waiter_list& granted = done.granted;
     {
         const std::lock_guard lock(mutex_);
         const std::uint32_t owner = slot.owner;
@@ -382,9 +443,9 @@ void buffer_pool::release(detail::buffer_slot& slot) noexcept {
                 free_registry_slot(owner);
             }
         }
-        grant_eligible(granted);
+        grant_eligible(done);
     }
-    complete_all(granted, {});
+    complete(done);
 }
 
 buffer_pool::source_entry& buffer_pool::registered_entry(std::uint32_t index,
@@ -414,8 +475,9 @@ bool buffer_pool::may_take(std::uint32_t owner) const noexcept {
     const auto& entry = sources_[owner];
     // `!free_list_.empty()` is implied by the invariant under the sluice policy; the legacy
     // policy can promise more than it has.
+    // Above its reserve, not from what is held back for a waiting registration.
     return !free_list_.empty() && (entry.outstanding < entry.guaranteed ||
-                                   (entry.outstanding < entry.cap && floating() >= 1));
+                                   (entry.outstanding < entry.cap && lendable() >= 1));
 }
 
 detail::buffer_slot* buffer_pool::take(std::uint32_t owner) noexcept {
@@ -485,13 +547,44 @@ void buffer_pool::grant(detail::waiter& target, detail::waiter_list& granted) no
     }
 }
 
-void buffer_pool::grant_eligible(detail::waiter_list& granted) noexcept {
-    // Processing first (DESIGN.md §3), then source waiters below their cap in ticket order.
+void buffer_pool::grant_eligible(completions& done) noexcept {
+    // Processing first (DESIGN.md §3), then waiting registrations in arrival order, then source
+    // waiters below their cap in ticket order, from what the first registration leaves.
     while (!processing_waiters_.empty() && may_take(detail::owner_processing)) {
-        grant(processing_waiters_.front(), granted);
+        grant(processing_waiters_.front(), done.granted);
     }
-    while (!float_waiters_.empty() && floating() >= 1) {
-        grant(*float_waiters_.begin(), granted);
+    while (!admission_waiters_.empty()) {
+        auto& first = admission_waiters_.front();
+        if (floating() < first.limits.reserve &&
+            std::uint64_t{reserved_total_} + first.limits.reserve + config_.processing_reserve <=
+                config_.buffer_count &&
+            !free_source_indices_.empty()) {
+            break; // still waits for its reserve to float
+        }
+        // Admitted, or refused for a reason waiting cannot cure (the registry filled or the
+        // reserves grew meanwhile): it leaves the queue either way.
+        admission_waiters_.pop_front();
+        first.queued = false;
+        first.result = decide_admission(first.limits, 0);
+        SLUICE_ASSERT(first.result.status != admission_status::reserve_lent_out);
+        ++counters_.registrations_total[static_cast<std::size_t>(first.result.status)];
+        if (first.result.admitted()) {
+            ++counters_.admitted_after_wait_total;
+        }
+        done.admitted.push_back(first);
+        publish_waiters();
+    }
+    while (!float_waiters_.empty() && lendable() >= 1) {
+        grant(*float_waiters_.begin(), done.granted);
+    }
+}
+
+void buffer_pool::complete(completions& done) noexcept {
+    complete_all(done.granted, {});
+    while (!done.admitted.empty()) {
+        auto& target = done.admitted.front();
+        done.admitted.pop_front();
+        target.complete({}, std::move(target.result));
     }
 }
 
@@ -559,6 +652,8 @@ pool_stats buffer_pool::stats() const {
     snapshot.outstanding_processing = outstanding_processing_;
     snapshot.waiters_sources = waiters_sources_;
     snapshot.waiters_processing = static_cast<std::uint32_t>(processing_waiters_.size());
+    snapshot.waiters_admission = static_cast<std::uint32_t>(admission_waiters_.size());
+    snapshot.held_for_admission = held_for_admission();
     snapshot.sources_registered = sources_registered_;
     snapshot.sources_retiring = sources_retiring_;
     return snapshot;
@@ -571,7 +666,9 @@ void buffer_pool::check_accounting() const {
                   config_.buffer_count);
     SLUICE_ASSERT(legacy() || free >= owed_);
     SLUICE_ASSERT(processing_waiters_.empty() || floating() == 0);
-    SLUICE_ASSERT(float_waiters_.empty() || floating() == 0);
+    SLUICE_ASSERT(float_waiters_.empty() || lendable() == 0);
+    SLUICE_ASSERT(admission_waiters_.empty() ||
+                  floating() < admission_waiters_.front().limits.reserve);
 }
 
 void buffer_pool::check_invariants() const {
@@ -595,7 +692,11 @@ void buffer_pool::check_invariants() const {
         SLUICE_ASSERT(floating() == 0);
     }
     if (!float_waiters_.empty()) {
-        SLUICE_ASSERT(floating() == 0);
+        SLUICE_ASSERT(lendable() == 0);
+    }
+    if (!admission_waiters_.empty()) {
+        SLUICE_ASSERT(!legacy());
+        SLUICE_ASSERT(floating() < admission_waiters_.front().limits.reserve);
     }
     SLUICE_ASSERT(float_waiters_.size() <= waiters_sources_);
 

@@ -25,6 +25,14 @@
 ///   (*reserve_lent_out*: buffers lent above reserves must come back first; retry later).
 ///   The second rule is what keeps the invariant true at every step: without it a reserve
 ///   could be promised while its buffers are lent to another source.
+/// - Waiting admission (`async_register_source`): a registration refused only for
+///   *reserve_lent_out* is queued instead, in arrival order, and admitted as soon as its reserve
+///   is floating. Registrations come before source waiters: while one is queued, the first one's
+///   reserve is *held back*, so a source above its reserve is served only from `floating −
+///   held` (processing still from `floating`), and a plain `register_source` is refused while
+///   any registration waits. Under sustained backpressure every released buffer would otherwise
+///   go to the waiting sources and no new source could ever be admitted. The caller bounds the
+///   wait by cancelling it.
 /// - Unregistering a source aborts its waiters with `operation_aborted`. Its owed reserve is
 ///   dropped at once (it can no longer acquire), but its reserve stays counted in Σ reserve, and
 ///   its registry slot stays taken, until its last outstanding buffer is released: only then is
@@ -156,6 +164,8 @@ struct pool_stats {
     std::uint32_t outstanding_processing = 0; ///< buffers charged to processing
     std::uint32_t waiters_sources = 0;        ///< suspended source acquisitions
     std::uint32_t waiters_processing = 0;     ///< suspended processing acquisitions
+    std::uint32_t waiters_admission = 0;      ///< registrations waiting for their reserve
+    std::uint32_t held_for_admission = 0;     ///< floating buffers held back for the first one
     std::uint32_t sources_registered = 0;     ///< sources that may acquire
     std::uint32_t sources_retiring = 0;       ///< unregistered, buffers still outstanding
 
@@ -164,8 +174,12 @@ struct pool_stats {
     std::array<std::uint64_t, 2> acquired_after_wait_total{};                ///< by requester
     std::array<std::uint64_t, 2> try_acquire_failed_total{};                 ///< by requester
     std::array<std::uint64_t, 2> waits_aborted_total{}; ///< cancelled or unregistered
+    std::uint64_t admitted_after_wait_total = 0;        ///< registrations admitted from the queue
+    std::uint64_t admission_waits_aborted_total = 0;    ///< queued registrations cancelled
     std::uint64_t released_total = 0;                   ///< buffers returned
 };
+
+class buffer_pool;
 
 namespace detail {
 
@@ -249,6 +263,88 @@ private:
     work_type work_;  ///< the handler's executor, tracked so its context keeps running
 };
 
+struct admission_list_tag;
+
+/// A registration waiting for its reserve (`async_register_source`). Lives from queueing until
+/// its completion has run.
+class admission_waiter
+    : public boost::intrusive::list_base_hook<boost::intrusive::tag<admission_list_tag>> {
+public:
+    admission_waiter() = default;
+    admission_waiter(const admission_waiter&) = delete;
+    admission_waiter& operator=(const admission_waiter&) = delete;
+    virtual ~admission_waiter() = default;
+
+    /// Posts the completion to the waiter's executor; the waiter deletes itself after the
+    /// handler ran. An admitted answer whose handler is destroyed unrun is unregistered, so a
+    /// torn-down caller cannot leak a registration. Called without the lock.
+    virtual void complete(boost::system::error_code error, admission answer) noexcept = 0;
+
+    source_limits limits;  ///< what the registration asks for
+    bool queued = false;   ///< guarded by the pool mutex
+    admission result;      ///< set when it leaves the queue, under the pool mutex
+};
+
+using admission_list =
+    boost::intrusive::list<admission_waiter,
+                           boost::intrusive::base_hook<boost::intrusive::list_base_hook<
+                               boost::intrusive::tag<admission_list_tag>>>,
+                           boost::intrusive::constant_time_size<true>>;
+
+/// Unregisters an admitted source unless released: carried by a posted admission completion,
+/// so an admission whose handler never runs gives its reserve back.
+class admission_guard {
+public:
+    admission_guard(buffer_pool* pool, source_id id) noexcept : pool_(pool), id_(id) {}
+    admission_guard(admission_guard&& other) noexcept
+        : pool_(std::exchange(other.pool_, nullptr)), id_(other.id_) {}
+    admission_guard(const admission_guard&) = delete;
+    admission_guard& operator=(const admission_guard&) = delete;
+    admission_guard& operator=(admission_guard&&) = delete;
+    ~admission_guard();
+    void release() noexcept { pool_ = nullptr; }
+
+private:
+    buffer_pool* pool_;
+    source_id id_;
+};
+
+/// The admission waiter for one completion handler type (as `waiter_impl`).
+template <typename Handler> class admission_waiter_impl final : public admission_waiter {
+public:
+    admission_waiter_impl(Handler handler, buffer_pool* pool)
+        : handler_(std::move(handler)), pool_(pool),
+          work_(boost::asio::prefer(boost::asio::get_associated_executor(handler_),
+                                    boost::asio::execution::outstanding_work.tracked)) {}
+
+    void complete(boost::system::error_code error, admission answer) noexcept override {
+        auto executor = boost::asio::prefer(work_, boost::asio::execution::outstanding_work.untracked);
+        admission_guard guard(answer.admitted() ? pool_ : nullptr, answer.id);
+        boost::asio::post(executor, [self = std::unique_ptr<admission_waiter_impl>(this), error,
+                                     answer = std::move(answer), guard = std::move(guard)]() mutable {
+            auto slot = boost::asio::get_associated_cancellation_slot(self->handler_);
+            if (slot.is_connected()) {
+                slot.clear();
+            }
+            Handler handler = std::move(self->handler_);
+            self.reset();
+            guard.release();
+            std::move(handler)(error, std::move(answer));
+        });
+    }
+
+    Handler& handler() noexcept { return handler_; }
+
+private:
+    using executor_type = boost::asio::associated_executor_t<Handler>;
+    using work_type = std::decay_t<decltype(boost::asio::prefer(
+        std::declval<executor_type>(), boost::asio::execution::outstanding_work.tracked))>;
+
+    Handler handler_;
+    buffer_pool* pool_;
+    work_type work_;
+};
+
 } // namespace detail
 
 /// The one buffer pool of a worker (see the file comment for the rules).
@@ -266,6 +362,23 @@ public:
     /// Registers a source. Never throws for a refusal: the answer says why, with the numbers.
     /// Nothing is half-registered: a refused registration changes no state but its counter.
     admission register_source(source_limits limits);
+
+    /// Registers a source, waiting while the only reason to refuse is *reserve_lent_out* (see
+    /// the file comment: a waiting registration is served ahead of source waiters). Completion
+    /// signature `void(error_code, admission)`, run on the handler's associated executor, never
+    /// inline. Other refusals complete at once with their answer and no error. Cancellation (any
+    /// type) of a queued registration completes it with `operation_aborted` and the refusal
+    /// that holds at that moment (*reserve_lent_out*, with the numbers); the executor that emits
+    /// the cancellation must be the handler's. Under the legacy policy it never waits.
+    template <typename CompletionToken>
+    auto async_register_source(source_limits limits, CompletionToken&& token) {
+        return boost::asio::async_initiate<CompletionToken,
+                                           void(boost::system::error_code, admission)>(
+            [this](auto handler, source_limits asked) {
+                this->initiate_admission(std::move(handler), asked);
+            },
+            token, limits);
+    }
 
     /// Unregisters an admitted source. Its queued waiters complete with `operation_aborted`.
     /// Buffers it still holds stay valid and charged to it; the reserve returns to admission when
@@ -314,7 +427,7 @@ public:
     source_limits limits(source_id id) const;
     /// A consistent snapshot of the accounting and counters.
     pool_stats stats() const;
-    /// True when some acquisition is suspended. Lock-free; may be stale by one state change.
+    /// True when some acquisition or registration is suspended. Lock-free; may be stale by one state change.
     /// The flush policy reads it to flush partial buffers under pressure.
     bool has_waiters() const noexcept { return waiters_published_.load(std::memory_order_relaxed) != 0; }
 
@@ -348,6 +461,31 @@ private:
         void operator()(boost::asio::cancellation_type_t /*type*/) const { pool->cancel(*target); }
     };
 
+    /// Cancellation slot handler of a queued registration.
+    struct admission_canceller {
+        buffer_pool* pool;
+        detail::admission_waiter* target;
+        void operator()(boost::asio::cancellation_type_t /*type*/) const {
+            pool->cancel_admission(*target);
+        }
+    };
+
+    template <typename Handler> void initiate_admission(Handler&& handler, source_limits limits) {
+        using handler_type = std::decay_t<Handler>;
+        static_assert(!std::is_same_v<boost::asio::associated_executor_t<handler_type>,
+                                      boost::asio::system_executor>,
+                      "buffer_pool::async_register_source needs a handler with an associated "
+                      "executor (use it from a coroutine, or wrap the handler with bind_executor)");
+        auto node = std::make_unique<detail::admission_waiter_impl<handler_type>>(
+            std::forward<Handler>(handler), this);
+        node->limits = limits;
+        auto slot = boost::asio::get_associated_cancellation_slot(node->handler());
+        if (slot.is_connected()) {
+            slot.template emplace<admission_canceller>(admission_canceller{this, node.get()});
+        }
+        enqueue_admission(std::move(node));
+    }
+
     template <typename Handler>
     void initiate(Handler&& handler, std::uint32_t owner, std::uint32_t generation) {
         using handler_type = std::decay_t<Handler>;
@@ -379,10 +517,34 @@ private:
                  std::uint32_t generation);
     /// Removes a queued waiter and completes it with `operation_aborted`; no effect otherwise.
     void cancel(detail::waiter& target);
+    /// Admits or refuses at once, or queues (reserve_lent_out under the sluice policy).
+    void enqueue_admission(std::unique_ptr<detail::admission_waiter> node);
+    /// Removes a queued registration and completes it with `operation_aborted`.
+    void cancel_admission(detail::admission_waiter& target);
     /// Returns a buffer; called by `buffer::reset`.
     void release(detail::buffer_slot& slot) noexcept;
 
+    /// What one state change completes, after the lock is released.
+    struct completions {
+        detail::waiter_list granted;
+        detail::admission_list admitted; ///< registrations that left the queue, in order
+    };
+    void complete(completions& done) noexcept;
+
     // Everything below requires `mutex_` held.
+    /// The admission answer for `limits` now, with `held` floating buffers not available to it;
+    /// registers the source when admitted.
+    admission decide_admission(source_limits limits, std::uint32_t held);
+    /// Floating buffers held back for the first waiting registration.
+    std::uint32_t held_for_admission() const noexcept {
+        return admission_waiters_.empty() ? 0 : admission_waiters_.front().limits.reserve;
+    }
+    /// Floating buffers a source above its reserve may take.
+    std::uint32_t lendable() const noexcept {
+        const std::uint32_t held = held_for_admission();
+        const std::uint32_t f = floating();
+        return f > held ? f - held : 0;
+    }
     source_entry& registered_entry(std::uint32_t index, std::uint32_t generation);
     /// The slot of a registered or retiring source, or null for a stale or unknown id.
     const source_entry* entry_in_use(source_id id) const;
@@ -390,11 +552,12 @@ private:
     detail::buffer_slot* take(std::uint32_t owner) noexcept;
     void grant(detail::waiter& target, detail::waiter_list& granted) noexcept;
     void unlink(detail::waiter& target) noexcept;
-    void grant_eligible(detail::waiter_list& granted) noexcept;
+    void grant_eligible(completions& done) noexcept;
     void free_registry_slot(std::uint32_t index) noexcept;
     void publish_waiters() noexcept {
         waiters_published_.store(
-            waiters_sources_ + static_cast<std::uint32_t>(processing_waiters_.size()),
+            waiters_sources_ + static_cast<std::uint32_t>(processing_waiters_.size()) +
+                static_cast<std::uint32_t>(admission_waiters_.size()),
             std::memory_order_relaxed);
     }
     bool legacy() const noexcept { return config_.policy == pool_policy::legacy; }
@@ -427,6 +590,7 @@ private:
     std::uint64_t next_ticket_ = 0;            ///< ticket of the next waiter
     detail::waiter_list processing_waiters_;   ///< FIFO of suspended processing acquisitions
     detail::waiter_set float_waiters_;         ///< source waiters below their cap, by ticket
+    detail::admission_list admission_waiters_; ///< FIFO of waiting registrations
     pool_stats counters_;                      ///< only the cumulative counters are kept here
     std::atomic<std::uint32_t> waiters_published_{0}; ///< copy of the waiter count, lock-free
 };

@@ -133,6 +133,15 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
                            MetricType::Gauge);
         b.gauge(f, d(p.waiters_sources), {{"requester", "source"}});
         b.gauge(f, d(p.waiters_processing), {{"requester", "processing"}});
+        b.gauge(f, d(p.waiters_admission), {{"requester", "registration"}});
+    }
+    {
+        auto& f = b.family("sluice_registration_waits_total",
+                           "Registrations that waited for their reserve (accepted connections, "
+                           "register_source_waiting), by outcome.",
+                           MetricType::Counter);
+        b.counter(f, d(p.admitted_after_wait_total), {{"outcome", "admitted"}});
+        b.counter(f, d(s.admission_waits_timed_out_total), {{"outcome", "timed_out"}});
     }
     {
         auto& f = b.family("sluice_registrations_total",

@@ -10,6 +10,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/error.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include "runtime/assert.hpp"
@@ -143,8 +144,67 @@ registration source_server::register_source(const source_options& options, sourc
 
 registration source_server::register_entry(const source_options& options,
                                            const source_factory& make, listener* owner) {
+    return finish_registration(options, make, owner, pool_.register_source(options.limits));
+}
+
+asio::awaitable<registration> source_server::register_source_waiting(source_options options,
+                                                                     source_factory make,
+                                                                     duration max_wait) {
+    {
+        const std::lock_guard gate(gate_mutex_);
+        if (!shut_down_) {
+            ++coroutines_; // shutdown waits for the wait and the registration after it
+        } else {
+            co_return register_entry(options, make, nullptr); // no waiting once shutdown began
+        }
+    }
+    struct leaves_gate {
+        source_server* self;
+        ~leaves_gate() { self->leave_gate(); }
+    } const inside{this};
+    admission admitted = co_await await_admission(options.limits, max_wait);
+    co_return finish_registration(options, make, nullptr, std::move(admitted));
+}
+
+asio::awaitable<admission> source_server::await_admission(source_limits limits, duration max_wait) {
+    const auto signal = std::make_shared<asio::cancellation_signal>();
+    const executor lane = co_await asio::this_coro::executor;
+    {
+        // The caller is inside the gate (an accept loop, register_source_waiting).
+        const std::lock_guard gate(gate_mutex_);
+        if (shut_down_) {
+            co_return pool_.register_source(limits); // no waiting once shutdown began
+        }
+        admission_waits_.emplace(signal.get(), std::make_pair(signal, lane));
+    }
+    auto deadline = env_.make_timer(lane);
+    // The deadline's callback holds the signal: it may run after this frame is gone, when the
+    // admission came first (the slot is cleared by then, so the late emit does nothing).
+    deadline->on_expiry(max_wait, [signal](bool expired) {
+        if (expired) {
+            signal->emit(asio::cancellation_type::terminal);
+        }
+    });
+    auto [error, answer] = co_await pool_.async_register_source(
+        limits, asio::bind_cancellation_slot(signal->slot(), asio::as_tuple(asio::use_awaitable)));
+    deadline->cancel();
+    if (error) {
+        admission_timeouts_.fetch_add(1, std::memory_order_relaxed);
+        answer.message += " (waited up to " +
+                          std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(max_wait).count()) +
+                          " ms)";
+    }
+    {
+        const std::lock_guard gate(gate_mutex_);
+        admission_waits_.erase(signal.get());
+    }
+    co_return answer;
+}
+
+registration source_server::finish_registration(const source_options& options,
+                                                const source_factory& make, listener* owner,
+                                                admission admission) {
     registration answer;
-    auto admission = pool_.register_source(options.limits);
     answer.status = admission.status;
     if (!admission.admitted()) {
         refused_.fetch_add(1, std::memory_order_relaxed);
@@ -1108,13 +1168,16 @@ asio::awaitable<void> source_server::accept_loop(listener& l) {
         options.limits = l.options.limits;
         options.flush_timeout = l.options.flush_timeout;
         options.lane = lane;
-        const auto answer = register_entry(
+        // Its own statement: no temporary lives across the suspension (GCC 12 has mishandled
+        // temporaries of a full-expression that contains a co_await).
+        admission admitted = co_await await_admission(options.limits, l.options.admission_wait);
+        const auto answer = finish_registration(
             options,
             [transport](environment&, const executor&) -> std::unique_ptr<source> {
                 return std::make_unique<stream_source>(source_kind::tcp_connection,
                                                        std::move(*transport));
             },
-            &l);
+            &l, std::move(admitted));
         if (!answer.admitted()) {
             if (*transport) {
                 (*transport)->close();
@@ -1125,6 +1188,14 @@ asio::awaitable<void> source_server::accept_loop(listener& l) {
         l.connections.fetch_add(1, std::memory_order_relaxed);
         accepted_.fetch_add(1, std::memory_order_relaxed);
         start(answer.handle);
+    }
+}
+
+void source_server::cancel_admission_waits() {
+    const std::lock_guard gate(gate_mutex_);
+    for (const auto& [key, wait] : admission_waits_) {
+        // On the waiter's lane, as the pool requires; a wait that ended meanwhile ignores it.
+        asio::post(wait.second, [signal = wait.first] { signal->emit(asio::cancellation_type::terminal); });
     }
 }
 
@@ -1150,6 +1221,7 @@ void source_server::shutdown() {
                 leave_gate();
             });
         }
+        cancel_admission_waits();
     }
     for (const auto handle : handles) {
         stop(handle);
@@ -1220,6 +1292,7 @@ server_stats source_server::stats() const {
     s.end_of_stream_total = end_of_stream_.load(std::memory_order_relaxed);
     s.bytes_dropped_total = bytes_dropped_.load(std::memory_order_relaxed);
     s.listener_failures_total = listener_failures_.load(std::memory_order_relaxed);
+    s.admission_waits_timed_out_total = admission_timeouts_.load(std::memory_order_relaxed);
     s.queue_failures_total = queue_failures_.load(std::memory_order_relaxed);
     s.final_events_lost_total = final_events_lost_.load(std::memory_order_relaxed);
     s.failures_total = failures_.load(std::memory_order_relaxed);

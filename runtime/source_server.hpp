@@ -108,6 +108,10 @@ struct listener_options {
     source_limits limits{1, 4};
     duration flush_timeout = std::chrono::milliseconds(50);
     int backlog = 1024;
+    /// A connection accepted while the pool's buffers are lent out above reserves waits this
+    /// long for its reserve (ahead of sources waiting above theirs) before it is refused and
+    /// counted; the accept loop waits with it, so later connections queue in the backlog.
+    duration admission_wait = std::chrono::milliseconds(1000);
 };
 
 struct server_stats {
@@ -142,6 +146,9 @@ struct server_stats {
     /// Accept loops that ended by an exception and were begun again.
     std::uint64_t listener_failures_total = 0;
     std::uint64_t final_events_lost_total = 0; ///< EoS/Error events that could not be queued
+    /// Waiting registrations (accepted connections, register_source_waiting) refused at their
+    /// deadline or by shutdown.
+    std::uint64_t admission_waits_timed_out_total = 0;
 };
 
 class source_server final {
@@ -160,6 +167,13 @@ public:
     /// nothing is half-registered: an exception from `make` reaches the caller after the
     /// admission is undone.
     registration register_source(const source_options& options, source_factory make);
+    /// As `register_source`, but a registration refused only because the pool's buffers are
+    /// lent out (*reserve_lent_out*) waits for its reserve, up to `max_wait`, ahead of sources
+    /// waiting above their reserves (buffer_pool::async_register_source). Run it on a lane of
+    /// the server's environment; it resumes there. A shutdown ends the wait as a refusal.
+    boost::asio::awaitable<registration> register_source_waiting(source_options options,
+                                                                 source_factory make,
+                                                                 duration max_wait);
     /// Starts a registered source, or restarts one the engine stopped. False when it is running
     /// or stopping, unknown, or finished: a source that reached end of stream or failed has sent
     /// its last event (EoS or Error) on its origin; unregister it and register a new one.
@@ -205,6 +219,14 @@ private:
 
     registration register_entry(const source_options& options, const source_factory& make,
                                 listener* owner);
+    /// The registration after the pool admitted it (or the refusal as a registration).
+    registration finish_registration(const source_options& options, const source_factory& make,
+                                     listener* owner, admission admitted);
+    /// The pool's waiting admission, bounded by `max_wait` and by shutdown. Runs on a lane, in a
+    /// coroutine counted in the gate.
+    boost::asio::awaitable<admission> await_admission(source_limits limits, duration max_wait);
+    /// Ends every waiting admission (shutdown).
+    void cancel_admission_waits();
     /// A source's coroutine, begun where `from` says. True when it ended to park.
     boost::asio::awaitable<bool> run(entry& e, resume from);
     /// `wait_for_buffer`: begin by waiting for a buffer (a step found data but none free).
@@ -293,6 +315,10 @@ private:
     mutable std::mutex gate_mutex_;
     std::condition_variable gate_closed_;
     std::size_t coroutines_ = 0;
+    /// Registrations waiting for admission, with their lanes: a shutdown cancels them.
+    std::unordered_map<boost::asio::cancellation_signal*,
+                       std::pair<std::shared_ptr<boost::asio::cancellation_signal>, executor>>
+        admission_waits_;
     bool shut_down_ = false;
 
     /// A held partial buffer: its flush deadline, its source, the buffer.
@@ -332,6 +358,7 @@ private:
     std::atomic<std::uint64_t> bytes_dropped_{0};
     std::atomic<std::uint64_t> queue_failures_{0};
     std::atomic<std::uint64_t> listener_failures_{0};
+    std::atomic<std::uint64_t> admission_timeouts_{0};
     std::atomic<std::uint64_t> final_events_lost_{0};
     std::array<std::atomic<std::uint64_t>, source_kind_count> reconnects_by_kind_{};
     std::array<std::atomic<std::uint64_t>, source_kind_count> busy_ns_{};

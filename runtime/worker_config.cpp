@@ -486,7 +486,7 @@ config_result parse_worker_config(std::string_view text, std::string_view file_n
                 l.name = "listener-" + std::to_string(i);
                 c.unknown_keys(t, path,
                                {"name", "address", "port", "connections_max", "reserve", "cap",
-                                "flush_timeout_ms", "backlog"});
+                                "flush_timeout_ms", "backlog", "admission_wait_ms"});
                 c.string(t, path, "name", l.name, "a unique name");
                 if (!names.insert(l.name).second) {
                     c.error(t.get("name") != nullptr ? t.get("name") : &t, path + ".name",
@@ -497,6 +497,7 @@ config_result parse_worker_config(std::string_view text, std::string_view file_n
                 c.integer(t, path, "port", l.port, 0, 65535);
                 c.integer(t, path, "connections_max", l.connections_max, 1, 1'000'000);
                 c.integer(t, path, "backlog", l.backlog, 1, 65535);
+                c.milliseconds(t, path, "admission_wait_ms", l.admission_wait, 0, 60'000);
                 read_limits(c, t, path, l.limits, l.flush_timeout);
                 cfg.listeners.push_back(std::move(l));
             }

@@ -48,34 +48,40 @@ public:
     sim_timer(sim_environment& env, runtime::executor lane) : env_(env), lane_(std::move(lane)) {}
     ~sim_timer() override { cancel(); }
     asio::awaitable<bool> wait_for(duration delay) override {
+        const auto held = state_;
         const auto error =
-            co_await wait_until(env_, lane_, env_.now() + std::max(delay, duration{0}), &current_);
-        current_ = 0;
+            co_await wait_until(env_, lane_, env_.now() + std::max(delay, duration{0}), &held->current);
+        held->current = 0;
         co_return !error;
     }
     void on_expiry(duration delay, std::function<void(bool)> done) override {
         cancel();
-        const std::uint64_t arm = ++arms_;
-        current_ = env_.add_timer(env_.now() + std::max(delay, duration{0}), lane_,
-                                  [this, arm, done = std::move(done)](error_code error) {
-                                      if (arm == arms_) {
-                                          current_ = 0; // not re-armed since: this wait is over
-                                      }
-                                      done(!error);
-                                  });
+        const std::uint64_t arm = ++state_->arms;
+        // The callback holds the state, not the timer: a timer destroyed with a wait armed
+        // posts its cancellation, which runs after the timer is gone.
+        state_->current = env_.add_timer(env_.now() + std::max(delay, duration{0}), lane_,
+                                         [held = state_, arm, done = std::move(done)](error_code error) {
+                                             if (arm == held->arms) {
+                                                 held->current = 0; // not re-armed since: this wait is over
+                                             }
+                                             done(!error);
+                                         });
     }
     void cancel() noexcept override {
-        if (current_ != 0) {
-            env_.cancel_timer(current_);
-            current_ = 0;
+        if (state_->current != 0) {
+            env_.cancel_timer(state_->current);
+            state_->current = 0;
         }
     }
 
 private:
+    struct state {
+        sim_environment::timer_id current = 0;
+        std::uint64_t arms = 0; ///< on_expiry calls, so a late callback never clears a newer wait
+    };
     sim_environment& env_;
     runtime::executor lane_;
-    sim_environment::timer_id current_ = 0;
-    std::uint64_t arms_ = 0; ///< on_expiry calls, so a late callback never clears a newer wait
+    std::shared_ptr<state> state_ = std::make_shared<state>();
 };
 
 /// Generator-format records arriving in chunks at virtual times, with scripted faults.

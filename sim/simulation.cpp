@@ -1,5 +1,7 @@
 #include "sim/simulation.hpp"
 
+#include <boost/asio/co_spawn.hpp>
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -22,6 +24,7 @@ namespace sluice::sim {
 namespace {
 
 using namespace runtime;
+namespace asio = boost::asio;
 
 /// Checks every event as it is delivered: per origin, contiguous sequences, generator records
 /// in order with the right values, nothing after EoS or Error. Runs on the simulator's thread.
@@ -241,6 +244,10 @@ std::string reproduce_command(const scenario& s) {
         << " --legacy-buffers-per-source " << s.legacy_buffers_per_source << " --records "
         << s.records_per_source << " --stream-fraction " << s.stream_fraction << " --paced-fraction " << s.paced_fraction
         << " --park " << (s.park_idle ? "on" : "off");
+    if (s.late_registrations > 0 || s.admission_wait_seconds != scenario{}.admission_wait_seconds) {
+        out << " --late-registrations " << s.late_registrations << " --admission-wait "
+            << s.admission_wait_seconds;
+    }
     return out.str();
 }
 
@@ -270,6 +277,7 @@ std::string report::to_json() const {
         << ", \"restarts\": " << restarts << ", \"backpressure_waits\": " << backpressure_waits
         << ", \"parks\": " << parks
         << ", \"registrations_refused\": " << registrations_refused << ", \"unregistered\": " << unregistered
+        << ", \"registrations_waited\": " << registrations_waited << ", \"registrations_starved\": " << registrations_starved
         << ", \"factory_failures\": " << factory_failures << ", \"bytes_discarded\": " << bytes_discarded
         << ", \"bytes_dropped\": " << bytes_dropped << ", \"records_truncated\": " << records_truncated
         << ", \"sink_failures\": " << sink_failures << ", \"queue_failures\": " << queue_failures << ", \"peer_connections\": " << peer_connections
@@ -313,6 +321,11 @@ report run(const scenario& s) {
     const double sink_throw_p = s.faults && plan.chance(0.3) ? plan.unit() * 0.01 : 0.0;
     const double enqueue_throw_p = s.faults && plan.chance(0.3) ? plan.unit() * 0.01 : 0.0;
     const double factory_throw_p = s.faults && plan.chance(0.3) ? plan.unit() * 0.2 : 0.0;
+    // Churn registrations that wait for admission (bounded) instead of taking a refusal: under
+    // backpressure they must get in ahead of sources waiting above their reserves.
+    const double waiting_share = s.faults ? plan.unit() : 0.0;
+    const auto admission_wait_bound = std::chrono::duration_cast<duration>(
+        std::chrono::duration<double>(s.admission_wait_seconds));
     const bool infinite = s.records_per_source == 0;
     options.compute_stall_probability = stall_p;
 
@@ -357,7 +370,8 @@ report run(const scenario& s) {
             return v;
         };
         std::deque<planned_source> sources; // stable references for the operator plan
-        auto add_source = [&](std::uint32_t i) -> bool {
+        bool plan_open = true;
+        auto add_source = [&](std::uint32_t i, bool waiting) -> bool {
             source_options so;
             so.name = "s";
             so.name += std::to_string(i); // not "s" + …: GCC 12 warns falsely (-Wrestrict) there
@@ -416,6 +430,41 @@ report run(const scenario& s) {
                     throw std::runtime_error("injected factory fault");
                 };
             }
+            if (waiting) {
+                // A larger reserve than the others now and then, so what is held back for it
+                // matters, not only who is served first.
+                so.limits.reserve += static_cast<std::uint32_t>(env.faults().below(3));
+                so.limits.cap = std::max(so.limits.cap, so.limits.reserve);
+                ++result.registrations_waited;
+                asio::co_spawn(
+                    env.lane_executor(env.workload().below(env.lane_count())),
+                    server.register_source_waiting(so, factory, admission_wait_bound),
+                    [&, p](const std::exception_ptr& failure, registration answer) mutable {
+                        if (failure) {
+                            ++result.factory_failures;
+                            return;
+                        }
+                        if (!answer.admitted()) {
+                            if (answer.status == admission_status::reserve_lent_out && plan_open) {
+                                // Buffers kept coming back (every source's do), yet another
+                                // requester got each of them: the registration starved.
+                                ++result.registrations_starved;
+                                result.violations.push_back("a waiting registration starved: " + answer.message);
+                            } else {
+                                ++result.registrations_refused;
+                            }
+                            return;
+                        }
+                        if (!plan_open) {
+                            server.unregister_source(answer.handle); // too late to run: the tally is taken
+                            return;
+                        }
+                        p.handle = answer.handle;
+                        server.start(answer.handle);
+                        sources.push_back(p);
+                    });
+                return true;
+            }
             registration answer;
             try {
                 answer = server.register_source(so, factory);
@@ -432,7 +481,7 @@ report run(const scenario& s) {
             return true;
         };
         for (std::uint32_t i = 0; i < s.sources; ++i) {
-            if (!add_source(i)) {
+            if (!add_source(i, false)) {
                 result.violations.push_back("source " + std::to_string(i) + " was refused at start");
             }
         }
@@ -440,8 +489,8 @@ report run(const scenario& s) {
 
         // The operator plan's actions run until the run has finished, not while it winds down: a
         // churn registration that fired during the final quiescence steps once added a source
-        // whose bytes were delivered after the read counters had been taken.
-        bool plan_open = true;
+        // whose bytes were delivered after the read counters had been taken. (plan_open is
+        // declared above, with add_source, whose waiting registrations read it.)
         // The operator plan: stop generators at suspension points and restart them later.
         const auto horizon = std::chrono::duration_cast<duration>(std::chrono::duration<double>(s.virtual_seconds));
         // By index, not by reference: churn below appends to `sources`, which may reallocate it
@@ -486,7 +535,7 @@ report run(const scenario& s) {
                 if (!plan_open) {
                     return;
                 }
-                if (!add_source(id)) {
+                if (!add_source(id, env.faults().chance(waiting_share))) {
                     ++result.registrations_refused;
                 }
             });
@@ -502,6 +551,16 @@ report run(const scenario& s) {
                         ++result.unregistered;
                         return;
                     }
+                }
+            });
+        }
+
+        // Late registrations that wait for admission under whatever pressure there is then.
+        for (std::uint32_t k = 0; k < s.late_registrations; ++k) {
+            const auto when = horizon * (k + 1) / (2 * (s.late_registrations + 1));
+            env.at(when, [&, k] {
+                if (plan_open) {
+                    add_source(s.sources + churn_planned + k, true);
                 }
             });
         }

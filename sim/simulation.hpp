@@ -35,6 +35,12 @@ struct scenario {
     double stream_fraction = 0.5;       ///< share of sources that are virtual streams
     double paced_fraction = 0.5;        ///< share of generators that are rate-limited
     double watchdog_seconds = 10.0;     ///< virtual seconds without a delivery while work is pending
+    /// Registrations that come during the first half of the horizon and wait for admission
+    /// (source_server::register_source_waiting); churn under faults adds some too.
+    std::uint32_t late_registrations = 0;
+    /// How long a waiting registration may wait; refused at the bound while the run goes on is a
+    /// violation (starvation). Compute stalls (faults) can hold every buffer for 0.2 s.
+    double admission_wait_seconds = 1.0;
     std::uint64_t steps_max = 500'000'000;
     /// When set, the run's metrics timeline (every `metrics_interval_seconds` of virtual time)
     /// is written here as OpenMetrics, for `promtool tsdb create-blocks-from openmetrics`.
@@ -62,6 +68,8 @@ struct report {
     std::uint64_t backpressure_waits = 0;
     std::uint64_t parks = 0;                 ///< times an idle source parked
     std::uint64_t registrations_refused = 0; ///< churn registrations refused (not a violation)
+    std::uint64_t registrations_waited = 0;  ///< churn registrations that waited for admission
+    std::uint64_t registrations_starved = 0; ///< of those, refused at their bound (a violation)
     std::uint64_t factory_failures = 0;      ///< registrations whose factory threw (a fault)
     std::uint64_t bytes_discarded = 0;  ///< of origins the sink failed, after the failure
     std::uint64_t bytes_dropped = 0;    ///< of buffers that could not be queued (a fault)

@@ -39,6 +39,11 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(0.0, 1.0));
     app.add_option("--paced-fraction", s.paced_fraction, "share of generators that are rate-limited")
         ->check(CLI::Range(0.0, 1.0));
+    app.add_option("--late-registrations", s.late_registrations,
+                   "registrations that come in the first half of the horizon and wait for admission");
+    app.add_option("--admission-wait", s.admission_wait_seconds,
+                   "virtual seconds a waiting registration may wait before it counts as starved")
+        ->check(CLI::PositiveNumber);
     app.add_option("--seeds", seeds, "sweep this many seeds from --seed");
     app.add_flag("--json", json, "print the report as JSON");
     app.add_option("--openmetrics", s.openmetrics_path,

@@ -454,3 +454,49 @@ TEST(fault_paths, a_listener_whose_accept_loop_throws_counts_it_and_keeps_accept
 }
 
 } // namespace
+
+TEST(fault_paths, a_connection_accepted_under_sustained_backpressure_is_admitted_not_refused) {
+    // Two connections keep sending into a slow sink, so their sources always wait above their
+    // reserve for floating buffers. A third connection must still be admitted: it waits for its
+    // reserve ahead of those waiters (bounded), instead of being refused at once because every
+    // released buffer went to them.
+    listener_options lo;
+    lo.limits = {1, 8};
+    lo.flush_timeout = 5ms;
+    test_worker w({16, 4096, 2, 64}, {2, 2, 1});
+    w.sink.on_each_buffer = [] { std::this_thread::sleep_for(200us); };
+    const auto [error, port] = w.server.add_tcp_listener(lo);
+    ASSERT_FALSE(error) << error.message();
+    std::atomic<bool> stop_writers{false};
+    std::vector<std::thread> writers;
+    for (std::uint64_t id = 0; id < 2; ++id) {
+        writers.emplace_back([&stop_writers, id, port = port] {
+            asio::io_context io;
+            asio::ip::tcp::socket peer(io);
+            peer.connect({asio::ip::make_address("127.0.0.1"), port});
+            boost::system::error_code ignored;
+            for (std::uint64_t n = 0; !stop_writers.load() && !ignored; n += 100) {
+                asio::write(peer, asio::buffer(generator_text(id, n, 100)), ignored);
+            }
+            peer.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+        });
+    }
+    // Both sources are above their reserve and waiting before the third connection comes.
+    ASSERT_TRUE(record_worker::wait([&] { return w.pool.stats().waiters_sources >= 1; }, 10s));
+    asio::io_context io;
+    asio::ip::tcp::socket late(io);
+    late.connect({asio::ip::make_address("127.0.0.1"), port});
+    boost::system::error_code ignored;
+    asio::write(late, asio::buffer(generator_text(7, 0, 100)), ignored);
+    late.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+    const bool delivered = w.sink.wait_for([&] { return w.sink.end_of_streams_locked() >= 1; }, 10s);
+    const auto stats = w.server.stats();
+    stop_writers = true;
+    for (auto& t : writers) {
+        t.join();
+    }
+    EXPECT_TRUE(delivered) << "the late connection never ended: " << stats.connections_refused_total
+                           << " connections refused, " << stats.connections_accepted_total << " accepted";
+    EXPECT_EQ(stats.connections_refused_total, 0U);
+    EXPECT_TRUE(w.sink.violations().empty()) << w.sink.violations().front();
+}

@@ -167,6 +167,103 @@ TEST(buffer_pool, reserve_lent_out_refusal_is_transient) {
     pool.unregister_source(later.id);
 }
 
+TEST(buffer_pool, a_waiting_registration_is_admitted_ahead_of_sources_waiting_above_reserve) {
+    // Sustained backpressure: a greedy source waits above its reserve all the time, so every
+    // released buffer would go straight back to it. A waiting registration must still get in.
+    asio::io_context io;
+    buffer_pool pool({10, 64, 2, 4});
+    const auto greedy = pool.register_source({1, 8}).id;
+    std::vector<buffer> held;
+    while (buffer b = pool.try_acquire(greedy)) {
+        held.push_back(std::move(b));
+    }
+    ASSERT_EQ(held.size(), 8U);
+    held.pop_back(); // below its cap again, it waits for floating buffers
+    std::vector<std::string> log;
+    std::vector<buffer> granted;
+    pool.async_acquire(greedy, asio::bind_executor(io, recorder{&log, &granted, "g1"}));
+    pool.async_acquire(greedy, asio::bind_executor(io, recorder{&log, &granted, "g2"}));
+    drain(io);
+    ASSERT_EQ(log, (std::vector<std::string>{"g1:granted"}));
+    std::vector<sluice::runtime::admission> answers;
+    pool.async_register_source({2, 2}, asio::bind_executor(io, [&](boost::system::error_code error,
+                                                                   sluice::runtime::admission a) {
+        EXPECT_FALSE(error);
+        answers.push_back(std::move(a));
+    }));
+    drain(io);
+    EXPECT_TRUE(answers.empty());
+    EXPECT_EQ(pool.stats().waiters_admission, 1U);
+    EXPECT_EQ(pool.stats().held_for_admission, 2U);
+    // A plain registration does not barge past the waiting one.
+    const auto barging = pool.register_source({1, 1});
+    EXPECT_EQ(barging.status, admission_status::reserve_lent_out);
+    EXPECT_NE(barging.message.find("wait ahead"), std::string::npos) << barging.message;
+    // The first release is held back for the registration, not given to g2…
+    held.pop_back();
+    drain(io);
+    EXPECT_EQ(log.size(), 1U);
+    EXPECT_TRUE(answers.empty());
+    pool.check_invariants();
+    // …and the second admits it; only then do floating buffers go to g2 again.
+    held.pop_back();
+    drain(io);
+    ASSERT_EQ(answers.size(), 1U);
+    EXPECT_TRUE(answers.front().admitted()) << answers.front().message;
+    EXPECT_EQ(pool.stats().admitted_after_wait_total, 1U);
+    EXPECT_EQ(log.size(), 1U);
+    held.pop_back();
+    drain(io);
+    EXPECT_EQ(log.back(), "g2:granted");
+    pool.check_invariants();
+    granted.clear();
+    held.clear();
+    drain(io);
+    pool.unregister_source(greedy);
+    pool.unregister_source(answers.front().id);
+    EXPECT_EQ(pool.stats().free, 10U);
+}
+
+TEST(buffer_pool, a_cancelled_registration_wait_gives_back_what_was_held_for_it) {
+    asio::io_context io;
+    buffer_pool pool({10, 64, 2, 4});
+    const auto greedy = pool.register_source({1, 8}).id;
+    std::vector<buffer> held;
+    while (buffer b = pool.try_acquire(greedy)) {
+        held.push_back(std::move(b));
+    }
+    std::vector<std::string> log;
+    std::vector<buffer> granted;
+    pool.async_acquire(greedy, asio::bind_executor(io, recorder{&log, &granted, "g1"})); // at its cap
+    asio::cancellation_signal cancel;
+    boost::system::error_code outcome;
+    std::string refusal;
+    pool.async_register_source(
+        {3, 3}, asio::bind_cancellation_slot(
+                    cancel.slot(), asio::bind_executor(io, [&](boost::system::error_code error,
+                                                               sluice::runtime::admission a) {
+                        outcome = error;
+                        refusal = a.message;
+                    })));
+    drain(io);
+    held.pop_back(); // held back for the registration
+    drain(io);
+    EXPECT_TRUE(log.empty());
+    cancel.emit(asio::cancellation_type::terminal);
+    drain(io);
+    EXPECT_EQ(outcome, asio::error::operation_aborted);
+    EXPECT_NE(refusal.find("reserve 3"), std::string::npos) << refusal;
+    // What was held back goes to the waiting source at once.
+    EXPECT_EQ(log, (std::vector<std::string>{"g1:granted"}));
+    EXPECT_EQ(pool.stats().waiters_admission, 0U);
+    EXPECT_EQ(pool.stats().admission_waits_aborted_total, 1U);
+    pool.check_invariants();
+    granted.clear();
+    held.clear();
+    drain(io);
+    pool.unregister_source(greedy);
+}
+
 TEST(buffer_pool, release_wakes_first_eligible_waiter_in_arrival_order) {
     asio::io_context io;
     buffer_pool pool({6, 64, 1, 4});
