@@ -238,13 +238,17 @@ void buffer_pool::enqueue_admission(std::unique_ptr<detail::admission_waiter> no
         answer = admission_waiters_.empty()
                      ? decide_admission(node->limits, 0)
                      : decide_admission(node->limits, held_for_admission());
-        if (answer.status == admission_status::reserve_lent_out) {
+        if (answer.status != admission_status::reserve_lent_out) {
+            ++counters_.registrations_total[static_cast<std::size_t>(answer.status)];
+        } else {
             node->queued = true;
             admission_waiters_.push_back(*node.release()); // owned by the queue until completed
             publish_waiters();
-            return;
         }
-        ++counters_.registrations_total[static_cast<std::size_t>(answer.status)];
+    }
+    if (!node) {
+        notify_waiting(); // queued: held partial buffers should come back
+        return;
     }
     node.release()->complete({}, std::move(answer));
 }
@@ -335,6 +339,7 @@ buffer buffer_pool::try_take(std::uint32_t owner, std::uint32_t generation, bool
 void buffer_pool::enqueue(std::unique_ptr<detail::waiter> node, std::uint32_t owner,
                           std::uint32_t generation) {
     detail::waiter_list granted;
+    bool queued = false;
     {
         const std::lock_guard lock(mutex_);
         node->owner = owner;
@@ -365,9 +370,30 @@ void buffer_pool::enqueue(std::unique_ptr<detail::waiter> node, std::uint32_t ow
             }
             node.release(); // owned by the queue until completed
             publish_waiters();
+            queued = true;
         }
     }
     complete_all(granted, {});
+    if (queued) {
+        notify_waiting();
+    }
+}
+
+void buffer_pool::set_wait_callback(std::function<void()> callback) {
+    const std::lock_guard lock(callback_mutex_);
+    wait_callback_ = std::move(callback);
+}
+
+void buffer_pool::notify_waiting() noexcept {
+    const std::lock_guard lock(callback_mutex_);
+    if (wait_callback_) {
+        try {
+            wait_callback_();
+        } catch (...) {
+            // A wake-up that could not be posted: held partial buffers then go at their flush
+            // timeout, which still brings them back.
+        }
+    }
 }
 
 void buffer_pool::abort_processing_waiters() {

@@ -46,6 +46,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -429,7 +430,12 @@ public:
     pool_stats stats() const;
     /// True when some acquisition or registration is suspended. Lock-free; may be stale by one state change.
     /// The flush policy reads it to flush partial buffers under pressure.
-    bool has_waiters() const noexcept { return waiters_published_.load(std::memory_order_relaxed) != 0; }
+    /// Sequentially consistent, as the store that publishes a new waiter (see the wait callback).
+    bool has_waiters() const noexcept { return waiters_published_.load(std::memory_order_seq_cst) != 0; }
+    /// Called (outside the pool's lock, from the thread that asked) each time an acquisition or
+    /// a registration is queued to wait, after has_waiters() says so. The server wakes partial
+    /// buffers held on its lanes from it. Null to clear; once that returns no call is running.
+    void set_wait_callback(std::function<void()> callback);
 
     /// Asserts conservation and the reserve invariant (see the file comment) and the waiter
     /// queue's consistency; O(sources + buffers) parts under `SLUICE_ASSERT_SLOW`.
@@ -558,7 +564,7 @@ private:
         waiters_published_.store(
             waiters_sources_ + static_cast<std::uint32_t>(processing_waiters_.size()) +
                 static_cast<std::uint32_t>(admission_waiters_.size()),
-            std::memory_order_relaxed);
+            std::memory_order_seq_cst);
     }
     bool legacy() const noexcept { return config_.policy == pool_policy::legacy; }
     std::uint32_t floating() const noexcept {
@@ -593,6 +599,10 @@ private:
     detail::admission_list admission_waiters_; ///< FIFO of waiting registrations
     pool_stats counters_;                      ///< only the cumulative counters are kept here
     std::atomic<std::uint32_t> waiters_published_{0}; ///< copy of the waiter count, lock-free
+    /// Runs the wait callback, if any.
+    void notify_waiting() noexcept;
+    std::mutex callback_mutex_;           ///< guards wait_callback_ and its calls
+    std::function<void()> wait_callback_; ///< see set_wait_callback
 };
 
 } // namespace sluice::runtime

@@ -156,6 +156,11 @@ public:
 
     /// True when the fault at `site` should happen now. Production: always false.
     virtual bool inject(fault_site /*site*/) noexcept { return false; }
+    /// Where a real thread could be preempted between a check of shared state and the act
+    /// that depends on it. The simulator may run other work here (a compute task, inline), so
+    /// check-then-act races between lanes and compute become schedules it can reach.
+    /// Production: nothing.
+    virtual void scheduling_point() noexcept {}
 
     /// Number of I/O lanes, fixed for the environment's life.
     virtual std::size_t lane_count() const noexcept = 0;

@@ -340,7 +340,7 @@ void processing::finished_items(std::uint64_t count) {
     // owner destroyed processing between the decrement and the notification). Also, once
     // set_idle_callback(nullptr) returns, no callback is running.
     const std::lock_guard lock(idle_mutex_);
-    if (queued_.fetch_sub(count, std::memory_order_acq_rel) == count) {
+    if (queued_.fetch_sub(count, std::memory_order_seq_cst) == count) {
         if (idle_callback_) {
             try {
                 idle_callback_();

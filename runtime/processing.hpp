@@ -142,7 +142,9 @@ public:
     std::uint64_t output_waits() const noexcept { return output_waits_.load(); }
 
     processing_stats stats() const;
-    std::uint64_t queued() const noexcept { return queued_.load(std::memory_order_relaxed); }
+    /// Sequentially consistent: a source that publishes a held partial buffer and then reads
+    /// this, and processing that drops to zero and then reads the holders, cannot both miss.
+    std::uint64_t queued() const noexcept { return queued_.load(std::memory_order_seq_cst); }
 
 private:
     /// Queues the final event (end of stream, or an error when `is_error`) and claims and posts

@@ -124,6 +124,8 @@ source_server::source_server(environment& env, buffer_pool& pool, processing& pi
     if (options_.demand_flush) {
         processing_.set_idle_callback([this] { wake_partial_holders(flush_reason::demand); });
     }
+    // Something waits for a buffer: partial buffers held on the lanes go now (pressure).
+    pool_.set_wait_callback([this] { wake_partial_holders(flush_reason::pressure); });
     // The sink failed an origin: its source stops (finish sees the failure in the channel).
     processing_.set_failure_callback([this](std::uint64_t origin) { stop(origin); });
 }
@@ -698,6 +700,9 @@ void source_server::disarm_sweeper(lane_holders& l) {
 void source_server::hold_partial(entry& e, buffer partial) {
     SLUICE_ASSERT(e.holder_index == no_index);
     SLUICE_ASSERT(partial);
+    // The caller decided to hold (processing was busy, nobody waited); on real threads that
+    // may have changed by now, before the holder is published.
+    env_.scheduling_point();
     auto& l = holders_[e.lane_index];
     // Saturated: a flush timeout too long to add never expires.
     const time_point deadline = e.flush_timeout >= time_point::max() - e.partial_since
@@ -705,7 +710,17 @@ void source_server::hold_partial(entry& e, buffer partial) {
                                     : e.partial_since + e.flush_timeout;
     l.heap.emplace_back();
     heap_place(l, l.heap.size() - 1, holder{deadline, &e, std::move(partial)});
-    partial_holders_total_.fetch_add(1, std::memory_order_relaxed);
+    // Published, then checked again (both sequentially consistent, as are the wakers' sides:
+    // the pool publishes a waiter and processing its drop to idle before they read the holder
+    // count): either this sees the waiter or the idle processing, or the waker sees this
+    // holder. The caller's checks alone came before the publication, so a wake-up that fell
+    // between them was lost and the buffer waited its whole flush timeout (issue 18, item 8).
+    partial_holders_total_.fetch_add(1, std::memory_order_seq_cst);
+    if (const flush_reason due = wake_reason(); due != flush_reason::none) {
+        holder h = heap_remove(l, e.holder_index);
+        emit(e, h.partial, due);
+        return;
+    }
     // Most sources share one flush timeout, so a new holder's deadline is usually the latest:
     // the sweeper is re-armed only for an earlier one.
     if (deadline < l.armed_for) {
@@ -790,8 +805,19 @@ void source_server::flush_holders(std::size_t lane, flush_reason reason) {
     }
 }
 
+flush_reason source_server::wake_reason() const noexcept {
+    if (options_.demand_flush && processing_.queued() < env_.compute_concurrency()) {
+        return flush_reason::demand;
+    }
+    if (pool_.has_waiters()) {
+        return flush_reason::pressure;
+    }
+    return flush_reason::none;
+}
+
 void source_server::wake_partial_holders(flush_reason reason) {
-    if (partial_holders_total_.load(std::memory_order_relaxed) == 0) {
+    // After the waker published its condition (see hold_partial).
+    if (partial_holders_total_.load(std::memory_order_seq_cst) == 0) {
         return;
     }
     const auto bit = static_cast<std::uint8_t>(1U << static_cast<unsigned>(reason));
@@ -830,8 +856,8 @@ buffer source_server::try_take(entry& e) {
 asio::awaitable<buffer> source_server::acquire_wait(entry& e) {
     // Backpressure: this coroutine suspends; no thread blocks. Sources sitting on partial
     // buffers flush them now, so the buffers this one waits for come back.
+    // (The pool's wait callback wakes partial holders once this acquisition is queued.)
     backpressure_waits_.fetch_add(1, std::memory_order_relaxed);
-    wake_partial_holders(flush_reason::pressure);
     const auto started = env_.now();
     auto [error, granted] = co_await pool_.async_acquire(
         e.pool_id,
@@ -1233,6 +1259,7 @@ void source_server::shutdown() {
     processing_.wait_idle();
     processing_.set_idle_callback(nullptr);
     processing_.set_failure_callback(nullptr);
+    pool_.set_wait_callback(nullptr);
     {
         std::unique_lock lock(gate_mutex_);
         gate_closed_.wait(lock, [&] { return coroutines_ == 0; }); // wakes posted meanwhile
@@ -1247,6 +1274,32 @@ void source_server::shutdown() {
     for (const auto handle : handles) {
         unregister_source(handle);
     }
+}
+
+std::string source_server::check_wakeups() const {
+    // A partial buffer may wait for its flush timeout only while processing is busy and no
+    // acquisition waits; otherwise a demand or pressure wake-up must be on its way to its lane.
+    const bool idle = options_.demand_flush && processing_.queued() == 0;
+    const bool pressed = pool_.has_waiters();
+    for (std::size_t lane = 0; lane < holders_.size(); ++lane) {
+        if (holders_[lane].heap.empty()) {
+            continue;
+        }
+        const auto pending = wake_pending_[lane].load();
+        const auto demand = static_cast<std::uint8_t>(1U << static_cast<unsigned>(flush_reason::demand));
+        const auto pressure = static_cast<std::uint8_t>(1U << static_cast<unsigned>(flush_reason::pressure));
+        if (idle && (pending & demand) == 0) {
+            return "lost demand wake-up: lane " + std::to_string(lane) + " holds " +
+                   std::to_string(holders_[lane].heap.size()) +
+                   " partial buffers while processing is idle, and no wake-up is pending";
+        }
+        if (pressed && (pending & pressure) == 0) {
+            return "lost pressure wake-up: lane " + std::to_string(lane) + " holds " +
+                   std::to_string(holders_[lane].heap.size()) +
+                   " partial buffers while acquisitions wait, and no wake-up is pending";
+        }
+    }
+    return {};
 }
 
 bool source_server::quiescent() const {

@@ -209,6 +209,10 @@ public:
     /// True when no coroutine of the server runs and no handler of it is posted: `shutdown`
     /// would not wait. The simulator steps its lanes until this holds before calling it.
     bool quiescent() const;
+    /// Empty, or the lost wake-up found: a lane holds partial buffers while processing is idle
+    /// (demand flush on) or acquisitions wait, and no wake-up of that kind is pending for it.
+    /// For the simulator, between steps (it reads lane-only state).
+    std::string check_wakeups() const;
 
 private:
     struct entry;
@@ -280,6 +284,8 @@ private:
     void arm_sweeper(std::size_t lane, time_point deadline);
     void sweep(std::size_t lane, std::uint32_t arm, bool fired);
     void flush_holders(std::size_t lane, flush_reason reason);
+    /// Demand (processing has room) or pressure (an acquisition waits), or none.
+    flush_reason wake_reason() const noexcept;
     /// Counts a handler posted to a lane that touches the server, so shutdown waits for it.
     void enter_gate();
     void leave_gate();

@@ -297,6 +297,33 @@ bool sim_environment::inject(runtime::fault_site site) noexcept {
     return p > 0 && faults_.chance(p);
 }
 
+void sim_environment::scheduling_point() noexcept {
+    if (interleaving_ || interleave_probability_ <= 0 || !faults_.chance(interleave_probability_)) {
+        return;
+    }
+    interleaving_ = true;
+    // What another thread could do meanwhile: a compute task, or a handler of another lane
+    // (never this lane's: its handlers do not overlap).
+    const std::size_t pick = static_cast<std::size_t>(faults_.below(lanes_.size() + 1));
+    bool ran = false;
+    if (pick < lanes_.size() && pick != running_lane_) {
+        auto& lane = *lanes_[pick];
+        if (lane.stopped()) {
+            lane.restart();
+        }
+        ran = lane.poll_one() != 0;
+    } else if (pick == lanes_.size()) {
+        const std::uint64_t saved = charged_bytes_;
+        ran = run_pool(compute_, 0xC1);
+        charged_bytes_ = saved;
+    }
+    if (ran) {
+        ++interleavings_;
+        mix(0x1A7E + pick);
+    }
+    interleaving_ = false;
+}
+
 void sim_environment::set_fault_probability(runtime::fault_site site, double probability) {
     fault_probability_[static_cast<std::size_t>(site)] = probability;
 }
@@ -566,7 +593,9 @@ sim_environment::step_result sim_environment::step() {
             if (lane.stopped()) {
                 lane.restart();
             }
+            running_lane_ = candidate;
             ran = lane.poll_one() != 0;
+            running_lane_ = no_lane;
         } else if (candidate == lanes_.size()) {
             ran = run_pool(compute_, 0xC0);
         } else {

@@ -101,6 +101,12 @@ public:
 
     // The seam.
     bool inject(runtime::fault_site site) noexcept override;
+    /// With the interleaving probability, runs one ready compute task or one ready handler of
+    /// another lane inline (as another thread would, while this lane's handler is between a
+    /// check and its act).
+    void scheduling_point() noexcept override;
+    void set_interleave_probability(double probability) { interleave_probability_ = probability; }
+    std::uint64_t interleavings() const noexcept { return interleavings_; }
     /// Probability that `site` injects its fault (0 = off, the default).
     void set_fault_probability(runtime::fault_site site, double probability);
     std::size_t lane_count() const noexcept override { return lanes_.size(); }
@@ -226,6 +232,11 @@ private:
     std::vector<std::uint64_t> pct_priority_;
     std::vector<std::uint64_t> pct_change_steps_;
     std::array<double, runtime::fault_site_count> fault_probability_{}; ///< by fault_site
+    double interleave_probability_ = 0.0;
+    bool interleaving_ = false;      ///< inside scheduling_point: no nesting
+    static constexpr std::size_t no_lane = ~std::size_t{0};
+    std::size_t running_lane_ = no_lane; ///< the lane whose handler step() runs now
+    std::uint64_t interleavings_ = 0; ///< compute tasks run inline at scheduling points
 };
 
 } // namespace sluice::sim

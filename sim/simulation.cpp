@@ -281,7 +281,7 @@ std::string report::to_json() const {
         << ", \"factory_failures\": " << factory_failures << ", \"bytes_discarded\": " << bytes_discarded
         << ", \"bytes_dropped\": " << bytes_dropped << ", \"records_truncated\": " << records_truncated
         << ", \"sink_failures\": " << sink_failures << ", \"queue_failures\": " << queue_failures << ", \"peer_connections\": " << peer_connections
-        << ", \"peer_resets\": " << peer_resets
+        << ", \"peer_resets\": " << peer_resets << ", \"interleavings\": " << interleavings
         << ", \"source_bytes_min\": " << source_bytes_min << ", \"source_bytes_max\": " << source_bytes_max
         << ", \"virtual_seconds\": " << virtual_seconds << ", \"events\": " << events
         << ", \"wall_seconds\": " << wall_seconds << ", \"trace_hash\": \"" << std::hex << trace_hash
@@ -324,6 +324,8 @@ report run(const scenario& s) {
     // Churn registrations that wait for admission (bounded) instead of taking a refusal: under
     // backpressure they must get in ahead of sources waiting above their reserves.
     const double waiting_share = s.faults ? plan.unit() : 0.0;
+    // Compute tasks run inline where a lane is between a check and its act (scheduling points).
+    const double interleave_p = s.faults ? plan.unit() * 0.5 : 0.0;
     const auto admission_wait_bound = std::chrono::duration_cast<duration>(
         std::chrono::duration<double>(s.admission_wait_seconds));
     const bool infinite = s.records_per_source == 0;
@@ -346,6 +348,7 @@ report run(const scenario& s) {
         sim_environment env(options);
         env.set_fault_probability(fault_site::force_acquire_wait, force_wait_p);
         env.set_fault_probability(fault_site::enqueue_exception, enqueue_throw_p);
+        env.set_interleave_probability(interleave_p);
         out.throw_sometimes(&env.faults(), sink_throw_p);
         processing_options popts;
         popts.output_per_buffer = true;
@@ -585,6 +588,7 @@ report run(const scenario& s) {
         time_point next_sample{0};
         time_point last_progress = env.now();
         std::uint64_t deliveries_seen = 0;
+        int wakeup_violations = 0; // a few are enough to say what went wrong
         bool liveness = false;
         bool idle_before_horizon = false;
         bool finished = false;
@@ -620,6 +624,13 @@ report run(const scenario& s) {
                 next_sample = env.now() + metrics_every;
             }
             pool.check_accounting(); // conservation and the reserve invariant, every step
+            if (!legacy && wakeup_violations < 3) {
+                if (auto lost = server.check_wakeups(); !lost.empty()) {
+                    ++wakeup_violations;
+                    result.violations.push_back(std::move(lost) + " (virtual time " +
+                                                std::to_string(std::chrono::duration<double>(env.now()).count()) + " s)");
+                }
+            }
             if ((env.steps() & 0xFFFU) == 0) {
                 pool.check_invariants(); // and the O(n) cross-checks now and then
             }
@@ -733,6 +744,7 @@ report run(const scenario& s) {
         result.sink_failures = pstats.sink_failures_total;
         result.peer_connections = env.peer_connections();
         result.peer_resets = env.peer_resets();
+        result.interleavings = env.interleavings();
         result.buffers_free_at_end = pool.stats().free;
         result.virtual_seconds = std::chrono::duration<double>(env.now()).count();
         result.events = env.steps();

@@ -78,6 +78,7 @@ struct report {
     std::uint64_t queue_failures = 0;   ///< sources failed because a buffer could not be queued
     std::uint64_t peer_connections = 0; ///< connections of reconnecting virtual peers
     std::uint64_t peer_resets = 0;      ///< of those, reset at an arbitrary byte offset
+    std::uint64_t interleavings = 0;    ///< other work run inline at scheduling points
     std::uint64_t unregistered = 0;          ///< finished sources unregistered by churn
     std::uint64_t sources_run = 0;           ///< initial sources plus those churn admitted
     std::uint64_t source_bytes_min = 0;      ///< least delivered by one initial source
