@@ -130,7 +130,9 @@ public:
 };
 
 /// Readiness of a descriptor that someone else owns (a library's socket), bound to one lane.
-/// The watch never closes the descriptor. Use it from its lane only.
+/// The watch never closes the owner's descriptor: it watches a duplicate of its own, so the
+/// owner may close its descriptor at any time (and the number may go to another socket)
+/// without the watch touching anyone else's registration. Use it from its lane only.
 class descriptor_watch {
 public:
     virtual ~descriptor_watch() = default;

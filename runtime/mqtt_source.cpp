@@ -36,7 +36,7 @@ public:
         : options_(options), timer_(env.make_timer(lane)) {}
     ~mqtt_stream() override {
         close();
-        watch_.reset(); // releases the descriptor before the library closes it
+        watch_.reset();
         if (client_ != nullptr) {
             mosquitto_destroy(client_);
         }
@@ -67,7 +67,8 @@ public:
     asio::awaitable<std::string> handshake(environment& env, const executor& lane) {
         watch_ = env.watch_descriptor(lane, mosquitto_socket(client_));
         if (!watch_) {
-            co_return "this environment cannot watch descriptors (MQTT runs in production only)";
+            co_return "cannot watch the MQTT socket (out of descriptors, or an environment "
+                      "without descriptors: MQTT runs in production only)";
         }
         const auto deadline = env.now() + options_.handshake_timeout;
         while (!connack_) {
@@ -168,17 +169,18 @@ private:
     /// the socket is readable (or nothing when `bound` passes first).
     asio::awaitable<error_code> pump(duration bound) {
         using namespace asio::experimental::awaitable_operators;
-        if (mosquitto_loop_misc(client_) != MOSQ_ERR_SUCCESS) {
-            lost_ = true;
+        if (lost_) {
             co_return asio::error::connection_reset;
+        }
+        if (mosquitto_loop_misc(client_) != MOSQ_ERR_SUCCESS) {
+            co_return lose();
         }
         if (mosquitto_want_write(client_)) {
             if (const auto error = co_await watch_->wait_writable()) {
                 co_return error;
             }
             if (mosquitto_loop_write(client_, 1) != MOSQ_ERR_SUCCESS) {
-                lost_ = true;
-                co_return asio::error::connection_reset;
+                co_return lose();
             }
             co_return error_code{};
         }
@@ -193,17 +195,26 @@ private:
             co_return asio::error::operation_aborted;
         }
         if (mosquitto_loop_read(client_, 1) != MOSQ_ERR_SUCCESS) {
-            lost_ = true;
-            co_return asio::error::connection_reset;
+            co_return lose();
         }
         // Send the PUBACKs for what was just read now (the socket is non-blocking; what does not
         // fit goes on the next turn): the sooner the broker has them, the fewer redeliveries a
         // broker crash can cause.
         if (mosquitto_want_write(client_) && mosquitto_loop_write(client_, 1) != MOSQ_ERR_SUCCESS) {
-            lost_ = true;
-            co_return asio::error::connection_reset;
+            co_return lose();
+        }
+        if (lost_) {
+            co_return lose(); // the library reported a disconnect inside the loop call
         }
         co_return error_code{};
+    }
+
+    /// The connection is gone (the library has closed its socket): the watch goes now, not at
+    /// the reopen, so nothing of this session is registered while the source backs off.
+    error_code lose() noexcept {
+        lost_ = true;
+        watch_.reset();
+        return asio::error::connection_reset;
     }
 
     /// One pump step of the handshake, or why it cannot continue.

@@ -260,15 +260,14 @@ private:
     bool drained_ = true; ///< nothing read since the last empty read (a new connection too)
 };
 
-/// Readiness of a descriptor a library owns: a stream_descriptor that releases (never closes)
-/// the descriptor when it goes away.
+/// Readiness of a descriptor a library owns, watched through a duplicate the watch owns: the
+/// reactor's registration is on the duplicate's number, which nobody else can be given while
+/// the watch lives, so the library closing its own descriptor (and the number going to a new
+/// socket) never lets this watch's deregistration remove someone else's registration.
 class asio_descriptor_watch final : public descriptor_watch {
 public:
-    asio_descriptor_watch(const executor& lane, int fd) : descriptor_(lane, fd) {}
-    ~asio_descriptor_watch() override {
-        cancel();
-        descriptor_.release();
-    }
+    asio_descriptor_watch(const executor& lane, int duplicate) : descriptor_(lane, duplicate) {}
+    ~asio_descriptor_watch() override { cancel(); } // the descriptor closes the duplicate
     asio_descriptor_watch(const asio_descriptor_watch&) = delete;
     asio_descriptor_watch& operator=(const asio_descriptor_watch&) = delete;
     asio::awaitable<error_code> wait_readable() override { return wait(asio::posix::descriptor_base::wait_read); }
@@ -490,7 +489,16 @@ executor production_environment::lane_executor(std::size_t index) {
 }
 
 std::unique_ptr<descriptor_watch> production_environment::watch_descriptor(const executor& lane, int fd) {
-    return std::make_unique<asio_descriptor_watch>(lane, fd);
+    const int duplicate = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (duplicate < 0) {
+        return nullptr; // out of descriptors: the caller reports it and tries again later
+    }
+    try {
+        return std::make_unique<asio_descriptor_watch>(lane, duplicate);
+    } catch (...) {
+        ::close(duplicate);
+        throw;
+    }
 }
 
 pool_load production_environment::io_load() const noexcept {

@@ -15,6 +15,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/write.hpp>
 #include <gtest/gtest.h>
 
 #include "runtime/mqtt_source.hpp"
@@ -113,8 +114,8 @@ struct mqtt_run {
     source_handle handle = 0;
 
     mqtt_run(std::uint16_t port, std::string client_id, int qos, std::uint32_t payload_bytes_max = 65536,
-             server_options backoff = quick_backoff())
-        : w({256, 4096, 8, 64}, {2, 2, 1}, backoff) {
+             server_options backoff = quick_backoff(), production_options threads = {2, 2, 1})
+        : w({256, 4096, 8, 64}, threads, backoff) {
         w.sink.check_generator_records = false;
         w.sink.keep_raw = true;
         mqtt_options o;
@@ -214,6 +215,47 @@ TEST(mqtt, broker_down_means_backoff_then_recovery_when_it_comes_up) {
     ASSERT_TRUE(run.wait_records(50));
     EXPECT_EQ(run.lines().size(), 50U);
     b.stop();
+}
+
+} // namespace
+
+namespace {
+
+TEST(mqtt, a_reconnect_leaves_neither_the_new_session_nor_a_socket_that_reused_the_number_deaf) {
+    // libmosquitto closes its socket when a loop call fails. A watch that lingered over that
+    // descriptor number until after the reconnect removed, when it finally went (EPOLL_CTL_DEL
+    // by number), the registration of whatever socket of the lane had the number by then: the
+    // new session's, or — forced here — a connection a listener on the same lane accepted
+    // meanwhile. That socket then never became readable again: no data, no error.
+    broker b("mqtt_reuse");
+    b.start();
+    server_options backoff = quick_backoff();
+    backoff.backoff_initial = 1500ms; // the reconnect comes after the accept below
+    backoff.backoff_max = 1500ms;
+    mqtt_run run(b.port(), "sluice-reuse", 1, 65536, backoff, {1, 2, 1}); // one lane for all
+    ASSERT_TRUE(run.w.sink.wait_for([&] { return run.counters->connects.load() == 1; }, 10s));
+    const auto [error, port] = run.w.server.add_tcp_listener(listener_options{});
+    ASSERT_FALSE(error) << error.message();
+    asio::io_context io;
+    asio::ip::tcp::socket peer(io);
+    peer.open(asio::ip::tcp::v4()); // its descriptor taken now, before the loss frees one
+    b.stop();                        // the library closes its socket: that number is free
+    ASSERT_TRUE(run.w.sink.wait_for(
+        [&] { return run.w.server.stats().reconnects_by_kind[static_cast<std::size_t>(source_kind::mqtt)] >= 1; }, 10s));
+    peer.connect({asio::ip::make_address("127.0.0.1"), port}); // accepted: the lowest free number
+    ASSERT_TRUE(run.w.sink.wait_for([&] { return run.w.server.stats().connections_accepted_total == 1; }, 10s));
+    b.start();
+    ASSERT_TRUE(run.w.sink.wait_for([&] { return run.counters->connects.load() >= 2; }, 20s))
+        << "connects: " << run.counters->connects.load();
+    std::this_thread::sleep_for(300ms); // the old session's stream is gone by now
+    // Only now, with the new session settled, send on both.
+    asio::write(peer, asio::buffer(numbered_lines("tcp", 200)));
+    peer.shutdown(asio::ip::tcp::socket::shutdown_send);
+    b.publish("sensors/after", numbered_lines("after", 500), 1);
+    EXPECT_TRUE(run.w.sink.wait_for([&] { return run.w.sink.end_of_streams_locked() == 1; }, 20s))
+        << "the accepted connection never ended: its socket is deaf";
+    EXPECT_TRUE(run.wait_records(700, 20s)) << run.w.sink.total_records() << " of 700 delivered";
+    EXPECT_EQ(run.lines().size(), 500U) << "the new MQTT session is deaf";
 }
 
 } // namespace
