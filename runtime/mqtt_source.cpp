@@ -2,6 +2,11 @@
 
 #include <mosquitto.h>
 
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <deque>
@@ -9,6 +14,7 @@
 
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/error.hpp>
+#include <boost/asio/ip/address.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -26,6 +32,12 @@ namespace {
 void library_once() {
     static const int initialised = mosquitto_lib_init();
     (void)initialised;
+}
+
+bool is_ip_literal(const std::string& host) {
+    error_code error;
+    static_cast<void>(asio::ip::make_address(host, error));
+    return !error;
 }
 
 /// One connected session: the library's client, its socket's watch, and the payloads received
@@ -62,15 +74,15 @@ public:
 
     mosquitto* client() const noexcept { return client_; }
 
-    /// After the blocking connect: watch the socket, wait for CONNACK, subscribe, wait for the
-    /// SUBACKs, all within the handshake timeout. A message on failure, empty on success.
-    asio::awaitable<std::string> handshake(environment& env, const executor& lane) {
+    /// After the non-blocking connect began: watch the socket, wait for the TCP connect and
+    /// the CONNACK, subscribe, wait for the SUBACKs, all before `deadline`. A message on
+    /// failure, empty on success. Cancellable (a stop): every wait here is.
+    asio::awaitable<std::string> handshake(environment& env, const executor& lane, time_point deadline) {
         watch_ = env.watch_descriptor(lane, mosquitto_socket(client_));
         if (!watch_) {
             co_return "cannot watch the MQTT socket (out of descriptors, or an environment "
                       "without descriptors: MQTT runs in production only)";
         }
-        const auto deadline = env.now() + options_.handshake_timeout;
         while (!connack_) {
             if (auto problem = co_await step_before(env, deadline); !problem.empty()) {
                 co_return problem;
@@ -172,15 +184,20 @@ private:
         if (lost_) {
             co_return asio::error::connection_reset;
         }
-        if (mosquitto_loop_misc(client_) != MOSQ_ERR_SUCCESS) {
-            co_return lose();
+        if (const int rc = mosquitto_loop_misc(client_); rc != MOSQ_ERR_SUCCESS) {
+            co_return lose(rc);
         }
         if (mosquitto_want_write(client_)) {
-            if (const auto error = co_await watch_->wait_writable()) {
+            // Also the TCP connect's completion (the CONNECT packet waits for it): bounded.
+            auto writable = co_await (watch_->wait_writable() || timer_->wait_for(bound));
+            if (writable.index() == 1) {
+                co_return error_code{}; // the bound passed: the caller's deadline decides
+            }
+            if (const auto error = std::get<0>(writable)) {
                 co_return error;
             }
-            if (mosquitto_loop_write(client_, 1) != MOSQ_ERR_SUCCESS) {
-                co_return lose();
+            if (const int rc = mosquitto_loop_write(client_, 1); rc != MOSQ_ERR_SUCCESS) {
+                co_return lose(rc);
             }
             co_return error_code{};
         }
@@ -194,24 +211,29 @@ private:
         if (closed_) {
             co_return asio::error::operation_aborted;
         }
-        if (mosquitto_loop_read(client_, 1) != MOSQ_ERR_SUCCESS) {
-            co_return lose();
+        if (const int rc = mosquitto_loop_read(client_, 1); rc != MOSQ_ERR_SUCCESS) {
+            co_return lose(rc);
         }
         // Send the PUBACKs for what was just read now (the socket is non-blocking; what does not
         // fit goes on the next turn): the sooner the broker has them, the fewer redeliveries a
         // broker crash can cause.
-        if (mosquitto_want_write(client_) && mosquitto_loop_write(client_, 1) != MOSQ_ERR_SUCCESS) {
-            co_return lose();
+        if (mosquitto_want_write(client_)) {
+            if (const int rc = mosquitto_loop_write(client_, 1); rc != MOSQ_ERR_SUCCESS) {
+                co_return lose(rc);
+            }
         }
         if (lost_) {
-            co_return lose(); // the library reported a disconnect inside the loop call
+            co_return lose(MOSQ_ERR_CONN_LOST); // a disconnect reported inside the loop call
         }
         co_return error_code{};
     }
 
     /// The connection is gone (the library has closed its socket): the watch goes now, not at
     /// the reopen, so nothing of this session is registered while the source backs off.
-    error_code lose() noexcept {
+    error_code lose(int rc) noexcept {
+        if (loss_.empty()) {
+            loss_ = rc == MOSQ_ERR_ERRNO ? std::strerror(errno) : mosquitto_strerror(rc);
+        }
         lost_ = true;
         watch_.reset();
         return asio::error::connection_reset;
@@ -224,7 +246,10 @@ private:
             co_return "no CONNACK or SUBACK within the handshake timeout";
         }
         if (const auto error = co_await pump(remaining)) {
-            co_return "connection lost during the handshake: " + error.message();
+            if (error == asio::error::operation_aborted) {
+                co_return "stopped during the connect";
+            }
+            co_return "connection lost before the session was set up: " + (loss_.empty() ? error.message() : loss_);
         }
         co_return std::string{};
     }
@@ -268,6 +293,7 @@ private:
     std::size_t suback_pending_ = 0;
     bool lost_ = false;
     bool closed_ = false;
+    std::string loss_; ///< why the connection was lost (the library's or the system's words)
 };
 
 } // namespace
@@ -286,6 +312,61 @@ std::string mqtt_source::describe() const {
     return "mqtt " + options_.host + ":" + std::to_string(options_.port) + " " + topics;
 }
 
+asio::awaitable<std::pair<std::string, std::string>> mqtt_source::look_up(const std::string& host) {
+    // The lookup runs to its end on the blocking pool (getaddrinfo cannot be interrupted); a
+    // cancellation (a stop) completes the wait at once and its result is dropped.
+    struct lookup {
+        std::string host;
+        std::string address;
+        std::string problem;
+        std::atomic<bool> answered{false};
+    };
+    auto request = std::make_shared<lookup>();
+    request->host = host;
+    auto initiation = [this, request](auto handler) {
+        using handler_type = decltype(handler);
+        auto shared = std::make_shared<handler_type>(std::move(handler));
+        auto slot = asio::get_associated_cancellation_slot(*shared);
+        const executor lane = lane_;
+        if (slot.is_connected()) {
+            slot.assign([request, shared, lane](asio::cancellation_type_t) {
+                if (!request->answered.exchange(true)) {
+                    request->problem = "stopped during the lookup";
+                    asio::post(lane, [shared] { (*shared)(); });
+                }
+            });
+        }
+        env_.post_blocking([request, shared, lane] {
+            addrinfo hints{};
+            hints.ai_family = AF_INET;
+            hints.ai_socktype = SOCK_STREAM;
+            addrinfo* found = nullptr;
+            const int code = ::getaddrinfo(request->host.c_str(), nullptr, &hints, &found);
+            std::string address;
+            std::string problem;
+            if (code != 0 || found == nullptr) {
+                problem = code != 0 ? ::gai_strerror(code) : "no IPv4 address";
+            } else {
+                char text[INET_ADDRSTRLEN] = {};
+                ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(found->ai_addr)->sin_addr, text, sizeof(text));
+                address = text;
+            }
+            if (found != nullptr) {
+                ::freeaddrinfo(found);
+            }
+            if (!request->answered.exchange(true)) {
+                request->address = std::move(address);
+                request->problem = std::move(problem);
+                asio::post(lane, [shared] { (*shared)(); });
+            }
+        });
+    };
+    auto looking = asio::async_initiate<decltype(asio::use_awaitable), void()>(std::move(initiation),
+                                                                                asio::use_awaitable);
+    co_await std::move(looking);
+    co_return std::make_pair(request->problem, request->address);
+}
+
 asio::awaitable<std::pair<error_code, std::unique_ptr<byte_stream>>> mqtt_source::open_stream() {
     using answer = std::pair<error_code, std::unique_ptr<byte_stream>>;
     library_once();
@@ -294,41 +375,28 @@ asio::awaitable<std::pair<error_code, std::unique_ptr<byte_stream>>> mqtt_source
         last_error_ = problem;
         co_return answer{make_error_code(boost::system::errc::invalid_argument), nullptr};
     }
-    // Name lookup and the TCP handshake block: they run on the blocking pool, and the answer
-    // comes back on the lane.
-    struct connect_request {
-        mosquitto* client;
-        std::string host;
-        int port;
-        int keepalive;
-        int code = MOSQ_ERR_UNKNOWN;
-        int error_number = 0;
-    };
-    auto request = std::make_shared<connect_request>(
-        connect_request{stream->client(), options_.host, options_.port,
-                        static_cast<int>(options_.keepalive.count())});
-    // Named, not a temporary inside the co_await: GCC 12 destroys a lambda temporary in a
-    // co_await full-expression twice (seen here as a use-after-free of `request`).
-    auto initiation = [this, request](auto handler) {
-        auto shared = std::make_shared<decltype(handler)>(std::move(handler));
-        env_.post_blocking([request, lane = lane_, shared] {
-            request->code = mosquitto_connect(request->client, request->host.c_str(), request->port,
-                                              request->keepalive);
-            request->error_number = errno;
-            asio::post(lane, [shared] { (*shared)(); });
-        });
-    };
-    auto connecting = asio::async_initiate<decltype(asio::use_awaitable), void()>(std::move(initiation),
-                                                                                   asio::use_awaitable);
-    co_await std::move(connecting);
-    const connect_request& c = *request;
-    if (c.code != MOSQ_ERR_SUCCESS) {
+    // One deadline for all of it: name lookup, TCP connect, CONNACK, SUBACKs.
+    const auto deadline = env_.now() + options_.handshake_timeout;
+    std::string address = options_.host;
+    if (!is_ip_literal(address)) {
+        // Only a name lookup blocks: on the blocking pool, and a stop does not wait for it.
+        auto looked_up = co_await look_up(options_.host);
+        if (!looked_up.first.empty()) {
+            last_error_ = "look up '" + options_.host + "': " + looked_up.first;
+            co_return answer{asio::error::host_not_found, nullptr};
+        }
+        address = std::move(looked_up.second);
+    }
+    // The TCP connect does not block: it completes on the lane, within the deadline.
+    const int rc = mosquitto_connect_async(stream->client(), address.c_str(), options_.port,
+                                           static_cast<int>(options_.keepalive.count()));
+    if (rc != MOSQ_ERR_SUCCESS) {
         last_error_ = "connect to " + options_.host + ":" + std::to_string(options_.port) + ": " +
-                      (c.code == MOSQ_ERR_ERRNO ? std::strerror(c.error_number) : mosquitto_strerror(c.code));
+                      (rc == MOSQ_ERR_ERRNO ? std::strerror(errno) : mosquitto_strerror(rc));
         co_return answer{asio::error::connection_refused, nullptr};
     }
-    if (auto problem = co_await stream->handshake(env_, lane_); !problem.empty()) {
-        last_error_ = problem;
+    if (auto problem = co_await stream->handshake(env_, lane_, deadline); !problem.empty()) {
+        last_error_ = "connect to " + options_.host + ":" + std::to_string(options_.port) + ": " + problem;
         co_return answer{asio::error::connection_aborted, nullptr};
     }
     if (options_.counters) {

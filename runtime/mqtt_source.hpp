@@ -1,8 +1,11 @@
 #pragma once
-/// An MQTT source: libmosquitto driven by the source's lane, with no library thread. The
-/// connect (name lookup, TCP handshake) runs on the bounded blocking pool; after it, the lane
-/// watches the library's socket through the seam (`watch_descriptor`) and calls
-/// `mosquitto_loop_read/write/misc`; keepalive runs on the seam's timers. Each payload becomes
+/// An MQTT source: libmosquitto driven by the source's lane, with no library thread. The TCP
+/// connect is non-blocking (`mosquitto_connect_async`) and completes on the lane; only a name
+/// lookup (a host that is not an IP address) runs on the bounded blocking pool. Lookup,
+/// connect, CONNACK and SUBACKs share one deadline (`handshake_timeout`), and a stop ends any
+/// of them at once. The lane watches the library's socket through the seam
+/// (`watch_descriptor`) and calls `mosquitto_loop_read/write/misc`; keepalive runs on the
+/// seam's timers. Each payload becomes
 /// one record (the payload and '\n'). The server reopens the source with its capped backoff
 /// when the broker is down or the connection drops.
 ///
@@ -39,7 +42,8 @@ struct mqtt_options {
     int qos = 1;                      ///< 0 or 1
     bool clean_session = false;       ///< false: the broker keeps the session while disconnected
     std::chrono::seconds keepalive{30};
-    duration handshake_timeout = std::chrono::seconds(5); ///< CONNACK and SUBACKs after connect
+    /// Name lookup, TCP connect, CONNACK and SUBACKs, together.
+    duration handshake_timeout = std::chrono::seconds(5);
     std::uint32_t payload_bytes_max = 65536;
     std::shared_ptr<mqtt_counters> counters; ///< optional, shared with whoever wants to read them
 };
@@ -55,6 +59,8 @@ public:
 private:
     boost::asio::awaitable<std::pair<boost::system::error_code, std::unique_ptr<byte_stream>>>
     open_stream() override;
+    /// The first IPv4 address of `host`, looked up on the blocking pool: {problem, address}.
+    boost::asio::awaitable<std::pair<std::string, std::string>> look_up(const std::string& host);
 
     mqtt_options options_;
     std::string last_error_;

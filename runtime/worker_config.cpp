@@ -300,13 +300,15 @@ config_result parse_worker_config(std::string_view text, std::string_view file_n
     if (const auto* t = c.table(root, "worker")) {
         c.unknown_keys(*t, "worker", {"io_threads", "compute_threads", "blocking_threads",
                                       "descriptor_reserve", "status_interval_ms", "drain_timeout_ms", "mode",
-                                      "baseline_buffers_per_source", "summary_json"});
+                                      "baseline_buffers_per_source", "summary_json",
+                                      "sink_cost_us_per_buffer"});
         c.integer(*t, "worker", "io_threads", cfg.threads.io_threads, 1, 256);
         c.integer(*t, "worker", "compute_threads", cfg.threads.compute_threads, 1, 256);
         c.integer(*t, "worker", "blocking_threads", cfg.threads.blocking_threads, 1, 256);
         c.integer(*t, "worker", "descriptor_reserve", cfg.threads.descriptor_reserve, 0, 1'000'000);
         c.milliseconds(*t, "worker", "status_interval_ms", cfg.status_interval, 0, 3'600'000);
         c.milliseconds(*t, "worker", "drain_timeout_ms", cfg.drain_timeout, 1, 86'400'000);
+        c.integer(*t, "worker", "sink_cost_us_per_buffer", cfg.sink_cost_us_per_buffer, 0, 60'000'000);
         c.integer(*t, "worker", "baseline_buffers_per_source", cfg.baseline_buffers_per_source, 1,
                   1 << 20);
         c.string(*t, "worker", "summary_json", cfg.summary_json_path, "a file path");

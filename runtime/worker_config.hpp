@@ -59,6 +59,9 @@ struct worker_config {
     /// Longest a graceful drain may take after a signal or --duration; then the worker exits
     /// with code 5 (what is still in flight is lost: the sources say nothing more).
     duration drain_timeout = std::chrono::seconds(30);
+    /// Work the built-in sink does per buffer, in microseconds of a compute thread (a stand-in
+    /// for an engine's operators: capacity drills, drain drills). 0: none.
+    std::int64_t sink_cost_us_per_buffer = 0;
     std::string summary_json_path; ///< written at exit when not empty (also --summary-json)
     metrics_options metrics;
 };

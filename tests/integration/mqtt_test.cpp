@@ -259,3 +259,98 @@ TEST(mqtt, a_reconnect_leaves_neither_the_new_session_nor_a_socket_that_reused_t
 }
 
 } // namespace
+
+namespace {
+
+/// A broker address whose TCP connects hang: a listener with a full accept queue drops SYNs.
+struct unanswering_broker {
+    unanswering_broker() {
+        acceptor.open(asio::ip::tcp::v4());
+        acceptor.bind({asio::ip::make_address("127.0.0.1"), 0});
+        acceptor.listen(0);
+        filler.connect(acceptor.local_endpoint()); // fills the accept queue of one
+    }
+    std::uint16_t port() const { return acceptor.local_endpoint().port(); }
+    asio::io_context io;
+    asio::ip::tcp::acceptor acceptor{io};
+    asio::ip::tcp::socket filler{io};
+};
+
+source_server::source_factory mqtt_to(std::uint16_t port, std::chrono::milliseconds handshake) {
+    mqtt_options o;
+    o.port = port;
+    o.topics = {"t"};
+    o.clean_session = true;
+    o.handshake_timeout = handshake;
+    return [o](environment& e, const executor& lane) { return std::make_unique<mqtt_source>(e, lane, o); };
+}
+
+TEST(mqtt, a_connect_that_hangs_meets_its_deadline_and_a_stop_cancels_it_at_once) {
+    // The connect used to block a thread of the shared blocking pool for as long as the
+    // kernel retried SYNs (minutes): with one blocking thread, two such brokers starved every
+    // other connect, and a stop or shutdown waited for it. Now it runs on the lane, bounded by
+    // the handshake timeout, and a stop ends it.
+    const unanswering_broker nobody;
+    source_options options;
+    options.name = "mqtt";
+    test_worker w({64, 4096, 8, 64}, {2, 2, 1}, quick_backoff());
+    const auto slow = w.server.register_source(options, mqtt_to(nobody.port(), 300ms));
+    const auto stuck = w.server.register_source(options, mqtt_to(nobody.port(), 60s));
+    ASSERT_TRUE(slow.admitted() && stuck.admitted());
+    w.server.start(slow.handle);
+    w.server.start(stuck.handle);
+    const auto mqtt = static_cast<std::size_t>(source_kind::mqtt);
+    // The 300 ms deadline passes (a reconnect with backoff), the other connect hangs on.
+    EXPECT_TRUE(w.sink.wait_for([&] { return w.server.stats().reconnects_by_kind[mqtt] >= 2; }, 5s))
+        << w.server.stats().reconnects_by_kind[mqtt] << " reconnects";
+    // A stop ends the hanging one at once, not when the kernel gives up.
+    const auto asked = std::chrono::steady_clock::now();
+    w.server.stop(stuck.handle);
+    EXPECT_TRUE(w.sink.wait_for([&] { return w.server.state(stuck.handle) == source_state::stopped; }, 2s))
+        << "a stop waited for the connect";
+    EXPECT_LT(std::chrono::steady_clock::now() - asked, 1s);
+    w.server.stop(slow.handle);
+    EXPECT_TRUE(w.sink.wait_for([&] { return w.server.state(slow.handle) == source_state::stopped; }, 2s));
+}
+
+} // namespace
+
+namespace {
+
+TEST(mqtt, a_broker_named_by_host_name_is_looked_up_off_the_lane_and_a_bad_name_says_so) {
+    broker b("mqtt_named");
+    b.start();
+    auto counters = std::make_shared<mqtt_counters>();
+    test_worker w({64, 4096, 8, 64}, {2, 2, 1}, quick_backoff());
+    mqtt_options named;
+    named.host = "localhost"; // /etc/hosts: no DNS server needed
+    named.port = b.port();
+    named.topics = {"t"};
+    named.clean_session = true;
+    named.counters = counters;
+    mqtt_options unknown = named;
+    unknown.host = "no-such-broker.invalid";
+    unknown.counters = nullptr;
+    source_options options;
+    options.name = "mqtt";
+    const auto good = w.server.register_source(options, [named](environment& e, const executor& lane) {
+        return std::make_unique<mqtt_source>(e, lane, named);
+    });
+    std::shared_ptr<mqtt_source*> bad_source = std::make_shared<mqtt_source*>(nullptr);
+    const auto bad = w.server.register_source(options, [unknown, bad_source](environment& e, const executor& lane) {
+        auto s = std::make_unique<mqtt_source>(e, lane, unknown);
+        *bad_source = s.get();
+        return s;
+    });
+    w.server.start(good.handle);
+    w.server.start(bad.handle);
+    EXPECT_TRUE(w.sink.wait_for([&] { return counters->connects.load() == 1; }, 10s));
+    const auto mqtt = static_cast<std::size_t>(source_kind::mqtt);
+    EXPECT_TRUE(w.sink.wait_for([&] { return w.server.stats().reconnects_by_kind[mqtt] >= 1; }, 10s));
+    w.server.stop(bad.handle);
+    ASSERT_TRUE(w.sink.wait_for([&] { return w.server.state(bad.handle) == source_state::stopped; }, 5s));
+    EXPECT_NE((*bad_source)->error_detail().find("look up 'no-such-broker.invalid'"), std::string::npos)
+        << (*bad_source)->error_detail();
+}
+
+} // namespace

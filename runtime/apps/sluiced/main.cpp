@@ -120,7 +120,12 @@ class counting_sink final : public sink {
 public:
     static constexpr int lines_per_second = 10;
 
+    explicit counting_sink(std::chrono::microseconds cost_per_buffer) : cost_(cost_per_buffer) {}
+
     void on_data(const data_event& event) override {
+        if (cost_.count() > 0) {
+            std::this_thread::sleep_for(cost_); // worker.sink_cost_us_per_buffer: the engine's work
+        }
         bytes_.fetch_add(event.raw.size(), std::memory_order_relaxed);
         records_.fetch_add(event.record_count, std::memory_order_relaxed);
         fields_.fetch_add(event.field_count, std::memory_order_relaxed);
@@ -171,6 +176,7 @@ private:
     std::chrono::steady_clock::time_point window_start_{}; ///< under print_mutex_
     int printed_in_window_ = 0;                            ///< under print_mutex_
     std::uint64_t suppressed_ = 0;                         ///< under print_mutex_
+    std::chrono::microseconds cost_;                       ///< per buffer
 };
 
 std::string read_file(const std::string& path) {
@@ -256,7 +262,7 @@ int main(int argc, char** argv) {
         std::size_t threads_max = process_thread_count();
         // Declaration order is destruction order reversed: the pool outlives the environment
         // (whose dropped handlers may still hold buffers), the sink outlives processing.
-        counting_sink out;
+        counting_sink out{std::chrono::microseconds(cfg.sink_cost_us_per_buffer)};
         buffer_pool pool(cfg.pool);
         production_environment env(cfg.threads);
         processing pipeline(env, pool, out, cfg.processing);
