@@ -91,6 +91,10 @@ public:
     virtual void close() noexcept = 0;
     /// For logs and errors: the peer address or the file path.
     virtual std::string describe() const = 0;
+    /// TCP keepalive for a TCP stream (idle time before the first probe, between probes, probes
+    /// before the peer counts as gone); other streams ignore it.
+    virtual void keep_alive(std::chrono::seconds /*idle*/, std::chrono::seconds /*interval*/,
+                            int /*probes*/) noexcept {}
 };
 
 /// Accepts TCP connections. Lane-bound.

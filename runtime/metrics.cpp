@@ -238,6 +238,10 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
         b.counter(f, d(s.connections_accepted_total), {{"result", "accepted"}});
         b.counter(f, d(s.connections_refused_total), {{"result", "refused"}});
     }
+    b.counter(b.family("sluice_connections_idle_closed_total",
+                       "Accepted connections closed by their listener's idle_timeout_ms.",
+                       MetricType::Counter),
+              d(s.connections_closed_idle_total));
     b.counter(b.family("sluice_listener_failures_total",
                        "Accept loops that failed (an exception) and were begun again.",
                        MetricType::Counter),

@@ -1,6 +1,9 @@
 #include "runtime/production_environment.hpp"
 
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <pthread.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -226,6 +229,17 @@ public:
         error_code ignored;
         socket_.non_blocking(true, ignored);
         peer_ = socket_.remote_endpoint(ignored); // the text only when asked: memory per idle connection
+    }
+    void keep_alive(std::chrono::seconds idle, std::chrono::seconds interval, int probes) noexcept override {
+        const int fd = socket_.native_handle();
+        const int on = 1;
+        const int idle_s = static_cast<int>(idle.count());
+        const int interval_s = static_cast<int>(std::max<std::chrono::seconds::rep>(interval.count(), 1));
+        // Best effort: a socket that refuses keeps working without it.
+        ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+        ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle_s, sizeof(idle_s));
+        ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval_s, sizeof(interval_s));
+        ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &probes, sizeof(probes));
     }
     asio::awaitable<error_code> wait_readable() override {
         auto [error] = co_await socket_.async_wait(tcp::socket::wait_read,

@@ -80,6 +80,10 @@ struct source_server::entry {
     /// The next emitted buffer starts a new stream (see source::continues_after_reopen).
     bool discontinuity_pending = false;
     bool emit_failed = false; ///< a buffer could not be queued: the run ends with an Error
+    bool idle_closed = false; ///< its listener closed it for idleness: the run ends with an Error
+    /// Accepted connections of a listener with an idle timeout: when data last came (ns of
+    /// env.now()), written on the lane, read by the listener's idle sweep.
+    std::atomic<std::int64_t> last_data_ns{0};
     /// Ended at end of stream or failed: its origin is closed (EoS/Error was its last event),
     /// so it cannot be started again; unregister it and register anew for a new origin.
     std::atomic<bool> finished{false};
@@ -93,6 +97,7 @@ struct source_server::listener {
     std::uint64_t accepted = 0;
     std::uint32_t restarts = 0; ///< accept loops begun again after a failure (lane-only)
     bool closing = false; ///< lane-only
+    std::unique_ptr<timer> idle_sweep; ///< lane-only; while idle_timeout is set
 };
 
 struct source_server::loop_end {
@@ -896,6 +901,9 @@ bool source_server::take_read(entry& e, buffer& current, const read_result& r, s
         current.commit_bytes(static_cast<std::uint32_t>(r.bytes));
         bytes_[index_of(e.kind)].fetch_add(r.bytes, std::memory_order_relaxed);
         e.read_since_open = true;
+        if (e.owner != nullptr && e.owner->options.idle_timeout.count() > 0) {
+            e.last_data_ns.store(env_.now().count(), std::memory_order_relaxed);
+        }
         if (current.full()) {
             emit(e, current, flush_reason::full);
             current = pool_.try_acquire(e.pool_id); // more may be waiting; never suspend here
@@ -1052,7 +1060,11 @@ asio::awaitable<bool> source_server::run(entry& e, resume from) {
         errors_[index_of(e.kind)].fetch_add(1, std::memory_order_relaxed);
         std::string detail = src.error_detail();
         const std::string reason =
-            src.describe() + ": " + error.message() + (detail.empty() ? "" : " (" + detail + ")");
+            e.idle_closed
+                ? src.describe() + ": closed after " +
+                      std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(e.owner->options.idle_timeout).count()) +
+                      " ms without data (the listener's idle_timeout_ms)"
+                : src.describe() + ": " + error.message() + (detail.empty() ? "" : " (" + detail + ")");
         if (!src.reconnects()) {
             failure = reason;
             break;
@@ -1132,7 +1144,62 @@ std::pair<error_code, std::uint16_t> source_server::add_tcp_listener(const liste
         listeners_.push_back(std::move(l));
     }
     spawn_accept_loop(*raw);
+    if (options.idle_timeout.count() > 0) {
+        enter_gate();
+        raw->idle_sweep = env_.make_timer(env_.lane_executor(raw->lane_index));
+        asio::co_spawn(env_.lane_executor(raw->lane_index), idle_sweep(*raw),
+                       [this](const std::exception_ptr&) { leave_gate(); });
+    }
     return {error_code{}, port};
+}
+
+asio::awaitable<void> source_server::idle_sweep(listener& l) {
+    // A quarter of the timeout apart (at least 10 ms): a connection is closed between one and
+    // one and a quarter timeouts after its last data.
+    const duration period = std::max<duration>(l.options.idle_timeout / 4, std::chrono::milliseconds(10));
+    while (!l.closing) {
+        if (!co_await l.idle_sweep->wait_for(period) || l.closing) {
+            break;
+        }
+        const auto cutoff = (env_.now() - l.options.idle_timeout).count();
+        std::vector<std::pair<source_handle, std::uint32_t>> idle;
+        {
+            const std::lock_guard lock(mutex_);
+            for (const auto& [handle, e] : entries_) {
+                if (e->owner == &l && e->state.load() == source_state::running &&
+                    e->last_data_ns.load(std::memory_order_relaxed) < cutoff) {
+                    idle.emplace_back(handle, e->lane_index);
+                }
+            }
+        }
+        for (const auto& [handle, lane] : idle) {
+            enter_gate();
+            asio::post(env_.lane_executor(lane), [this, handle = handle] {
+                const struct leaves {
+                    source_server* self;
+                    ~leaves() { self->leave_gate(); }
+                } leave{this};
+                entry* e = nullptr;
+                {
+                    const std::lock_guard lock(mutex_);
+                    const auto it = entries_.find(handle);
+                    e = it != entries_.end() ? it->second.get() : nullptr;
+                }
+                // On its lane now: it may have read meanwhile, or ended.
+                if (e == nullptr || e->idle_closed || e->stop_requested ||
+                    e->state.load() != source_state::running) {
+                    return;
+                }
+                if (e->last_data_ns.load(std::memory_order_relaxed) >=
+                    (env_.now() - e->owner->options.idle_timeout).count()) {
+                    return;
+                }
+                e->idle_closed = true;
+                idle_closed_.fetch_add(1, std::memory_order_relaxed);
+                e->src->close(); // its wait ends with an error; the run ends with an Error
+            });
+        }
+    }
 }
 
 void source_server::spawn_accept_loop(listener& l) {
@@ -1188,6 +1255,10 @@ asio::awaitable<void> source_server::accept_loop(listener& l) {
             stream->close();
             throw std::runtime_error("injected accept fault");
         }
+        if (l.options.keepalive_idle.count() > 0) {
+            stream->keep_alive(l.options.keepalive_idle, l.options.keepalive_interval,
+                               l.options.keepalive_probes);
+        }
         auto transport = std::make_shared<std::unique_ptr<byte_stream>>(std::move(stream));
         source_options options;
         options.name = l.options.name + "#" + std::to_string(++l.accepted);
@@ -1213,6 +1284,12 @@ asio::awaitable<void> source_server::accept_loop(listener& l) {
         }
         l.connections.fetch_add(1, std::memory_order_relaxed);
         accepted_.fetch_add(1, std::memory_order_relaxed);
+        if (l.options.idle_timeout.count() > 0) {
+            const std::lock_guard lock(mutex_);
+            if (const auto it = entries_.find(answer.handle); it != entries_.end()) {
+                it->second->last_data_ns.store(env_.now().count(), std::memory_order_relaxed);
+            }
+        }
         start(answer.handle);
     }
 }
@@ -1244,6 +1321,9 @@ void source_server::shutdown() {
             asio::post(env_.lane_executor(l->lane_index), [this, raw = l.get()] {
                 raw->closing = true;
                 raw->acceptor->close();
+                if (raw->idle_sweep) {
+                    raw->idle_sweep->cancel();
+                }
                 leave_gate();
             });
         }
@@ -1346,6 +1426,7 @@ server_stats source_server::stats() const {
     s.bytes_dropped_total = bytes_dropped_.load(std::memory_order_relaxed);
     s.listener_failures_total = listener_failures_.load(std::memory_order_relaxed);
     s.admission_waits_timed_out_total = admission_timeouts_.load(std::memory_order_relaxed);
+    s.connections_closed_idle_total = idle_closed_.load(std::memory_order_relaxed);
     s.queue_failures_total = queue_failures_.load(std::memory_order_relaxed);
     s.final_events_lost_total = final_events_lost_.load(std::memory_order_relaxed);
     s.failures_total = failures_.load(std::memory_order_relaxed);

@@ -112,6 +112,14 @@ struct listener_options {
     /// long for its reserve (ahead of sources waiting above theirs) before it is refused and
     /// counted; the accept loop waits with it, so later connections queue in the backlog.
     duration admission_wait = std::chrono::milliseconds(1000);
+    /// A connection that sends nothing for this long is closed, counted, and its origin ends
+    /// with an Error saying so (frees connections_max from idle peers). 0: never.
+    duration idle_timeout{0};
+    /// TCP keepalive on accepted connections, so a peer that vanished (half-open) is found and
+    /// its connection ends: idle time before the first probe (0: off), between probes, probes.
+    std::chrono::seconds keepalive_idle{60};
+    std::chrono::seconds keepalive_interval{10};
+    int keepalive_probes = 5;
 };
 
 struct server_stats {
@@ -149,6 +157,7 @@ struct server_stats {
     /// Waiting registrations (accepted connections, register_source_waiting) refused at their
     /// deadline or by shutdown.
     std::uint64_t admission_waits_timed_out_total = 0;
+    std::uint64_t connections_closed_idle_total = 0; ///< by a listener's idle_timeout
 };
 
 class source_server final {
@@ -272,6 +281,8 @@ private:
     /// After every successful open: a reopen marks the next buffer as a discontinuity.
     void opened(entry& e) noexcept;
     boost::asio::awaitable<void> accept_loop(listener& l);
+    /// Closes the listener's connections that sent nothing for idle_timeout (lane of l).
+    boost::asio::awaitable<void> idle_sweep(listener& l);
     void spawn_accept_loop(listener& l);
     /// Partial buffers waiting for more data (DESIGN.md's flush policy): the buffer moves into
     /// its lane's holder heap, ordered by flush deadline, while the source waits or parks. The
@@ -365,6 +376,7 @@ private:
     std::atomic<std::uint64_t> queue_failures_{0};
     std::atomic<std::uint64_t> listener_failures_{0};
     std::atomic<std::uint64_t> admission_timeouts_{0};
+    std::atomic<std::uint64_t> idle_closed_{0};
     std::atomic<std::uint64_t> final_events_lost_{0};
     std::array<std::atomic<std::uint64_t>, source_kind_count> reconnects_by_kind_{};
     std::array<std::atomic<std::uint64_t>, source_kind_count> busy_ns_{};

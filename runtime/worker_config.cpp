@@ -488,7 +488,8 @@ config_result parse_worker_config(std::string_view text, std::string_view file_n
                 l.name = "listener-" + std::to_string(i);
                 c.unknown_keys(t, path,
                                {"name", "address", "port", "connections_max", "reserve", "cap",
-                                "flush_timeout_ms", "backlog", "admission_wait_ms"});
+                                "flush_timeout_ms", "backlog", "admission_wait_ms", "idle_timeout_ms",
+                                "keepalive_idle_s", "keepalive_interval_s", "keepalive_probes"});
                 c.string(t, path, "name", l.name, "a unique name");
                 if (!names.insert(l.name).second) {
                     c.error(t.get("name") != nullptr ? t.get("name") : &t, path + ".name",
@@ -500,6 +501,14 @@ config_result parse_worker_config(std::string_view text, std::string_view file_n
                 c.integer(t, path, "connections_max", l.connections_max, 1, 1'000'000);
                 c.integer(t, path, "backlog", l.backlog, 1, 65535);
                 c.milliseconds(t, path, "admission_wait_ms", l.admission_wait, 0, 60'000);
+                c.milliseconds(t, path, "idle_timeout_ms", l.idle_timeout, 0, 86'400'000);
+                std::int64_t keepalive_idle = l.keepalive_idle.count();
+                std::int64_t keepalive_interval = l.keepalive_interval.count();
+                c.integer(t, path, "keepalive_idle_s", keepalive_idle, 0, 86'400);
+                c.integer(t, path, "keepalive_interval_s", keepalive_interval, 1, 3'600);
+                c.integer(t, path, "keepalive_probes", l.keepalive_probes, 1, 100);
+                l.keepalive_idle = std::chrono::seconds(keepalive_idle);
+                l.keepalive_interval = std::chrono::seconds(keepalive_interval);
                 read_limits(c, t, path, l.limits, l.flush_timeout);
                 cfg.listeners.push_back(std::move(l));
             }

@@ -203,6 +203,12 @@ TEST(worker_config, an_invalid_value_of_every_key_is_a_located_error_naming_it) 
         {"[[listener]]", "reserve = 0", "listener[0].reserve"},
         {"[[listener]]", "cap = 0", "listener[0].cap"},
         {"[[listener]]", "flush_timeout_ms = 0", "listener[0].flush_timeout_ms"},
+        {"[[listener]]", "admission_wait_ms = -1", "listener[0].admission_wait_ms"},
+        {"[[listener]]", "idle_timeout_ms = -5", "listener[0].idle_timeout_ms"},
+        {"[[listener]]", "keepalive_idle_s = 100000", "listener[0].keepalive_idle_s"},
+        {"[[listener]]", "keepalive_interval_s = 0", "listener[0].keepalive_interval_s"},
+        {"[[listener]]", "keepalive_probes = 0", "listener[0].keepalive_probes"},
+        {"[worker]", "sink_cost_us_per_buffer = -1", "worker.sink_cost_us_per_buffer"},
         {"[worker]", "bogus = 1", "worker.bogus"},
     };
     for (const auto& row : rows) {
