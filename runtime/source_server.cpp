@@ -721,7 +721,7 @@ void source_server::hold_partial(entry& e, buffer partial) {
     // holder. The caller's checks alone came before the publication, so a wake-up that fell
     // between them was lost and the buffer waited its whole flush timeout (issue 18, item 8).
     partial_holders_total_.fetch_add(1, std::memory_order_seq_cst);
-    if (const flush_reason due = wake_reason(); due != flush_reason::none) {
+    if (const flush_reason due = wake_reason(l.heap[e.holder_index].partial); due != flush_reason::none) {
         holder h = heap_remove(l, e.holder_index);
         emit(e, h.partial, due);
         return;
@@ -792,8 +792,9 @@ void source_server::sweep(std::size_t lane, std::uint32_t arm, bool fired) {
 
 void source_server::flush_holders(std::size_t lane, flush_reason reason) {
     auto& l = holders_[lane];
-    // Every holder goes. Taken out of the heap first, so the heap is whole even if an emit
-    // throws.
+    // Every holder goes (a demand wake-up: every one that holds the demand minimum; the
+    // others wait for their deadline). Taken out of the heap first, so the heap is whole even
+    // if an emit throws.
     std::vector<holder> all;
     all.swap(l.heap);
     partial_holders_total_.fetch_sub(all.size(), std::memory_order_relaxed);
@@ -801,6 +802,23 @@ void source_server::flush_holders(std::size_t lane, flush_reason reason) {
         h.source->holder_index = no_index;
     }
     disarm_sweeper(l);
+    if (reason == flush_reason::demand && options_.demand_flush_min_bytes > 1) {
+        std::vector<holder> small;
+        for (auto& h : all) {
+            if (h.partial.size_bytes() < options_.demand_flush_min_bytes) {
+                small.push_back(std::move(h));
+            }
+        }
+        std::erase_if(all, [](const holder& h) { return !h.partial; });
+        for (auto& h : small) { // back in, with their deadlines
+            l.heap.emplace_back();
+            heap_place(l, l.heap.size() - 1, std::move(h));
+            partial_holders_total_.fetch_add(1, std::memory_order_seq_cst);
+        }
+        if (!l.heap.empty()) {
+            arm_sweeper(lane, l.heap.front().deadline);
+        }
+    }
     for (auto& h : all) {
         emit(*h.source, h.partial, reason);
     }
@@ -810,8 +828,8 @@ void source_server::flush_holders(std::size_t lane, flush_reason reason) {
     }
 }
 
-flush_reason source_server::wake_reason() const noexcept {
-    if (options_.demand_flush && processing_.queued() < env_.compute_concurrency()) {
+flush_reason source_server::wake_reason(const buffer& partial) const noexcept {
+    if (demand_due(partial)) {
         return flush_reason::demand;
     }
     if (pool_.has_waiters()) {
@@ -944,7 +962,7 @@ void source_server::after_turn(entry& e, buffer& current, bool into_buffer) {
     if (current && current.size_bytes() == 0 && !into_buffer) {
         current.reset(); // a spurious wake-up: hold nothing while idle
     } else if (current) {
-        if (options_.demand_flush && processing_.queued() < env_.compute_concurrency()) {
+        if (demand_due(current, into_buffer)) {
             emit(e, current, flush_reason::demand); // processing is idle: feed it now
         } else if (pool_.has_waiters()) {
             emit(e, current, flush_reason::pressure);
@@ -1368,7 +1386,10 @@ std::string source_server::check_wakeups() const {
         const auto pending = wake_pending_[lane].load();
         const auto demand = static_cast<std::uint8_t>(1U << static_cast<unsigned>(flush_reason::demand));
         const auto pressure = static_cast<std::uint8_t>(1U << static_cast<unsigned>(flush_reason::pressure));
-        if (idle && (pending & demand) == 0) {
+        const bool any_due = std::any_of(holders_[lane].heap.begin(), holders_[lane].heap.end(), [&](const holder& h) {
+            return h.partial.size_bytes() >= options_.demand_flush_min_bytes;
+        });
+        if (idle && any_due && (pending & demand) == 0) {
             return "lost demand wake-up: lane " + std::to_string(lane) + " holds " +
                    std::to_string(holders_[lane].heap.size()) +
                    " partial buffers while processing is idle, and no wake-up is pending";

@@ -72,6 +72,10 @@ struct server_options {
     /// partial buffers wait for full, pressure or the flush timeout — the comparison the
     /// latency benchmark makes.
     bool demand_flush = true;
+    /// A demand flush waits for this many bytes in the buffer; below it, the flush timeout or
+    /// pressure flushes it. Bounds what a trickle (a byte per read) costs: a buffer and a
+    /// compute task per this many bytes, or per flush timeout, not per read. 1: every read.
+    std::uint32_t demand_flush_min_bytes = 64;
     /// Idle sources that can (TCP, UDP, rate-limited generators) wait as a pending readiness
     /// operation instead of a suspended coroutine chain: their coroutine ends and is spawned
     /// again when data comes, so an idle source costs about 1 KiB less. Off, every idle source
@@ -295,8 +299,16 @@ private:
     void arm_sweeper(std::size_t lane, time_point deadline);
     void sweep(std::size_t lane, std::uint32_t arm, bool fired);
     void flush_holders(std::size_t lane, flush_reason reason);
-    /// Demand (processing has room) or pressure (an acquisition waits), or none.
-    flush_reason wake_reason() const noexcept;
+    /// Demand (processing has room, and `partial` holds the demand minimum) or pressure (an
+    /// acquisition waits), or none.
+    flush_reason wake_reason(const buffer& partial) const noexcept;
+    /// `any_size`: a source that reads into its buffer in a blocking call (legacy) cannot be
+    /// flushed by its deadline while it blocks, so it gets no minimum.
+    bool demand_due(const buffer& partial, bool any_size = false) const noexcept {
+        return options_.demand_flush &&
+               (any_size || partial.size_bytes() >= options_.demand_flush_min_bytes) &&
+               processing_.queued() < env_.compute_concurrency();
+    }
     /// Counts a handler posted to a lane that touches the server, so shutdown waits for it.
     void enter_gate();
     void leave_gate();

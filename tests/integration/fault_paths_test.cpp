@@ -541,7 +541,43 @@ TEST(fault_paths, an_idle_connection_is_closed_at_the_listener_idle_timeout_and_
     char byte = 0;
     quiet.read_some(asio::buffer(&byte, 1), gone);
     EXPECT_EQ(gone, asio::error::eof) << gone.message();
-    EXPECT_EQ(w.sink.total_records(), 21U);
+    EXPECT_TRUE(w.sink.wait_for([&] { return w.sink.total_records_locked() == 21; }, 5s)) << w.sink.total_records();
+    EXPECT_TRUE(w.sink.violations().empty()) << w.sink.violations().front();
+}
+
+} // namespace
+
+namespace {
+
+TEST(fault_paths, a_one_byte_trickle_is_coalesced_not_one_buffer_per_byte) {
+    // A peer that sends one byte at a time while processing is idle: each read used to be
+    // flushed at once (demand), one buffer and one compute task per byte. Demand flushes now
+    // wait for a minimum fill; below it the flush timeout applies, so the cost is bounded by
+    // bytes / minimum + duration / flush timeout, and every byte still arrives.
+    listener_options lo;
+    lo.flush_timeout = 50ms;
+    test_worker w({64, 4096, 8, 64}, {2, 2, 1});
+    const auto [error, port] = w.server.add_tcp_listener(lo);
+    ASSERT_FALSE(error) << error.message();
+    asio::io_context io;
+    asio::ip::tcp::socket peer(io);
+    peer.connect({asio::ip::make_address("127.0.0.1"), port});
+    peer.set_option(asio::ip::tcp::no_delay(true));
+    const std::string text = generator_text(3, 0, 20); // about 300 bytes
+    const auto began = std::chrono::steady_clock::now();
+    for (const char c : text) {
+        asio::write(peer, asio::buffer(&c, 1));
+        std::this_thread::sleep_for(1ms);
+    }
+    peer.shutdown(asio::ip::tcp::socket::shutdown_send);
+    ASSERT_TRUE(w.sink.wait_for([&] { return w.sink.end_of_streams_locked() == 1; }, 10s));
+    const auto took = std::chrono::steady_clock::now() - began;
+    EXPECT_EQ(w.sink.total_records(), 20U);
+    const auto emitted = w.server.stats().buffers_emitted_total;
+    EXPECT_EQ(server_options{}.demand_flush_min_bytes, 64U);
+    const auto bound = text.size() / 64 + 2 +
+                       static_cast<std::size_t>(took / lo.flush_timeout) + 1;
+    EXPECT_LE(emitted, bound) << emitted << " buffers for " << text.size() << " bytes";
     EXPECT_TRUE(w.sink.violations().empty()) << w.sink.violations().front();
 }
 
