@@ -509,7 +509,7 @@ TEST(fault_paths, an_idle_connection_is_closed_at_the_listener_idle_timeout_and_
     // counted, its record delivered and its origin ended with an Error naming the timeout; the
     // accepted sockets carry TCP keepalive (seen from outside with ss).
     listener_options lo;
-    lo.idle_timeout = 300ms;
+    lo.idle_timeout = 600ms;
     lo.keepalive_idle = std::chrono::seconds(7);
     test_worker w({64, 4096, 8, 64}, {2, 2, 1});
     const auto [error, port] = w.server.add_tcp_listener(lo);
@@ -520,20 +520,14 @@ TEST(fault_paths, an_idle_connection_is_closed_at_the_listener_idle_timeout_and_
     quiet.connect({asio::ip::make_address("127.0.0.1"), port});
     talker.connect({asio::ip::make_address("127.0.0.1"), port});
     asio::write(quiet, asio::buffer(generator_text(1, 0, 1)));
-    ASSERT_TRUE(w.sink.wait_for([&] { return w.server.stats().connections_accepted_total == 2; }, 5s));
-    // Keepalive on the worker's side of both connections: ss shows its timer.
-    const std::string ss = "ss -tnoH state established '( sport = :" + std::to_string(port) + " )' > " +
-                           ::testing::TempDir() + "/ss.txt";
-    ASSERT_EQ(std::system(ss.c_str()), 0);
-    std::ifstream listing(::testing::TempDir() + "/ss.txt");
-    const std::string sockets((std::istreambuf_iterator<char>(listing)), std::istreambuf_iterator<char>());
-    EXPECT_NE(sockets.find("keepalive"), std::string::npos) << sockets;
-    // The talker sends every 50 ms for a second; the quiet one says nothing.
-    for (std::uint64_t n = 0; n < 20; ++n) {
+    // The talker sends every 50 ms for two seconds; the quiet one says nothing.
+    for (std::uint64_t n = 0; n < 40; ++n) {
         asio::write(talker, asio::buffer(generator_text(2, n, 1)));
         std::this_thread::sleep_for(50ms);
     }
+    EXPECT_TRUE(w.sink.wait_for([&] { return w.sink.total_records_locked() == 41; }, 5s)) << w.sink.total_records();
     const auto stats = w.server.stats();
+    EXPECT_EQ(stats.connections_accepted_total, 2U);
     EXPECT_EQ(stats.connections_closed_idle_total, 1U);
     EXPECT_EQ(w.sink.errors(), 1U);
     // The quiet peer sees its connection closed.
@@ -541,7 +535,13 @@ TEST(fault_paths, an_idle_connection_is_closed_at_the_listener_idle_timeout_and_
     char byte = 0;
     quiet.read_some(asio::buffer(&byte, 1), gone);
     EXPECT_EQ(gone, asio::error::eof) << gone.message();
-    EXPECT_TRUE(w.sink.wait_for([&] { return w.sink.total_records_locked() == 21; }, 5s)) << w.sink.total_records();
+    // Keepalive on the worker's side of the talker's connection: ss shows its timer.
+    const std::string ss = "ss -tnoH state established '( sport = :" + std::to_string(port) + " )' > " +
+                           ::testing::TempDir() + "/ss.txt";
+    ASSERT_EQ(std::system(ss.c_str()), 0);
+    std::ifstream listing(::testing::TempDir() + "/ss.txt");
+    const std::string sockets((std::istreambuf_iterator<char>(listing)), std::istreambuf_iterator<char>());
+    EXPECT_NE(sockets.find("keepalive"), std::string::npos) << sockets;
     EXPECT_TRUE(w.sink.violations().empty()) << w.sink.violations().front();
 }
 
