@@ -145,6 +145,7 @@ public:
     /// Sequentially consistent: a source that publishes a held partial buffer and then reads
     /// this, and processing that drops to zero and then reads the holders, cannot both miss.
     std::uint64_t queued() const noexcept { return queued_.load(std::memory_order_seq_cst); }
+    framing record_framing() const noexcept { return options_.record_framing; }
 
 private:
     /// Queues the final event (end of stream, or an error when `is_error`) and claims and posts

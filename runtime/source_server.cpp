@@ -802,10 +802,10 @@ void source_server::flush_holders(std::size_t lane, flush_reason reason) {
         h.source->holder_index = no_index;
     }
     disarm_sweeper(l);
-    if (reason == flush_reason::demand && options_.demand_flush_min_bytes > 1) {
+    if (reason == flush_reason::demand) {
         std::vector<holder> small;
         for (auto& h : all) {
-            if (h.partial.size_bytes() < options_.demand_flush_min_bytes) {
+            if (!demand_sized(h.partial)) {
                 small.push_back(std::move(h));
             }
         }
@@ -1387,7 +1387,7 @@ std::string source_server::check_wakeups() const {
         const auto demand = static_cast<std::uint8_t>(1U << static_cast<unsigned>(flush_reason::demand));
         const auto pressure = static_cast<std::uint8_t>(1U << static_cast<unsigned>(flush_reason::pressure));
         const bool any_due = std::any_of(holders_[lane].heap.begin(), holders_[lane].heap.end(), [&](const holder& h) {
-            return h.partial.size_bytes() >= options_.demand_flush_min_bytes;
+            return demand_sized(h.partial);
         });
         if (idle && any_due && (pending & demand) == 0) {
             return "lost demand wake-up: lane " + std::to_string(lane) + " holds " +

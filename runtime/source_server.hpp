@@ -72,9 +72,11 @@ struct server_options {
     /// partial buffers wait for full, pressure or the flush timeout — the comparison the
     /// latency benchmark makes.
     bool demand_flush = true;
-    /// A demand flush waits for this many bytes in the buffer; below it, the flush timeout or
-    /// pressure flushes it. Bounds what a trickle (a byte per read) costs: a buffer and a
-    /// compute task per this many bytes, or per flush timeout, not per read. 1: every read.
+    /// A demand flush of fewer bytes than this waits until the buffer ends a record (newline
+    /// framing: its last byte is '\n'); until then the flush timeout or pressure flushes it. A
+    /// trickle (a byte per read) then costs a buffer and a compute task per record, not per
+    /// read, and a small whole record still goes at once. (Length-prefixed framing: no
+    /// minimum, the server cannot tell where its records end.) 1: every read.
     std::uint32_t demand_flush_min_bytes = 64;
     /// Idle sources that can (TCP, UDP, rate-limited generators) wait as a pending readiness
     /// operation instead of a suspended coroutine chain: their coroutine ends and is spawned
@@ -305,9 +307,17 @@ private:
     /// `any_size`: a source that reads into its buffer in a blocking call (legacy) cannot be
     /// flushed by its deadline while it blocks, so it gets no minimum.
     bool demand_due(const buffer& partial, bool any_size = false) const noexcept {
-        return options_.demand_flush &&
-               (any_size || partial.size_bytes() >= options_.demand_flush_min_bytes) &&
+        return options_.demand_flush && (any_size || demand_sized(partial)) &&
                processing_.queued() < env_.compute_concurrency();
+    }
+    /// Large enough for a demand flush, or ending a record (see demand_flush_min_bytes).
+    bool demand_sized(const buffer& partial) const noexcept {
+        if (partial.size_bytes() >= options_.demand_flush_min_bytes ||
+            processing_.record_framing() != framing::newline) {
+            return true;
+        }
+        const auto bytes = partial.bytes();
+        return !bytes.empty() && bytes.back() == std::byte{'\n'};
     }
     /// Counts a handler posted to a lane that touches the server, so shutdown waits for it.
     void enter_gate();
