@@ -230,6 +230,9 @@ registration source_server::finish_registration(const source_options& options,
         SLUICE_ASSERT(e->src != nullptr);
         e->kind = e->src->kind();
         e->owner = owner;
+        if (owner != nullptr) {
+            e->last_data_ns.store(env_.now().count(), std::memory_order_relaxed); // idle from now
+        }
         const std::lock_guard lock(mutex_);
         e->channel = processing_.open_channel(next_handle_, index_of(e->kind));
         e->handle = next_handle_;
@@ -1302,12 +1305,6 @@ asio::awaitable<void> source_server::accept_loop(listener& l) {
         }
         l.connections.fetch_add(1, std::memory_order_relaxed);
         accepted_.fetch_add(1, std::memory_order_relaxed);
-        if (l.options.idle_timeout.count() > 0) {
-            const std::lock_guard lock(mutex_);
-            if (const auto it = entries_.find(answer.handle); it != entries_.end()) {
-                it->second->last_data_ns.store(env_.now().count(), std::memory_order_relaxed);
-            }
-        }
         start(answer.handle);
     }
 }

@@ -30,6 +30,15 @@ void drain(asio::io_context& io) {
     io.poll();
 }
 
+/// Every buffer `id` may take now, without waiting.
+std::vector<buffer> take_all(buffer_pool& pool, source_id id) {
+    std::vector<buffer> held;
+    while (buffer b = pool.try_acquire(id)) {
+        held.push_back(std::move(b));
+    }
+    return held;
+}
+
 /// A completion handler that records what it got, bound to `io`.
 struct recorder {
     std::vector<std::string>* log;
@@ -149,10 +158,7 @@ TEST(buffer_pool, processing_reserve_is_never_lent_to_sources) {
 TEST(buffer_pool, reserve_lent_out_refusal_is_transient) {
     buffer_pool pool({10, 64, 2, 4});
     const auto greedy = pool.register_source({1, 8}).id;
-    std::vector<buffer> held;
-    while (buffer b = pool.try_acquire(greedy)) {
-        held.push_back(std::move(b));
-    }
+    std::vector<buffer> held = take_all(pool, greedy);
     ASSERT_EQ(held.size(), 8U);
     const auto refused = pool.register_source({2, 2});
     EXPECT_EQ(refused.status, admission_status::reserve_lent_out);
@@ -173,10 +179,7 @@ TEST(buffer_pool, a_waiting_registration_is_admitted_ahead_of_sources_waiting_ab
     asio::io_context io;
     buffer_pool pool({10, 64, 2, 4});
     const auto greedy = pool.register_source({1, 8}).id;
-    std::vector<buffer> held;
-    while (buffer b = pool.try_acquire(greedy)) {
-        held.push_back(std::move(b));
-    }
+    std::vector<buffer> held = take_all(pool, greedy);
     ASSERT_EQ(held.size(), 8U);
     held.pop_back(); // below its cap again, it waits for floating buffers
     std::vector<std::string> log;
@@ -228,10 +231,7 @@ TEST(buffer_pool, a_cancelled_registration_wait_gives_back_what_was_held_for_it)
     asio::io_context io;
     buffer_pool pool({10, 64, 2, 4});
     const auto greedy = pool.register_source({1, 8}).id;
-    std::vector<buffer> held;
-    while (buffer b = pool.try_acquire(greedy)) {
-        held.push_back(std::move(b));
-    }
+    std::vector<buffer> held = take_all(pool, greedy);
     std::vector<std::string> log;
     std::vector<buffer> granted;
     pool.async_acquire(greedy, asio::bind_executor(io, recorder{&log, &granted, "g1"})); // at its cap
