@@ -14,7 +14,7 @@
 #include <boost/asio/io_context.hpp>
 #include <tbb/concurrent_queue.h>
 
-#include "runtime/buffer_pool.hpp"
+#include "sluice/pool/buffer_pool.hpp"
 
 namespace {
 

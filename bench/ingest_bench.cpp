@@ -41,15 +41,15 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
-#include "model/generator_records.hpp"
-#include "runtime/apps/sluiced/baseline_runner.hpp"
-#include "runtime/buffer_pool.hpp"
-#include "runtime/generator_source.hpp"
-#include "runtime/process_threads.hpp"
-#include "runtime/processing.hpp"
-#include "runtime/production_environment.hpp"
-#include "runtime/source_server.hpp"
-#include "tests/support/process.hpp"
+#include "sluice/source/generator_records.hpp"
+#include "apps/baseline/baseline_runner.hpp"
+#include "sluice/pool/buffer_pool.hpp"
+#include "sluice/source/generator_source.hpp"
+#include "sluice/env/process_threads.hpp"
+#include "sluice/pipeline/processing.hpp"
+#include "sluice/env/production_environment.hpp"
+#include "sluice/server/source_server.hpp"
+#include "testing/process.hpp"
 
 
 namespace {
@@ -278,7 +278,7 @@ private:
                 throw std::bad_alloc();
             }
         }
-        sluice::model::generator_record_checker checker; ///< with check_records
+        sluice::runtime::generator_record_checker checker; ///< with check_records
         std::unique_ptr<XXH3_state_t, free_state> hash;   ///< of every byte delivered, in order
         std::uint64_t bytes = 0;
         std::uint64_t records = 0;
@@ -310,7 +310,7 @@ private:
         if (id < 0) {
             return {0, 0};
         }
-        sluice::model::generator_record_writer writer(static_cast<std::uint64_t>(id), 0, pad_bytes);
+        sluice::runtime::generator_record_writer writer(static_cast<std::uint64_t>(id), 0, pad_bytes);
         const per_origin reference;
         std::string block(65536 + writer.record_bytes_max(), '\0');
         std::size_t used = 0;
@@ -814,10 +814,10 @@ int main(int argc, char** argv) {
                  "ingest: self-test of the verification; one delivered byte is flipped before it is checked, "
                  "and the run must fail");
     CLI11_PARSE(app, argc, argv);
-    if (o.pad_bytes != 0 && o.pad_bytes + sluice::model::generator_record_bytes_max >= o.buffer_bytes) {
+    if (o.pad_bytes != 0 && o.pad_bytes + sluice::runtime::generator_record_bytes_max >= o.buffer_bytes) {
         std::cerr << "ingest-bench: --pad-bytes " << o.pad_bytes << " makes records longer than a "
                   << o.buffer_bytes << "-byte buffer, which processing drops; use --pad-bytes below "
-                  << o.buffer_bytes - sluice::model::generator_record_bytes_max << " or a larger --buffer-bytes\n";
+                  << o.buffer_bytes - sluice::runtime::generator_record_bytes_max << " or a larger --buffer-bytes\n";
         return 2;
     }
     raise_open_file_limit();

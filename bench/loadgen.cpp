@@ -10,7 +10,7 @@
 /// --latency: the third field of each record is the send time (CLOCK_MONOTONIC ns) instead of
 /// the generator value, so a receiver on this machine can measure send-to-pipeline latency.
 /// --pad-bytes P: every record carries a fourth field of P padding characters
-/// (model/generator_records.hpp), for measuring with records of a realistic size.
+/// (sluice/source/generator_records.hpp), for measuring with records of a realistic size.
 ///
 /// Flat out (no --rate, no --latency) with short records (no padding), every connection's
 /// records are written into memory before the first connect, when at most
@@ -42,8 +42,8 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 
-#include "runtime/generator_source.hpp"
-#include "runtime/process_threads.hpp"
+#include "sluice/source/generator_source.hpp"
+#include "sluice/env/process_threads.hpp"
 
 namespace {
 
@@ -83,7 +83,7 @@ struct connection {
     std::uint64_t next = 0;
     /// --rate: the time sends are scheduled from (see generator_load::schedule).
     std::chrono::steady_clock::time_point origin;
-    sluice::model::generator_record_writer writer;
+    sluice::runtime::generator_record_writer writer;
     std::string chunk;
     std::uint64_t chunk_records = 0; ///< records in `chunk`
     /// Every record, written before sending (see --prerender-max-bytes); empty otherwise.
@@ -94,7 +94,7 @@ struct connection {
 };
 
 /// Records [0, count) of `writer` in one string, exactly as write_next lays them out.
-std::string render_records(sluice::model::generator_record_writer& writer, std::uint64_t count) {
+std::string render_records(sluice::runtime::generator_record_writer& writer, std::uint64_t count) {
     const std::size_t room = writer.record_bytes_max(); // a write needs this much free space
     std::string out(static_cast<std::size_t>(count) * (room / 2) + room, '\0');
     std::size_t size = 0;
@@ -139,14 +139,14 @@ private:
     void render() {
         std::uint64_t total = 0;
         // At most record_bytes_max() a record, so this bounds the memory before any is taken.
-        const sluice::model::generator_record_writer longest(0, 0, o_.pad_bytes);
+        const sluice::runtime::generator_record_writer longest(0, 0, o_.pad_bytes);
         const auto most = static_cast<long double>(o_.connections) * static_cast<long double>(o_.records) *
                           static_cast<long double>(longest.record_bytes_max());
         if (o_.rate <= 0 && !o_.latency && o_.pad_bytes == 0 &&
             most <= static_cast<long double>(o_.prerender_max_bytes)) {
             rendered_.reserve(o_.connections);
             for (std::uint32_t i = 0; i < o_.connections; ++i) {
-                sluice::model::generator_record_writer writer(o_.id_base + i, 0, o_.pad_bytes);
+                sluice::runtime::generator_record_writer writer(o_.id_base + i, 0, o_.pad_bytes);
                 rendered_.push_back(render_records(writer, o_.records));
                 total += rendered_.back().size();
             }
@@ -314,7 +314,7 @@ int main(int argc, char** argv) {
                    "flat out, unpadded records: write all records into memory before sending when connections x "
                    "records x the longest record is at most this (0 = always format while sending)");
     app.add_option("--pad-bytes", o.pad_bytes, "a padding field of this many bytes in every record")
-        ->check(CLI::Range(std::uint32_t{0}, static_cast<std::uint32_t>(sluice::model::generator_pad_bytes_max)))
+        ->check(CLI::Range(std::uint32_t{0}, static_cast<std::uint32_t>(sluice::runtime::generator_pad_bytes_max)))
         ->excludes("--latency");
     CLI11_PARSE(app, argc, argv);
 

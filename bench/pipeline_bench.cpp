@@ -12,12 +12,12 @@
 
 #include <benchmark/benchmark.h>
 
-#include "model/generator_records.hpp"
-#include "runtime/buffer_pool.hpp"
-#include "runtime/generator_source.hpp"
-#include "runtime/processing.hpp"
-#include "runtime/production_environment.hpp"
-#include "runtime/source_server.hpp"
+#include "sluice/source/generator_records.hpp"
+#include "sluice/pool/buffer_pool.hpp"
+#include "sluice/source/generator_source.hpp"
+#include "sluice/pipeline/processing.hpp"
+#include "sluice/env/production_environment.hpp"
+#include "sluice/server/source_server.hpp"
 
 namespace {
 
@@ -42,9 +42,9 @@ constexpr std::uint32_t buffer_bytes = 16384;
 /// prefixed: the same records, each behind a 4-byte big-endian length).
 std::string payload(framing kind) {
     std::string text;
-    char record[sluice::model::generator_record_bytes_max];
+    char record[sluice::runtime::generator_record_bytes_max];
     for (std::uint64_t n = 0;; ++n) {
-        const std::size_t size = sluice::model::format_generator_record(7, n, record);
+        const std::size_t size = sluice::runtime::format_generator_record(7, n, record);
         const std::size_t need = size + (kind == framing::length_prefixed ? 4 : 0);
         if (text.size() + need > buffer_bytes) {
             break;

@@ -3,7 +3,7 @@
 /// only counts and a queue, written to be obviously correct rather than fast. It is the oracle
 /// the stateful property test compares `runtime::buffer_pool` against, command by command.
 ///
-/// The rules (DESIGN.md §3, restated in `runtime/buffer_pool.hpp`):
+/// The rules (DESIGN.md §3, restated in `sluice/pool/buffer_pool.hpp`):
 /// - free + Σ outstanding = buffer_count;
 /// - owed = Σ_registered max(0, reserve − outstanding) + max(0, processing_reserve −
 /// outstanding_proc);

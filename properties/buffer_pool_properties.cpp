@@ -22,7 +22,7 @@
 #include <rapidcheck/state.h>
 
 #include "model/buffer_pool_model.hpp"
-#include "runtime/buffer_pool.hpp"
+#include "sluice/pool/buffer_pool.hpp"
 
 namespace {
 

@@ -1,4 +1,4 @@
-/// Properties of the generator record format (model/generator_records.hpp): the incremental
+/// Properties of the generator record format (sluice/source/generator_records.hpp): the incremental
 /// writer and the checker's fast path (a record equal to the expected text is accepted without
 /// parsing) must agree byte for byte and verdict for verdict with the plain definitions —
 /// format_generator_record, and parsing every record — including across digit-count boundaries
@@ -14,11 +14,11 @@
 #include <rapidcheck.h>
 #include <rapidcheck/gtest.h>
 
-#include "model/generator_records.hpp"
+#include "sluice/source/generator_records.hpp"
 
 namespace {
 
-using namespace sluice::model;
+using namespace sluice::runtime;
 
 std::string formatted(std::uint64_t id, std::uint64_t first, std::uint64_t count) {
     std::string text;

@@ -17,7 +17,7 @@
 #include <rapidcheck.h>
 #include <rapidcheck/gtest.h>
 
-#include "runtime/generator_source.hpp"
+#include "sluice/source/generator_source.hpp"
 #include "sim/sim_environment.hpp"
 #include "sim/simulation.hpp"
 

@@ -14,8 +14,8 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
-#include "runtime/assert.hpp"
-#include "runtime/generator_source.hpp"
+#include "sluice/core/assert.hpp"
+#include "sluice/source/generator_source.hpp"
 
 namespace sluice::sim {
 
@@ -94,7 +94,7 @@ public:
                    std::uint64_t* delivered = nullptr)
         : env_(env), lane_(std::move(lane)), script_(script), random_(random),
           delivered_(delivered), writer_{script_.id, first_record} {
-        full_bytes_ = model::generator_records_bytes(
+        full_bytes_ = runtime::generator_records_bytes(
             script_.id, first_record, script_.records - std::min(first_record, script_.records));
         SLUICE_ASSERT(offset <= full_bytes_);
         seek(offset);
@@ -257,7 +257,7 @@ private:
     std::size_t record_size_ = 0;
     std::size_t record_offset_ = 0;
     std::uint64_t* delivered_ = nullptr;
-    model::generator_record_writer writer_;
+    runtime::generator_record_writer writer_;
 };
 
 } // namespace
@@ -360,7 +360,7 @@ sim_environment::connect(runtime::executor lane, std::string address, std::uint1
     }
     virtual_stream_script script = peer.script.stream;
     const std::uint64_t first = std::min(peer.next_record, script.records);
-    const std::uint64_t bytes = model::generator_records_bytes(script.id, first, script.records - first);
+    const std::uint64_t bytes = runtime::generator_records_bytes(script.id, first, script.records - first);
     script.reset_at_bytes = 0;
     script.truncate_at_bytes = 0;
     if (bytes > 0 && peer.resets_left > 0 && faults_.chance(peer.script.reset_probability)) {
@@ -392,7 +392,7 @@ sim_environment::open_file(runtime::executor lane, const std::string& path, std:
         return {asio::error::not_found, nullptr};
     }
     const virtual_stream_script& script = it->second;
-    const std::uint64_t length = model::generator_records_bytes(script.id, 0, script.records);
+    const std::uint64_t length = runtime::generator_records_bytes(script.id, 0, script.records);
     const std::uint64_t shown = script.truncate_at_bytes != 0 ? std::min(script.truncate_at_bytes, length) : length;
     if (offset > shown) {
         return {asio::error::invalid_argument, nullptr}; // as production: shorter than the offset

@@ -18,7 +18,7 @@
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/io_context.hpp>
 
-#include "runtime/environment.hpp"
+#include "sluice/env/environment.hpp"
 
 namespace sluice::sim {
 

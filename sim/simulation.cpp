@@ -12,12 +12,12 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "model/generator_records.hpp"
-#include "runtime/generator_source.hpp"
-#include "runtime/metrics.hpp"
-#include "runtime/processing.hpp"
-#include "runtime/source_server.hpp"
-#include "runtime/stream_sources.hpp"
+#include "sluice/source/generator_records.hpp"
+#include "sluice/source/generator_source.hpp"
+#include "sluice/metrics/metrics.hpp"
+#include "sluice/pipeline/processing.hpp"
+#include "sluice/server/source_server.hpp"
+#include "sluice/source/stream_sources.hpp"
 
 namespace sluice::sim {
 
@@ -32,7 +32,7 @@ class verifying_sink final : public sink {
 public:
     struct origin_log {
         std::uint64_t next_sequence = 0;
-        model::generator_record_checker checker;
+        runtime::generator_record_checker checker;
         std::uint64_t bytes = 0;
         bool ended = false;
         bool failed = false;

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/buffer_pool.hpp"
+#include "sluice/pool/buffer_pool.hpp"
 #include "sim/sim_environment.hpp"
 
 namespace sluice::sim {

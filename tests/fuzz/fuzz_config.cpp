@@ -8,7 +8,7 @@
 #include <cstdlib>
 #include <string_view>
 
-#include "runtime/worker_config.hpp"
+#include "apps/sluiced/worker_config.hpp"
 
 namespace {
 

@@ -16,9 +16,9 @@
 #include <string>
 #include <string_view>
 
-#include "runtime/processing.hpp"
-#include "runtime/production_environment.hpp"
-#include "tests/support/feed_buffers.hpp"
+#include "sluice/pipeline/processing.hpp"
+#include "sluice/env/production_environment.hpp"
+#include "testing/feed_buffers.hpp"
 
 namespace {
 

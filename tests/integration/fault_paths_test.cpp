@@ -23,11 +23,11 @@
 #include <boost/asio/write.hpp>
 #include <gtest/gtest.h>
 
-#include "runtime/blocking_source.hpp"
-#include "runtime/generator_source.hpp"
-#include "runtime/stream_sources.hpp"
-#include "tests/support/generator_text.hpp"
-#include "tests/support/test_worker.hpp"
+#include "sluice/source/blocking_source.hpp"
+#include "sluice/source/generator_source.hpp"
+#include "sluice/source/stream_sources.hpp"
+#include "testing/generator_text.hpp"
+#include "testing/test_worker.hpp"
 
 namespace {
 

@@ -18,9 +18,9 @@
 #include <boost/asio/write.hpp>
 #include <gtest/gtest.h>
 
-#include "runtime/mqtt_source.hpp"
-#include "tests/support/process.hpp"
-#include "tests/support/test_worker.hpp"
+#include "sluice/mqtt/mqtt_source.hpp"
+#include "testing/process.hpp"
+#include "testing/test_worker.hpp"
 
 namespace {
 

@@ -13,7 +13,7 @@
 #include <boost/asio/write.hpp>
 #include <gtest/gtest.h>
 
-#include "tests/support/process.hpp"
+#include "testing/process.hpp"
 
 namespace {
 

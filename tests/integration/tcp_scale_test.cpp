@@ -6,8 +6,8 @@
 
 #include <gtest/gtest.h>
 
-#include "tests/support/process.hpp"
-#include "tests/support/test_worker.hpp"
+#include "testing/process.hpp"
+#include "testing/test_worker.hpp"
 
 namespace {
 

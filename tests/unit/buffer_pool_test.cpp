@@ -12,7 +12,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <gtest/gtest.h>
 
-#include "runtime/buffer_pool.hpp"
+#include "sluice/pool/buffer_pool.hpp"
 
 namespace {
 

@@ -10,7 +10,7 @@
 
 #include <gtest/gtest.h>
 
-#include "runtime/byte_counts.hpp"
+#include "sluice/pipeline/detail/byte_counts.hpp"
 
 namespace {
 

@@ -5,10 +5,10 @@
 
 #include <gtest/gtest.h>
 
-#include "runtime/processing.hpp"
-#include "runtime/production_environment.hpp"
-#include "tests/support/feed_buffers.hpp"
-#include "tests/support/recording_sink.hpp"
+#include "sluice/pipeline/processing.hpp"
+#include "sluice/env/production_environment.hpp"
+#include "testing/feed_buffers.hpp"
+#include "testing/recording_sink.hpp"
 
 namespace {
 

@@ -17,7 +17,7 @@
 #include <boost/asio/write.hpp>
 #include <gtest/gtest.h>
 
-#include "runtime/production_environment.hpp"
+#include "sluice/env/production_environment.hpp"
 
 namespace {
 

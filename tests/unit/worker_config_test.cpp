@@ -2,7 +2,7 @@
 
 #include <gtest/gtest.h>
 
-#include "runtime/worker_config.hpp"
+#include "apps/sluiced/worker_config.hpp"
 
 namespace {
 

@@ -1,0 +1,553 @@
+#include "apps/sluiced/worker_config.hpp"
+
+#include <algorithm>
+#include <filesystem>
+#include <initializer_list>
+#include <limits>
+#include <set>
+
+#include <boost/asio/ip/address.hpp>
+#include <toml++/toml.h>
+
+namespace sluice::runtime {
+
+namespace {
+
+constexpr std::string_view embedded_default = R"toml(# sluiced built-in default configuration (print it with --print-default-config).
+# A demo: 400 generator sources at 1,000 records/s each plus a TCP listener on loopback.
+
+[worker]
+io_threads = 2          # I/O lanes, one thread each
+compute_threads = 2     # oneTBB workers for processing
+blocking_threads = 2    # bounded pool for legacy blocking sources
+descriptor_reserve = 64 # file descriptors listeners leave free for files, clients, reconnects
+status_interval_ms = 1000
+drain_timeout_ms = 30000 # a drain that takes longer exits with code 5
+mode = "sluice"         # or "thread_per_source" (the legacy baseline, for benchmarks)
+
+[pool]
+buffer_count = 4096
+buffer_size_bytes = 16384
+processing_reserve = 64 # never lent to sources; at least compute_threads
+sources_max = 8192
+
+[processing]
+framing = "newline"     # or "length_prefixed"
+record_bytes_max = 0    # 0 = buffer_size_bytes
+
+[server]
+backoff_initial_ms = 100
+backoff_max_ms = 5000
+reconnect_attempts_max = 100
+
+[metrics]
+enabled = true
+address = "127.0.0.1"   # Prometheus endpoint: http://127.0.0.1:9464/metrics
+port = 9464
+
+[[source]]
+name = "demo-generator"
+kind = "generator"
+count = 400
+records_per_second = 1000.0
+records_max = 0         # 0 = infinite
+reserve = 1
+cap = 4
+flush_timeout_ms = 20
+
+[[listener]]
+name = "tcp-in"
+address = "127.0.0.1"   # loopback unless configured otherwise
+port = 9400
+connections_max = 2048
+reserve = 1
+cap = 4
+flush_timeout_ms = 20
+)toml";
+
+std::string kinds_allowed() { return "generator, tcp_client, udp, file, mqtt"; }
+
+class checker {
+public:
+    checker(std::string file, std::vector<config_error>& errors)
+        : file_(std::move(file)), errors_(errors) {}
+
+    void error(const toml::node* at, std::string key, std::string problem, std::string allowed) {
+        config_error e;
+        e.file = file_;
+        if (at != nullptr) {
+            e.line = at->source().begin.line;
+            e.column = at->source().begin.column;
+        }
+        e.key = std::move(key);
+        e.problem = std::move(problem);
+        e.allowed = std::move(allowed);
+        errors_.push_back(std::move(e));
+    }
+
+    /// Reports keys of `table` that are not in `known`.
+    void unknown_keys(const toml::table& table, const std::string& path,
+                      std::initializer_list<std::string_view> known) {
+        for (auto&& [key, node] : table) {
+            if (std::find(known.begin(), known.end(), key.str()) == known.end()) {
+                std::string allowed;
+                for (const auto k : known) {
+                    allowed += (allowed.empty() ? "" : ", ") + std::string(k);
+                }
+                error(&node, join(path, key.str()), "unknown key", "one of: " + allowed);
+            }
+        }
+    }
+
+    template <typename T>
+    void integer(const toml::table& table, const std::string& path, std::string_view key, T& out,
+                 std::int64_t min, std::int64_t max) {
+        const toml::node* node = table.get(key);
+        if (node == nullptr) {
+            return;
+        }
+        const std::string range = "an integer from " + std::to_string(min) + " to " + std::to_string(max);
+        // Type first: toml++ converts a float node to an integer with a plain cast, which is
+        // undefined for 1e300 (found by fuzz_config).
+        if (!node->is_integer()) {
+            error(node, join(path, key), "is not an integer", range);
+            return;
+        }
+        const auto value = node->value<std::int64_t>();
+        if (!value) {
+            error(node, join(path, key), "is not an integer", range);
+            return;
+        }
+        if (*value < min || *value > max) {
+            error(node, join(path, key), std::to_string(*value) + " is out of range", range);
+            return;
+        }
+        out = static_cast<T>(*value);
+    }
+
+    void milliseconds(const toml::table& table, const std::string& path, std::string_view key,
+                      duration& out, std::int64_t min, std::int64_t max) {
+        std::int64_t ms = std::chrono::duration_cast<std::chrono::milliseconds>(out).count();
+        integer(table, path, key, ms, min, max);
+        out = std::chrono::milliseconds(ms);
+    }
+
+    void number(const toml::table& table, const std::string& path, std::string_view key,
+                double& out, double min, double max) {
+        const toml::node* node = table.get(key);
+        if (node == nullptr) {
+            return;
+        }
+        const auto value = node->value<double>();
+        const std::string range = "a number from " + std::to_string(min) + " to " + std::to_string(max);
+        if (!(node->is_floating_point() || node->is_integer()) || !value) {
+            error(node, join(path, key), "is not a number", range);
+            return;
+        }
+        if (*value < min || *value > max) {
+            error(node, join(path, key), std::to_string(*value) + " is out of range", range);
+            return;
+        }
+        out = *value;
+    }
+
+    bool string(const toml::table& table, const std::string& path, std::string_view key,
+                std::string& out, std::string_view allowed) {
+        const toml::node* node = table.get(key);
+        if (node == nullptr) {
+            return false;
+        }
+        if (!node->is_string()) {
+            error(node, join(path, key), "is not a string", std::string(allowed));
+            return false;
+        }
+        out = *node->value<std::string>();
+        return true;
+    }
+
+    const toml::table* table(const toml::table& parent, std::string_view key) {
+        const toml::node* node = parent.get(key);
+        if (node == nullptr) {
+            return nullptr;
+        }
+        if (!node->is_table()) {
+            error(node, std::string(key), "is not a table", "a [" + std::string(key) + "] table");
+            return nullptr;
+        }
+        return node->as_table();
+    }
+
+    bool boolean(const toml::table& table, const std::string& path, std::string_view key, bool& out) {
+        const toml::node* node = table.get(key);
+        if (node == nullptr) {
+            return false;
+        }
+        if (!node->is_boolean()) {
+            error(node, join(path, key), "is not a boolean", "true or false");
+            return false;
+        }
+        out = *node->value<bool>();
+        return true;
+    }
+
+    /// An array of non-empty strings.
+    bool strings(const toml::table& table, const std::string& path, std::string_view key,
+                 std::vector<std::string>& out, std::string_view allowed) {
+        const toml::node* node = table.get(key);
+        if (node == nullptr) {
+            return false;
+        }
+        const toml::array* array = node->as_array();
+        if (array == nullptr) {
+            error(node, join(path, key), "is not an array", std::string(allowed));
+            return false;
+        }
+        out.clear();
+        for (std::size_t i = 0; i < array->size(); ++i) {
+            const auto* item = array->get(i);
+            if (!item->is_string() || item->value<std::string>()->empty()) {
+                error(item, join(path, key) + "[" + std::to_string(i) + "]", "is not a non-empty string",
+                      std::string(allowed));
+                return false;
+            }
+            out.push_back(*item->value<std::string>());
+        }
+        return true;
+    }
+
+    static std::string join(const std::string& path, std::string_view key) {
+        return path.empty() ? std::string(key) : path + "." + std::string(key);
+    }
+
+private:
+    std::string file_;
+    std::vector<config_error>& errors_;
+};
+
+void read_limits(checker& c, const toml::table& t, const std::string& path, source_limits& limits,
+                 duration& flush_timeout) {
+    c.integer(t, path, "reserve", limits.reserve, 1, 1 << 20);
+    c.integer(t, path, "cap", limits.cap, 1, 1 << 20);
+    c.milliseconds(t, path, "flush_timeout_ms", flush_timeout, 1, 3'600'000);
+    if (limits.cap < limits.reserve) {
+        c.error(t.get("cap") != nullptr ? t.get("cap") : &t, path + ".cap",
+                "cap " + std::to_string(limits.cap) + " is below reserve " +
+                    std::to_string(limits.reserve),
+                "cap ≥ reserve");
+    }
+}
+
+void check_address(checker& c, const toml::table& t, const std::string& path,
+                   const std::string& address) {
+    boost::system::error_code error;
+    boost::asio::ip::make_address(address, error);
+    if (error) {
+        c.error(t.get("address"), path + ".address", "'" + address + "' is not an IP address",
+                "a numeric IPv4 or IPv6 address such as 127.0.0.1");
+    }
+}
+
+} // namespace
+
+std::string config_error::to_string() const {
+    std::string out = file;
+    if (line != 0) {
+        out += ":" + std::to_string(line) + ":" + std::to_string(column);
+    }
+    out += ": " + key + ": " + problem;
+    if (!allowed.empty()) {
+        out += "; allowed: " + allowed;
+    }
+    return out;
+}
+
+std::string_view default_worker_config() noexcept { return embedded_default; }
+
+config_result parse_worker_config(std::string_view text, std::string_view file_name) {
+    config_result result;
+    auto& cfg = result.config;
+    checker c(std::string(file_name), result.errors);
+    toml::table root;
+    try {
+        root = toml::parse(text, file_name);
+    } catch (const toml::parse_error& e) {
+        config_error error;
+        error.file = std::string(file_name);
+        error.line = e.source().begin.line;
+        error.column = e.source().begin.column;
+        error.key = "(syntax)";
+        error.problem = std::string(e.description());
+        error.allowed = "TOML 1.0";
+        result.errors.push_back(std::move(error));
+        return result;
+    }
+    c.unknown_keys(root, "",
+                   {"worker", "pool", "processing", "server", "source", "listener", "metrics"});
+    if (const auto* t = c.table(root, "metrics")) {
+        c.unknown_keys(*t, "metrics", {"enabled", "address", "port"});
+        if (const toml::node* node = t->get("enabled")) {
+            if (!node->is_boolean()) {
+                c.error(node, "metrics.enabled", "is not a boolean", "true or false");
+            } else {
+                cfg.metrics.enabled = *node->value<bool>();
+            }
+        }
+        c.string(*t, "metrics", "address", cfg.metrics.address, "an IP address");
+        check_address(c, *t, "metrics", cfg.metrics.address);
+        c.integer(*t, "metrics", "port", cfg.metrics.port, 0, 65535);
+    }
+
+    if (const auto* t = c.table(root, "worker")) {
+        c.unknown_keys(*t, "worker", {"io_threads", "compute_threads", "blocking_threads",
+                                      "descriptor_reserve", "status_interval_ms", "drain_timeout_ms", "mode",
+                                      "baseline_buffers_per_source", "summary_json",
+                                      "sink_cost_us_per_buffer"});
+        c.integer(*t, "worker", "io_threads", cfg.threads.io_threads, 1, 256);
+        c.integer(*t, "worker", "compute_threads", cfg.threads.compute_threads, 1, 256);
+        c.integer(*t, "worker", "blocking_threads", cfg.threads.blocking_threads, 1, 256);
+        c.integer(*t, "worker", "descriptor_reserve", cfg.threads.descriptor_reserve, 0, 1'000'000);
+        c.milliseconds(*t, "worker", "status_interval_ms", cfg.status_interval, 0, 3'600'000);
+        c.milliseconds(*t, "worker", "drain_timeout_ms", cfg.drain_timeout, 1, 86'400'000);
+        c.integer(*t, "worker", "sink_cost_us_per_buffer", cfg.sink_cost_us_per_buffer, 0, 60'000'000);
+        c.integer(*t, "worker", "baseline_buffers_per_source", cfg.baseline_buffers_per_source, 1,
+                  1 << 20);
+        c.string(*t, "worker", "summary_json", cfg.summary_json_path, "a file path");
+        std::string mode;
+        if (c.string(*t, "worker", "mode", mode, "\"sluice\" or \"thread_per_source\"")) {
+            if (mode == "sluice") {
+                cfg.mode = runner_mode::sluice;
+            } else if (mode == "thread_per_source") {
+                cfg.mode = runner_mode::thread_per_source;
+            } else {
+                c.error(t->get("mode"), "worker.mode", "unknown mode '" + mode + "'",
+                        "\"sluice\" or \"thread_per_source\"");
+            }
+        }
+    }
+    const toml::table* pool_table = c.table(root, "pool");
+    if (pool_table != nullptr) {
+        c.unknown_keys(*pool_table, "pool",
+                       {"buffer_count", "buffer_size_bytes", "processing_reserve", "sources_max"});
+        c.integer(*pool_table, "pool", "buffer_count", cfg.pool.buffer_count, 2, 1 << 24);
+        c.integer(*pool_table, "pool", "buffer_size_bytes", cfg.pool.buffer_size_bytes, 64, 1 << 30);
+        c.integer(*pool_table, "pool", "processing_reserve", cfg.pool.processing_reserve, 1,
+                  1 << 24);
+        c.integer(*pool_table, "pool", "sources_max", cfg.pool.sources_max, 1, 1 << 24);
+    }
+    if (const auto* t = c.table(root, "processing")) {
+        c.unknown_keys(*t, "processing", {"framing", "record_bytes_max"});
+        std::string framing_name;
+        if (c.string(*t, "processing", "framing", framing_name,
+                     "\"newline\" or \"length_prefixed\"")) {
+            if (framing_name == "newline") {
+                cfg.processing.record_framing = framing::newline;
+            } else if (framing_name == "length_prefixed") {
+                cfg.processing.record_framing = framing::length_prefixed;
+            } else {
+                c.error(t->get("framing"), "processing.framing",
+                        "unknown framing '" + framing_name + "'",
+                        "\"newline\" or \"length_prefixed\"");
+            }
+        }
+        c.integer(*t, "processing", "record_bytes_max", cfg.processing.record_bytes_max, 0,
+                  1 << 30);
+    }
+    if (const auto* t = c.table(root, "server")) {
+        c.unknown_keys(*t, "server",
+                       {"backoff_initial_ms", "backoff_max_ms", "reconnect_attempts_max"});
+        c.milliseconds(*t, "server", "backoff_initial_ms", cfg.server.backoff_initial, 1, 600'000);
+        c.milliseconds(*t, "server", "backoff_max_ms", cfg.server.backoff_max, 1, 3'600'000);
+        c.integer(*t, "server", "reconnect_attempts_max", cfg.server.reconnect_attempts_max, 0,
+                  1'000'000);
+        if (cfg.server.backoff_max < cfg.server.backoff_initial) {
+            c.error(t->get("backoff_max_ms"), "server.backoff_max_ms",
+                    "is below backoff_initial_ms", "backoff_max_ms ≥ backoff_initial_ms");
+        }
+    }
+
+    std::set<std::string> names;
+    std::uint64_t instances = 0;
+    std::uint64_t reserved = 0;
+    std::uint64_t next_generator_id = 0;
+    if (const toml::node* node = root.get("source")) {
+        const toml::array* array = node->as_array();
+        if (array == nullptr || !array->is_array_of_tables()) {
+            c.error(node, "source", "is not an array of tables", "[[source]] tables");
+        } else {
+            for (std::size_t i = 0; i < array->size(); ++i) {
+                const auto& t = *array->get(i)->as_table();
+                const std::string path = "source[" + std::to_string(i) + "]";
+                source_spec spec;
+                spec.name = "source-" + std::to_string(i);
+                c.unknown_keys(t, path,
+                               {"name", "kind", "count", "reserve", "cap", "flush_timeout_ms",
+                                "records_per_second", "records_max", "burst_records", "address",
+                                "port", "connect_timeout_ms", "path", "topics", "qos", "client_id",
+                                "clean_session", "keepalive_s", "payload_bytes_max"});
+                c.string(t, path, "name", spec.name, "a unique name");
+                if (!names.insert(spec.name).second) {
+                    c.error(t.get("name") != nullptr ? t.get("name") : &t, path + ".name",
+                            "duplicate name '" + spec.name + "'", "a name used once");
+                }
+                c.integer(t, path, "count", spec.count, 1, 1'000'000);
+                read_limits(c, t, path, spec.limits, spec.flush_timeout);
+                std::string kind;
+                if (!c.string(t, path, "kind", kind, kinds_allowed())) {
+                    if (t.get("kind") == nullptr) {
+                        c.error(&t, path + ".kind", "is missing", kinds_allowed());
+                    }
+                    continue;
+                }
+                if (kind == "generator") {
+                    spec.kind = source_kind::generator;
+                    c.number(t, path, "records_per_second", spec.generator.records_per_second, 0.0,
+                             1e9);
+                    c.integer(t, path, "records_max", spec.generator.records_max, 0,
+                              std::numeric_limits<std::int64_t>::max());
+                    c.integer(t, path, "burst_records", spec.generator.burst_records, 1, 1 << 20);
+                    spec.generator.id = next_generator_id;
+                    next_generator_id += spec.count;
+                } else if (kind == "tcp_client") {
+                    spec.kind = source_kind::tcp_client;
+                    c.string(t, path, "address", spec.tcp_client.address, "an IP address");
+                    check_address(c, t, path, spec.tcp_client.address);
+                    if (t.get("port") == nullptr) {
+                        c.error(&t, path + ".port", "is missing", "a port from 1 to 65535");
+                    }
+                    c.integer(t, path, "port", spec.tcp_client.port, 1, 65535);
+                    c.milliseconds(t, path, "connect_timeout_ms", spec.tcp_client.connect_timeout,
+                                   1, 600'000);
+                } else if (kind == "udp") {
+                    spec.kind = source_kind::udp;
+                    c.string(t, path, "address", spec.udp.address, "an IP address");
+                    check_address(c, t, path, spec.udp.address);
+                    c.integer(t, path, "port", spec.udp.port, 0, 65535);
+                    if (spec.count != 1) {
+                        c.error(t.get("count"), path + ".count",
+                                "a UDP source binds one port; count must be 1", "1");
+                    }
+                } else if (kind == "file") {
+                    spec.kind = source_kind::file;
+                    if (!c.string(t, path, "path", spec.path, "an existing readable file")) {
+                        c.error(&t, path + ".path", "is missing", "an existing readable file");
+                    } else {
+                        std::error_code fs_error;
+                        if (!std::filesystem::is_regular_file(spec.path, fs_error)) {
+                            c.error(t.get("path"), path + ".path",
+                                    "'" + spec.path + "' does not exist or is not a regular file",
+                                    "an existing readable file");
+                        }
+                    }
+                } else if (kind == "mqtt") {
+                    spec.kind = source_kind::mqtt;
+                    auto& m = spec.mqtt;
+                    c.string(t, path, "address", m.host, "a broker host name or IP address");
+                    c.integer(t, path, "port", m.port, 1, 65535);
+                    if (!c.strings(t, path, "topics", m.topics, "topic filters, e.g. [\"sensors/#\"]") ||
+                        m.topics.empty()) {
+                        c.error(t.get("topics") != nullptr ? t.get("topics") : &t, path + ".topics",
+                                "is missing or empty", "at least one topic filter, e.g. [\"sensors/#\"]");
+                    }
+                    c.integer(t, path, "qos", m.qos, 0, 1);
+                    c.string(t, path, "client_id", m.client_id, "a client id unique on the broker");
+                    c.boolean(t, path, "clean_session", m.clean_session);
+                    std::int64_t keepalive = m.keepalive.count();
+                    c.integer(t, path, "keepalive_s", keepalive, 5, 3600);
+                    m.keepalive = std::chrono::seconds(keepalive);
+                    c.integer(t, path, "payload_bytes_max", m.payload_bytes_max, 1, 1 << 26);
+                    if (!m.clean_session && m.client_id.empty()) {
+                        c.error(&t, path + ".client_id",
+                                "is missing: a persistent session (clean_session = false) needs a "
+                                "client_id the broker can keep it under",
+                                "a client_id, or clean_session = true");
+                    }
+                    if (spec.count != 1) {
+                        c.error(t.get("count"), path + ".count",
+                                "an MQTT source is one session; count must be 1", "1");
+                    }
+                } else {
+                    c.error(t.get("kind"), path + ".kind", "unknown source kind '" + kind + "'",
+                            kinds_allowed());
+                    continue;
+                }
+                instances += spec.count;
+                reserved += std::uint64_t{spec.count} * spec.limits.reserve;
+                cfg.sources.push_back(std::move(spec));
+            }
+        }
+    }
+    if (const toml::node* node = root.get("listener")) {
+        const toml::array* array = node->as_array();
+        if (array == nullptr || !array->is_array_of_tables()) {
+            c.error(node, "listener", "is not an array of tables", "[[listener]] tables");
+        } else {
+            for (std::size_t i = 0; i < array->size(); ++i) {
+                const auto& t = *array->get(i)->as_table();
+                const std::string path = "listener[" + std::to_string(i) + "]";
+                listener_options l;
+                l.name = "listener-" + std::to_string(i);
+                c.unknown_keys(t, path,
+                               {"name", "address", "port", "connections_max", "reserve", "cap",
+                                "flush_timeout_ms", "backlog", "admission_wait_ms", "idle_timeout_ms",
+                                "keepalive_idle_s", "keepalive_interval_s", "keepalive_probes"});
+                c.string(t, path, "name", l.name, "a unique name");
+                if (!names.insert(l.name).second) {
+                    c.error(t.get("name") != nullptr ? t.get("name") : &t, path + ".name",
+                            "duplicate name '" + l.name + "'", "a name used once");
+                }
+                c.string(t, path, "address", l.address, "an IP address");
+                check_address(c, t, path, l.address);
+                c.integer(t, path, "port", l.port, 0, 65535);
+                c.integer(t, path, "connections_max", l.connections_max, 1, 1'000'000);
+                c.integer(t, path, "backlog", l.backlog, 1, 65535);
+                c.milliseconds(t, path, "admission_wait_ms", l.admission_wait, 0, 60'000);
+                c.milliseconds(t, path, "idle_timeout_ms", l.idle_timeout, 0, 86'400'000);
+                std::int64_t keepalive_idle = l.keepalive_idle.count();
+                std::int64_t keepalive_interval = l.keepalive_interval.count();
+                c.integer(t, path, "keepalive_idle_s", keepalive_idle, 0, 86'400);
+                c.integer(t, path, "keepalive_interval_s", keepalive_interval, 1, 3'600);
+                c.integer(t, path, "keepalive_probes", l.keepalive_probes, 1, 100);
+                l.keepalive_idle = std::chrono::seconds(keepalive_idle);
+                l.keepalive_interval = std::chrono::seconds(keepalive_interval);
+                read_limits(c, t, path, l.limits, l.flush_timeout);
+                cfg.listeners.push_back(std::move(l));
+            }
+        }
+    }
+
+    // Cross-checks: the pool must admit what is configured.
+    const toml::node* pool_at = pool_table != nullptr ? static_cast<const toml::node*>(pool_table)
+                                                      : static_cast<const toml::node*>(&root);
+    try {
+        cfg.pool.validate();
+    } catch (const std::invalid_argument& e) {
+        c.error(pool_at, "pool", e.what(), "see the message");
+    }
+    if (cfg.pool.processing_reserve < cfg.threads.compute_threads) {
+        c.error(pool_at, "pool.processing_reserve",
+                std::to_string(cfg.pool.processing_reserve) + " is below worker.compute_threads = " +
+                    std::to_string(cfg.threads.compute_threads) +
+                    " (every running processing task needs an output buffer)",
+                "at least compute_threads");
+    }
+    if (reserved + cfg.pool.processing_reserve > cfg.pool.buffer_count) {
+        c.error(pool_at, "pool.buffer_count",
+                "the sources' reserves (" + std::to_string(reserved) +
+                    ") plus processing_reserve (" + std::to_string(cfg.pool.processing_reserve) +
+                    ") exceed buffer_count (" + std::to_string(cfg.pool.buffer_count) + ")",
+                "buffer_count ≥ " + std::to_string(reserved + cfg.pool.processing_reserve) +
+                    ", or fewer sources, or smaller reserves");
+    }
+    if (instances > cfg.pool.sources_max) {
+        c.error(pool_at, "pool.sources_max",
+                std::to_string(instances) + " sources are configured but sources_max is " +
+                    std::to_string(cfg.pool.sources_max),
+                "sources_max ≥ " + std::to_string(instances));
+    }
+    for (auto& spec : cfg.sources) {
+        spec.udp.datagram_bytes_max = cfg.pool.buffer_size_bytes;
+    }
+    return result;
+}
+
+} // namespace sluice::runtime

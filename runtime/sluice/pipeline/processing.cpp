@@ -1,0 +1,575 @@
+#include "sluice/pipeline/processing.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include <boost/asio/bind_executor.hpp>
+
+#include "sluice/core/assert.hpp"
+#include "sluice/pipeline/detail/byte_counts.hpp"
+
+namespace sluice::runtime {
+
+namespace {
+
+std::uint64_t count_byte(std::span<const std::byte> bytes, char value) {
+    return count_bytes(bytes, value, value).first;
+}
+
+std::uint32_t read_be32(const std::byte* p) {
+    return (std::to_integer<std::uint32_t>(p[0]) << 24U) |
+           (std::to_integer<std::uint32_t>(p[1]) << 16U) |
+           (std::to_integer<std::uint32_t>(p[2]) << 8U) | std::to_integer<std::uint32_t>(p[3]);
+}
+
+constexpr std::size_t header_bytes = 4;
+
+} // namespace
+
+processing::processing(environment& env, buffer_pool& pool, sink& out,
+                       const processing_options& options)
+    : env_(env), pool_(pool), sink_(out), options_(options) {
+    const auto buffer_size = pool_.config().buffer_size_bytes;
+    if (options_.record_bytes_max == 0 || options_.record_bytes_max > buffer_size) {
+        // A reassembled record must fit one output buffer.
+        options_.record_bytes_max = buffer_size;
+    }
+    SLUICE_ASSERT(options_.batch_buffers_max >= 1);
+    // Each running task holds at most one output buffer, so a processing reserve of at least
+    // the compute concurrency means processing never waits (the legacy policy has none).
+    SLUICE_ASSERT(pool_.config().policy == pool_policy::legacy ||
+                  pool_.config().processing_reserve >= env_.compute_concurrency());
+}
+
+processing::~processing() { wait_idle(); }
+
+std::shared_ptr<processing::channel> processing::open_channel(std::uint64_t origin_id,
+                                                             std::size_t kind_index) {
+    SLUICE_ASSERT(kind_index < 8);
+    auto created = std::make_shared<channel>(origin_id, kind_index);
+    const std::lock_guard lock(channels_mutex_);
+    if (channels_.size() == channels_.capacity()) {
+        // Forget channels whose sources are gone before growing.
+        std::erase_if(channels_, [](const std::weak_ptr<channel>& c) { return c.expired(); });
+    }
+    channels_.push_back(created);
+    return created;
+}
+
+std::vector<std::shared_ptr<processing::channel>> processing::live_channels() const {
+    std::vector<std::shared_ptr<channel>> live;
+    const std::lock_guard lock(channels_mutex_);
+    for (const auto& weak : channels_) {
+        if (auto c = weak.lock()) {
+            live.push_back(std::move(c));
+        }
+    }
+    return live;
+}
+
+std::uint64_t processing::discard_queued() {
+    std::uint64_t dropped = 0;
+    for (const auto& c : live_channels()) {
+        channel::item_ring items;
+        bool final_dropped = false;
+        {
+            const std::lock_guard lock(c->mutex_);
+            items = c->queue_.take();
+            final_dropped = std::exchange(c->final_, channel::final_event::none) != channel::final_event::none;
+            c->scheduled_ = false;
+        }
+        c->output_.reset();
+        for (; !items.empty(); items.pop_front()) {
+            buffers_queued_.fetch_sub(1, std::memory_order_relaxed);
+            ++dropped;
+        }
+        dropped += final_dropped ? 1 : 0;
+    }
+    queued_.fetch_sub(dropped);
+    return dropped;
+}
+
+void processing::set_idle_callback(std::function<void()> callback) {
+    const std::lock_guard lock(idle_mutex_);
+    idle_callback_ = std::move(callback);
+}
+
+void processing::set_failure_callback(std::function<void(std::uint64_t)> callback) {
+    failure_callback_ = std::move(callback);
+}
+
+// Items are counted once queued, under the channel's lock; the same lock claims the drain task
+// when none is pending, and the post comes after the lock (a drain task started at once would
+// wait for it otherwise). A push that throws (the ring growing) leaves nothing queued or
+// counted. A post that throws is undone: a channel has one producer at a time (its source's
+// lane), and a claim is only made when no drain is pending or running, so the queue then holds
+// just the item (or final event) this call added, which is taken back before the exception
+// leaves. Nothing is left queued that no drain will take.
+
+bool processing::submit(const std::shared_ptr<channel>& target, buffer filled) {
+    SLUICE_ASSERT(filled);
+    if (target->sink_failed()) {
+        count_discarded(filled);
+        return false;
+    }
+    channel::item item{std::move(filled), env_.now()};
+    bool post = false;
+    {
+        const std::lock_guard lock(target->mutex_);
+        SLUICE_ASSERT(target->final_ == channel::final_event::none); // no data after the end
+        target->queue_.push_back(std::move(item));
+        queued_.fetch_add(1, std::memory_order_relaxed);
+        buffers_queued_.fetch_add(1, std::memory_order_relaxed);
+        post = !std::exchange(target->scheduled_, true);
+    }
+    if (post) {
+        try {
+            if (env_.inject(fault_site::enqueue_exception)) {
+                throw std::bad_alloc();
+            }
+            post_drain(target);
+        } catch (...) {
+            buffer lost;
+            {
+                const std::lock_guard lock(target->mutex_);
+                SLUICE_ASSERT(target->queue_.size() == 1); // one producer, no drain: only ours
+                lost = std::move(target->queue_.pop_back().filled);
+                target->scheduled_ = false;
+            }
+            buffers_queued_.fetch_sub(1, std::memory_order_relaxed);
+            finished_items(1); // it may be the last: wait_idle hears of it
+            throw; // `lost` goes back to the pool on the way out
+        }
+    }
+    return true;
+}
+
+void processing::end_of_stream(const std::shared_ptr<channel>& target) {
+    enqueue_final(target, false, {});
+}
+
+void processing::error(const std::shared_ptr<channel>& target, std::string message) {
+    enqueue_final(target, true, std::move(message));
+}
+
+void processing::enqueue_final(const std::shared_ptr<channel>& target, bool is_error,
+                               std::string message) {
+    // Out of line: every source has a channel, and few ever fail (made before anything changes,
+    // so running out of memory here changes nothing).
+    auto text = is_error ? std::make_unique<std::string>(std::move(message)) : nullptr;
+    bool post = false;
+    {
+        const std::lock_guard lock(target->mutex_);
+        SLUICE_ASSERT(target->final_ == channel::final_event::none); // one final event per origin
+        target->final_ = is_error ? channel::final_event::error : channel::final_event::end_of_stream;
+        target->final_message_ = std::move(text);
+        queued_.fetch_add(1, std::memory_order_relaxed);
+        post = !std::exchange(target->scheduled_, true);
+    }
+    if (post) {
+        try {
+            post_drain(target);
+        } catch (...) {
+            {
+                const std::lock_guard lock(target->mutex_);
+                target->final_ = channel::final_event::none;
+                target->final_message_.reset();
+                target->scheduled_ = false;
+            }
+            finished_items(1);
+            throw;
+        }
+    }
+}
+
+void processing::post_drain(const std::shared_ptr<channel>& target) {
+    env_.post_compute([this, target] { drain(target); });
+}
+
+void processing::drain(const std::shared_ptr<channel>& target) {
+    std::uint64_t done = 0;
+    // The items handled are finished in every case (also when something below throws), so
+    // wait_idle and the idle callback never wait for an item that is gone.
+    struct finishes {
+        processing* self;
+        std::uint64_t& count;
+        ~finishes() { self->finished_items(count); }
+    } const finish_done{this, done};
+    while (drain_batch(target, done)) {
+        try {
+            // Yield to other sources' channels rather than run one source to exhaustion.
+            post_drain(target);
+            return;
+        } catch (...) {
+            // Out of memory for the post: go on here, with the claim still held (the queue is
+            // bounded by the source's cap, so this ends).
+        }
+    }
+}
+
+bool processing::drain_batch(const std::shared_ptr<channel>& target, std::uint64_t& done) {
+    // One clock read per item: each item's end starts the next one's time, so a buffer's time
+    // includes taking it off the queue.
+    const auto started = env_.now();
+    auto mark = started;
+    for (std::uint32_t i = 0; i < options_.batch_buffers_max; ++i) {
+        if (options_.output_per_buffer && !target->sink_failed() && front_is_data(*target) &&
+            !take_output(target)) {
+            // Suspended waiting for an output buffer: the item stays first in the queue and
+            // this task ends; the grant reschedules the channel (which stays marked scheduled
+            // meanwhile). Only this task takes items out, so the front cannot change.
+            return false;
+        }
+        channel::item next;
+        auto final = channel::final_event::none;
+        std::unique_ptr<std::string> message; // the error's text, out of line as in the channel
+        {
+            const std::lock_guard lock(target->mutex_);
+            if (!target->queue_.empty()) {
+                next = std::move(target->queue_.front());
+                target->queue_.pop_front();
+            } else if (target->final_ != channel::final_event::none) {
+                final = std::exchange(target->final_, channel::final_event::none);
+                message = std::move(target->final_message_);
+            } else {
+                break;
+            }
+        }
+        if (next.filled) {
+            buffers_queued_.fetch_sub(1, std::memory_order_relaxed);
+            deliver(*target, next.filled);
+            next.filled.reset(); // back to the pool before the sink hears of the next one
+            const auto processed = env_.now();
+            buffer_seconds_.observe(std::chrono::duration<double>(processed - mark).count());
+            mark = processed;
+        } else {
+            deliver_final(*target, final == channel::final_event::error, message.get());
+            mark = env_.now();
+        }
+        ++done;
+    }
+    busy_nanoseconds_total_.fetch_add(static_cast<std::uint64_t>((mark - started).count()),
+                                      std::memory_order_relaxed);
+    const std::lock_guard lock(target->mutex_);
+    // What is left now (a final event taken above was cleared when taken).
+    const bool more = !target->queue_.empty() || target->final_ != channel::final_event::none;
+    target->scheduled_ = more;
+    return more;
+}
+
+void processing::deliver(channel& target, buffer& input) {
+    if (target.sink_failed()) {
+        count_discarded(input);
+        target.output_.reset();
+        return;
+    }
+    buffers_in_progress_.fetch_add(1, std::memory_order_relaxed);
+    bool threw = true;
+    try {
+        process(target, input, std::move(target.output_));
+        threw = false;
+    } catch (const std::exception& ex) {
+        fail_origin(target, ex.what());
+    } catch (...) {
+        fail_origin(target, "unknown exception");
+    }
+    if (threw) {
+        count_discarded(input); // the buffer the sink threw on was not delivered either
+    }
+    buffers_in_progress_.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void processing::count_discarded(const buffer& dropped) noexcept {
+    buffers_discarded_total_.fetch_add(1, std::memory_order_relaxed);
+    bytes_discarded_total_.fetch_add(dropped.size_bytes(), std::memory_order_relaxed);
+}
+
+void processing::deliver_final(channel& target, bool is_error, const std::string* message) {
+    if (!target.carry_.empty()) {
+        // The stream ended inside a record: it is dropped, and said so.
+        records_truncated_total_.fetch_add(1, std::memory_order_relaxed);
+        target.carry_.clear();
+    }
+    if (target.sink_failed()) {
+        return; // its error event was the origin's last
+    }
+    try {
+        if (is_error) {
+            sink_.on_error(target.origin_id_, *message);
+        } else {
+            sink_.on_end_of_stream(target.origin_id_);
+        }
+    } catch (...) {
+        sink_exceptions_total_.fetch_add(1, std::memory_order_relaxed);
+    }
+}
+
+void processing::fail_origin(channel& target, const char* what) {
+    sink_exceptions_total_.fetch_add(1, std::memory_order_relaxed);
+    sink_failures_total_.fetch_add(1, std::memory_order_relaxed);
+    target.sink_failed_.store(true, std::memory_order_release);
+    target.carry_.clear();
+    try {
+        sink_.on_error(target.origin_id_, std::string("the sink failed: ") + what);
+    } catch (...) {
+        sink_exceptions_total_.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (failure_callback_) {
+        try {
+            failure_callback_(target.origin_id_);
+        } catch (...) {
+            // The source then stops at its next buffer (submit refuses it).
+        }
+    }
+}
+
+void processing::finished_items(std::uint64_t count) {
+    if (count == 0) {
+        return;
+    }
+    // Not the last items: a lock-free decrement (the count stays above zero, so no waiter can
+    // return because of it).
+    std::uint64_t current = queued_.load(std::memory_order_relaxed);
+    while (current != count) {
+        if (queued_.compare_exchange_weak(current, current - count, std::memory_order_acq_rel)) {
+            return;
+        }
+    }
+    // Possibly the last: decrement under the mutex that wait_idle reads the count under, so a
+    // waiter sees zero only after this call is done with `this` (found by fuzz_framing: the
+    // owner destroyed processing between the decrement and the notification). Also, once
+    // set_idle_callback(nullptr) returns, no callback is running.
+    const std::lock_guard lock(idle_mutex_);
+    if (queued_.fetch_sub(count, std::memory_order_seq_cst) == count) {
+        if (idle_callback_) {
+            try {
+                idle_callback_();
+            } catch (...) {
+                // A demand wake-up that could not be posted: partial buffers then wait for
+                // their flush timeout, which still flushes them.
+            }
+        }
+        idle_.notify_all();
+    }
+}
+
+void processing::wait_idle() {
+    std::unique_lock lock(idle_mutex_);
+    idle_.wait(lock, [&] { return queued_.load() == 0; });
+}
+
+bool processing::front_is_data(channel& target) {
+    const std::lock_guard lock(target.mutex_);
+    return !target.queue_.empty();
+}
+
+bool processing::take_output(const std::shared_ptr<channel>& target) {
+    if (target->output_) {
+        return true;
+    }
+    target->output_ = pool_.try_acquire_processing();
+    if (target->output_) {
+        return true;
+    }
+    output_waits_.fetch_add(1);
+    pool_.async_acquire_processing(boost::asio::bind_executor(
+        env_.lane_executor(0),
+        [this, target, since = env_.now()](boost::system::error_code error, buffer granted) {
+            output_waits_.fetch_sub(1);
+            output_wait_seconds_.observe(std::chrono::duration<double>(env_.now() - since).count());
+            if (error) {
+                return; // aborted at teardown (buffer_pool::abort_processing_waiters)
+            }
+            target->output_ = std::move(granted);
+            post_drain(target);
+        }));
+    return false;
+}
+
+void processing::process(channel& target, buffer& input, buffer provided) {
+    SLUICE_ASSERT(input.sequence() == target.expected_sequence_); // in order, none missing
+    ++target.expected_sequence_;
+    const std::span<const std::byte> raw = input.bytes();
+    const std::size_t n = raw.size();
+    const std::size_t max = options_.record_bytes_max;
+
+    data_event event;
+    event.origin_id = target.origin_id_;
+    event.sequence = input.sequence();
+    event.reason = input.reason();
+    event.raw = raw;
+    // From the processing reserve: provided (output_per_buffer), or taken when a record is
+    // reassembled.
+    buffer output = std::move(provided);
+    auto emit_spanning = [&](std::span<const std::byte> record) {
+        if (!output) {
+            output = pool_.try_acquire_processing();
+        }
+        // processing_reserve ≥ compute concurrency and a task holds one output at a time.
+        SLUICE_ASSERT(output);
+        SLUICE_ASSERT(record.size() <= output.capacity_bytes());
+        std::memcpy(output.storage().data(), record.data(), record.size());
+        output.set_size_bytes(static_cast<std::uint32_t>(record.size()));
+        event.spanning_record = output.bytes();
+        ++event.record_count;
+    };
+
+    if (input.discontinuity()) {
+        // A new connection: what the last one left unfinished is dropped, never joined to
+        // these bytes (an oversize record being skipped was counted when it began).
+        if (!target.carry_.empty()) {
+            ++event.records_truncated;
+        }
+        target.carry_.clear();
+        target.skipping_ = false;
+        target.skip_bytes_ = 0;
+    }
+    std::size_t pos = 0;
+    if (options_.record_framing == framing::newline) {
+        if (!target.carry_.empty() || target.skipping_) {
+            // memchr/memrchr: vectorised, where std::find over std::byte went a byte at a time
+            // (the search for the last newline scans up to a record's length per buffer).
+            const auto* found = static_cast<const std::byte*>(std::memchr(raw.data(), '\n', n));
+            const std::size_t head = found == nullptr ? n : static_cast<std::size_t>(found - raw.data());
+            if (found == nullptr) {
+                if (!target.skipping_) {
+                    if (target.carry_.size() + n > max) {
+                        target.skipping_ = true;
+                        target.carry_.clear();
+                        ++event.records_dropped;
+                    } else {
+                        target.carry_.append(reinterpret_cast<const char*>(raw.data()), n);
+                    }
+                }
+                pos = n;
+            } else {
+                if (target.skipping_) {
+                    target.skipping_ = false;
+                } else if (target.carry_.size() + head + 1 > max) {
+                    ++event.records_dropped;
+                } else {
+                    target.carry_.append(reinterpret_cast<const char*>(raw.data()), head + 1);
+                    emit_spanning(std::as_bytes(std::span(target.carry_)));
+                    event.field_count += count_byte(event.spanning_record, ',') + 1;
+                }
+                target.carry_.clear();
+                pos = head + 1;
+            }
+        }
+        if (pos < n) {
+            const auto rest = raw.subspan(pos);
+            const auto* last = static_cast<const std::byte*>(memrchr(rest.data(), '\n', rest.size()));
+            const std::size_t complete = last == nullptr ? 0 : static_cast<std::size_t>(last - rest.data()) + 1;
+            event.records = rest.first(complete);
+            const auto [newlines, commas] = count_bytes(event.records, '\n', ',');
+            event.record_count += newlines;
+            event.field_count += commas + newlines;
+            const auto tail = rest.subspan(complete);
+            if (tail.size() > max) {
+                target.skipping_ = true;
+                ++event.records_dropped;
+            } else {
+                target.carry_.assign(reinterpret_cast<const char*>(tail.data()), tail.size());
+            }
+        }
+    } else {
+        // Finish the frame carried from earlier buffers (or skip an oversize one).
+        if (target.skip_bytes_ > 0) {
+            const std::size_t skip = std::min<std::uint64_t>(target.skip_bytes_, n);
+            target.skip_bytes_ -= skip;
+            pos = skip;
+        } else if (!target.carry_.empty()) {
+            while (pos < n && target.carry_.size() < header_bytes) {
+                target.carry_.push_back(static_cast<char>(raw[pos++]));
+            }
+            if (target.carry_.size() >= header_bytes) {
+                const std::size_t total =
+                    header_bytes +
+                    read_be32(reinterpret_cast<const std::byte*>(target.carry_.data()));
+                if (total > max) {
+                    ++event.records_dropped;
+                    const std::size_t skip = std::min(total - target.carry_.size(), n - pos);
+                    target.skip_bytes_ = total - target.carry_.size() - skip;
+                    pos += skip;
+                    target.carry_.clear();
+                } else {
+                    const std::size_t take = std::min(total - target.carry_.size(), n - pos);
+                    target.carry_.append(reinterpret_cast<const char*>(raw.data() + pos), take);
+                    pos += take;
+                    if (target.carry_.size() == total) {
+                        emit_spanning(std::as_bytes(std::span(target.carry_)));
+                        event.field_count +=
+                            count_byte(event.spanning_record.subspan(header_bytes), ',') + 1;
+                        target.carry_.clear();
+                    }
+                }
+            }
+        }
+        const std::size_t start = pos;
+        while (target.skip_bytes_ == 0 && target.carry_.empty() && pos + header_bytes <= n) {
+            const std::size_t total = header_bytes + read_be32(raw.data() + pos);
+            if (pos + total > n) {
+                break;
+            }
+            ++event.record_count;
+            event.field_count += count_byte(raw.subspan(pos + header_bytes, total - header_bytes), ',') + 1;
+            pos += total;
+        }
+        event.records = raw.subspan(start, pos - start);
+        if (target.skip_bytes_ == 0 && target.carry_.empty() && pos < n) {
+            const auto tail = raw.subspan(pos);
+            if (tail.size() >= header_bytes && header_bytes + read_be32(tail.data()) > max) {
+                ++event.records_dropped;
+                target.skip_bytes_ = header_bytes + read_be32(tail.data()) - tail.size();
+            } else {
+                target.carry_.assign(reinterpret_cast<const char*>(tail.data()), tail.size());
+            }
+        }
+    }
+
+    sink_.on_data(event);
+    env_.charge_compute(n);
+    buffers_total_.fetch_add(1, std::memory_order_relaxed);
+    bytes_total_.fetch_add(n, std::memory_order_relaxed);
+    records_total_.fetch_add(event.record_count, std::memory_order_relaxed);
+    records_by_kind_[target.kind_index_].fetch_add(event.record_count, std::memory_order_relaxed);
+    fields_total_.fetch_add(event.field_count, std::memory_order_relaxed);
+    records_dropped_total_.fetch_add(event.records_dropped, std::memory_order_relaxed);
+    records_truncated_total_.fetch_add(event.records_truncated, std::memory_order_relaxed);
+}
+
+processing_stats processing::stats() const {
+    processing_stats s;
+    s.buffers_total = buffers_total_.load(std::memory_order_relaxed);
+    s.bytes_total = bytes_total_.load(std::memory_order_relaxed);
+    s.records_total = records_total_.load(std::memory_order_relaxed);
+    s.fields_total = fields_total_.load(std::memory_order_relaxed);
+    s.records_dropped_total = records_dropped_total_.load(std::memory_order_relaxed);
+    s.records_truncated_total = records_truncated_total_.load(std::memory_order_relaxed);
+    s.sink_failures_total = sink_failures_total_.load(std::memory_order_relaxed);
+    s.sink_exceptions_total = sink_exceptions_total_.load(std::memory_order_relaxed);
+    s.buffers_discarded_total = buffers_discarded_total_.load(std::memory_order_relaxed);
+    s.bytes_discarded_total = bytes_discarded_total_.load(std::memory_order_relaxed);
+    s.queued = queued_.load(std::memory_order_relaxed);
+    s.busy_nanoseconds_total = busy_nanoseconds_total_.load(std::memory_order_relaxed);
+    s.buffers_queued = buffers_queued_.load(std::memory_order_relaxed);
+    s.buffers_in_progress = buffers_in_progress_.load(std::memory_order_relaxed);
+    for (std::size_t i = 0; i < s.records_by_kind.size(); ++i) {
+        s.records_by_kind[i] = records_by_kind_[i].load(std::memory_order_relaxed);
+    }
+    s.buffer_seconds = buffer_seconds_.snapshot();
+    s.output_wait_seconds = output_wait_seconds_.snapshot();
+    // The oldest waiting item: a walk over the channels (scrape time only, not the data path).
+    const auto now = env_.now();
+    time_point oldest = now;
+    for (const auto& c : live_channels()) {
+        const std::lock_guard lock(c->mutex_);
+        if (!c->queue_.empty()) {
+            oldest = std::min(oldest, c->queue_.front().queued_at);
+        }
+    }
+    s.oldest_queued_seconds = std::chrono::duration<double>(now - oldest).count();
+    return s;
+}
+
+} // namespace sluice::runtime

@@ -1,0 +1,90 @@
+#pragma once
+/// What a data source is to the server: open, wait for data, read what is there, close.
+/// Sources deliver raw bytes only (no parsing: that is processing's first stage). Every
+/// suspension point honours cancellation; expected failures are values.
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/system/error_code.hpp>
+
+#include "sluice/env/environment.hpp"
+
+namespace sluice::runtime {
+
+enum class source_kind : std::uint8_t {
+    generator,      ///< synthetic, deterministic content, rate-limited by timers
+    tcp_client,     ///< connects out; reconnects with capped backoff and jitter
+    tcp_connection, ///< one accepted connection of a TCP listener
+    udp,            ///< datagrams on a bound socket
+    file,           ///< a file read to the end
+    blocking,       ///< a legacy blocking reader on the bounded blocking pool
+    mqtt,           ///< MQTT subscriptions through libmosquitto, driven by the lane
+};
+
+inline constexpr std::size_t source_kind_count = 7;
+
+std::string_view to_string(source_kind kind) noexcept;
+
+class source {
+public:
+    virtual ~source() = default;
+
+    virtual source_kind kind() const noexcept = 0;
+    /// For logs and errors: what the source reads from.
+    virtual std::string describe() const = 0;
+
+    /// Opens the transport (again, after a failure, for sources that reconnect). Suspends while
+    /// connecting. Returns an error value on failure.
+    virtual boost::asio::awaitable<boost::system::error_code> open() = 0;
+    /// The same open without waiting, for sources whose open never suspends (a generator, an
+    /// accepted connection, a UDP bind, a file): what `open()` would return. `std::nullopt`
+    /// when opening has to wait (a TCP connect): the server then runs `open()` in a coroutine.
+    /// Starting by `open_now` lets the server start a source without a coroutine (see
+    /// source_server's steps).
+    virtual std::optional<boost::system::error_code> open_now() { return std::nullopt; }
+    /// Waits until `read_now` has something to say. An idle source holds no buffer here.
+    /// `operation_aborted` when closed or cancelled.
+    virtual boost::asio::awaitable<boost::system::error_code> wait_readable() = 0;
+    /// Parking (see byte_stream::park): true when the source can wait without a coroutine frame
+    /// and probably has to wait now; the server then ends the source's coroutine and calls
+    /// `park`, and continues it when `wake` runs (a step, or its coroutine if it must wait).
+    virtual bool should_park() { return false; }
+    /// Only after `should_park()` returned true: `wake` runs once on the lane with what
+    /// `wait_readable` would return, never before this returns; `close` ends the wait promptly.
+    virtual void park(wake_callback wake);
+    /// Reads what is available into `space` without waiting.
+    virtual read_result read_now(std::span<std::byte> space) = 0;
+    /// Cancels pending waits and releases the transport. Idempotent; called on the source's lane.
+    virtual void close() noexcept = 0;
+
+    /// Extra words for an Error event (a legacy reader's exception message); empty otherwise.
+    virtual std::string error_detail() const { return {}; }
+
+    /// True when a transport failure reopens the source (with backoff) instead of failing it.
+    virtual bool reconnects() const noexcept { return false; }
+
+    /// True when an open after the first (a restart after a stop, a reconnect) continues the
+    /// byte stream exactly where the last one stopped: a file resumed at its offset, a
+    /// generator. Otherwise (a new connection) every reopen is a stream discontinuity:
+    /// processing drops the record the last stream left unfinished and counts it, and never
+    /// joins it to the new stream's bytes.
+    virtual bool continues_after_reopen() const noexcept { return false; }
+
+    /// True for sources that cannot tell readiness without reading (legacy blocking sources):
+    /// the server then acquires a buffer first and calls `read_some` instead of
+    /// `wait_readable` + `read_now`.
+    virtual bool reads_into_buffer() const noexcept { return false; }
+    /// Only for `reads_into_buffer()` sources: reads at least one byte, or reports end or error.
+    /// The server flushes after every such read (a read may block for long). A stop calls
+    /// `close`, which must make a blocked read return (the legacy adapter calls
+    /// `blocking_reader::interrupt`); whatever that read returns then, the run ends as a stop.
+    virtual boost::asio::awaitable<read_result> read_some(std::span<std::byte> space);
+};
+
+} // namespace sluice::runtime
