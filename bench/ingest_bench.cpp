@@ -49,6 +49,7 @@
 #include "sluice/pipeline/processing.hpp"
 #include "sluice/env/production_environment.hpp"
 #include "sluice/server/source_server.hpp"
+#include "sluice/worker.hpp"
 #include "testing/process.hpp"
 
 
@@ -383,19 +384,19 @@ private:
 };
 
 // ---------------------------------------------------------------------------------------------
-// One worker: pool, environment, pipeline, and either the source server or the baseline.
+// One worker: sluice::worker, and the baseline beside it on the same pool and pipeline.
 
-class worker {
+class bench_worker {
 public:
-    worker(const bench_options& o, std::uint32_t sources, bench_sink::use what)
-        : o_(o), sink_(what, o.check_records, o.corrupt_one_byte), pool_(pool_for(o, sources)),
-          env_(production_options{o.io_threads, o.compute_threads, 1}),
-          pipeline_(env_, pool_, sink_, processing_options{}),
-          server_(env_, pool_, pipeline_, server_for(o)),
-          baseline_(pool_, pipeline_, o.baseline_buffers_per_source) {}
-    worker(const worker&) = delete;
-    worker& operator=(const worker&) = delete;
-    ~worker() { shutdown(); }
+    bench_worker(const bench_options& o, std::uint32_t sources, bench_sink::use what)
+        : o_(o), sink_(what, o.check_records, o.corrupt_one_byte),
+          core_(sink_, {pool_for(o, sources), production_options{o.io_threads, o.compute_threads, 1},
+                        processing_options{}, server_for(o)}),
+          pool_(core_.pool()), env_(core_.environment()), pipeline_(core_.pipeline()),
+          server_(core_.server()), baseline_(pool_, pipeline_, o.baseline_buffers_per_source) {}
+    bench_worker(const bench_worker&) = delete;
+    bench_worker& operator=(const bench_worker&) = delete;
+    ~bench_worker() { shutdown(); }
 
     bool sluice() const { return o_.mode == "sluice"; }
 
@@ -489,10 +490,8 @@ public:
             return;
         }
         down_ = true;
-        server_.shutdown();
         baseline_.shutdown();
-        pipeline_.wait_idle();
-        env_.shutdown();
+        core_.shutdown();
     }
 
     bench_sink& out() { return sink_; }
@@ -524,10 +523,11 @@ private:
 
     bench_options o_;
     bench_sink sink_;
-    buffer_pool pool_;
-    production_environment env_;
-    processing pipeline_;
-    source_server server_;
+    sluice::worker core_;
+    buffer_pool& pool_;
+    production_environment& env_;
+    processing& pipeline_;
+    source_server& server_;
     baseline_runner baseline_;
     bool down_ = false;
 };
@@ -552,7 +552,7 @@ struct start_times {
 /// Registers and starts N idle generators in a fresh worker; times it.
 start_times start_idle_generators(const bench_options& o) {
     start_times t;
-    worker idle(o, o.sources, bench_sink::use::count);
+    bench_worker idle(o, o.sources, bench_sink::use::count);
     const auto t0 = clock_type::now();
     idle.add_idle_generators(o.sources);
     const bool all = wait_until([&] { return idle.first_steps() >= o.sources; }, std::chrono::seconds(120));
@@ -580,7 +580,7 @@ int run_throughput(const bench_options& o) {
     json << ", \"open_file_limit\": " << raise_open_file_limit();
 
     // Phase 1: N idle TCP connections.
-    worker w(o, o.sources, bench_sink::use::verify);
+    bench_worker w(o, o.sources, bench_sink::use::verify);
     const std::uint64_t rss_before = rss_kib();
     const std::uint64_t heap_before = heap_in_use_bytes();
     const std::size_t threads_before = process_thread_count();
@@ -717,7 +717,7 @@ int run_throughput(const bench_options& o) {
 }
 
 int run_latency(const bench_options& o) {
-    worker w(o, o.sources, bench_sink::use::latency);
+    bench_worker w(o, o.sources, bench_sink::use::latency);
     const std::uint16_t port = w.listen(o.sources);
     if (port == 0) {
         return 1;

@@ -18,6 +18,7 @@
 #include "sluice/pipeline/processing.hpp"
 #include "sluice/env/production_environment.hpp"
 #include "sluice/server/source_server.hpp"
+#include "sluice/worker.hpp"
 
 namespace {
 
@@ -100,11 +101,9 @@ void BM_emit_path_generator(benchmark::State& state) {
     std::uint64_t bytes = 0;
     std::uint64_t id = 0;
     for (auto _ : state) {
-        buffer_pool pool({64, buffer_bytes, 8, 8});
         counting_sink out;
-        production_environment env({1, 1, 1});
-        processing pipeline(env, pool, out, {});
-        source_server server(env, pool, pipeline, {});
+        sluice::worker core(out, {{64, buffer_bytes, 8, 8}, {1, 1, 1}, {}, {}});
+        source_server& server = core.server();
         generator_options g;
         g.id = id++;
         g.records_max = records;

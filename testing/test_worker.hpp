@@ -1,13 +1,8 @@
 #pragma once
-/// An in-process worker for tests: pool, production environment, processing and server, in the
-/// order that makes destruction safe, with a recording sink.
+/// An in-process worker for tests: sluice::worker with a recording sink, and the four parts
+/// under the names the tests use.
 
-#include <memory>
-
-#include "sluice/pool/buffer_pool.hpp"
-#include "sluice/pipeline/processing.hpp"
-#include "sluice/env/production_environment.hpp"
-#include "sluice/server/source_server.hpp"
+#include "sluice/worker.hpp"
 #include "testing/recording_sink.hpp"
 
 namespace sluice::test {
@@ -17,19 +12,16 @@ struct test_worker {
                          runtime::production_options threads = {2, 2, 2},
                          runtime::server_options server_options = {},
                          runtime::processing_options processing_options = {})
-        : pool(pool_config), env(threads), pipeline(env, pool, sink, processing_options),
-          server(env, pool, pipeline, server_options) {}
+        : core(sink, {pool_config, threads, processing_options, server_options}),
+          pool(core.pool()), env(core.environment()), pipeline(core.pipeline()),
+          server(core.server()) {}
 
-    ~test_worker() {
-        server.shutdown();
-        pipeline.wait_idle();
-    }
-
-    recording_sink sink;
-    runtime::buffer_pool pool;
-    runtime::production_environment env;
-    runtime::processing pipeline;
-    runtime::source_server server;
+    recording_sink sink; ///< declared first: it outlives the worker
+    sluice::worker core;
+    runtime::buffer_pool& pool;
+    runtime::production_environment& env;
+    runtime::processing& pipeline;
+    runtime::source_server& server;
 };
 
 } // namespace sluice::test

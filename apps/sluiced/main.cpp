@@ -30,14 +30,12 @@
 
 #include "apps/baseline/baseline_runner.hpp"
 #include "sluice/source/blocking_source.hpp"
-#include "sluice/pool/buffer_pool.hpp"
 #include "sluice/source/generator_source.hpp"
 #include "sluice/metrics/metrics.hpp"
 #include "sluice/mqtt/mqtt_source.hpp"
 #include "sluice/env/process_threads.hpp"
-#include "sluice/pipeline/processing.hpp"
-#include "sluice/env/production_environment.hpp"
-#include "sluice/server/source_server.hpp"
+#include "sluice/version.hpp"
+#include "sluice/worker.hpp"
 #include "sluice/source/stream_sources.hpp"
 #include "apps/sluiced/worker_config.hpp"
 
@@ -260,13 +258,14 @@ int main(int argc, char** argv) {
         raise_open_file_limit();
 
         std::size_t threads_max = process_thread_count();
-        // Declaration order is destruction order reversed: the pool outlives the environment
-        // (whose dropped handlers may still hold buffers), the sink outlives processing.
+        // The sink outlives the worker, and the baseline (which feeds the worker's pool and
+        // processing) is declared after it, so it is destroyed first.
         counting_sink out{std::chrono::microseconds(cfg.sink_cost_us_per_buffer)};
-        buffer_pool pool(cfg.pool);
-        production_environment env(cfg.threads);
-        processing pipeline(env, pool, out, cfg.processing);
-        source_server server(env, pool, pipeline, cfg.server);
+        sluice::worker core(out, {cfg.pool, cfg.threads, cfg.processing, cfg.server});
+        buffer_pool& pool = core.pool();
+        production_environment& env = core.environment();
+        processing& pipeline = core.pipeline();
+        source_server& server = core.server();
         baseline_runner baseline(pool, pipeline, cfg.baseline_buffers_per_source);
 
         // Metrics: every scrape reads snapshots; nothing on the data path.
@@ -276,7 +275,7 @@ int main(int argc, char** argv) {
             thread_pools{cfg.threads.io_threads, cfg.threads.compute_threads,
                          cfg.threads.blocking_threads, [&env] { return env.io_load(); },
                          [&env] { return env.blocking_load(); }},
-            "0.1.0");
+            sluice::version_string);
         if (cfg.metrics.enabled) {
             const std::string bind = cfg.metrics.address + ":" + std::to_string(cfg.metrics.port);
             try {
@@ -437,9 +436,8 @@ int main(int argc, char** argv) {
         }
         {
             drain_deadline deadline(cfg.drain_timeout);
-            server.shutdown();
             baseline.shutdown();
-            pipeline.wait_idle();
+            core.shutdown();
         }
         out.flush_suppressed();
         const auto s = server.stats();
@@ -493,7 +491,6 @@ int main(int argc, char** argv) {
             }
             json << "}\n}\n";
         }
-        env.shutdown();
         return p.free == p.buffer_count ? 0 : 3;
     } catch (const std::exception& e) {
         std::cerr << "sluiced: " << e.what() << "\n";

@@ -94,14 +94,12 @@ private:
     std::size_t ends_ = 0;
 };
 
-/// Pool, lanes, processing with `f` framing and a server with quick reconnects, around a
-/// record_sink.
+/// sluice::worker with `f` framing and quick reconnects, around a record_sink.
 struct record_worker {
     explicit record_worker(framing f)
-        : sink(f), pool({64, 4096, 4, 64}), env({2, 2, 1}),
-          pipeline(env, pool, sink, processing_options{f}),
-          server(env, pool, pipeline, quick_reconnects()) {}
-    ~record_worker() { server.shutdown(); }
+        : sink(f), core(sink, {{64, 4096, 4, 64}, {2, 2, 1}, processing_options{f}, quick_reconnects()}),
+          pool(core.pool()), env(core.environment()), pipeline(core.pipeline()),
+          server(core.server()) {}
     static server_options quick_reconnects() {
         server_options o;
         o.backoff_initial = 2ms;
@@ -122,10 +120,11 @@ struct record_worker {
     }
 
     record_sink sink;
-    buffer_pool pool;
-    production_environment env;
-    processing pipeline;
-    source_server server;
+    sluice::worker core;
+    buffer_pool& pool;
+    production_environment& env;
+    processing& pipeline;
+    source_server& server;
 };
 
 source_server::source_factory tcp_client_to(std::uint16_t port) {

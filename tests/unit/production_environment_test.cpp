@@ -16,6 +16,8 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
 #include <gtest/gtest.h>
+#include <oneapi/tbb/global_control.h>
+#include <oneapi/tbb/parallel_for.h>
 
 #include "sluice/env/production_environment.hpp"
 
@@ -220,6 +222,42 @@ TEST(production_environment, parked_tcp_wait_wakes_on_data_after_returning_and_e
     asio::post(lane, [&] { stream->park([&](error_code e) { parked_after_close.set_value(e); }); });
     EXPECT_TRUE(parked_after_close.get_future().get()) << "a closed stream's wait must end with an error";
     on_lane(lane, [&] { stream.reset(); });
+}
+
+/// An engine that embeds sluice keeps its own oneTBB parallelism: sluice's compute limit is its
+/// own arena's, never a process-wide cap below what the host asked for. Runs in a fresh process
+/// (a death test re-executes this binary) because oneTBB's limits are per process and earlier
+/// tests made environments.
+TEST(production_environment, leaves_the_host_processes_onetbb_parallelism_alone) {
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    EXPECT_EXIT(
+        {
+            using tbb::global_control;
+            const std::size_t host_limit = 16;
+            const global_control host(global_control::max_allowed_parallelism, host_limit);
+            {
+                production_environment env(production_options{1, 1, 1});
+                std::atomic<int> ran{0};
+                env.post_compute([&] { ran.fetch_add(1); });
+                while (ran.load() == 0) {
+                    std::this_thread::yield();
+                }
+                if (global_control::active_value(global_control::max_allowed_parallelism) !=
+                    host_limit) {
+                    std::fprintf(stderr, "capped while the environment lives: %zu\n",
+                                 global_control::active_value(global_control::max_allowed_parallelism));
+                    std::exit(1);
+                }
+            }
+            const std::size_t after =
+                global_control::active_value(global_control::max_allowed_parallelism);
+            if (after != host_limit) {
+                std::fprintf(stderr, "capped after the environment: %zu\n", after);
+                std::exit(2);
+            }
+            std::exit(0);
+        },
+        ::testing::ExitedWithCode(0), "");
 }
 
 } // namespace

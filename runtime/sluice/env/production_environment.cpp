@@ -37,18 +37,22 @@ using udp = asio::ip::udp;
 
 namespace {
 
-/// oneTBB's worker limit is process-wide. Replacing it while another arena's workers are
-/// winding down was seen to leave a freshly enqueued task unrun (tests create one environment
-/// after another), so the limit is set once per process and only raised, never dropped.
-void limit_tbb_workers(std::size_t threads) {
+/// The arena's `threads` workers come from oneTBB's process-wide worker market, which by default
+/// holds one worker fewer than the machine has cores. Only when that is too few (more compute
+/// threads than cores) is the market raised to `threads` + 1, never lowered: a host process that
+/// set its own limit, or relies on the default, keeps it, and sluice's limit is its arena's
+/// max_concurrency. A raise is kept for the life of the process and only ever raised again:
+/// dropping it while another arena's workers were winding down was seen to leave a freshly
+/// enqueued task unrun (tests create one environment after another).
+void allow_tbb_workers(std::size_t threads) {
     static std::mutex mutex;
-    static std::unique_ptr<tbb::global_control> limit;
-    static std::size_t current = 0;
+    static std::unique_ptr<tbb::global_control> raise;
     const std::lock_guard lock(mutex);
-    if (threads + 1 > current) {
-        limit = std::make_unique<tbb::global_control>(
+    const std::size_t active =
+        tbb::global_control::active_value(tbb::global_control::max_allowed_parallelism);
+    if (threads + 1 > active) {
+        raise = std::make_unique<tbb::global_control>(
             tbb::global_control::max_allowed_parallelism, threads + 1);
-        current = threads + 1;
     }
 }
 
@@ -128,12 +132,12 @@ private:
 } // namespace
 
 struct production_environment::compute_pool {
-    // The calling threads never join the arena, so all slots go to workers; the global limit
-    // (which counts one external thread) lets `threads` workers exist.
+    // The calling threads never join the arena, so all slots go to workers (see
+    // allow_tbb_workers).
     // Initialised here, not by the first task: that took about a millisecond of the first
     // enqueue's caller (a lane, emitting the first buffer) inside the data path.
     explicit compute_pool(std::size_t threads)
-        : arena((limit_tbb_workers(threads), static_cast<int>(threads)), 0) {
+        : arena((allow_tbb_workers(threads), static_cast<int>(threads)), 0) {
         arena.initialize();
     }
     tbb::task_arena arena;
