@@ -485,7 +485,7 @@ int main(int argc, char** argv) {
             }
             json << "},\n";
             json << "  \"errors_by_kind\": {";
-            for (std::size_t i = 0; i < source_kind_count; ++i) {
+            for (std::size_t i = 0; i < source_kinds_defined(); ++i) {
                 json << (i == 0 ? "" : ", ") << "\"" << to_string(static_cast<source_kind>(i))
                      << "\": " << s.errors_total[i];
             }

@@ -13,6 +13,8 @@
 #include <boost/asio/ip/udp.hpp>
 #include <boost/asio/write.hpp>
 #include <gtest/gtest.h>
+#include <cstring>
+#include <stdexcept>
 
 #include "sluice/source/blocking_source.hpp"
 #include "sluice/source/generator_source.hpp"
@@ -71,6 +73,81 @@ bool stop_and_wait(test_worker& w, const std::vector<source_handle>& handles) {
         }
         return true;
     });
+}
+
+/// A source of an embedder's own kind: a fixed text, then end of stream.
+class text_source final : public source {
+public:
+    text_source(source_kind kind, std::string text) : kind_(kind), text_(std::move(text)) {}
+    source_kind kind() const noexcept override { return kind_; }
+    std::string describe() const override { return "a fixed text"; }
+    asio::awaitable<boost::system::error_code> open() override { co_return boost::system::error_code{}; }
+    asio::awaitable<boost::system::error_code> wait_readable() override {
+        co_return closed_ ? boost::system::error_code(asio::error::operation_aborted)
+                          : boost::system::error_code{};
+    }
+    read_result read_now(std::span<std::byte> space) override {
+        if (at_ == text_.size()) {
+            return {read_result::status::end_of_stream, 0, {}};
+        }
+        const std::size_t n = std::min(space.size(), text_.size() - at_);
+        std::memcpy(space.data(), text_.data() + at_, n);
+        at_ += n;
+        return {read_result::status::data, n, {}};
+    }
+    void close() noexcept override { closed_ = true; }
+
+private:
+    source_kind kind_;
+    std::string text_;
+    std::size_t at_ = 0;
+    bool closed_ = false;
+};
+
+TEST(source_server, a_source_kind_of_the_embedders_own_is_counted_under_its_name) {
+    const source_kind sensor = define_source_kind("sensor");
+    EXPECT_EQ(define_source_kind("sensor"), sensor) << "defining a name again returns its kind";
+    EXPECT_GE(index_of(sensor), source_kind_builtin_count);
+    EXPECT_LT(index_of(sensor), source_kinds_defined());
+    EXPECT_EQ(to_string(sensor), "sensor");
+    EXPECT_EQ(define_source_kind("tcp_client"), source_kind::tcp_client);
+    EXPECT_THROW(define_source_kind(""), std::invalid_argument);
+    EXPECT_THROW(define_source_kind("Sensor"), std::invalid_argument);
+    EXPECT_THROW(define_source_kind("a-b"), std::invalid_argument);
+
+    test_worker w;
+    w.sink.check_generator_records = false;
+    const std::string text = "t=1,21.5\nt=2,21.7\nt=3,21.6\n";
+    const auto answer = w.server.register_source(
+        named("probe"), [&](environment& /*env*/, const executor& /*lane*/) -> std::unique_ptr<source> {
+            return std::make_unique<text_source>(sensor, text);
+        });
+    ASSERT_TRUE(answer.admitted()) << answer.message;
+    ASSERT_TRUE(w.server.start(answer.handle));
+    ASSERT_TRUE(w.sink.wait_for([&] { return w.sink.end_of_streams_locked() == 1; }));
+    w.server.shutdown();
+    w.pipeline.wait_idle();
+    EXPECT_EQ(w.sink.origin(answer.handle).bytes, text.size());
+    EXPECT_EQ(w.server.stats().bytes_total[index_of(sensor)], text.size());
+    EXPECT_EQ(w.pipeline.stats().records_by_kind[index_of(sensor)], 3U);
+}
+
+TEST(source_server, defining_more_source_kinds_than_the_bound_is_refused_with_a_reason) {
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    EXPECT_EXIT(
+        {
+            for (std::size_t i = source_kinds_defined(); i < source_kind_max; ++i) {
+                define_source_kind("kind_" + std::to_string(i));
+            }
+            try {
+                define_source_kind("one_more");
+            } catch (const std::length_error& e) {
+                std::fprintf(stderr, "%s\n", e.what());
+                std::exit(0);
+            }
+            std::exit(1);
+        },
+        ::testing::ExitedWithCode(0), "all 16 source kinds are defined");
 }
 
 TEST(source_server, finite_generators_deliver_every_record_then_end_of_stream) {

@@ -201,7 +201,7 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
     // Sources.
     {
         auto& f = b.family("sluice_sources", "Registered sources by kind and state.", MetricType::Gauge);
-        for (std::size_t k = 0; k < source_kind_count; ++k) {
+        for (std::size_t k = 0; k < source_kinds_defined(); ++k) {
             for (std::size_t st = 0; st < source_state_count; ++st) {
                 b.gauge(f, d(s.sources_by_kind_state[k][st]),
                         {{"kind", std::string(to_string(static_cast<source_kind>(k)))},
@@ -221,7 +221,7 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
                              "Time sources spent busy (reading, emitting), idle (waiting for data) "
                              "and backpressured (waiting for a buffer), by kind.",
                              MetricType::Counter);
-    for (std::size_t k = 0; k < source_kind_count; ++k) {
+    for (std::size_t k = 0; k < source_kinds_defined(); ++k) {
         const std::string kind(to_string(static_cast<source_kind>(k)));
         b.gauge(parked, d(s.parked_by_kind[k]), {{"kind", kind}});
         b.counter(bytes, d(s.bytes_total[k]), {{"kind", kind}});

@@ -45,7 +45,7 @@ processing::~processing() { wait_idle(); }
 
 std::shared_ptr<processing::channel> processing::open_channel(std::uint64_t origin_id,
                                                              std::size_t kind_index) {
-    SLUICE_ASSERT(kind_index < 8);
+    SLUICE_ASSERT(kind_index < processing_kinds_max);
     auto created = std::make_shared<channel>(origin_id, kind_index);
     const std::lock_guard lock(channels_mutex_);
     if (channels_.size() == channels_.capacity()) {

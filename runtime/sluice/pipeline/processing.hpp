@@ -78,6 +78,9 @@ public:
     virtual void on_error(std::uint64_t origin_id, std::string_view message) = 0;
 };
 
+/// Groups of per-kind counters (source_kind_max: one per source kind).
+inline constexpr std::size_t processing_kinds_max = 16;
+
 struct processing_stats {
     std::uint64_t buffers_total = 0;
     std::uint64_t bytes_total = 0;
@@ -96,7 +99,7 @@ struct processing_stats {
     std::uint64_t buffers_queued = 0;      ///< data buffers waiting in channels
     std::uint64_t buffers_in_progress = 0; ///< data buffers being processed now
     double oldest_queued_seconds = 0.0;    ///< age of the oldest waiting buffer
-    std::array<std::uint64_t, 8> records_by_kind{}; ///< by the kind index given at open_channel
+    std::array<std::uint64_t, processing_kinds_max> records_by_kind{}; ///< by open_channel's kind index
     histogram_snapshot buffer_seconds;      ///< time to process one buffer
     histogram_snapshot output_wait_seconds; ///< suspended output-buffer acquisitions
 };
@@ -113,7 +116,8 @@ public:
     ~processing();
 
     /// A per-source, in-order channel. Shared because in-flight tasks keep it alive.
-    /// `kind_index` (< 8) groups per-kind counters (the source kind, for metrics).
+    /// `kind_index` (< processing_kinds_max) groups per-kind counters (the source kind, for
+    /// metrics).
     std::shared_ptr<channel> open_channel(std::uint64_t origin_id, std::size_t kind_index = 0);
 
     /// Queues a filled buffer. Any thread, one producer per channel at a time (the source's
@@ -199,7 +203,7 @@ private:
     std::atomic<std::uint64_t> output_waits_{0};
     std::atomic<std::uint64_t> buffers_queued_{0};
     std::atomic<std::uint64_t> buffers_in_progress_{0};
-    std::array<std::atomic<std::uint64_t>, 8> records_by_kind_{};
+    std::array<std::atomic<std::uint64_t>, processing_kinds_max> records_by_kind_{};
     seconds_histogram buffer_seconds_{seconds_buckets};
     seconds_histogram output_wait_seconds_{seconds_buckets};
     mutable std::mutex channels_mutex_;
@@ -301,7 +305,7 @@ private:
     std::uint64_t skip_bytes_ = 0; ///< length-prefixed framing: bytes of an oversize frame left
     std::uint64_t expected_sequence_ = 0; ///< next sequence, checked
     buffer output_;                       ///< output_per_buffer: granted, not yet used
-    std::uint8_t kind_index_;             ///< < 8
+    std::uint8_t kind_index_;             ///< < processing_kinds_max
     bool scheduled_ = false;              ///< a drain task is posted or running (under mutex_)
     bool skipping_ = false;      ///< newline framing: inside an oversize record, dropping it
 };

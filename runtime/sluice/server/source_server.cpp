@@ -18,6 +18,8 @@
 
 namespace sluice::runtime {
 
+static_assert(source_kind_max == processing_kinds_max, "one processing counter group per source kind");
+
 namespace asio = boost::asio;
 using boost::system::error_code;
 
@@ -42,7 +44,6 @@ constexpr std::uint32_t no_index = ~std::uint32_t{0};
 
 std::size_t index_of(flush_reason reason) { return static_cast<std::size_t>(reason); }
 std::uint64_t nanoseconds(duration d) { return static_cast<std::uint64_t>(std::max<duration::rep>(d.count(), 0)); }
-std::size_t index_of(source_kind kind) { return static_cast<std::size_t>(kind); }
 } // namespace
 
 struct source_server::entry {
@@ -1415,7 +1416,7 @@ server_stats source_server::stats() const {
             ++s.sources_by_kind_state[index_of(e->kind)][state];
         }
     }
-    for (std::size_t i = 0; i < source_kind_count; ++i) {
+    for (std::size_t i = 0; i < source_kind_max; ++i) {
         s.reconnects_by_kind[i] = reconnects_by_kind_[i].load(std::memory_order_relaxed);
         s.busy_seconds[i] = static_cast<double>(busy_ns_[i].load(std::memory_order_relaxed)) / 1e9;
         s.idle_seconds[i] = static_cast<double>(idle_ns_[i].load(std::memory_order_relaxed)) / 1e9;
@@ -1428,7 +1429,7 @@ server_stats source_server::stats() const {
     for (std::size_t i = 0; i < flush_reason_count; ++i) {
         s.flushes_total[i] = flushes_[i].load(std::memory_order_relaxed);
     }
-    for (std::size_t i = 0; i < source_kind_count; ++i) {
+    for (std::size_t i = 0; i < source_kind_max; ++i) {
         s.bytes_total[i] = bytes_[i].load(std::memory_order_relaxed);
         s.errors_total[i] = errors_[i].load(std::memory_order_relaxed);
     }

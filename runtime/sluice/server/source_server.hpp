@@ -131,19 +131,19 @@ struct listener_options {
 struct server_stats {
     std::array<std::uint32_t, source_state_count> sources_by_state{};
     /// [kind][state]
-    std::array<std::array<std::uint32_t, source_state_count>, source_kind_count> sources_by_kind_state{};
-    std::array<std::uint64_t, source_kind_count> reconnects_by_kind{};
-    std::array<double, source_kind_count> busy_seconds{};          ///< reading and emitting
-    std::array<double, source_kind_count> idle_seconds{};          ///< waiting for data
-    std::array<double, source_kind_count> backpressured_seconds{}; ///< waiting for a buffer
+    std::array<std::array<std::uint32_t, source_state_count>, source_kind_max> sources_by_kind_state{};
+    std::array<std::uint64_t, source_kind_max> reconnects_by_kind{};
+    std::array<double, source_kind_max> busy_seconds{};          ///< reading and emitting
+    std::array<double, source_kind_max> idle_seconds{};          ///< waiting for data
+    std::array<double, source_kind_max> backpressured_seconds{}; ///< waiting for a buffer
     /// Running sources parked now: idle, waiting as a readiness operation with no coroutine.
-    std::array<std::uint32_t, source_kind_count> parked_by_kind{};
+    std::array<std::uint32_t, source_kind_max> parked_by_kind{};
     std::uint64_t parks_total = 0; ///< times a source parked
     histogram_snapshot acquire_wait_seconds; ///< suspended source acquisitions
     histogram_snapshot flush_fill_ratio;     ///< bytes / capacity of emitted buffers
     std::array<std::uint64_t, flush_reason_count> flushes_total{};
-    std::array<std::uint64_t, source_kind_count> bytes_total{};
-    std::array<std::uint64_t, source_kind_count> errors_total{};
+    std::array<std::uint64_t, source_kind_max> bytes_total{};
+    std::array<std::uint64_t, source_kind_max> errors_total{};
     std::uint64_t buffers_emitted_total = 0;
     std::uint64_t backpressure_waits_total = 0; ///< acquisitions that suspended
     std::uint64_t reconnects_total = 0;
@@ -383,8 +383,8 @@ private:
 
     // Counters (relaxed atomics: written on lanes, read by stats()).
     std::array<std::atomic<std::uint64_t>, flush_reason_count> flushes_{};
-    std::array<std::atomic<std::uint64_t>, source_kind_count> bytes_{};
-    std::array<std::atomic<std::uint64_t>, source_kind_count> errors_{};
+    std::array<std::atomic<std::uint64_t>, source_kind_max> bytes_{};
+    std::array<std::atomic<std::uint64_t>, source_kind_max> errors_{};
     std::atomic<std::uint64_t> buffers_emitted_{0};
     std::atomic<std::uint64_t> backpressure_waits_{0};
     std::atomic<std::uint64_t> reconnects_{0};
@@ -400,11 +400,11 @@ private:
     std::atomic<std::uint64_t> admission_timeouts_{0};
     std::atomic<std::uint64_t> idle_closed_{0};
     std::atomic<std::uint64_t> final_events_lost_{0};
-    std::array<std::atomic<std::uint64_t>, source_kind_count> reconnects_by_kind_{};
-    std::array<std::atomic<std::uint64_t>, source_kind_count> busy_ns_{};
-    std::array<std::atomic<std::uint64_t>, source_kind_count> idle_ns_{};
-    std::array<std::atomic<std::uint64_t>, source_kind_count> backpressured_ns_{};
-    std::array<std::atomic<std::uint32_t>, source_kind_count> parked_{};
+    std::array<std::atomic<std::uint64_t>, source_kind_max> reconnects_by_kind_{};
+    std::array<std::atomic<std::uint64_t>, source_kind_max> busy_ns_{};
+    std::array<std::atomic<std::uint64_t>, source_kind_max> idle_ns_{};
+    std::array<std::atomic<std::uint64_t>, source_kind_max> backpressured_ns_{};
+    std::array<std::atomic<std::uint32_t>, source_kind_max> parked_{};
     std::atomic<std::uint64_t> parks_{0};
     seconds_histogram acquire_wait_{seconds_buckets};
     ratio_histogram fill_ratio_{ratio_buckets};

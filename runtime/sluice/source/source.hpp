@@ -17,19 +17,39 @@
 
 namespace sluice::runtime {
 
+/// What kind of source this is, for metrics (`kind` labels), stats arrays and logs. The seven
+/// built-in kinds come first; an embedder adds its own with define_source_kind. Stats are arrays
+/// indexed by the kind, `source_kind_max` long.
 enum class source_kind : std::uint8_t {
     generator,      ///< synthetic, deterministic content, rate-limited by timers
     tcp_client,     ///< connects out; reconnects with capped backoff and jitter
-    tcp_connection, ///< one accepted connection of a TCP listener
+    tcp_connection, ///< one accepted TCP connection of a listener
     udp,            ///< datagrams on a bound socket
     file,           ///< a file read to the end
     blocking,       ///< a legacy blocking reader on the bounded blocking pool
     mqtt,           ///< MQTT subscriptions through libmosquitto, driven by the lane
 };
 
-inline constexpr std::size_t source_kind_count = 7;
+/// Kinds sluice itself defines (the enumerators above).
+inline constexpr std::size_t source_kind_builtin_count = 7;
+/// Kinds a process can have, built-in and defined. A bound, because every stats array and every
+/// metrics family has one entry per kind.
+inline constexpr std::size_t source_kind_max = 16;
+static_assert(source_kind_builtin_count < source_kind_max);
 
+/// Defines a source kind of the embedder's own and returns its id, for `source::kind()`.
+/// `name` is its `kind` label in metrics and its name in logs: 1 to 32 characters of [a-z0-9_],
+/// starting with a letter. Defining a name that exists (a built-in one included) returns that
+/// kind, so a library may define its kind in every constructor. Thread-safe. Throws
+/// std::invalid_argument for a bad name and std::length_error when `source_kind_max` kinds
+/// exist.
+source_kind define_source_kind(std::string_view name);
+/// Kinds defined so far in this process, built-in included: ids 0 to this − 1 are valid.
+std::size_t source_kinds_defined() noexcept;
+/// The kind's name; "unknown" for an id never defined.
 std::string_view to_string(source_kind kind) noexcept;
+/// The kind as an index into stats arrays (< source_kind_max).
+constexpr std::size_t index_of(source_kind kind) noexcept { return static_cast<std::size_t>(kind); }
 
 class source {
 public:
