@@ -603,7 +603,7 @@ report run(const scenario& s) {
                 if (infinite) {
                     // Endless sources end by this stop: the operator plan ends here too, or a
                     // planned restart or churn registration due later starts an endless source
-                    // after it and the run never drains (seed 779, --records 0, faults on).
+                    // after it and the run never drains.
                     plan_open = false;
                     for (const auto& p : sources) {
                         server.stop(p.handle);

@@ -108,7 +108,7 @@ public:
         }
         const std::string range = "an integer from " + std::to_string(min) + " to " + std::to_string(max);
         // Type first: toml++ converts a float node to an integer with a plain cast, which is
-        // undefined for 1e300 (found by fuzz_config).
+        // undefined for 1e300.
         if (!node->is_integer()) {
             error(node, join(path, key), "is not an integer", range);
             return;

@@ -336,8 +336,8 @@ void processing::finished_items(std::uint64_t count) {
         }
     }
     // Possibly the last: decrement under the mutex that wait_idle reads the count under, so a
-    // waiter sees zero only after this call is done with `this` (found by fuzz_framing: the
-    // owner destroyed processing between the decrement and the notification). Also, once
+    // waiter sees zero only after this call is done with `this` (otherwise the owner may destroy
+    // processing between the decrement and the notification). Also, once
     // set_idle_callback(nullptr) returns, no callback is running.
     const std::lock_guard lock(idle_mutex_);
     if (queued_.fetch_sub(count, std::memory_order_seq_cst) == count) {

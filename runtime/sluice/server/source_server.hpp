@@ -12,8 +12,8 @@
 /// must wait inside a turn (backpressure, a reconnect) or data is still there after a full turn.
 /// A source that opens without waiting starts the same way. DESIGN.md says one coroutine per
 /// source; an idle one is instead one pending operation because its suspended coroutine chain
-/// was two thirds of an idle source's memory (3.3 KiB → 0.9 KiB per idle connection,
-/// bench/RESULTS.md), and a respawn per wake-up was a sixth of the simulator's time. Ownership
+/// would be most of an idle source's memory (bench/RESULTS.md has the figures), and a respawn
+/// per wake-up would be a large share of the simulator's time. Ownership
 /// is unchanged: a parked or stepping source stays inside the server's gate, a stop closes its
 /// transport (which ends the wait), and shutdown joins it like any coroutine.
 ///
