@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <fstream>
 #include <stdexcept>
 #include <thread>
@@ -13,8 +14,6 @@
 #include <boost/asio/ip/udp.hpp>
 #include <boost/asio/write.hpp>
 #include <gtest/gtest.h>
-#include <cstring>
-#include <stdexcept>
 
 #include "sluice/source/blocking_source.hpp"
 #include "sluice/source/generator_source.hpp"
