@@ -58,6 +58,8 @@ public:
     }
 
     bool started() const { return pid_ > 0; }
+    /// The child's process id (-1 if it could not start).
+    pid_t pid() const noexcept { return pid_; }
     void signal(int number) { ::kill(pid_, number); }
 
     /// Waits for exit, polling with a bound. Returns the exit code, or -1 on timeout/signal.

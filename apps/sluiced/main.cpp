@@ -64,6 +64,20 @@ void on_stop_signal(int number) {
     ::_exit(exit_second_signal);
 }
 
+/// Blocks or unblocks SIGINT and SIGTERM in the calling thread; threads inherit the mask of the
+/// thread that creates them. main blocks them while the worker and the metrics endpoint start
+/// their threads and unblocks them in itself afterwards, so only the main thread ever takes a
+/// stop signal. A signal sent meanwhile stays pending and is taken at the unblock. (A signal
+/// taken by a thread sitting in a raw futex wait, as oneTBB's idle workers do, is run late
+/// under ThreadSanitizer, which defers handlers to the thread's next intercepted call.)
+void mask_stop_signals(int how) {
+    sigset_t stops;
+    sigemptyset(&stops);
+    sigaddset(&stops, SIGINT);
+    sigaddset(&stops, SIGTERM);
+    ::pthread_sigmask(how, &stops, nullptr);
+}
+
 void install_stop_signals() {
     struct sigaction action {};
     action.sa_handler = on_stop_signal;
@@ -256,6 +270,7 @@ int main(int argc, char** argv) {
             summary_path = cfg.summary_json_path;
         }
         raise_open_file_limit();
+        mask_stop_signals(SIG_BLOCK); // until every thread of the worker and endpoint exists
 
         std::size_t threads_max = process_thread_count();
         // The sink outlives the worker, and the baseline (which feeds the worker's pool and
@@ -289,6 +304,8 @@ int main(int argc, char** argv) {
             std::cerr << "sluiced: metrics on http://" << cfg.metrics.address << ":"
                       << exposer->GetListeningPorts().front() << "/metrics\n";
         }
+
+        mask_stop_signals(SIG_UNBLOCK);
 
         std::size_t sources_started = 0;
         std::size_t refused = 0;
@@ -359,7 +376,9 @@ int main(int argc, char** argv) {
                       << "\n";
         }
         if (cfg.mode == runner_mode::thread_per_source) {
+            mask_stop_signals(SIG_BLOCK); // its threads inherit the mask
             baseline.start_all();
+            mask_stop_signals(SIG_UNBLOCK);
         }
         threads_max = std::max(threads_max, process_thread_count());
         std::cerr << "sluiced: " << (cfg.mode == runner_mode::sluice ? "sluice" : "thread_per_source")

@@ -4,6 +4,8 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <regex>
 #include <string>
 #include <thread>
@@ -308,6 +310,43 @@ port = 0
 } // namespace
 
 namespace {
+
+/// The stop signals are SIGINT and SIGTERM blocked in every thread but the main one, so the
+/// kernel hands them to the main thread, which is never parked in a raw system call. (A signal
+/// taken by an idle oneTBB worker in a futex wait was handled only when that worker woke under
+/// ThreadSanitizer: a drain test hung in CI.)
+TEST(sluiced, only_the_main_thread_takes_the_stop_signals) {
+    const auto path = write_file("signal_mask.toml", std::string(worker_threads) + R"(
+[[source]]
+kind = "generator"
+count = 4
+records_per_second = 100.0
+)");
+    child_process p({SLUICE_SLUICED, "--config", path}, "signal_mask");
+    ASSERT_TRUE(p.wait_for_err([](const std::string& e) { return e.find("sources started") != std::string::npos; }, 30s))
+        << p.err();
+    const std::uint64_t stops = (1ULL << (SIGINT - 1)) | (1ULL << (SIGTERM - 1));
+    const std::filesystem::path tasks = "/proc/" + std::to_string(p.pid()) + "/task";
+    std::size_t threads = 0;
+    for (const auto& task : std::filesystem::directory_iterator(tasks)) {
+        std::ifstream status(task.path() / "status");
+        std::string line;
+        std::uint64_t blocked = 0;
+        while (std::getline(status, line)) {
+            if (line.rfind("SigBlk:", 0) == 0) {
+                blocked = std::stoull(line.substr(7), nullptr, 16);
+            }
+        }
+        const bool main_thread = task.path().filename() == std::to_string(p.pid());
+        EXPECT_EQ(blocked & stops, main_thread ? 0U : stops)
+            << "thread " << task.path().filename() << (main_thread ? " (main)" : "")
+            << " SigBlk " << std::hex << blocked;
+        ++threads;
+    }
+    EXPECT_GE(threads, 5U) << "lanes, compute and blocking threads should exist";
+    p.signal(SIGTERM);
+    EXPECT_EQ(p.wait(30s), 0) << p.err();
+}
 
 TEST(sluiced, a_signal_during_start_up_still_drains_gracefully) {
     // 50,000 sources take a while to register: the signal lands inside start-up, which must
