@@ -1,7 +1,5 @@
 #include "sluice/pool/buffer.hpp"
 
-#include "sluice/pool/buffer_pool.hpp"
-
 namespace sluice::runtime {
 
 std::string_view to_string(flush_reason reason) noexcept {
@@ -22,13 +20,6 @@ std::string_view to_string(flush_reason reason) noexcept {
         return "end_of_stream";
     }
     return "unknown";
-}
-
-void buffer::reset() noexcept {
-    if (slot_ != nullptr) {
-        auto* slot = std::exchange(slot_, nullptr);
-        slot->pool->release(*slot);
-    }
 }
 
 } // namespace sluice::runtime

@@ -43,9 +43,25 @@ inline constexpr std::uint32_t owner_processing = 0xFFFF'FFFEU;
 /// Owner value of a buffer that is free (on the pool's free list).
 inline constexpr std::uint32_t owner_none = 0xFFFF'FFFFU;
 
+struct buffer_slot;
+
+/// What a buffer returns its slot to: the one call a handle makes on its pool. An interface, so
+/// that the handle knows nothing of the pool and the pool's internals stay its own.
+class slot_owner {
+public:
+    /// Takes the buffer back. Called once per grant, by the handle that owns it.
+    virtual void release(buffer_slot& slot) noexcept = 0;
+
+protected:
+    slot_owner() = default;
+    slot_owner(const slot_owner&) = default;
+    slot_owner& operator=(const slot_owner&) = default;
+    ~slot_owner() = default;
+};
+
 /// Per-buffer descriptor, allocated once by the pool next to the arena. A handle points at one.
 struct buffer_slot {
-    buffer_pool* pool = nullptr;      ///< the pool the buffer returns to
+    slot_owner* pool = nullptr;       ///< the pool the buffer returns to
     std::byte* data = nullptr;        ///< first byte of this buffer in the arena
     std::uint32_t capacity_bytes = 0; ///< size of the buffer in bytes
     std::uint32_t size_bytes = 0;     ///< bytes written so far (0 ≤ size ≤ capacity)
@@ -86,7 +102,12 @@ public:
     /// Returns the buffer to its pool and leaves the handle empty. Thread-safe with respect to
     /// other handles; wakes the first eligible waiter by posting to its executor (never inline).
     /// No effect on an empty handle.
-    void reset() noexcept;
+    void reset() noexcept {
+        if (slot_ != nullptr) {
+            auto* slot = std::exchange(slot_, nullptr);
+            slot->pool->release(*slot);
+        }
+    }
 
     /// The whole writable area, `capacity_bytes()` long.
     std::span<std::byte> storage() const noexcept {
@@ -129,7 +150,7 @@ public:
     std::uint32_t index() const noexcept { return checked().index; }
 
 private:
-    friend class buffer_pool;
+    friend class buffer_pool; // the one maker of non-empty handles; the way back is slot_owner
     explicit buffer(detail::buffer_slot* slot) noexcept : slot_(slot) {}
 
     detail::buffer_slot& checked() const noexcept {

@@ -349,7 +349,7 @@ private:
 } // namespace detail
 
 /// The one buffer pool of a worker (see the file comment for the rules).
-class buffer_pool final {
+class buffer_pool final : private detail::slot_owner {
 public:
     /// Allocates the arena and the registry. Throws `std::invalid_argument` on a bad config.
     explicit buffer_pool(const pool_config& config);
@@ -445,8 +445,6 @@ public:
     void check_accounting() const;
 
 private:
-    friend class buffer;
-
     enum class slot_state : std::uint8_t { free, registered, retiring };
 
     /// A registry slot.
@@ -528,7 +526,7 @@ private:
     /// Removes a queued registration and completes it with `operation_aborted`.
     void cancel_admission(detail::admission_waiter& target);
     /// Returns a buffer; called by `buffer::reset`.
-    void release(detail::buffer_slot& slot) noexcept;
+    void release(detail::buffer_slot& slot) noexcept override;
 
     /// What one state change completes, after the lock is released.
     struct completions {
