@@ -365,7 +365,7 @@ report run(const scenario& s) {
             virtual_stream_script v;
             v.id = id;
             v.records = s.records_per_source;
-            v.chunk_bytes_max = 1 + static_cast<std::uint32_t>(env.workload().below(2 * s.buffer_size));
+            v.chunk_bytes_max = 1 + static_cast<std::uint32_t>(env.workload().below(std::uint64_t{2} * s.buffer_size));
             v.gap_max = std::chrono::microseconds(1 + env.workload().below(500));
             if (env.faults().chance(short_read_p)) {
                 v.short_read_max = 1 + static_cast<std::uint32_t>(env.faults().below(64));
@@ -442,7 +442,7 @@ report run(const scenario& s) {
                 asio::co_spawn(
                     env.lane_executor(env.workload().below(env.lane_count())),
                     server.register_source_waiting(so, factory, admission_wait_bound),
-                    [&, p](const std::exception_ptr& failure, registration answer) mutable {
+                    [&, p](const std::exception_ptr& failure, const registration& answer) mutable {
                         if (failure) {
                             ++result.factory_failures;
                             return;

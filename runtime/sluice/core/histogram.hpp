@@ -5,6 +5,7 @@
 
 #include <array>
 #include <atomic>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -30,7 +31,7 @@ public:
         }
         counts_[i].fetch_add(1, std::memory_order_relaxed);
         // The sum is kept in millionths to stay an integer add.
-        sum_millionths_.fetch_add(static_cast<std::uint64_t>(value * 1e6 + 0.5),
+        sum_millionths_.fetch_add(static_cast<std::uint64_t>(std::llround(value * 1e6)),
                                   std::memory_order_relaxed);
     }
 

@@ -59,7 +59,7 @@ constexpr const char* requester_names[] = {"source", "processing"};
 metrics_collector::metrics_collector(const buffer_pool& pool, const source_server& server,
                                      const processing& pipeline, thread_pools threads,
                                      std::string version)
-    : pool_(pool), server_(server), pipeline_(pipeline), threads_(threads),
+    : pool_(pool), server_(server), pipeline_(pipeline), threads_(std::move(threads)),
       version_(std::move(version)) {}
 
 std::vector<MetricFamily> metrics_collector::Collect() const {

@@ -368,7 +368,7 @@ void buffer_pool::enqueue(std::unique_ptr<detail::waiter> node, std::uint32_t ow
                     node->in_float_set = true;
                 }
             }
-            node.release(); // owned by the queue until completed
+            [[maybe_unused]] auto* queued_node = node.release(); // the queue owns it until completed
             publish_waiters();
             queued = true;
         }

@@ -146,7 +146,7 @@ std::size_t source_server::pick_lane(std::size_t requested) {
     return next_lane_.fetch_add(1, std::memory_order_relaxed) % env_.lane_count();
 }
 
-registration source_server::register_source(const source_options& options, source_factory make) {
+registration source_server::register_source(const source_options& options, const source_factory& make) {
     return register_entry(options, make, nullptr);
 }
 
@@ -171,7 +171,7 @@ asio::awaitable<registration> source_server::register_source_waiting(source_opti
         ~leaves_gate() { self->leave_gate(); }
     } const inside{this};
     admission admitted = co_await await_admission(options.limits, max_wait);
-    co_return finish_registration(options, make, nullptr, std::move(admitted));
+    co_return finish_registration(options, make, nullptr, admitted);
 }
 
 asio::awaitable<admission> source_server::await_admission(source_limits limits, duration max_wait) {
@@ -211,7 +211,7 @@ asio::awaitable<admission> source_server::await_admission(source_limits limits, 
 
 registration source_server::finish_registration(const source_options& options,
                                                 const source_factory& make, listener* owner,
-                                                admission admission) {
+                                                const admission& admission) {
     registration answer;
     answer.status = admission.status;
     if (!admission.admitted()) {
@@ -1296,7 +1296,7 @@ asio::awaitable<void> source_server::accept_loop(listener& l) {
                 return std::make_unique<stream_source>(source_kind::tcp_connection,
                                                        std::move(*transport));
             },
-            &l, std::move(admitted));
+            &l, admitted);
         if (!answer.admitted()) {
             if (*transport) {
                 (*transport)->close();

@@ -181,7 +181,7 @@ public:
     /// Registers a source with the pool's admission. Refusal is a value with the message;
     /// nothing is half-registered: an exception from `make` reaches the caller after the
     /// admission is undone.
-    registration register_source(const source_options& options, source_factory make);
+    registration register_source(const source_options& options, const source_factory& make);
     /// As `register_source`, but a registration refused only because the pool's buffers are
     /// lent out (*reserve_lent_out*) waits for its reserve, up to `max_wait`, ahead of sources
     /// waiting above their reserves (buffer_pool::async_register_source). Run it on a lane of
@@ -240,7 +240,7 @@ private:
                                 listener* owner);
     /// The registration after the pool admitted it (or the refusal as a registration).
     registration finish_registration(const source_options& options, const source_factory& make,
-                                     listener* owner, admission admitted);
+                                     listener* owner, const admission& admitted);
     /// The pool's waiting admission, bounded by `max_wait` and by shutdown. Runs on a lane, in a
     /// coroutine counted in the gate.
     boost::asio::awaitable<admission> await_admission(source_limits limits, duration max_wait);

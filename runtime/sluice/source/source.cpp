@@ -73,10 +73,12 @@ std::string_view to_string(source_kind kind) noexcept {
     return r.names[index];
 }
 
+// NOLINTNEXTLINE(performance-unnecessary-value-param): the interface hands over the callback
 void source::park(wake_callback /*wake*/) {
     SLUICE_ASSERT(false && "park called on a source that cannot park");
 }
 
+// NOLINTNEXTLINE(performance-unnecessary-value-param): as source::park
 void byte_stream::park(wake_callback /*wake*/) {
     SLUICE_ASSERT(false && "park called on a stream that cannot park");
 }
