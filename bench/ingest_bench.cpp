@@ -21,11 +21,11 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstring>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -41,17 +41,16 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
-#include "sluice/source/generator_records.hpp"
 #include "apps/baseline/baseline_runner.hpp"
-#include "sluice/pool/buffer_pool.hpp"
-#include "sluice/source/generator_source.hpp"
 #include "sluice/env/process_threads.hpp"
-#include "sluice/pipeline/processing.hpp"
 #include "sluice/env/production_environment.hpp"
+#include "sluice/pipeline/processing.hpp"
+#include "sluice/pool/buffer_pool.hpp"
 #include "sluice/server/source_server.hpp"
+#include "sluice/source/generator_records.hpp"
+#include "sluice/source/generator_source.hpp"
 #include "sluice/worker.hpp"
 #include "testing/process.hpp"
-
 
 namespace {
 
@@ -65,22 +64,21 @@ struct bench_options {
     std::uint32_t buffer_bytes = 16384;
     std::uint32_t baseline_buffers_per_source = 2;
     bool latency = false;
-    double rate = 200.0;         ///< latency: records/s per connection
+    double rate = 200.0; ///< latency: records/s per connection
     double latency_seconds = 3.0;
     bool demand = true;
-    bool park = true;            ///< sluice: idle sources park (server_options::park_idle)
+    bool park = true; ///< sluice: idle sources park (server_options::park_idle)
     std::string loadgen = SLUICE_LOADGEN;
     std::uint32_t io_threads = 2;
     std::uint32_t compute_threads = 2;
-    std::uint32_t pad_bytes = 0; ///< ingest: a padding field this long in every record
-    bool check_records = false;   ///< ingest: check every record as it arrives, not the checksum
+    std::uint32_t pad_bytes = 0;   ///< ingest: a padding field this long in every record
+    bool check_records = false;    ///< ingest: check every record as it arrives, not the checksum
     bool corrupt_one_byte = false; ///< ingest: the verification's self-test (must exit 1)
     std::uint32_t chunk_bytes = 16384; ///< ingest: the load generator's bytes per write
 };
 
 // ---------------------------------------------------------------------------------------------
 // Measurement helpers (the bench's own clock and /proc; not runtime code).
-
 
 /// VmRSS of this process in KiB.
 std::uint64_t rss_kib() {
@@ -95,11 +93,12 @@ std::uint64_t rss_kib() {
 }
 
 /// Heap bytes in use (malloc's chunks, all arenas): what RSS holds minus free space and pages.
-std::uint64_t heap_in_use_bytes() { return mallinfo2().uordblks; }
+std::uint64_t heap_in_use_bytes() {
+    return mallinfo2().uordblks;
+}
 
 /// Polls `done` every millisecond up to `bound`; true when it held.
-template <typename Done>
-bool wait_until(Done done, std::chrono::milliseconds bound) {
+template <typename Done> bool wait_until(Done done, std::chrono::milliseconds bound) {
     const auto deadline = clock_type::now() + bound;
     while (!done()) {
         if (clock_type::now() >= deadline) {
@@ -121,9 +120,11 @@ double json_number(const std::string& json, const std::string& key) {
 
 /// sluice-loadgen in its own process (stdout and stderr to files read back here).
 std::unique_ptr<sluice::test::child_process> start_loadgen(const std::vector<std::string>& argv) {
-    auto load = std::make_unique<sluice::test::child_process>(argv, "sluice-ingest-" + std::to_string(::getpid()));
+    auto load = std::make_unique<sluice::test::child_process>(argv, "sluice-ingest-" +
+                                                                        std::to_string(::getpid()));
     if (!load->started()) {
-        throw std::runtime_error("cannot start " + argv[0] + "; build sluice-loadgen or pass --loadgen");
+        throw std::runtime_error("cannot start " + argv[0] +
+                                 "; build sluice-loadgen or pass --loadgen");
     }
     return load;
 }
@@ -194,7 +195,8 @@ public:
         errors_.fetch_add(1, std::memory_order_relaxed);
         const std::lock_guard lock(mutex_);
         if (problems_.size() < 10) {
-            problems_.push_back("origin " + std::to_string(origin_id) + ": " + std::string(message));
+            problems_.push_back("origin " + std::to_string(origin_id) + ": " +
+                                std::string(message));
         }
     }
 
@@ -206,13 +208,14 @@ public:
     /// Every origin ended with exactly `records_each` valid records of `pad_bytes` padding, and
     /// there are `origins`. With the checksum, each origin's records are formatted here, after
     /// the clock has stopped, and their XXH3-64 hash and size must match what arrived.
-    std::vector<std::string> verify(std::size_t origins, std::uint64_t records_each, std::size_t pad_bytes) {
+    std::vector<std::string> verify(std::size_t origins, std::uint64_t records_each,
+                                    std::size_t pad_bytes) {
         std::vector<std::string> problems;
         const std::lock_guard lock(mutex_);
         problems = problems_;
         if (origins_.size() != origins) {
-            problems.push_back(std::to_string(origins_.size()) + " origins delivered data, expected " +
-                               std::to_string(origins));
+            problems.push_back(std::to_string(origins_.size()) +
+                               " origins delivered data, expected " + std::to_string(origins));
         }
         // Each generator id 0 … origins-1 exactly once: an origin whose stream is whole but
         // another origin's would pass the per-origin checks below.
@@ -220,9 +223,11 @@ public:
         for (const auto& [id, o] : origins_) {
             if (o->generator_id < 0 || static_cast<std::uint64_t>(o->generator_id) >= origins) {
                 problems.push_back("origin " + std::to_string(id) + ": generator id " +
-                                   std::to_string(o->generator_id) + ", expected 0 to " + std::to_string(origins - 1));
+                                   std::to_string(o->generator_id) + ", expected 0 to " +
+                                   std::to_string(origins - 1));
             } else if (++seen[static_cast<std::size_t>(o->generator_id)] == 2) {
-                problems.push_back("generator " + std::to_string(o->generator_id) + " arrived on more than one origin");
+                problems.push_back("generator " + std::to_string(o->generator_id) +
+                                   " arrived on more than one origin");
             }
             if (problems.size() >= 10) {
                 return problems;
@@ -237,8 +242,8 @@ public:
             if (check_records_ && !o->checker.ok()) {
                 problems.push_back(where + o->checker.problem());
             } else if (check_records_ && o->checker.next_record() != records_each) {
-                problems.push_back(where + std::to_string(o->checker.next_record()) + " records checked, expected " +
-                                   std::to_string(records_each));
+                problems.push_back(where + std::to_string(o->checker.next_record()) +
+                                   " records checked, expected " + std::to_string(records_each));
             } else if (o->records != records_each) {
                 problems.push_back(where + std::to_string(o->records) + " records, expected " +
                                    std::to_string(records_each));
@@ -246,9 +251,10 @@ public:
                 const auto [bytes, hash] = expected(o->generator_id, records_each, pad_bytes);
                 const XXH64_hash_t got = XXH3_64bits_digest(o->hash.get());
                 if (o->bytes != bytes || got != hash) {
-                    problems.push_back(where + std::to_string(o->bytes) + " bytes with XXH3-64 " + hex(got) +
-                                       ", expected " + std::to_string(bytes) + " bytes with " + hex(hash) +
-                                       " (rerun with --check-records to find the first wrong record)");
+                    problems.push_back(
+                        where + std::to_string(o->bytes) + " bytes with XXH3-64 " + hex(got) +
+                        ", expected " + std::to_string(bytes) + " bytes with " + hex(hash) +
+                        " (rerun with --check-records to find the first wrong record)");
                 }
             }
             if (problems.size() < 10 && !o->ended) {
@@ -280,7 +286,7 @@ private:
             }
         }
         sluice::runtime::generator_record_checker checker; ///< with check_records
-        std::unique_ptr<XXH3_state_t, free_state> hash;   ///< of every byte delivered, in order
+        std::unique_ptr<XXH3_state_t, free_state> hash;    ///< of every byte delivered, in order
         std::uint64_t bytes = 0;
         std::uint64_t records = 0;
         std::int64_t generator_id = -1; ///< the first record's id field
@@ -311,7 +317,8 @@ private:
         if (id < 0) {
             return {0, 0};
         }
-        sluice::runtime::generator_record_writer writer(static_cast<std::uint64_t>(id), 0, pad_bytes);
+        sluice::runtime::generator_record_writer writer(static_cast<std::uint64_t>(id), 0,
+                                                        pad_bytes);
         const per_origin reference;
         std::string block(65536 + writer.record_bytes_max(), '\0');
         std::size_t used = 0;
@@ -336,7 +343,8 @@ private:
     }
 
     static std::int64_t now_ns() {
-        return std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now().time_since_epoch())
+        return std::chrono::duration_cast<std::chrono::nanoseconds>(
+                   clock_type::now().time_since_epoch())
             .count();
     }
 
@@ -354,13 +362,17 @@ private:
         const char* p = reinterpret_cast<const char*>(records.data());
         const char* end = p + records.size();
         while (p < end) {
-            const char* nl = static_cast<const char*>(std::memchr(p, '\n', static_cast<std::size_t>(end - p)));
+            const char* nl =
+                static_cast<const char*>(std::memchr(p, '\n', static_cast<std::size_t>(end - p)));
             if (nl == nullptr) {
                 break;
             }
-            const char* comma = static_cast<const char*>(std::memchr(p, ',', static_cast<std::size_t>(nl - p)));
-            const char* second = comma == nullptr ? nullptr
-                                 : static_cast<const char*>(std::memchr(comma + 1, ',', static_cast<std::size_t>(nl - comma - 1)));
+            const char* comma =
+                static_cast<const char*>(std::memchr(p, ',', static_cast<std::size_t>(nl - p)));
+            const char* second =
+                comma == nullptr ? nullptr
+                                 : static_cast<const char*>(std::memchr(
+                                       comma + 1, ',', static_cast<std::size_t>(nl - comma - 1)));
             if (second != nullptr) {
                 const std::int64_t sent = std::strtoll(second + 1, nullptr, 10);
                 o.latency.push_back(now - sent);
@@ -390,8 +402,9 @@ class bench_worker {
 public:
     bench_worker(const bench_options& o, std::uint32_t sources, bench_sink::use what)
         : o_(o), sink_(what, o.check_records, o.corrupt_one_byte),
-          core_(sink_, {pool_for(o, sources), production_options{o.io_threads, o.compute_threads, 1},
-                        processing_options{}, server_for(o)}),
+          core_(sink_,
+                {pool_for(o, sources), production_options{o.io_threads, o.compute_threads, 1},
+                 processing_options{}, server_for(o)}),
           pool_(core_.pool()), env_(core_.environment()), pipeline_(core_.pipeline()),
           server_(core_.server()), baseline_(pool_, pipeline_, o.baseline_buffers_per_source) {}
     bench_worker(const bench_worker&) = delete;
@@ -406,7 +419,8 @@ public:
         l.connections_max = connections + 16;
         l.limits = source_limits{1, 4};
         l.backlog = 4096;
-        const auto [error, port] = sluice() ? server_.add_tcp_listener(l) : baseline_.add_tcp_listener(l);
+        const auto [error, port] =
+            sluice() ? server_.add_tcp_listener(l) : baseline_.add_tcp_listener(l);
         if (error) {
             std::cerr << "ingest-bench: listen: " << error.message() << "\n";
             return 0;
@@ -536,8 +550,8 @@ private:
 std::string flushes_json(const std::array<std::uint64_t, flush_reason_count>& flushes) {
     std::string out = "{";
     for (std::size_t i = 0; i < flush_reason_count; ++i) {
-        out += (i ? ", \"" : "\"") + std::string(to_string(static_cast<flush_reason>(i))) + "\": " +
-               std::to_string(flushes[i]);
+        out += (i ? ", \"" : "\"") + std::string(to_string(static_cast<flush_reason>(i))) +
+               "\": " + std::to_string(flushes[i]);
     }
     return out + "}";
 }
@@ -555,13 +569,14 @@ start_times start_idle_generators(const bench_options& o) {
     bench_worker idle(o, o.sources, bench_sink::use::count);
     const auto t0 = clock_type::now();
     idle.add_idle_generators(o.sources);
-    const bool all = wait_until([&] { return idle.first_steps() >= o.sources; }, std::chrono::seconds(120));
+    const bool all =
+        wait_until([&] { return idle.first_steps() >= o.sources; }, std::chrono::seconds(120));
     t.total = std::chrono::duration<double>(clock_type::now() - t0).count();
     t.registering = idle.register_seconds;
     t.calling_start = idle.start_call_seconds;
     if (!all) {
-        t.problem = "only " + std::to_string(idle.first_steps()) + " of " + std::to_string(o.sources) +
-                    " idle generators started";
+        t.problem = "only " + std::to_string(idle.first_steps()) + " of " +
+                    std::to_string(o.sources) + " idle generators started";
     }
     return t;
 }
@@ -591,11 +606,12 @@ int run_throughput(const bench_options& o) {
     // ~ total_bytes of records over all connections ("<id>,<n>,<value>\n" ≈ 18–26 bytes, plus
     // the padding field if any).
     const std::uint64_t record_bytes = 22 + (o.pad_bytes == 0 ? 0 : o.pad_bytes + 1);
-    const std::uint64_t records_each = std::max<std::uint64_t>(1, o.total_bytes / o.sources / record_bytes);
-    const auto started_load = start_loadgen({o.loadgen, "--port", std::to_string(port), "--connections",
-                                             std::to_string(o.sources), "--records", std::to_string(records_each),
-                                             "--id-base", "0", "--pad-bytes", std::to_string(o.pad_bytes),
-                                             "--chunk-bytes", std::to_string(o.chunk_bytes), "--hold"});
+    const std::uint64_t records_each =
+        std::max<std::uint64_t>(1, o.total_bytes / o.sources / record_bytes);
+    const auto started_load = start_loadgen(
+        {o.loadgen, "--port", std::to_string(port), "--connections", std::to_string(o.sources),
+         "--records", std::to_string(records_each), "--id-base", "0", "--pad-bytes",
+         std::to_string(o.pad_bytes), "--chunk-bytes", std::to_string(o.chunk_bytes), "--hold"});
     auto& load = *started_load;
     // With unpadded records the load generator writes them all into memory first (so that
     // sending measures the worker, not its formatting); it connects after that.
@@ -606,30 +622,39 @@ int run_throughput(const bench_options& o) {
         return 1;
     }
     const auto t_accept = clock_type::now();
-    const bool connected = wait_until([&] { return load.out().find("\"connected\"") != std::string::npos; },
-                                      std::chrono::seconds(120));
-    const bool accepted = connected && wait_until([&] { return w.running() >= o.sources; }, std::chrono::seconds(120));
-    const double accept_seconds = std::chrono::duration<double>(clock_type::now() - t_accept).count();
+    const bool connected =
+        wait_until([&] { return load.out().find("\"connected\"") != std::string::npos; },
+                   std::chrono::seconds(120));
+    const bool accepted = connected && wait_until([&] { return w.running() >= o.sources; },
+                                                  std::chrono::seconds(120));
+    const double accept_seconds =
+        std::chrono::duration<double>(clock_type::now() - t_accept).count();
     if (!accepted) {
-        std::cerr << "ingest-bench: " << w.running() << " of " << o.sources << " connections running; loadgen: "
-                  << load.out() << load.err() << "\n";
+        std::cerr << "ingest-bench: " << w.running() << " of " << o.sources
+                  << " connections running; loadgen: " << load.out() << load.err() << "\n";
         return 1;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(300)); // let idle state settle
     const std::uint64_t rss_idle = rss_kib();
     const std::uint64_t heap_idle = heap_in_use_bytes();
     const std::size_t threads_idle = process_thread_count();
-    json << ", \"accept_seconds\": " << fixed(accept_seconds, 6) << ", \"threads_before\": " << threads_before
-         << ", \"threads_idle\": " << threads_idle << ", \"rss_before_kib\": " << rss_before
-         << ", \"rss_idle_kib\": " << rss_idle << ", \"rss_per_idle_source_bytes\": "
-         << fixed(static_cast<double>(rss_idle > rss_before ? rss_idle - rss_before : 0) * 1024.0 / o.sources, 1)
+    json << ", \"accept_seconds\": " << fixed(accept_seconds, 6)
+         << ", \"threads_before\": " << threads_before << ", \"threads_idle\": " << threads_idle
+         << ", \"rss_before_kib\": " << rss_before << ", \"rss_idle_kib\": " << rss_idle
+         << ", \"rss_per_idle_source_bytes\": "
+         << fixed(static_cast<double>(rss_idle > rss_before ? rss_idle - rss_before : 0) * 1024.0 /
+                      o.sources,
+                  1)
          << ", \"heap_per_idle_source_bytes\": "
-         << fixed(static_cast<double>(heap_idle > heap_before ? heap_idle - heap_before : 0) / o.sources, 1);
+         << fixed(static_cast<double>(heap_idle > heap_before ? heap_idle - heap_before : 0) /
+                      o.sources,
+                  1);
 
     // Phase 2: send everything; time until the last byte is in the pipeline.
     const double cpu0 = process_cpu_seconds();
     const auto t_go = clock_type::now();
-    const std::int64_t go_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t_go.time_since_epoch()).count();
+    const std::int64_t go_ns =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(t_go.time_since_epoch()).count();
     load.signal(SIGUSR1);
     std::size_t threads_max = threads_idle;
     // Threads are counted every 50th poll (about 50 ms): listing /proc/self/task costs the
@@ -651,11 +676,12 @@ int run_throughput(const bench_options& o) {
     const std::string report = load.out();
     const auto bytes_sent = static_cast<std::uint64_t>(json_number(report, "bytes_sent"));
     const bool delivered = sent && wait_until(
-        [&] {
-            sample_threads();
-            return w.out().bytes() >= bytes_sent && w.out().end_of_stream() >= o.sources;
-        },
-        std::chrono::seconds(120));
+                                       [&] {
+                                           sample_threads();
+                                           return w.out().bytes() >= bytes_sent &&
+                                                  w.out().end_of_stream() >= o.sources;
+                                       },
+                                       std::chrono::seconds(120));
     const double cpu = process_cpu_seconds() - cpu0;
     threads_max = std::max(threads_max, process_thread_count());
     const auto flushes = w.flushes();
@@ -665,17 +691,19 @@ int run_throughput(const bench_options& o) {
     w.shutdown();
     std::vector<std::string> problems = w.out().verify(o.sources, records_each, o.pad_bytes);
     if (load_rc != 0) {
-        problems.push_back("loadgen exit " + std::to_string(load_rc) + ": " + load.err().substr(0, 300));
+        problems.push_back("loadgen exit " + std::to_string(load_rc) + ": " +
+                           load.err().substr(0, 300));
     }
     if (sent && !delivered) {
         problems.push_back("only " + std::to_string(bytes) + " of " + std::to_string(bytes_sent) +
                            " bytes arrived");
     }
     if (!sent) {
-        problems.push_back("the load generator had not finished sending after 600 s (" + std::to_string(bytes) +
-                           " bytes delivered)");
+        problems.push_back("the load generator had not finished sending after 600 s (" +
+                           std::to_string(bytes) + " bytes delivered)");
     } else if (bytes != bytes_sent) {
-        problems.push_back("bytes delivered " + std::to_string(bytes) + " != sent " + std::to_string(bytes_sent));
+        problems.push_back("bytes delivered " + std::to_string(bytes) + " != sent " +
+                           std::to_string(bytes_sent));
     }
     const auto p = w.pool().stats();
     if (p.free != p.buffer_count) {
@@ -692,15 +720,19 @@ int run_throughput(const bench_options& o) {
     }
 
     const double gb = static_cast<double>(bytes) / 1e9;
-    json << ", \"start_seconds\": " << fixed(start_seconds, 6) << ", \"start_register_seconds\": "
-         << fixed(register_seconds, 6) << ", \"start_call_seconds\": " << fixed(start_call_seconds, 6) << ", \"threads_max\": " << threads_max << ", \"bytes_sent\": " << bytes_sent << ", \"bytes_delivered\": "
-         << bytes << ", \"records_each\": " << records_each << ", \"pad_bytes\": " << o.pad_bytes << ", \"ingest_seconds\": " << fixed(seconds, 6)
-         << ", \"gb_per_second\": " << fixed(seconds > 0 ? gb / seconds : 0, 4) << ", \"cpu_seconds\": "
-         << fixed(cpu, 3) << ", \"cpu_seconds_per_gb\": " << fixed(gb > 0 ? cpu / gb : 0, 3)
+    json << ", \"start_seconds\": " << fixed(start_seconds, 6)
+         << ", \"start_register_seconds\": " << fixed(register_seconds, 6)
+         << ", \"start_call_seconds\": " << fixed(start_call_seconds, 6)
+         << ", \"threads_max\": " << threads_max << ", \"bytes_sent\": " << bytes_sent
+         << ", \"bytes_delivered\": " << bytes << ", \"records_each\": " << records_each
+         << ", \"pad_bytes\": " << o.pad_bytes << ", \"ingest_seconds\": " << fixed(seconds, 6)
+         << ", \"gb_per_second\": " << fixed(seconds > 0 ? gb / seconds : 0, 4)
+         << ", \"cpu_seconds\": " << fixed(cpu, 3)
+         << ", \"cpu_seconds_per_gb\": " << fixed(gb > 0 ? cpu / gb : 0, 3)
          << ", \"loadgen_cpu_seconds\": " << fixed(json_number(report, "send_cpu_seconds"), 3)
-         << ", \"backpressure_waits\": " << backpressure << ", \"flushes\": " << flushes_json(flushes)
-         << ", \"verified\": " << (problems.empty() ? "true" : "false")
-         << ", \"problems\": [";
+         << ", \"backpressure_waits\": " << backpressure
+         << ", \"flushes\": " << flushes_json(flushes)
+         << ", \"verified\": " << (problems.empty() ? "true" : "false") << ", \"problems\": [";
     for (std::size_t i = 0; i < problems.size(); ++i) {
         json << (i ? ", " : "") << "\"";
         for (const char ch : problems[i]) {
@@ -723,24 +755,29 @@ int run_latency(const bench_options& o) {
         return 1;
     }
     const auto records = static_cast<std::uint64_t>(o.rate * o.latency_seconds);
-    const auto started_load = start_loadgen({o.loadgen, "--port", std::to_string(port), "--connections",
-                                             std::to_string(o.sources), "--records", std::to_string(records),
-                                             "--rate", std::to_string(o.rate), "--latency", "--hold"});
+    const auto started_load =
+        start_loadgen({o.loadgen, "--port", std::to_string(port), "--connections",
+                       std::to_string(o.sources), "--records", std::to_string(records), "--rate",
+                       std::to_string(o.rate), "--latency", "--hold"});
     auto& load = *started_load;
     // Light load, not the connection storm: every connection is accepted and its source
     // running before the first record is sent (the load generator spreads the sends over
     // each period).
-    const bool ready = wait_until([&] { return load.out().find("\"connected\"") != std::string::npos; },
-                                  std::chrono::seconds(120)) &&
-                       wait_until([&] { return w.running() >= o.sources; }, std::chrono::seconds(120));
+    const bool ready =
+        wait_until([&] { return load.out().find("\"connected\"") != std::string::npos; },
+                   std::chrono::seconds(120)) &&
+        wait_until([&] { return w.running() >= o.sources; }, std::chrono::seconds(120));
     if (!ready) {
-        std::cerr << "ingest-bench: only " << w.running() << " of " << o.sources << " connections accepted\n";
+        std::cerr << "ingest-bench: only " << w.running() << " of " << o.sources
+                  << " connections accepted\n";
         return 1;
     }
     const double cpu0 = process_cpu_seconds();
     load.signal(SIGUSR1);
-    const int rc = load.wait(std::chrono::milliseconds(static_cast<long>(o.latency_seconds * 1000) + 60000));
-    const bool delivered = wait_until([&] { return w.out().end_of_stream() >= o.sources; }, std::chrono::seconds(30));
+    const int rc =
+        load.wait(std::chrono::milliseconds(static_cast<long>(o.latency_seconds * 1000) + 60000));
+    const bool delivered =
+        wait_until([&] { return w.out().end_of_stream() >= o.sources; }, std::chrono::seconds(30));
     // The worker's CPU for the light load (and the 1 ms polls of this thread, the same for both
     // runners): what a wake costs at 20,000 records/s.
     const double cpu_seconds = process_cpu_seconds() - cpu0;
@@ -750,16 +787,21 @@ int run_latency(const bench_options& o) {
     const std::uint64_t expected = records * o.sources;
     const bool ok = rc == 0 && delivered && h.size() == expected;
     const auto quantile = [&h](double q) {
-        return h.empty() ? 0.0 : static_cast<double>(h[static_cast<std::size_t>(q * static_cast<double>(h.size() - 1))]) / 1e6;
+        return h.empty() ? 0.0
+                         : static_cast<double>(
+                               h[static_cast<std::size_t>(q * static_cast<double>(h.size() - 1))]) /
+                               1e6;
     };
-    std::cout << "{\"measure\": \"latency\", \"mode\": \"" << o.mode << "\", \"demand_flush\": "
-              << (o.demand ? "true" : "false") << ", \"sources\": " << o.sources << ", \"rate_per_source\": "
-              << o.rate << ", \"records\": " << h.size() << ", \"records_expected\": " << expected
-              << ", \"p50_ms\": " << fixed(quantile(0.50), 4) << ", \"p99_ms\": " << fixed(quantile(0.99), 4)
-              << ", \"max_ms\": " << fixed(quantile(1.0), 4) << ", \"cpu_seconds\": " << fixed(cpu_seconds, 3)
+    std::cout << "{\"measure\": \"latency\", \"mode\": \"" << o.mode
+              << "\", \"demand_flush\": " << (o.demand ? "true" : "false")
+              << ", \"sources\": " << o.sources << ", \"rate_per_source\": " << o.rate
+              << ", \"records\": " << h.size() << ", \"records_expected\": " << expected
+              << ", \"p50_ms\": " << fixed(quantile(0.50), 4)
+              << ", \"p99_ms\": " << fixed(quantile(0.99), 4)
+              << ", \"max_ms\": " << fixed(quantile(1.0), 4)
+              << ", \"cpu_seconds\": " << fixed(cpu_seconds, 3)
               << ", \"flushes\": " << flushes_json(flushes)
-              << ", \"verified\": "
-              << (ok ? "true" : "false") << "}" << std::endl;
+              << ", \"verified\": " << (ok ? "true" : "false") << "}" << std::endl;
     return ok ? 0 : 1;
 }
 
@@ -776,8 +818,8 @@ int run_memcpy() {
         best = std::max(best, static_cast<double>(size) / s / 1e9);
         from[static_cast<std::size_t>(round)] = to[size - 1 - static_cast<std::size_t>(round)];
     }
-    std::cout << "{\"measure\": \"memcpy\", \"bytes\": " << size << ", \"gb_per_second\": " << fixed(best, 3)
-              << "}" << std::endl;
+    std::cout << "{\"measure\": \"memcpy\", \"bytes\": " << size
+              << ", \"gb_per_second\": " << fixed(best, 3) << "}" << std::endl;
     return 0;
 }
 
@@ -788,36 +830,48 @@ int main(int argc, char** argv) {
     CLI::App app{"sluice-ingest-bench — ingestion throughput, start, memory and latency, one run"};
     app.add_option("--mode", o.mode, "sluice | thread_per_source")
         ->check(CLI::IsMember({"sluice", "thread_per_source"}));
-    app.add_option("--sources", o.sources, "sources (TCP connections)")->check(CLI::Range(1U, 100000U));
-    app.add_option("--total-bytes", o.total_bytes, "ingest: about this many bytes over all connections");
+    app.add_option("--sources", o.sources, "sources (TCP connections)")
+        ->check(CLI::Range(1U, 100000U));
+    app.add_option("--total-bytes", o.total_bytes,
+                   "ingest: about this many bytes over all connections");
     app.add_option("--buffer-bytes", o.buffer_bytes, "pool buffer size");
-    app.add_option("--baseline-buffers", o.baseline_buffers_per_source, "thread_per_source: fixed buffers each");
+    app.add_option("--baseline-buffers", o.baseline_buffers_per_source,
+                   "thread_per_source: fixed buffers each");
     bool memcpy_ceiling = false;
     app.add_flag("--memcpy", memcpy_ceiling, "measure the memcpy bandwidth ceiling and exit");
     bool start_only = false;
-    app.add_flag("--start-only", start_only, "only time the start of N idle sources (for profiling)");
+    app.add_flag("--start-only", start_only,
+                 "only time the start of N idle sources (for profiling)");
     app.add_flag("--latency", o.latency, "measure light-load latency instead of throughput");
     app.add_option("--rate", o.rate, "latency: records/s per connection");
     app.add_option("--seconds", o.latency_seconds, "latency: seconds of load");
-    app.add_flag("!--no-demand", o.demand, "latency: turn off sluice's demand flush (flush timeout only)");
-    app.add_flag("!--no-park", o.park, "sluice: idle sources wait inside their coroutines (no parking)");
+    app.add_flag("!--no-demand", o.demand,
+                 "latency: turn off sluice's demand flush (flush timeout only)");
+    app.add_flag("!--no-park", o.park,
+                 "sluice: idle sources wait inside their coroutines (no parking)");
     app.add_option("--loadgen", o.loadgen, "path of sluice-loadgen");
     app.add_option("--io-threads", o.io_threads, "I/O lanes (sluice)")->check(CLI::Range(1U, 64U));
     app.add_option("--compute-threads", o.compute_threads, "compute pool threads (both runners)")
         ->check(CLI::Range(1U, 64U));
     app.add_option("--chunk-bytes", o.chunk_bytes, "ingest: the load generator's bytes per write");
-    app.add_option("--pad-bytes", o.pad_bytes, "ingest: records carry a padding field this long (larger records)");
+    app.add_option("--pad-bytes", o.pad_bytes,
+                   "ingest: records carry a padding field this long (larger records)");
     app.add_flag("--check-records", o.check_records,
-                 "ingest: check every record as it arrives (names the first wrong one; costs the worker CPU) "
+                 "ingest: check every record as it arrives (names the first wrong one; costs the "
+                 "worker CPU) "
                  "instead of each origin's XXH3-64 hash after the run");
     app.add_flag("--corrupt-one-byte", o.corrupt_one_byte,
-                 "ingest: self-test of the verification; one delivered byte is flipped before it is checked, "
+                 "ingest: self-test of the verification; one delivered byte is flipped before it "
+                 "is checked, "
                  "and the run must fail");
     CLI11_PARSE(app, argc, argv);
-    if (o.pad_bytes != 0 && o.pad_bytes + sluice::runtime::generator_record_bytes_max >= o.buffer_bytes) {
+    if (o.pad_bytes != 0 &&
+        o.pad_bytes + sluice::runtime::generator_record_bytes_max >= o.buffer_bytes) {
         std::cerr << "ingest-bench: --pad-bytes " << o.pad_bytes << " makes records longer than a "
-                  << o.buffer_bytes << "-byte buffer, which processing drops; use --pad-bytes below "
-                  << o.buffer_bytes - sluice::runtime::generator_record_bytes_max << " or a larger --buffer-bytes\n";
+                  << o.buffer_bytes
+                  << "-byte buffer, which processing drops; use --pad-bytes below "
+                  << o.buffer_bytes - sluice::runtime::generator_record_bytes_max
+                  << " or a larger --buffer-bytes\n";
         return 2;
     }
     raise_open_file_limit();
@@ -827,9 +881,11 @@ int main(int argc, char** argv) {
         }
         if (start_only) {
             const start_times t = start_idle_generators(o);
-            std::cout << "{\"measure\": \"start\", \"mode\": \"" << o.mode << "\", \"sources\": " << o.sources
-                      << ", \"start_seconds\": " << fixed(t.total, 6) << ", \"start_register_seconds\": "
-                      << fixed(t.registering, 6) << ", \"start_call_seconds\": " << fixed(t.calling_start, 6)
+            std::cout << "{\"measure\": \"start\", \"mode\": \"" << o.mode
+                      << "\", \"sources\": " << o.sources
+                      << ", \"start_seconds\": " << fixed(t.total, 6)
+                      << ", \"start_register_seconds\": " << fixed(t.registering, 6)
+                      << ", \"start_call_seconds\": " << fixed(t.calling_start, 6)
                       << ", \"ok\": " << (t.problem.empty() ? "true" : "false") << "}" << std::endl;
             return t.problem.empty() ? 0 : 1;
         }

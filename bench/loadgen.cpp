@@ -25,7 +25,6 @@
 /// (from the signal with --hold; otherwise from the first connect, so connecting is in it), and
 /// "wall_seconds" and "cpu_seconds" cover the whole run, writing the records included.
 
-
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -42,8 +41,8 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 
-#include "sluice/source/generator_source.hpp"
 #include "sluice/env/process_threads.hpp"
+#include "sluice/source/generator_source.hpp"
 
 namespace {
 
@@ -54,15 +53,16 @@ struct options {
     std::string host = "127.0.0.1";
     std::uint16_t port = 0;
     std::uint32_t connections = 1;
-    std::uint64_t records = 1000;     ///< per connection
+    std::uint64_t records = 1000; ///< per connection
     std::uint64_t id_base = 0;
-    double rate = 0.0;                ///< records/s per connection; 0 = flat out
+    double rate = 0.0; ///< records/s per connection; 0 = flat out
     std::uint32_t chunk_bytes = 16384;
     std::uint32_t connect_parallel = 256; ///< connects in flight (keeps the SYN backlog sane)
     bool hold = false;
     bool latency = false;
-    std::uint32_t pad_bytes = 0;     ///< a padding field this long in every record (not with --latency)
-    std::uint64_t prerender_max_bytes = std::uint64_t{4} << 30U; ///< bound on the records held in memory
+    std::uint32_t pad_bytes = 0; ///< a padding field this long in every record (not with --latency)
+    std::uint64_t prerender_max_bytes = std::uint64_t{4}
+                                        << 30U; ///< bound on the records held in memory
 };
 
 /// "<id>,<n>,<send time ns>\n"
@@ -70,9 +70,9 @@ std::size_t format_timestamped_record(std::uint64_t id, std::uint64_t n, char* o
     const auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(
                          std::chrono::steady_clock::now().time_since_epoch())
                          .count();
-    const int written = std::snprintf(out, sluice::runtime::generator_record_bytes_max, "%lu,%lu,%ld\n",
-                                      static_cast<unsigned long>(id), static_cast<unsigned long>(n),
-                                      static_cast<long>(now));
+    const int written = std::snprintf(out, sluice::runtime::generator_record_bytes_max,
+                                      "%lu,%lu,%ld\n", static_cast<unsigned long>(id),
+                                      static_cast<unsigned long>(n), static_cast<long>(now));
     return static_cast<std::size_t>(written);
 }
 
@@ -140,7 +140,8 @@ private:
         std::uint64_t total = 0;
         // At most record_bytes_max() a record, so this bounds the memory before any is taken.
         const sluice::runtime::generator_record_writer longest(0, 0, o_.pad_bytes);
-        const auto most = static_cast<long double>(o_.connections) * static_cast<long double>(o_.records) *
+        const auto most = static_cast<long double>(o_.connections) *
+                          static_cast<long double>(o_.records) *
                           static_cast<long double>(longest.record_bytes_max());
         if (o_.rate <= 0 && !o_.latency && o_.pad_bytes == 0 &&
             most <= static_cast<long double>(o_.prerender_max_bytes)) {
@@ -168,8 +169,8 @@ private:
         c->socket.async_connect(endpoint_, [this, c](const boost::system::error_code& error) {
             connect_next();
             if (error) {
-                std::fprintf(stderr, "loadgen: connect %lu: %s\n", static_cast<unsigned long>(c->id),
-                             error.message().c_str());
+                std::fprintf(stderr, "loadgen: connect %lu: %s\n",
+                             static_cast<unsigned long>(c->id), error.message().c_str());
                 ++failed;
             } else if (!o_.hold) {
                 c->origin = std::chrono::steady_clock::now();
@@ -213,7 +214,8 @@ private:
         const std::uint64_t burst = o_.rate > 0 ? 1 : ~std::uint64_t{0};
         c->chunk_records = 0;
         for (std::uint64_t k = 0; k < burst && c->next < o_.records &&
-                                  c->chunk.size() + record_.size() <= std::max<std::size_t>(o_.chunk_bytes, record_.size());
+                                  c->chunk.size() + record_.size() <=
+                                      std::max<std::size_t>(o_.chunk_bytes, record_.size());
              ++k) {
             c->chunk.append(record, o_.latency ? format_timestamped_record(c->id, c->next, record)
                                                : c->writer.write_next(record));
@@ -253,7 +255,8 @@ private:
             finish(c);
             return;
         }
-        const std::size_t size = std::min<std::size_t>(left, std::max<std::uint32_t>(o_.chunk_bytes, 1));
+        const std::size_t size =
+            std::min<std::size_t>(left, std::max<std::uint32_t>(o_.chunk_bytes, 1));
         asio::async_write(c->socket, asio::buffer(c->rendered.data() + c->rendered_sent, size),
                           [this, c](const boost::system::error_code& error, std::size_t n) {
                               if (error) {
@@ -274,10 +277,12 @@ private:
             send(c);
             return;
         }
-        const double phase = static_cast<double>(c->id - o_.id_base) / static_cast<double>(o_.connections);
-        c->timer.expires_at(c->origin + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                            std::chrono::duration<double>(
-                                                (static_cast<double>(c->next) + phase) / o_.rate)));
+        const double phase =
+            static_cast<double>(c->id - o_.id_base) / static_cast<double>(o_.connections);
+        c->timer.expires_at(
+            c->origin +
+            std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                std::chrono::duration<double>((static_cast<double>(c->next) + phase) / o_.rate)));
         c->timer.async_wait([this, c](const boost::system::error_code& error) {
             if (!error) {
                 send(c);
@@ -290,11 +295,10 @@ private:
     tcp::endpoint endpoint_;
     std::deque<std::uint32_t> pending_;
     std::vector<std::shared_ptr<connection>> held_;
-    std::string record_; ///< one record being formatted
+    std::string record_;                ///< one record being formatted
     std::vector<std::string> rendered_; ///< by connection index, until its connection is made
     asio::signal_set go_;
 };
-
 
 } // namespace
 
@@ -310,11 +314,14 @@ int main(int argc, char** argv) {
     app.add_option("--chunk-bytes", o.chunk_bytes, "bytes per write");
     app.add_flag("--hold", o.hold, "connect all, print {\"connected\": N}, send on SIGUSR1");
     app.add_flag("--latency", o.latency, "third field = send time (CLOCK_MONOTONIC ns)");
-    app.add_option("--prerender-max-bytes", o.prerender_max_bytes,
-                   "flat out, unpadded records: write all records into memory before sending when connections x "
-                   "records x the longest record is at most this (0 = always format while sending)");
+    app.add_option(
+        "--prerender-max-bytes", o.prerender_max_bytes,
+        "flat out, unpadded records: write all records into memory before sending when connections "
+        "x "
+        "records x the longest record is at most this (0 = always format while sending)");
     app.add_option("--pad-bytes", o.pad_bytes, "a padding field of this many bytes in every record")
-        ->check(CLI::Range(std::uint32_t{0}, static_cast<std::uint32_t>(sluice::runtime::generator_pad_bytes_max)))
+        ->check(CLI::Range(std::uint32_t{0},
+                           static_cast<std::uint32_t>(sluice::runtime::generator_pad_bytes_max)))
         ->excludes("--latency");
     CLI11_PARSE(app, argc, argv);
 
@@ -324,11 +331,14 @@ int main(int argc, char** argv) {
     generator_load load(io, o);
     load.start();
     io.run();
-    const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    const double wall =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     std::printf("{\"connections\": %u, \"completed\": %u, \"failed\": %u, \"bytes_sent\": %lu, "
-                "\"records_sent\": %lu, \"wall_seconds\": %.3f, \"cpu_seconds\": %.3f, \"send_cpu_seconds\": %.3f}\n",
+                "\"records_sent\": %lu, \"wall_seconds\": %.3f, \"cpu_seconds\": %.3f, "
+                "\"send_cpu_seconds\": %.3f}\n",
                 o.connections, load.completed, load.failed, static_cast<unsigned long>(load.bytes),
-                static_cast<unsigned long>(load.records), wall, sluice::runtime::process_cpu_seconds(),
+                static_cast<unsigned long>(load.records), wall,
+                sluice::runtime::process_cpu_seconds(),
                 sluice::runtime::process_cpu_seconds() - load.send_cpu_start);
     return load.failed == 0 && load.completed == o.connections ? 0 : 1;
 }

@@ -12,12 +12,12 @@
 
 #include <benchmark/benchmark.h>
 
-#include "sluice/source/generator_records.hpp"
-#include "sluice/pool/buffer_pool.hpp"
-#include "sluice/source/generator_source.hpp"
-#include "sluice/pipeline/processing.hpp"
 #include "sluice/env/production_environment.hpp"
+#include "sluice/pipeline/processing.hpp"
+#include "sluice/pool/buffer_pool.hpp"
 #include "sluice/server/source_server.hpp"
+#include "sluice/source/generator_records.hpp"
+#include "sluice/source/generator_source.hpp"
 #include "sluice/worker.hpp"
 
 namespace {
@@ -86,12 +86,16 @@ void framing_stage(benchmark::State& state, framing kind) {
     pipeline.wait_idle();
     pool.unregister_source(id);
     state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(data.size()));
-    state.counters["records/s"] = benchmark::Counter(static_cast<double>(out.records.load()),
-                                                     benchmark::Counter::kIsRate);
+    state.counters["records/s"] =
+        benchmark::Counter(static_cast<double>(out.records.load()), benchmark::Counter::kIsRate);
 }
 
-void BM_framing_newline_csv(benchmark::State& state) { framing_stage(state, framing::newline); }
-void BM_framing_length_prefixed(benchmark::State& state) { framing_stage(state, framing::length_prefixed); }
+void BM_framing_newline_csv(benchmark::State& state) {
+    framing_stage(state, framing::newline);
+}
+void BM_framing_length_prefixed(benchmark::State& state) {
+    framing_stage(state, framing::length_prefixed);
+}
 BENCHMARK(BM_framing_newline_csv)->UseRealTime();
 BENCHMARK(BM_framing_length_prefixed)->UseRealTime();
 
@@ -120,7 +124,8 @@ void BM_emit_path_generator(benchmark::State& state) {
     }
     state.SetBytesProcessed(static_cast<std::int64_t>(bytes));
     state.counters["records/s"] =
-        benchmark::Counter(static_cast<double>(records) * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+        benchmark::Counter(static_cast<double>(records) * static_cast<double>(state.iterations()),
+                           benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_emit_path_generator)->Arg(1'000'000)->UseRealTime()->Unit(benchmark::kMillisecond);
 

@@ -53,7 +53,7 @@ buffer_pool_model::registration buffer_pool_model::register_source(std::uint32_t
 }
 
 buffer_pool_model::waiting_registration buffer_pool_model::register_waiting(std::uint32_t reserve,
-                                                                           std::uint32_t cap) {
+                                                                            std::uint32_t cap) {
     answered_.clear();
     const auto answer = decide(reserve, cap, held());
     if (answer.status != admission::reserve_lent_out) {

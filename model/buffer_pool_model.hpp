@@ -133,9 +133,9 @@ private:
     std::uint32_t outstanding_processing_ = 0;
     std::uint64_t next_ticket_ = 0;
     std::vector<source_record> sources_;
-    std::vector<waiter> queue_; ///< arrival order
-    std::vector<admission_waiter> admissions_;  ///< queued registrations, arrival order
-    std::vector<admission_answer> answered_;    ///< see answered()
+    std::vector<waiter> queue_;                ///< arrival order
+    std::vector<admission_waiter> admissions_; ///< queued registrations, arrival order
+    std::vector<admission_answer> answered_;   ///< see answered()
 };
 
 } // namespace sluice::model

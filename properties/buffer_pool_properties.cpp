@@ -138,9 +138,8 @@ struct pool_sut {
         pool.async_register_source(
             {reserve, cap},
             asio::bind_cancellation_slot(
-                signal->slot(),
-                asio::bind_executor(io, [this, tag](boost::system::error_code error,
-                                                    sluice::runtime::admission a) {
+                signal->slot(), asio::bind_executor(io, [this, tag](boost::system::error_code error,
+                                                                    sluice::runtime::admission a) {
                     answers.push_back(answer{tag, error, std::move(a)});
                 })));
         if (tag != immediate_tag) {
@@ -382,7 +381,9 @@ struct cancel_registration final : command {
         expect_answers(m, sut);
         compare(m, sut);
     }
-    void show(std::ostream& os) const override { os << "cancel_registration(ticket=" << ticket << ")"; }
+    void show(std::ostream& os) const override {
+        os << "cancel_registration(ticket=" << ticket << ")";
+    }
 };
 
 struct unregister_source final : command {
@@ -568,10 +569,10 @@ RC_GTEST_PROP(buffer_pool_properties, pool_is_whole_after_shutdown, ()) {
     {
         buffer_pool_model initial(cfg);
         pool_sut sut(cfg);
-        rc::state::check(initial, sut,
-                         rc::state::gen::execOneOfWithArgs<register_source, register_waiting,
-                                                           acquire, try_acquire, release,
-                                                           unregister_source>());
+        rc::state::check(
+            initial, sut,
+            rc::state::gen::execOneOfWithArgs<register_source, register_waiting, acquire,
+                                              try_acquire, release, unregister_source>());
         for (auto& [ticket, signal] : sut.signals) {
             signal->emit(asio::cancellation_type::terminal);
         }

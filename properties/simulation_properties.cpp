@@ -17,9 +17,9 @@
 #include <rapidcheck.h>
 #include <rapidcheck/gtest.h>
 
-#include "sluice/source/generator_source.hpp"
 #include "sim/sim_environment.hpp"
 #include "sim/simulation.hpp"
+#include "sluice/source/generator_source.hpp"
 
 namespace {
 
@@ -61,7 +61,8 @@ scenario gen_scenario(std::uint32_t sources_max) {
     return s;
 }
 
-RC_GTEST_PROP(simulation, no_deadlock_no_loss_no_duplicate_no_leak_under_any_schedule_and_faults, ()) {
+RC_GTEST_PROP(simulation, no_deadlock_no_loss_no_duplicate_no_leak_under_any_schedule_and_faults,
+              ()) {
     const scenario s = gen_scenario(60);
     const report r = run(s);
     RC_CLASSIFY(s.faults, "faults");
@@ -242,7 +243,8 @@ TEST(simulation, a_parked_generator_ends_its_wait_at_close_before_or_during_the_
     }
 }
 
-TEST(simulation, reconnects_restarts_and_exceptions_inside_records_lose_join_and_duplicate_nothing) {
+TEST(simulation,
+     reconnects_restarts_and_exceptions_inside_records_lose_join_and_duplicate_nothing) {
     // Streams only, faults on: virtual peers reset at arbitrary byte offsets and send a cut
     // record again whole on the next connection; files and peers are stopped and restarted;
     // the sink, the enqueue and factories throw. Every record must arrive whole, once, in
@@ -265,7 +267,8 @@ TEST(simulation, reconnects_restarts_and_exceptions_inside_records_lose_join_and
         s.virtual_seconds = 0.05;
         const report r = run(s);
         EXPECT_TRUE(r.ok()) << explain(s, r);
-        EXPECT_EQ(r.bytes_delivered + r.bytes_discarded + r.bytes_dropped, r.bytes_produced) << explain(s, r);
+        EXPECT_EQ(r.bytes_delivered + r.bytes_discarded + r.bytes_dropped, r.bytes_produced)
+            << explain(s, r);
         resets += r.peer_resets;
         truncated += r.records_truncated;
         restarts += r.restarts;
@@ -310,8 +313,8 @@ namespace {
 std::atomic<int> threads_created{0};
 }
 
-extern "C" int pthread_create(pthread_t* thread, const pthread_attr_t* attr,
-                              void* (*start)(void*), void* arg) {
+extern "C" int pthread_create(pthread_t* thread, const pthread_attr_t* attr, void* (*start)(void*),
+                              void* arg) {
     using real_type = int (*)(pthread_t*, const pthread_attr_t*, void* (*)(void*), void*);
     static const auto real = reinterpret_cast<real_type>(dlsym(RTLD_NEXT, "pthread_create"));
     threads_created.fetch_add(1);
@@ -333,7 +336,9 @@ TEST(simulation, runtime_code_creates_no_thread_in_the_simulator) {
     EXPECT_EQ(threads_created.load(), before) << "a thread was created while the simulation ran";
     // The interposition works: making a thread here is seen.
     pthread_t t{};
-    ASSERT_EQ(pthread_create(&t, nullptr, [](void*) -> void* { return nullptr; }, nullptr), 0);
+    ASSERT_EQ(pthread_create(
+                  &t, nullptr, [](void*) -> void* { return nullptr; }, nullptr),
+              0);
     pthread_join(t, nullptr);
     EXPECT_EQ(threads_created.load(), before + 1);
 }

@@ -49,8 +49,8 @@ public:
     ~sim_timer() override { cancel(); }
     asio::awaitable<bool> wait_for(duration delay) override {
         const auto held = state_;
-        const auto error =
-            co_await wait_until(env_, lane_, env_.now() + std::max(delay, duration{0}), &held->current);
+        const auto error = co_await wait_until(
+            env_, lane_, env_.now() + std::max(delay, duration{0}), &held->current);
         held->current = 0;
         co_return !error;
     }
@@ -59,13 +59,14 @@ public:
         const std::uint64_t arm = ++state_->arms;
         // The callback holds the state, not the timer: a timer destroyed with a wait armed
         // posts its cancellation, which runs after the timer is gone.
-        state_->current = env_.add_timer(env_.now() + std::max(delay, duration{0}), lane_,
-                                         [held = state_, arm, done = std::move(done)](error_code error) {
-                                             if (arm == held->arms) {
-                                                 held->current = 0; // not re-armed since: this wait is over
-                                             }
-                                             done(!error);
-                                         });
+        state_->current =
+            env_.add_timer(env_.now() + std::max(delay, duration{0}), lane_,
+                           [held = state_, arm, done = std::move(done)](error_code error) {
+                               if (arm == held->arms) {
+                                   held->current = 0; // not re-armed since: this wait is over
+                               }
+                               done(!error);
+                           });
     }
     void cancel() noexcept override {
         if (state_->current != 0) {
@@ -127,11 +128,13 @@ public:
     }
     void park(runtime::wake_callback wake) override {
         if (closed_ || random_.chance(script_.spurious_wakeup)) {
-            const error_code now_error = closed_ ? error_code(asio::error::operation_aborted) : error_code{};
-            waiting_ = env_.add_timer(env_.now(), lane_, [this, wake = std::move(wake), now_error](error_code) {
-                waiting_ = 0;
-                wake(now_error);
-            });
+            const error_code now_error =
+                closed_ ? error_code(asio::error::operation_aborted) : error_code{};
+            waiting_ = env_.add_timer(env_.now(), lane_,
+                                      [this, wake = std::move(wake), now_error](error_code) {
+                                          waiting_ = 0;
+                                          wake(now_error);
+                                      });
             return;
         }
         wait_for_arrival(std::move(wake));
@@ -173,21 +176,22 @@ public:
 private:
     /// A parked wait: timer to timer until something arrives (bounded like wait_readable).
     void wait_for_arrival(runtime::wake_callback wake, int rounds = 0) {
-        waiting_ = env_.add_timer(next_arrival_, lane_, [this, wake = std::move(wake), rounds](error_code error) mutable {
-            waiting_ = 0;
-            if (error || closed_) {
-                wake(error ? error : error_code(asio::error::operation_aborted));
-                return;
-            }
-            arrive();
-            if (readable() || random_.chance(script_.spurious_wakeup)) {
-                wake(error_code{});
-            } else if (rounds + 1 >= 1'000'000) {
-                wake(asio::error::timed_out);
-            } else {
-                wait_for_arrival(std::move(wake), rounds + 1);
-            }
-        });
+        waiting_ = env_.add_timer(
+            next_arrival_, lane_, [this, wake = std::move(wake), rounds](error_code error) mutable {
+                waiting_ = 0;
+                if (error || closed_) {
+                    wake(error ? error : error_code(asio::error::operation_aborted));
+                    return;
+                }
+                arrive();
+                if (readable() || random_.chance(script_.spurious_wakeup)) {
+                    wake(error_code{});
+                } else if (rounds + 1 >= 1'000'000) {
+                    wake(asio::error::timed_out);
+                } else {
+                    wait_for_arrival(std::move(wake), rounds + 1);
+                }
+            });
     }
     std::uint64_t total_bytes() const {
         return script_.truncate_at_bytes != 0 ? std::min(script_.truncate_at_bytes, full_bytes_)
@@ -199,8 +203,8 @@ private:
                (script_.reset_at_bytes != 0 && consumed_ >= script_.reset_at_bytes);
     }
     void schedule_next_arrival() {
-        next_arrival_ = env_.now() + duration(static_cast<duration::rep>(
-                                         random_.below(static_cast<std::uint64_t>(script_.gap_max.count()) + 1)));
+        next_arrival_ = env_.now() + duration(static_cast<duration::rep>(random_.below(
+                                         static_cast<std::uint64_t>(script_.gap_max.count()) + 1)));
     }
     /// Moves data that has arrived by now into `arrived_`.
     void arrive() {
@@ -234,7 +238,8 @@ private:
     void seek(std::uint64_t offset) {
         while (offset > 0) {
             record_size_ = writer_.write_next(record_);
-            record_offset_ = static_cast<std::size_t>(std::min<std::uint64_t>(offset, record_size_));
+            record_offset_ =
+                static_cast<std::size_t>(std::min<std::uint64_t>(offset, record_size_));
             offset -= record_offset_;
             arrived_ += record_offset_;
         }
@@ -280,7 +285,8 @@ sim_environment::sim_environment(const sim_options& options)
         pct_priority_.push_back(scheduler_.next() | (1ULL << 63U));
     }
     for (std::uint32_t i = 0; i < options_.pct_depth; ++i) {
-        pct_change_steps_.push_back(scheduler_.below(std::max<std::uint64_t>(options_.pct_steps_estimate, 1)));
+        pct_change_steps_.push_back(
+            scheduler_.below(std::max<std::uint64_t>(options_.pct_steps_estimate, 1)));
     }
 }
 
@@ -337,19 +343,25 @@ std::unique_ptr<runtime::timer> sim_environment::make_timer(const runtime::execu
     return std::make_unique<sim_timer>(*this, lane);
 }
 
-void sim_environment::post_compute(std::function<void()> work) { compute_.queue.push_back(std::move(work)); }
+void sim_environment::post_compute(std::function<void()> work) {
+    compute_.queue.push_back(std::move(work));
+}
 
-void sim_environment::post_blocking(std::function<void()> work) { blocking_.queue.push_back(std::move(work)); }
+void sim_environment::post_blocking(std::function<void()> work) {
+    blocking_.queue.push_back(std::move(work));
+}
 
 asio::awaitable<std::pair<error_code, std::unique_ptr<runtime::byte_stream>>>
-sim_environment::connect(runtime::executor lane, std::string address, std::uint16_t, duration timeout) {
+sim_environment::connect(runtime::executor lane, std::string address, std::uint16_t,
+                         duration timeout) {
     using result = std::pair<error_code, std::unique_ptr<runtime::byte_stream>>;
     const auto it = peers_.find(address);
     if (it == peers_.end()) {
         co_return result{asio::error::connection_refused, nullptr};
     }
     // The handshake takes a little virtual time (a stop may land inside it).
-    const auto latency = std::min(duration(static_cast<duration::rep>(1000 + faults_.below(50'000))), timeout);
+    const auto latency =
+        std::min(duration(static_cast<duration::rep>(1000 + faults_.below(50'000))), timeout);
     if (const auto error = co_await wait_until(*this, lane, now_ + latency, nullptr)) {
         co_return result{error, nullptr};
     }
@@ -360,7 +372,8 @@ sim_environment::connect(runtime::executor lane, std::string address, std::uint1
     }
     virtual_stream_script script = peer.script.stream;
     const std::uint64_t first = std::min(peer.next_record, script.records);
-    const std::uint64_t bytes = runtime::generator_records_bytes(script.id, first, script.records - first);
+    const std::uint64_t bytes =
+        runtime::generator_records_bytes(script.id, first, script.records - first);
     script.reset_at_bytes = 0;
     script.truncate_at_bytes = 0;
     if (bytes > 0 && peer.resets_left > 0 && faults_.chance(peer.script.reset_probability)) {
@@ -393,16 +406,19 @@ sim_environment::open_file(runtime::executor lane, const std::string& path, std:
     }
     const virtual_stream_script& script = it->second;
     const std::uint64_t length = runtime::generator_records_bytes(script.id, 0, script.records);
-    const std::uint64_t shown = script.truncate_at_bytes != 0 ? std::min(script.truncate_at_bytes, length) : length;
+    const std::uint64_t shown =
+        script.truncate_at_bytes != 0 ? std::min(script.truncate_at_bytes, length) : length;
     if (offset > shown) {
         return {asio::error::invalid_argument, nullptr}; // as production: shorter than the offset
     }
     // Its own random stream per open, salted by the offset, so a reopen is not a replay.
-    return {error_code{}, std::make_unique<virtual_stream>(*this, std::move(lane), script,
-                                                           workload_.split(script.id ^ (offset << 20U)), 0, offset)};
+    return {error_code{}, std::make_unique<virtual_stream>(
+                              *this, std::move(lane), script,
+                              workload_.split(script.id ^ (offset << 20U)), 0, offset)};
 }
 
-void sim_environment::add_virtual_stream(const std::string& path, const virtual_stream_script& script) {
+void sim_environment::add_virtual_stream(const std::string& path,
+                                         const virtual_stream_script& script) {
     streams_[path] = script;
 }
 
@@ -415,8 +431,7 @@ namespace {
 /// Heap order: the earliest deadline on top, ties by arming order (std heaps keep the
 /// greatest on top, hence "later").
 struct fires_later {
-    template <typename Entry>
-    bool operator()(const Entry& a, const Entry& b) const noexcept {
+    template <typename Entry> bool operator()(const Entry& a, const Entry& b) const noexcept {
         return a.deadline != b.deadline ? a.deadline > b.deadline : a.sequence > b.sequence;
     }
 };
@@ -549,8 +564,9 @@ const std::vector<std::size_t>& sim_environment::order() {
                 *top = scheduler_.below(1ULL << 32U);
             }
         }
-        std::sort(result.begin(), result.end(),
-                  [&](std::size_t a, std::size_t b) { return pct_priority_[a] > pct_priority_[b]; });
+        std::sort(result.begin(), result.end(), [&](std::size_t a, std::size_t b) {
+            return pct_priority_[a] > pct_priority_[b];
+        });
         break;
     }
     return result;
@@ -560,15 +576,17 @@ bool sim_environment::run_pool(pool_state& pool, std::uint64_t tag) {
     if (pool.queue.empty()) {
         return false;
     }
-    const auto free_worker = std::find_if(pool.workers.begin(), pool.workers.end(),
-                                          [&](time_point busy_until) { return busy_until <= now_; });
+    const auto free_worker =
+        std::find_if(pool.workers.begin(), pool.workers.end(),
+                     [&](time_point busy_until) { return busy_until <= now_; });
     if (free_worker == pool.workers.end()) {
         return false;
     }
     auto work = std::move(pool.queue.front());
     pool.queue.pop_front();
     duration cost = options_.compute_cost;
-    if (options_.compute_stall_probability > 0 && faults_.chance(options_.compute_stall_probability)) {
+    if (options_.compute_stall_probability > 0 &&
+        faults_.chance(options_.compute_stall_probability)) {
         // Heavy tail: Pareto with shape 1.5 scaled by compute_stall, capped at 100×.
         const double u = std::max(faults_.unit(), 1e-9);
         const double factor = std::min(std::pow(u, -1.0 / 1.5), 100.0);

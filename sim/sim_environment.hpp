@@ -41,7 +41,9 @@ public:
     double unit() noexcept { return static_cast<double>(next() >> 11U) * 0x1.0p-53; }
     bool chance(double probability) noexcept { return unit() < probability; }
     /// A child stream, independent of this one's future draws.
-    random_stream split(std::uint64_t salt) noexcept { return random_stream(next() ^ (salt * 0xD1B54A32D192ED03ULL)); }
+    random_stream split(std::uint64_t salt) noexcept {
+        return random_stream(next() ^ (salt * 0xD1B54A32D192ED03ULL));
+    }
 
 private:
     std::uint64_t state_;
@@ -59,25 +61,25 @@ struct sim_options {
     std::size_t blocking_workers = 2;
     std::uint64_t seed = 1;
     strategy order = strategy::fifo;
-    std::uint32_t pct_depth = 3;               ///< change points for PCT
-    std::uint64_t pct_steps_estimate = 100000; ///< where PCT places its change points
-    duration step_cost = std::chrono::nanoseconds(500);       ///< virtual time per lane handler
-    duration compute_cost = std::chrono::microseconds(2);     ///< per compute task
-    double compute_ns_per_byte = 5.0;                         ///< plus this per byte processed
-    double compute_stall_probability = 0.0;                   ///< heavy-tail stalls (a fault)
-    duration compute_stall = std::chrono::milliseconds(2);    ///< scale of a stall
+    std::uint32_t pct_depth = 3;                           ///< change points for PCT
+    std::uint64_t pct_steps_estimate = 100000;             ///< where PCT places its change points
+    duration step_cost = std::chrono::nanoseconds(500);    ///< virtual time per lane handler
+    duration compute_cost = std::chrono::microseconds(2);  ///< per compute task
+    double compute_ns_per_byte = 5.0;                      ///< plus this per byte processed
+    double compute_stall_probability = 0.0;                ///< heavy-tail stalls (a fault)
+    duration compute_stall = std::chrono::milliseconds(2); ///< scale of a stall
 };
 
 /// A virtual stream's script: generator-format records that arrive in chunks at virtual times.
 struct virtual_stream_script {
-    std::uint64_t id = 0;                 ///< generator id of its records
-    std::uint64_t records = 100;          ///< records before the end
-    std::uint32_t chunk_bytes_max = 512;  ///< bytes that arrive at once (at least 1)
+    std::uint64_t id = 0;                              ///< generator id of its records
+    std::uint64_t records = 100;                       ///< records before the end
+    std::uint32_t chunk_bytes_max = 512;               ///< bytes that arrive at once (at least 1)
     duration gap_max = std::chrono::microseconds(200); ///< between arrivals
-    std::uint32_t short_read_max = 0;     ///< a fault: reads return at most this many bytes (0 = off)
-    std::uint64_t reset_at_bytes = 0;     ///< a fault: the stream resets after this many (0 = off)
-    std::uint64_t truncate_at_bytes = 0;  ///< a fault: EOF mid-record after this many (0 = off)
-    double spurious_wakeup = 0.0;         ///< a fault: readiness with nothing to read (zero read)
+    std::uint32_t short_read_max = 0; ///< a fault: reads return at most this many bytes (0 = off)
+    std::uint64_t reset_at_bytes = 0; ///< a fault: the stream resets after this many (0 = off)
+    std::uint64_t truncate_at_bytes = 0; ///< a fault: EOF mid-record after this many (0 = off)
+    double spurious_wakeup = 0.0;        ///< a fault: readiness with nothing to read (zero read)
 };
 
 /// A virtual TCP peer that a `tcp_client_source` connects to (address = its name): each
@@ -86,7 +88,7 @@ struct virtual_stream_script {
 /// Faults: a connection resets at an arbitrary byte offset (`resets_max` times at most), and a
 /// connect is refused (`refusals_max` times at most).
 struct virtual_peer_script {
-    virtual_stream_script stream;  ///< records, chunking, gaps, short reads (no reset/truncate)
+    virtual_stream_script stream;   ///< records, chunking, gaps, short reads (no reset/truncate)
     std::uint32_t resets_max = 0;   ///< connections that reset mid-stream, at most
     double reset_probability = 0.5; ///< per connection, while resets are left
     std::uint32_t refusals_max = 0; ///< refused connects, at most
@@ -119,10 +121,13 @@ public:
     std::size_t compute_concurrency() const noexcept override { return compute_.workers.size(); }
     void post_blocking(std::function<void()> work) override;
     std::size_t blocking_concurrency() const noexcept override { return blocking_.workers.size(); }
-    boost::asio::awaitable<std::pair<boost::system::error_code, std::unique_ptr<runtime::byte_stream>>>
-    connect(runtime::executor lane, std::string address, std::uint16_t port, duration timeout) override;
+    boost::asio::awaitable<
+        std::pair<boost::system::error_code, std::unique_ptr<runtime::byte_stream>>>
+    connect(runtime::executor lane, std::string address, std::uint16_t port,
+            duration timeout) override;
     std::pair<boost::system::error_code, std::unique_ptr<runtime::stream_listener>>
-    listen(runtime::executor lane, const std::string& address, std::uint16_t port, int backlog) override;
+    listen(runtime::executor lane, const std::string& address, std::uint16_t port,
+           int backlog) override;
     std::pair<boost::system::error_code, std::unique_ptr<runtime::datagram_socket>>
     open_udp(runtime::executor lane, const std::string& address, std::uint16_t port) override;
     /// Opens the virtual stream registered under `path` (see add_virtual_stream).
@@ -142,12 +147,18 @@ public:
     /// Connections made to peers, and those that reset mid-stream.
     std::uint64_t peer_connections() const noexcept { return peer_connections_; }
     std::uint64_t peer_resets() const noexcept { return peer_resets_; }
-    void set_compute_stalls(double probability) { options_.compute_stall_probability = probability; }
+    void set_compute_stalls(double probability) {
+        options_.compute_stall_probability = probability;
+    }
 
     std::uint64_t steps() const noexcept { return steps_; }
     std::uint64_t trace_hash() const noexcept { return hash_; }
-    std::size_t timers_pending() const noexcept { return timer_slots_.size() - free_timer_slots_.size(); }
-    std::size_t compute_queued() const noexcept { return compute_.queue.size() + blocking_.queue.size(); }
+    std::size_t timers_pending() const noexcept {
+        return timer_slots_.size() - free_timer_slots_.size();
+    }
+    std::size_t compute_queued() const noexcept {
+        return compute_.queue.size() + blocking_.queue.size();
+    }
     random_stream& faults() noexcept { return faults_; }
     random_stream& workload() noexcept { return workload_; }
 
@@ -233,10 +244,10 @@ private:
     std::vector<std::uint64_t> pct_change_steps_;
     std::array<double, runtime::fault_site_count> fault_probability_{}; ///< by fault_site
     double interleave_probability_ = 0.0;
-    bool interleaving_ = false;      ///< inside scheduling_point: no nesting
+    bool interleaving_ = false; ///< inside scheduling_point: no nesting
     static constexpr std::size_t no_lane = ~std::size_t{0};
     std::size_t running_lane_ = no_lane; ///< the lane whose handler step() runs now
-    std::uint64_t interleavings_ = 0; ///< compute tasks run inline at scheduling points
+    std::uint64_t interleavings_ = 0;    ///< compute tasks run inline at scheduling points
 };
 
 } // namespace sluice::sim

@@ -8,15 +8,15 @@
 #include <cstdlib>
 #include <deque>
 #include <map>
-#include <unordered_map>
 #include <sstream>
 #include <stdexcept>
+#include <unordered_map>
 
-#include "sluice/source/generator_records.hpp"
-#include "sluice/source/generator_source.hpp"
 #include "sluice/metrics/metrics.hpp"
 #include "sluice/pipeline/processing.hpp"
 #include "sluice/server/source_server.hpp"
+#include "sluice/source/generator_records.hpp"
+#include "sluice/source/generator_source.hpp"
 #include "sluice/source/stream_sources.hpp"
 
 namespace sluice::sim {
@@ -53,7 +53,8 @@ public:
         auto& log = origins_[event.origin_id];
         if (event.sequence != log.next_sequence) {
             violation("origin " + std::to_string(event.origin_id) + ": sequence " +
-                      std::to_string(event.sequence) + " where " + std::to_string(log.next_sequence) +
+                      std::to_string(event.sequence) + " where " +
+                      std::to_string(log.next_sequence) +
                       " was expected (lost or duplicated buffer)");
         }
         log.next_sequence = event.sequence + 1;
@@ -242,8 +243,8 @@ std::string reproduce_command(const scenario& s) {
         << " --faults " << (s.faults ? "on" : "off") << " --policy "
         << (s.policy == pool_policy::legacy ? "legacy" : "sluice")
         << " --legacy-buffers-per-source " << s.legacy_buffers_per_source << " --records "
-        << s.records_per_source << " --stream-fraction " << s.stream_fraction << " --paced-fraction " << s.paced_fraction
-        << " --park " << (s.park_idle ? "on" : "off");
+        << s.records_per_source << " --stream-fraction " << s.stream_fraction
+        << " --paced-fraction " << s.paced_fraction << " --park " << (s.park_idle ? "on" : "off");
     if (s.late_registrations > 0 || s.admission_wait_seconds != scenario{}.admission_wait_seconds) {
         out << " --late-registrations " << s.late_registrations << " --admission-wait "
             << s.admission_wait_seconds;
@@ -265,27 +266,34 @@ std::string report::to_json() const {
         out << "]";
     };
     out << "{\"seed\": " << seed << ", \"sources\": " << sources << ", \"policy\": \"" << policy
-        << "\", \"strategy\": \"" << strategy_name << "\", \"faults\": " << (faults ? "true" : "false")
+        << "\", \"strategy\": \"" << strategy_name
+        << "\", \"faults\": " << (faults ? "true" : "false")
         << ", \"deadlock\": " << (deadlock ? "true" : "false") << ", \"violations\": ";
     list(violations);
     out << ", \"waiting\": ";
     list(waiting);
-    out << ", \"bytes_produced\": " << bytes_produced << ", \"bytes_delivered\": " << bytes_delivered
-        << ", \"records_delivered\": " << records_delivered << ", \"buffers_total\": " << buffers_total
+    out << ", \"bytes_produced\": " << bytes_produced
+        << ", \"bytes_delivered\": " << bytes_delivered
+        << ", \"records_delivered\": " << records_delivered
+        << ", \"buffers_total\": " << buffers_total
         << ", \"buffers_free_at_end\": " << buffers_free_at_end
         << ", \"end_of_streams\": " << end_of_streams << ", \"errors\": " << errors
         << ", \"restarts\": " << restarts << ", \"backpressure_waits\": " << backpressure_waits
-        << ", \"parks\": " << parks
-        << ", \"registrations_refused\": " << registrations_refused << ", \"unregistered\": " << unregistered
-        << ", \"registrations_waited\": " << registrations_waited << ", \"registrations_starved\": " << registrations_starved
-        << ", \"factory_failures\": " << factory_failures << ", \"bytes_discarded\": " << bytes_discarded
-        << ", \"bytes_dropped\": " << bytes_dropped << ", \"records_truncated\": " << records_truncated
-        << ", \"sink_failures\": " << sink_failures << ", \"queue_failures\": " << queue_failures << ", \"peer_connections\": " << peer_connections
-        << ", \"peer_resets\": " << peer_resets << ", \"interleavings\": " << interleavings
-        << ", \"source_bytes_min\": " << source_bytes_min << ", \"source_bytes_max\": " << source_bytes_max
+        << ", \"parks\": " << parks << ", \"registrations_refused\": " << registrations_refused
+        << ", \"unregistered\": " << unregistered
+        << ", \"registrations_waited\": " << registrations_waited
+        << ", \"registrations_starved\": " << registrations_starved
+        << ", \"factory_failures\": " << factory_failures
+        << ", \"bytes_discarded\": " << bytes_discarded << ", \"bytes_dropped\": " << bytes_dropped
+        << ", \"records_truncated\": " << records_truncated
+        << ", \"sink_failures\": " << sink_failures << ", \"queue_failures\": " << queue_failures
+        << ", \"peer_connections\": " << peer_connections << ", \"peer_resets\": " << peer_resets
+        << ", \"interleavings\": " << interleavings
+        << ", \"source_bytes_min\": " << source_bytes_min
+        << ", \"source_bytes_max\": " << source_bytes_max
         << ", \"virtual_seconds\": " << virtual_seconds << ", \"events\": " << events
-        << ", \"wall_seconds\": " << wall_seconds << ", \"trace_hash\": \"" << std::hex << trace_hash
-        << std::dec << "\"}";
+        << ", \"wall_seconds\": " << wall_seconds << ", \"trace_hash\": \"" << std::hex
+        << trace_hash << std::dec << "\"}";
     return out.str();
 }
 
@@ -303,7 +311,8 @@ report run(const scenario& s) {
     options.compute_workers = s.compute_workers;
     options.seed = s.seed;
     options.order = s.order;
-    options.pct_steps_estimate = std::max<std::uint64_t>(1000, s.sources * s.records_per_source / 4);
+    options.pct_steps_estimate =
+        std::max<std::uint64_t>(1000, s.sources * s.records_per_source / 4);
 
     const bool legacy = s.policy == pool_policy::legacy;
     // BUGGIFY: which faults are on, and how often, is itself drawn from the seed.
@@ -313,11 +322,13 @@ report run(const scenario& s) {
     const double truncate_p = s.faults ? plan.unit() * 0.1 : 0.0;
     const double stall_p = s.faults ? plan.unit() * 0.05 : 0.0;
     const bool minimal_limits = s.faults && plan.chance(0.3);
-    const std::uint32_t restarts_planned = s.faults ? static_cast<std::uint32_t>(plan.below(1 + s.sources / 4 + 3)) : 0;
+    const std::uint32_t restarts_planned =
+        s.faults ? static_cast<std::uint32_t>(plan.below(1 + s.sources / 4 + 3)) : 0;
     const double force_wait_p = s.faults ? plan.unit() * 0.3 : 0.0;
-    const std::uint32_t churn_planned = s.faults ? static_cast<std::uint32_t>(plan.below(1 + s.sources / 8 + 2)) : 0;
+    const std::uint32_t churn_planned =
+        s.faults ? static_cast<std::uint32_t>(plan.below(1 + s.sources / 8 + 2)) : 0;
     // Drawn after the older sites, so a run without faults is the run it always was.
-    const double peer_share = s.faults ? plan.unit() : 0.0;          // streams that reconnect
+    const double peer_share = s.faults ? plan.unit() : 0.0; // streams that reconnect
     const double sink_throw_p = s.faults && plan.chance(0.3) ? plan.unit() * 0.01 : 0.0;
     const double enqueue_throw_p = s.faults && plan.chance(0.3) ? plan.unit() * 0.01 : 0.0;
     const double factory_throw_p = s.faults && plan.chance(0.3) ? plan.unit() * 0.2 : 0.0;
@@ -331,9 +342,15 @@ report run(const scenario& s) {
     const bool infinite = s.records_per_source == 0;
     options.compute_stall_probability = stall_p;
 
-    const std::uint32_t reserve = legacy ? s.legacy_buffers_per_source : (minimal_limits ? 1 : s.reserve);
-    const std::uint32_t cap = legacy ? s.legacy_buffers_per_source : (minimal_limits ? std::max(reserve, 1U) : std::max(s.cap, reserve));
-    const std::uint32_t processing_reserve = legacy ? 0 : std::max<std::uint32_t>(s.processing_reserve, static_cast<std::uint32_t>(s.compute_workers));
+    const std::uint32_t reserve =
+        legacy ? s.legacy_buffers_per_source : (minimal_limits ? 1 : s.reserve);
+    const std::uint32_t cap =
+        legacy ? s.legacy_buffers_per_source
+               : (minimal_limits ? std::max(reserve, 1U) : std::max(s.cap, reserve));
+    const std::uint32_t processing_reserve =
+        legacy ? 0
+               : std::max<std::uint32_t>(s.processing_reserve,
+                                         static_cast<std::uint32_t>(s.compute_workers));
     std::uint32_t buffers = s.buffers;
     if (buffers == 0) {
         buffers = legacy ? s.sources * s.legacy_buffers_per_source
@@ -344,7 +361,8 @@ report run(const scenario& s) {
     verifying_sink out;
     {
         // Declaration order = safe destruction order: the pool outlives the environment.
-        buffer_pool pool({buffers, s.buffer_size, processing_reserve, s.sources + 16, s.policy, false});
+        buffer_pool pool(
+            {buffers, s.buffer_size, processing_reserve, s.sources + 16, s.policy, false});
         sim_environment env(options);
         env.set_fault_probability(fault_site::force_acquire_wait, force_wait_p);
         env.set_fault_probability(fault_site::enqueue_exception, enqueue_throw_p);
@@ -365,7 +383,8 @@ report run(const scenario& s) {
             virtual_stream_script v;
             v.id = id;
             v.records = s.records_per_source;
-            v.chunk_bytes_max = 1 + static_cast<std::uint32_t>(env.workload().below(std::uint64_t{2} * s.buffer_size));
+            v.chunk_bytes_max = 1 + static_cast<std::uint32_t>(
+                                        env.workload().below(std::uint64_t{2} * s.buffer_size));
             v.gap_max = std::chrono::microseconds(1 + env.workload().below(500));
             if (env.faults().chance(short_read_p)) {
                 v.short_read_max = 1 + static_cast<std::uint32_t>(env.faults().below(64));
@@ -388,9 +407,10 @@ report run(const scenario& s) {
                 g.id = i;
                 g.records_max = s.records_per_source;
                 // Half flat out, half paced (some slow enough to exercise flush timeouts).
-                g.records_per_second = env.workload().chance(s.paced_fraction)
-                                           ? 1000.0 + static_cast<double>(env.workload().below(200000))
-                                           : 0.0;
+                g.records_per_second =
+                    env.workload().chance(s.paced_fraction)
+                        ? 1000.0 + static_cast<double>(env.workload().below(200000))
+                        : 0.0;
                 g.burst_records = 1 + static_cast<std::uint32_t>(env.workload().below(64));
                 factory = [g](environment& e, const executor& lane) -> std::unique_ptr<source> {
                     return std::make_unique<generator_source>(e, lane, g);
@@ -406,7 +426,8 @@ report run(const scenario& s) {
                 const std::string name = "peer/" + std::to_string(i);
                 env.add_virtual_peer(name, peer);
                 factory = [name](environment& e, const executor& lane) -> std::unique_ptr<source> {
-                    return std::make_unique<tcp_client_source>(e, lane, tcp_client_options{name, 0, std::chrono::milliseconds(5)});
+                    return std::make_unique<tcp_client_source>(
+                        e, lane, tcp_client_options{name, 0, std::chrono::milliseconds(5)});
                 };
             } else {
                 p.what = planned_source::shape::file;
@@ -452,14 +473,16 @@ report run(const scenario& s) {
                                 // Buffers kept coming back (every source's do), yet another
                                 // requester got each of them: the registration starved.
                                 ++result.registrations_starved;
-                                result.violations.push_back("a waiting registration starved: " + answer.message);
+                                result.violations.push_back("a waiting registration starved: " +
+                                                            answer.message);
                             } else {
                                 ++result.registrations_refused;
                             }
                             return;
                         }
                         if (!plan_open) {
-                            server.unregister_source(answer.handle); // too late to run: the tally is taken
+                            server.unregister_source(
+                                answer.handle); // too late to run: the tally is taken
                             return;
                         }
                         p.handle = answer.handle;
@@ -485,7 +508,8 @@ report run(const scenario& s) {
         };
         for (std::uint32_t i = 0; i < s.sources; ++i) {
             if (!add_source(i, false)) {
-                result.violations.push_back("source " + std::to_string(i) + " was refused at start");
+                result.violations.push_back("source " + std::to_string(i) +
+                                            " was refused at start");
             }
         }
         const std::size_t initial_sources = sources.size();
@@ -495,21 +519,25 @@ report run(const scenario& s) {
         // whose bytes were delivered after the read counters had been taken. (plan_open is
         // declared above, with add_source, whose waiting registrations read it.)
         // The operator plan: stop generators at suspension points and restart them later.
-        const auto horizon = std::chrono::duration_cast<duration>(std::chrono::duration<double>(s.virtual_seconds));
+        const auto horizon =
+            std::chrono::duration_cast<duration>(std::chrono::duration<double>(s.virtual_seconds));
         // By index, not by reference: churn below appends to `sources`, which may reallocate it
         // (a reference here once dangled, so a planned restart was lost and the run stalled).
         for (std::uint32_t k = 0; k < restarts_planned && !sources.empty(); ++k) {
             // Any kind: a generator continues its records, a file resumes at its offset, a
             // peer's client reconnects (a new stream: a cut record is dropped, sent again whole).
             const std::size_t victim_index = env.faults().below(sources.size());
-            const auto stop_at = duration(static_cast<duration::rep>(env.faults().below(static_cast<std::uint64_t>(horizon.count()) + 1)));
-            const auto restart_after = duration(static_cast<duration::rep>(env.faults().below(5'000'000) + 1));
+            const auto stop_at = duration(static_cast<duration::rep>(
+                env.faults().below(static_cast<std::uint64_t>(horizon.count()) + 1)));
+            const auto restart_after =
+                duration(static_cast<duration::rep>(env.faults().below(5'000'000) + 1));
             env.at(stop_at, [&server, &sources, victim_index, &result, &plan_open] {
                 if (!plan_open) {
                     return;
                 }
                 auto& victim = sources[victim_index];
-                if (server.known(victim.handle) && server.state(victim.handle) == source_state::running) {
+                if (server.known(victim.handle) &&
+                    server.state(victim.handle) == source_state::running) {
                     victim.stopped_by_plan = true;
                     server.stop(victim.handle);
                     ++result.restarts;
@@ -532,7 +560,8 @@ report run(const scenario& s) {
         // Churn while the pool is busy: register more sources (admitted, or refused with a
         // reason — both fine) and unregister finished ones whose buffers may still be queued.
         for (std::uint32_t k = 0; k < churn_planned; ++k) {
-            const auto when = duration(static_cast<duration::rep>(env.faults().below(static_cast<std::uint64_t>(horizon.count()) + 1)));
+            const auto when = duration(static_cast<duration::rep>(
+                env.faults().below(static_cast<std::uint64_t>(horizon.count()) + 1)));
             const auto id = s.sources + k;
             env.at(when, [&, id] {
                 if (!plan_open) {
@@ -578,7 +607,8 @@ report run(const scenario& s) {
             return out.end_of_streams + out.errors >= sources.size();
         };
 
-        const auto watchdog = std::chrono::duration_cast<duration>(std::chrono::duration<double>(s.watchdog_seconds));
+        const auto watchdog =
+            std::chrono::duration_cast<duration>(std::chrono::duration<double>(s.watchdog_seconds));
         // The metrics timeline (--openmetrics): the production collector, sampled in virtual time.
         openmetrics_timeline timeline;
         metrics_collector collector(pool, server, pipeline,
@@ -620,15 +650,17 @@ report run(const scenario& s) {
             }
             const auto stepped = env.step();
             if (!s.openmetrics_path.empty() && env.now() >= next_sample) {
-                timeline.record(std::chrono::duration<double>(env.now()).count(), collector.Collect());
+                timeline.record(std::chrono::duration<double>(env.now()).count(),
+                                collector.Collect());
                 next_sample = env.now() + metrics_every;
             }
             pool.check_accounting(); // conservation and the reserve invariant, every step
             if (!legacy && wakeup_violations < 3) {
                 if (auto lost = server.check_wakeups(); !lost.empty()) {
                     ++wakeup_violations;
-                    result.violations.push_back(std::move(lost) + " (virtual time " +
-                                                std::to_string(std::chrono::duration<double>(env.now()).count()) + " s)");
+                    result.violations.push_back(
+                        std::move(lost) + " (virtual time " +
+                        std::to_string(std::chrono::duration<double>(env.now()).count()) + " s)");
                 }
             }
             if ((env.steps() & 0xFFFU) == 0) {
@@ -655,7 +687,8 @@ report run(const scenario& s) {
             }
             if (env.now() - last_progress > watchdog) {
                 result.violations.push_back("progress watchdog: nothing delivered for " +
-                                            std::to_string(s.watchdog_seconds) + " virtual seconds while work is pending");
+                                            std::to_string(s.watchdog_seconds) +
+                                            " virtual seconds while work is pending");
                 break;
             }
             if (env.steps() >= s.steps_max) {
@@ -672,12 +705,17 @@ report run(const scenario& s) {
         plan_open = false;
         const auto stats = pool.stats();
         if (result.deadlock || !finished) {
-            result.waiting.push_back(std::to_string(stats.waiters_sources) + " source acquisitions wait for a buffer");
-            result.waiting.push_back(std::to_string(pipeline.output_waits()) + " processing tasks wait for an output buffer");
-            result.waiting.push_back(std::to_string(pipeline.queued()) + " buffers queued for processing cannot be processed");
-            result.waiting.push_back("pool: " + std::to_string(stats.free) + " of " + std::to_string(stats.buffer_count) +
-                                     " free; sources hold " + std::to_string(stats.outstanding_sources) +
-                                     ", processing holds " + std::to_string(stats.outstanding_processing));
+            result.waiting.push_back(std::to_string(stats.waiters_sources) +
+                                     " source acquisitions wait for a buffer");
+            result.waiting.push_back(std::to_string(pipeline.output_waits()) +
+                                     " processing tasks wait for an output buffer");
+            result.waiting.push_back(std::to_string(pipeline.queued()) +
+                                     " buffers queued for processing cannot be processed");
+            result.waiting.push_back("pool: " + std::to_string(stats.free) + " of " +
+                                     std::to_string(stats.buffer_count) + " free; sources hold " +
+                                     std::to_string(stats.outstanding_sources) +
+                                     ", processing holds " +
+                                     std::to_string(stats.outstanding_processing));
             // Tear down: stop sources, abort processing's waits, drop what cannot be processed.
             for (const auto& p : sources) {
                 server.stop(p.handle);
@@ -686,10 +724,12 @@ report run(const scenario& s) {
             // few bounded rounds of abort, run, discard.
             for (int round = 0; round < 4; ++round) {
                 pool.abort_processing_waiters();
-                for (int i = 0; i < 10'000'000 && env.step() != sim_environment::step_result::idle; ++i) {
+                for (int i = 0; i < 10'000'000 && env.step() != sim_environment::step_result::idle;
+                     ++i) {
                 }
                 pipeline.discard_queued();
-                for (int i = 0; i < 10'000'000 && env.step() != sim_environment::step_result::idle; ++i) {
+                for (int i = 0; i < 10'000'000 && env.step() != sim_environment::step_result::idle;
+                     ++i) {
                 }
             }
         }
@@ -713,7 +753,8 @@ report run(const scenario& s) {
                 server.stop(p.handle);
             }
             pool.abort_processing_waiters();
-            for (int i = 0; i < 10'000'000 && env.step() != sim_environment::step_result::idle; ++i) {
+            for (int i = 0; i < 10'000'000 && env.step() != sim_environment::step_result::idle;
+                 ++i) {
             }
             pipeline.discard_queued();
         }
@@ -729,10 +770,12 @@ report run(const scenario& s) {
         pool.check_invariants();
         {
             const auto after = pool.stats();
-            if (after.sources_registered != 0 || after.sources_retiring != 0 || after.reserved_sources != 0) {
+            if (after.sources_registered != 0 || after.sources_retiring != 0 ||
+                after.reserved_sources != 0) {
                 result.violations.push_back(
-                    "registrations left behind after shutdown: " + std::to_string(after.sources_registered) +
-                    " registered, " + std::to_string(after.sources_retiring) + " retiring, " +
+                    "registrations left behind after shutdown: " +
+                    std::to_string(after.sources_registered) + " registered, " +
+                    std::to_string(after.sources_retiring) + " retiring, " +
                     std::to_string(after.reserved_sources) + " buffers reserved");
             }
         }
@@ -753,15 +796,18 @@ report run(const scenario& s) {
             // Every byte read reached the sink, except those of origins the sink itself failed
             // (discarded after its Error) and of buffers that could not be queued (the source
             // ended with an Error saying so): each counted.
-            if (result.bytes_produced != out.bytes + result.bytes_discarded + result.bytes_dropped) {
+            if (result.bytes_produced !=
+                out.bytes + result.bytes_discarded + result.bytes_dropped) {
                 result.violations.push_back("bytes read " + std::to_string(result.bytes_produced) +
-                                            " != bytes delivered " + std::to_string(out.bytes) + " + discarded " +
+                                            " != bytes delivered " + std::to_string(out.bytes) +
+                                            " + discarded " +
                                             std::to_string(result.bytes_discarded) + " + dropped " +
                                             std::to_string(result.bytes_dropped));
             }
             if (result.buffers_free_at_end != buffers) {
-                result.violations.push_back("leak: " + std::to_string(buffers - result.buffers_free_at_end) +
-                                            " buffers not back in the pool");
+                result.violations.push_back(
+                    "leak: " + std::to_string(buffers - result.buffers_free_at_end) +
+                    " buffers not back in the pool");
             }
             std::uint64_t least = ~std::uint64_t{0};
             std::uint64_t most = 0;
@@ -776,10 +822,12 @@ report run(const scenario& s) {
             result.source_bytes_max = most;
             for (const auto& p : sources) {
                 const auto* log = out.find(p.handle);
-                if (!infinite && p.complete_at_end() && log != nullptr && log->ended && log->checker.next_record() != s.records_per_source) {
-                    result.violations.push_back("origin " + std::to_string(p.handle) + ": ended after " +
-                                                std::to_string(log->checker.next_record()) + " of " +
-                                                std::to_string(s.records_per_source) + " records");
+                if (!infinite && p.complete_at_end() && log != nullptr && log->ended &&
+                    log->checker.next_record() != s.records_per_source) {
+                    result.violations.push_back(
+                        "origin " + std::to_string(p.handle) + ": ended after " +
+                        std::to_string(log->checker.next_record()) + " of " +
+                        std::to_string(s.records_per_source) + " records");
                 }
             }
         }
@@ -791,7 +839,8 @@ report run(const scenario& s) {
     result.records_delivered = out.records;
     result.end_of_streams = out.end_of_streams;
     result.errors = out.errors;
-    result.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_start).count();
+    result.wall_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_start).count();
     return result;
 }
 

@@ -10,14 +10,14 @@
 #include <string>
 #include <vector>
 
-#include "sluice/pool/buffer_pool.hpp"
 #include "sim/sim_environment.hpp"
+#include "sluice/pool/buffer_pool.hpp"
 
 namespace sluice::sim {
 
 struct scenario {
     std::uint32_t sources = 100;
-    std::uint32_t buffers = 0;          ///< 0 = enough for every reserve plus one floating each
+    std::uint32_t buffers = 0; ///< 0 = enough for every reserve plus one floating each
     std::uint32_t buffer_size = 1024;
     std::uint32_t reserve = 1;
     std::uint32_t cap = 4;
@@ -25,16 +25,16 @@ struct scenario {
     std::size_t io_lanes = 2;
     std::size_t compute_workers = 2;
     std::uint64_t seed = 1;
-    double virtual_seconds = 1.0;       ///< then the liveness phase: faults off, drain
+    double virtual_seconds = 1.0; ///< then the liveness phase: faults off, drain
     strategy order = strategy::fifo;
     bool faults = false;
     runtime::pool_policy policy = runtime::pool_policy::sluice;
-    bool park_idle = true;              ///< server_options::park_idle (both paths stay proven)
+    bool park_idle = true; ///< server_options::park_idle (both paths stay proven)
     std::uint32_t legacy_buffers_per_source = 5;
     std::uint64_t records_per_source = 200; ///< 0 = infinite generators, stopped at the horizon
-    double stream_fraction = 0.5;       ///< share of sources that are virtual streams
-    double paced_fraction = 0.5;        ///< share of generators that are rate-limited
-    double watchdog_seconds = 10.0;     ///< virtual seconds without a delivery while work is pending
+    double stream_fraction = 0.5;           ///< share of sources that are virtual streams
+    double paced_fraction = 0.5;            ///< share of generators that are rate-limited
+    double watchdog_seconds = 10.0; ///< virtual seconds without a delivery while work is pending
     /// Registrations that come during the first half of the horizon and wait for admission
     /// (source_server::register_source_waiting); churn under faults adds some too.
     std::uint32_t late_registrations = 0;
@@ -71,18 +71,18 @@ struct report {
     std::uint64_t registrations_waited = 0;  ///< churn registrations that waited for admission
     std::uint64_t registrations_starved = 0; ///< of those, refused at their bound (a violation)
     std::uint64_t factory_failures = 0;      ///< registrations whose factory threw (a fault)
-    std::uint64_t bytes_discarded = 0;  ///< of origins the sink failed, after the failure
-    std::uint64_t bytes_dropped = 0;    ///< of buffers that could not be queued (a fault)
-    std::uint64_t records_truncated = 0; ///< unfinished records dropped at reconnects and ends
-    std::uint64_t sink_failures = 0;    ///< origins failed by a sink exception (a fault)
+    std::uint64_t bytes_discarded = 0;       ///< of origins the sink failed, after the failure
+    std::uint64_t bytes_dropped = 0;         ///< of buffers that could not be queued (a fault)
+    std::uint64_t records_truncated = 0;     ///< unfinished records dropped at reconnects and ends
+    std::uint64_t sink_failures = 0;         ///< origins failed by a sink exception (a fault)
     std::uint64_t queue_failures = 0;   ///< sources failed because a buffer could not be queued
     std::uint64_t peer_connections = 0; ///< connections of reconnecting virtual peers
     std::uint64_t peer_resets = 0;      ///< of those, reset at an arbitrary byte offset
     std::uint64_t interleavings = 0;    ///< other work run inline at scheduling points
-    std::uint64_t unregistered = 0;          ///< finished sources unregistered by churn
-    std::uint64_t sources_run = 0;           ///< initial sources plus those churn admitted
-    std::uint64_t source_bytes_min = 0;      ///< least delivered by one initial source
-    std::uint64_t source_bytes_max = 0;      ///< most delivered by one initial source
+    std::uint64_t unregistered = 0;     ///< finished sources unregistered by churn
+    std::uint64_t sources_run = 0;      ///< initial sources plus those churn admitted
+    std::uint64_t source_bytes_min = 0; ///< least delivered by one initial source
+    std::uint64_t source_bytes_max = 0; ///< most delivered by one initial source
     double virtual_seconds = 0;
     std::uint64_t events = 0;
     double wall_seconds = 0;

@@ -19,28 +19,39 @@ int main(int argc, char** argv) {
     std::uint64_t seeds = 1;
     CLI::App app{"sluice-sim — the deterministic simulator"};
     app.add_option("--sources", s.sources, "virtual sources")->check(CLI::Range(1U, 1000000U));
-    app.add_option("--buffers", s.buffers, "pool buffers (0 = every reserve plus one floating per source)");
-    app.add_option("--buffer-size", s.buffer_size, "bytes per buffer")->check(CLI::Range(64U, 1U << 24U));
+    app.add_option("--buffers", s.buffers,
+                   "pool buffers (0 = every reserve plus one floating per source)");
+    app.add_option("--buffer-size", s.buffer_size, "bytes per buffer")
+        ->check(CLI::Range(64U, 1U << 24U));
     app.add_option("--reserve", s.reserve, "per-source reserve")->check(CLI::Range(1U, 1U << 20U));
     app.add_option("--cap", s.cap, "per-source cap")->check(CLI::Range(1U, 1U << 20U));
     app.add_option("--processing-reserve", s.processing_reserve, "buffers never lent to sources");
     app.add_option("--io-lanes", s.io_lanes, "I/O lanes")->check(CLI::Range(1, 64));
-    app.add_option("--compute-workers", s.compute_workers, "virtual compute workers")->check(CLI::Range(1, 64));
+    app.add_option("--compute-workers", s.compute_workers, "virtual compute workers")
+        ->check(CLI::Range(1, 64));
     app.add_option("--seed", s.seed, "root seed");
-    app.add_option("--virtual-seconds", s.virtual_seconds, "virtual time before the liveness phase");
-    app.add_option("--strategy", order, "fifo | random | pct")->check(CLI::IsMember({"fifo", "random", "pct"}));
+    app.add_option("--virtual-seconds", s.virtual_seconds,
+                   "virtual time before the liveness phase");
+    app.add_option("--strategy", order, "fifo | random | pct")
+        ->check(CLI::IsMember({"fifo", "random", "pct"}));
     app.add_option("--faults", faults, "on | off")->check(CLI::IsMember({"on", "off"}));
-    app.add_option("--policy", policy, "sluice | legacy")->check(CLI::IsMember({"sluice", "legacy"}));
-    app.add_option("--park", park, "on | off: idle sources park without a coroutine (server_options::park_idle)")
+    app.add_option("--policy", policy, "sluice | legacy")
+        ->check(CLI::IsMember({"sluice", "legacy"}));
+    app.add_option("--park", park,
+                   "on | off: idle sources park without a coroutine (server_options::park_idle)")
         ->check(CLI::IsMember({"on", "off"}));
-    app.add_option("--legacy-buffers-per-source", s.legacy_buffers_per_source, "legacy: fixed buffers per source");
+    app.add_option("--legacy-buffers-per-source", s.legacy_buffers_per_source,
+                   "legacy: fixed buffers per source");
     app.add_option("--records", s.records_per_source, "records per source");
-    app.add_option("--stream-fraction", s.stream_fraction, "share of sources that are virtual streams")
+    app.add_option("--stream-fraction", s.stream_fraction,
+                   "share of sources that are virtual streams")
         ->check(CLI::Range(0.0, 1.0));
-    app.add_option("--paced-fraction", s.paced_fraction, "share of generators that are rate-limited")
+    app.add_option("--paced-fraction", s.paced_fraction,
+                   "share of generators that are rate-limited")
         ->check(CLI::Range(0.0, 1.0));
-    app.add_option("--late-registrations", s.late_registrations,
-                   "registrations that come in the first half of the horizon and wait for admission");
+    app.add_option(
+        "--late-registrations", s.late_registrations,
+        "registrations that come in the first half of the horizon and wait for admission");
     app.add_option("--admission-wait", s.admission_wait_seconds,
                    "virtual seconds a waiting registration may wait before it counts as starved")
         ->check(CLI::PositiveNumber);
@@ -51,10 +62,13 @@ int main(int argc, char** argv) {
     app.add_option("--metrics-interval", s.metrics_interval_seconds,
                    "virtual seconds between metrics samples for --openmetrics");
     CLI11_PARSE(app, argc, argv);
-    s.order = order == "random" ? strategy::random : order == "pct" ? strategy::pct : strategy::fifo;
+    s.order = order == "random" ? strategy::random
+              : order == "pct"  ? strategy::pct
+                                : strategy::fifo;
     s.faults = faults == "on";
     s.park_idle = park == "on";
-    s.policy = policy == "legacy" ? sluice::runtime::pool_policy::legacy : sluice::runtime::pool_policy::sluice;
+    s.policy = policy == "legacy" ? sluice::runtime::pool_policy::legacy
+                                  : sluice::runtime::pool_policy::sluice;
 
     int exit_code = 0;
     const std::uint64_t first = s.seed;

@@ -8,8 +8,8 @@
 #include <cstring>
 #include <string_view>
 
-#include "sluice/pool/buffer_pool.hpp"
 #include "sluice/pipeline/processing.hpp"
+#include "sluice/pool/buffer_pool.hpp"
 
 namespace sluice::test {
 

@@ -4,18 +4,18 @@
 /// Error). Thread-safe; waiting is bounded.
 
 #include <chrono>
-#include <cstdlib>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <map>
 #include <mutex>
 #include <string>
 #include <vector>
 
-#include "sluice/source/generator_records.hpp"
 #include "sluice/env/process_threads.hpp"
 #include "sluice/pipeline/processing.hpp"
+#include "sluice/source/generator_records.hpp"
 
 namespace sluice::test {
 
@@ -25,8 +25,8 @@ public:
         std::uint64_t next_sequence = 0;
         std::uint64_t bytes = 0;
         std::uint64_t records = 0;
-        std::int64_t generator_id = -1;  ///< from the first record; -1 before
-        std::uint64_t next_record = 0;   ///< generator record number expected next
+        std::int64_t generator_id = -1; ///< from the first record; -1 before
+        std::uint64_t next_record = 0;  ///< generator record number expected next
         bool end_of_stream = false;
         bool error = false;
         std::string error_message;
@@ -66,7 +66,8 @@ public:
             log.generator_id = log.checker.generator_id();
             log.next_record = log.checker.next_record();
             if (was_ok && !log.checker.ok()) {
-                violation("origin " + std::to_string(event.origin_id) + ": " + log.checker.problem());
+                violation("origin " + std::to_string(event.origin_id) + ": " +
+                          log.checker.problem());
             }
         }
         total_bytes_ += event.raw.size();

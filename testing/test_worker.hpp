@@ -12,9 +12,8 @@ struct test_worker {
                          runtime::production_options threads = {2, 2, 2},
                          runtime::server_options server_options = {},
                          runtime::processing_options processing_options = {})
-        : core(sink, {pool_config, threads, processing_options, server_options}),
-          pool(core.pool()), env(core.environment()), pipeline(core.pipeline()),
-          server(core.server()) {}
+        : core(sink, {pool_config, threads, processing_options, server_options}), pool(core.pool()),
+          env(core.environment()), pipeline(core.pipeline()), server(core.server()) {}
 
     recording_sink sink; ///< declared first: it outlives the worker
     sluice::worker core;

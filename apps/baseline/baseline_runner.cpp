@@ -55,7 +55,9 @@ baseline_runner::baseline_runner(buffer_pool& pool, processing& pipeline,
                                  std::uint32_t buffers_per_source)
     : pool_(pool), processing_(pipeline), buffers_per_source_(buffers_per_source) {}
 
-baseline_runner::~baseline_runner() { shutdown(); }
+baseline_runner::~baseline_runner() {
+    shutdown();
+}
 
 registration baseline_runner::add(const source_options& options, const source_spec& spec,
                                   const generator_options& generator) {
@@ -129,7 +131,8 @@ std::size_t generator_read(std::span<std::byte> space, generator_options& g, std
             pending_size = format_generator_record(g.id, next++, pending.data());
             pending_offset = 0;
         }
-        if (written > 0 || (g.records_max != 0 && next >= g.records_max && pending_offset == pending_size)) {
+        if (written > 0 ||
+            (g.records_max != 0 && next >= g.records_max && pending_offset == pending_size)) {
             return written;
         }
         // Block until the next record is due or the runner stops (nap_for wakes at shutdown):
@@ -162,12 +165,12 @@ void baseline_runner::run(source_thread& s) {
         if (!b) {
             asio::cancellation_signal cancel;
             bool done = false;
-            pool_.async_acquire(s.pool_id,
-                                asio::bind_cancellation_slot(
-                                    cancel.slot(), asio::bind_executor(own, [&](error_code, buffer got) {
-                                        b = std::move(got);
-                                        done = true;
-                                    })));
+            pool_.async_acquire(
+                s.pool_id, asio::bind_cancellation_slot(
+                               cancel.slot(), asio::bind_executor(own, [&](error_code, buffer got) {
+                                   b = std::move(got);
+                                   done = true;
+                               })));
             while (!done) {
                 own.restart();
                 own.run_one_for(std::chrono::milliseconds(20));
@@ -181,13 +184,14 @@ void baseline_runner::run(source_thread& s) {
         }
         std::size_t n = 0;
         if (s.kind == source_kind::generator) {
-            n = generator_read(b.free_space(), s.generator, s.next_record, s.start, s.pending,
-                               s.pending_size, s.pending_offset, stopping_,
-                               [this](clock_type::duration nap) {
-                                   std::unique_lock lock(stop_mutex_);
-                                   stop_cv_.wait_for(lock, nap, [this] { return stopping_.load(); });
-                               });
-            ended = n == 0 && s.generator.records_max != 0 && s.next_record >= s.generator.records_max;
+            n = generator_read(
+                b.free_space(), s.generator, s.next_record, s.start, s.pending, s.pending_size,
+                s.pending_offset, stopping_, [this](clock_type::duration nap) {
+                    std::unique_lock lock(stop_mutex_);
+                    stop_cv_.wait_for(lock, nap, [this] { return stopping_.load(); });
+                });
+            ended =
+                n == 0 && s.generator.records_max != 0 && s.next_record >= s.generator.records_max;
         } else {
             const ssize_t r = ::read(s.fd, b.free_space().data(), b.free_space().size());
             failed = r < 0;

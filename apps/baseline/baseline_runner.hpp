@@ -16,10 +16,10 @@
 
 #include <boost/system/error_code.hpp>
 
-#include "sluice/pool/buffer_pool.hpp"
-#include "sluice/pipeline/processing.hpp"
-#include "sluice/server/source_server.hpp"
 #include "apps/sluiced/worker_config.hpp"
+#include "sluice/pipeline/processing.hpp"
+#include "sluice/pool/buffer_pool.hpp"
+#include "sluice/server/source_server.hpp"
 
 namespace sluice::runtime {
 
@@ -63,7 +63,7 @@ private:
     processing& processing_;
     std::uint32_t buffers_per_source_;
     std::atomic<bool> stopping_{false};
-    std::mutex stop_mutex_;              ///< with stop_cv_: napping generator threads wake at stop
+    std::mutex stop_mutex_; ///< with stop_cv_: napping generator threads wake at stop
     std::condition_variable stop_cv_;
     std::atomic<std::uint32_t> running_{0};
     std::atomic<std::uint32_t> first_steps_{0};

@@ -7,7 +7,6 @@
 /// error; 3 drained, but a buffer did not come back; 4 a second signal ended a drain;
 /// 5 the drain passed worker.drain_timeout_ms.
 
-
 #include <signal.h>
 #include <unistd.h>
 
@@ -18,26 +17,26 @@
 #include <fstream>
 #include <iostream>
 #include <mutex>
-#include <thread>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <CLI/CLI.hpp>
-#include <prometheus/exposer.h>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <prometheus/exposer.h>
 
 #include "apps/baseline/baseline_runner.hpp"
-#include "sluice/source/blocking_source.hpp"
-#include "sluice/source/generator_source.hpp"
+#include "apps/sluiced/worker_config.hpp"
+#include "sluice/env/process_threads.hpp"
 #include "sluice/metrics/metrics.hpp"
 #include "sluice/mqtt/mqtt_source.hpp"
-#include "sluice/env/process_threads.hpp"
+#include "sluice/source/blocking_source.hpp"
+#include "sluice/source/generator_source.hpp"
+#include "sluice/source/stream_sources.hpp"
 #include "sluice/version.hpp"
 #include "sluice/worker.hpp"
-#include "sluice/source/stream_sources.hpp"
-#include "apps/sluiced/worker_config.hpp"
 
 namespace {
 
@@ -95,11 +94,12 @@ public:
         : watchdog_([this, deadline] {
               std::unique_lock lock(mutex_);
               if (!finished_.wait_for(lock, deadline, [this] { return done_; })) {
-                  std::fprintf(stderr,
-                               "sluiced: the drain did not finish within worker.drain_timeout_ms "
-                               "= %lld; exiting without it\n",
-                               static_cast<long long>(
-                                   std::chrono::duration_cast<std::chrono::milliseconds>(deadline).count()));
+                  std::fprintf(
+                      stderr,
+                      "sluiced: the drain did not finish within worker.drain_timeout_ms "
+                      "= %lld; exiting without it\n",
+                      static_cast<long long>(
+                          std::chrono::duration_cast<std::chrono::milliseconds>(deadline).count()));
                   std::fflush(stderr);
                   ::_exit(exit_drain_timeout);
               }
@@ -328,8 +328,8 @@ int main(int argc, char** argv) {
                 }
                 const auto answer = server.register_source(
                     options,
-                    [&spec, generator](environment& e, const executor& lane)
-                        -> std::unique_ptr<source> {
+                    [&spec, generator](environment& e,
+                                       const executor& lane) -> std::unique_ptr<source> {
                         switch (spec.kind) {
                         case source_kind::generator:
                             return std::make_unique<generator_source>(e, lane, generator);
@@ -368,8 +368,8 @@ int main(int argc, char** argv) {
             }
             const auto [error, port] = server.add_tcp_listener(l);
             if (error) {
-                std::cerr << "sluiced: listener '" << l.name << "' on " << l.address << ":" << l.port
-                          << ": " << error.message() << "; change its port or address\n";
+                std::cerr << "sluiced: listener '" << l.name << "' on " << l.address << ":"
+                          << l.port << ": " << error.message() << "; change its port or address\n";
                 return 2;
             }
             std::cerr << "sluiced: listener '" << l.name << "' on " << l.address << ":" << port
@@ -381,8 +381,9 @@ int main(int argc, char** argv) {
             mask_stop_signals(SIG_UNBLOCK);
         }
         threads_max = std::max(threads_max, process_thread_count());
-        std::cerr << "sluiced: " << (cfg.mode == runner_mode::sluice ? "sluice" : "thread_per_source")
-                  << " mode, " << cfg.threads.io_threads << " io + " << cfg.threads.compute_threads
+        std::cerr << "sluiced: "
+                  << (cfg.mode == runner_mode::sluice ? "sluice" : "thread_per_source") << " mode, "
+                  << cfg.threads.io_threads << " io + " << cfg.threads.compute_threads
                   << " compute threads, " << cfg.pool.buffer_count << " x "
                   << cfg.pool.buffer_size_bytes << " B buffers, "
                   << (cfg.mode == runner_mode::sluice ? sources_started : baseline.source_count())
@@ -411,8 +412,7 @@ int main(int argc, char** argv) {
                     return;
                 }
                 const auto now = std::chrono::steady_clock::now();
-                if (duration_s > 0 &&
-                    now - started >= std::chrono::duration<double>(duration_s)) {
+                if (duration_s > 0 && now - started >= std::chrono::duration<double>(duration_s)) {
                     control.stop();
                     return;
                 }
@@ -423,17 +423,16 @@ int main(int argc, char** argv) {
                     const auto p = pool.stats();
                     const std::uint64_t bytes = out.bytes();
                     const std::uint64_t records = out.records();
-                    std::fprintf(stderr,
-                                 "sluiced: running %u stopped %u failed %u | %.1f MB/s %.0f "
-                                 "records/s | pool free %u/%u waiters %u | threads %zu | "
-                                 "source errors %llu\n",
-                                 s.sources_by_state[1] + baseline.running_count(),
-                                 s.sources_by_state[3], s.sources_by_state[4],
-                                 static_cast<double>(bytes - last_bytes) / dt / 1e6,
-                                 static_cast<double>(records - last_records) / dt, p.free,
-                                 p.buffer_count, p.waiters_sources + p.waiters_processing,
-                                 process_thread_count(),
-                                 static_cast<unsigned long long>(out.errors()));
+                    std::fprintf(
+                        stderr,
+                        "sluiced: running %u stopped %u failed %u | %.1f MB/s %.0f "
+                        "records/s | pool free %u/%u waiters %u | threads %zu | "
+                        "source errors %llu\n",
+                        s.sources_by_state[1] + baseline.running_count(), s.sources_by_state[3],
+                        s.sources_by_state[4], static_cast<double>(bytes - last_bytes) / dt / 1e6,
+                        static_cast<double>(records - last_records) / dt, p.free, p.buffer_count,
+                        p.waiters_sources + p.waiters_processing, process_thread_count(),
+                        static_cast<unsigned long long>(out.errors()));
                     last = now;
                     last_bytes = bytes;
                     last_records = records;
@@ -469,8 +468,8 @@ int main(int argc, char** argv) {
         if (!summary_path.empty()) {
             std::ofstream json(summary_path);
             json << "{\n";
-            json << "  \"mode\": \"" << (cfg.mode == runner_mode::sluice ? "sluice" : "thread_per_source")
-                 << "\",\n";
+            json << "  \"mode\": \""
+                 << (cfg.mode == runner_mode::sluice ? "sluice" : "thread_per_source") << "\",\n";
             json << "  \"config\": \"" << json_escape(name) << "\",\n";
             json << "  \"duration_seconds\": " << ran_s << ",\n";
             json << "  \"sources\": "
@@ -495,7 +494,8 @@ int main(int argc, char** argv) {
             json << "  \"compute_threads\": " << cfg.threads.compute_threads << ",\n";
             json << "  \"blocking_threads\": " << cfg.threads.blocking_threads << ",\n";
             json << "  \"backpressure_waits\": " << s.backpressure_waits_total << ",\n";
-            json << "  \"connections_accepted\": " << s.connections_accepted_total + b.connections_total << ",\n";
+            json << "  \"connections_accepted\": "
+                 << s.connections_accepted_total + b.connections_total << ",\n";
             json << "  \"connections_refused\": " << s.connections_refused_total << ",\n";
             json << "  \"flushes\": {";
             for (std::size_t i = 0; i < flush_reason_count; ++i) {

@@ -13,7 +13,8 @@ namespace sluice::runtime {
 
 namespace {
 
-constexpr std::string_view embedded_default = R"toml(# sluiced built-in default configuration (print it with --print-default-config).
+constexpr std::string_view embedded_default =
+    R"toml(# sluiced built-in default configuration (print it with --print-default-config).
 # A demo: 400 generator sources at 1,000 records/s each plus a TCP listener on loopback.
 
 [worker]
@@ -65,7 +66,9 @@ cap = 4
 flush_timeout_ms = 20
 )toml";
 
-std::string kinds_allowed() { return "generator, tcp_client, udp, file, mqtt"; }
+std::string kinds_allowed() {
+    return "generator, tcp_client, udp, file, mqtt";
+}
 
 class checker {
 public:
@@ -106,7 +109,8 @@ public:
         if (node == nullptr) {
             return;
         }
-        const std::string range = "an integer from " + std::to_string(min) + " to " + std::to_string(max);
+        const std::string range =
+            "an integer from " + std::to_string(min) + " to " + std::to_string(max);
         // Type first: toml++ converts a float node to an integer with a plain cast, which is
         // undefined for 1e300.
         if (!node->is_integer()) {
@@ -139,7 +143,8 @@ public:
             return;
         }
         const auto value = node->value<double>();
-        const std::string range = "a number from " + std::to_string(min) + " to " + std::to_string(max);
+        const std::string range =
+            "a number from " + std::to_string(min) + " to " + std::to_string(max);
         if (!(node->is_floating_point() || node->is_integer()) || !value) {
             error(node, join(path, key), "is not a number", range);
             return;
@@ -177,7 +182,8 @@ public:
         return node->as_table();
     }
 
-    bool boolean(const toml::table& table, const std::string& path, std::string_view key, bool& out) {
+    bool boolean(const toml::table& table, const std::string& path, std::string_view key,
+                 bool& out) {
         const toml::node* node = table.get(key);
         if (node == nullptr) {
             return false;
@@ -206,8 +212,8 @@ public:
         for (std::size_t i = 0; i < array->size(); ++i) {
             const auto* item = array->get(i);
             if (!item->is_string() || item->value<std::string>()->empty()) {
-                error(item, join(path, key) + "[" + std::to_string(i) + "]", "is not a non-empty string",
-                      std::string(allowed));
+                error(item, join(path, key) + "[" + std::to_string(i) + "]",
+                      "is not a non-empty string", std::string(allowed));
                 return false;
             }
             out.push_back(*item->value<std::string>());
@@ -261,7 +267,9 @@ std::string config_error::to_string() const {
     return out;
 }
 
-std::string_view default_worker_config() noexcept { return embedded_default; }
+std::string_view default_worker_config() noexcept {
+    return embedded_default;
+}
 
 config_result parse_worker_config(std::string_view text, std::string_view file_name) {
     config_result result;
@@ -298,17 +306,18 @@ config_result parse_worker_config(std::string_view text, std::string_view file_n
     }
 
     if (const auto* t = c.table(root, "worker")) {
-        c.unknown_keys(*t, "worker", {"io_threads", "compute_threads", "blocking_threads",
-                                      "descriptor_reserve", "status_interval_ms", "drain_timeout_ms", "mode",
-                                      "baseline_buffers_per_source", "summary_json",
-                                      "sink_cost_us_per_buffer"});
+        c.unknown_keys(*t, "worker",
+                       {"io_threads", "compute_threads", "blocking_threads", "descriptor_reserve",
+                        "status_interval_ms", "drain_timeout_ms", "mode",
+                        "baseline_buffers_per_source", "summary_json", "sink_cost_us_per_buffer"});
         c.integer(*t, "worker", "io_threads", cfg.threads.io_threads, 1, 256);
         c.integer(*t, "worker", "compute_threads", cfg.threads.compute_threads, 1, 256);
         c.integer(*t, "worker", "blocking_threads", cfg.threads.blocking_threads, 1, 256);
         c.integer(*t, "worker", "descriptor_reserve", cfg.threads.descriptor_reserve, 0, 1'000'000);
         c.milliseconds(*t, "worker", "status_interval_ms", cfg.status_interval, 0, 3'600'000);
         c.milliseconds(*t, "worker", "drain_timeout_ms", cfg.drain_timeout, 1, 86'400'000);
-        c.integer(*t, "worker", "sink_cost_us_per_buffer", cfg.sink_cost_us_per_buffer, 0, 60'000'000);
+        c.integer(*t, "worker", "sink_cost_us_per_buffer", cfg.sink_cost_us_per_buffer, 0,
+                  60'000'000);
         c.integer(*t, "worker", "baseline_buffers_per_source", cfg.baseline_buffers_per_source, 1,
                   1 << 20);
         c.string(*t, "worker", "summary_json", cfg.summary_json_path, "a file path");
@@ -329,7 +338,8 @@ config_result parse_worker_config(std::string_view text, std::string_view file_n
         c.unknown_keys(*pool_table, "pool",
                        {"buffer_count", "buffer_size_bytes", "processing_reserve", "sources_max"});
         c.integer(*pool_table, "pool", "buffer_count", cfg.pool.buffer_count, 2, 1 << 24);
-        c.integer(*pool_table, "pool", "buffer_size_bytes", cfg.pool.buffer_size_bytes, 64, 1 << 30);
+        c.integer(*pool_table, "pool", "buffer_size_bytes", cfg.pool.buffer_size_bytes, 64,
+                  1 << 30);
         c.integer(*pool_table, "pool", "processing_reserve", cfg.pool.processing_reserve, 1,
                   1 << 24);
         c.integer(*pool_table, "pool", "sources_max", cfg.pool.sources_max, 1, 1 << 24);
@@ -443,10 +453,12 @@ config_result parse_worker_config(std::string_view text, std::string_view file_n
                     auto& m = spec.mqtt;
                     c.string(t, path, "address", m.host, "a broker host name or IP address");
                     c.integer(t, path, "port", m.port, 1, 65535);
-                    if (!c.strings(t, path, "topics", m.topics, "topic filters, e.g. [\"sensors/#\"]") ||
+                    if (!c.strings(t, path, "topics", m.topics,
+                                   "topic filters, e.g. [\"sensors/#\"]") ||
                         m.topics.empty()) {
                         c.error(t.get("topics") != nullptr ? t.get("topics") : &t, path + ".topics",
-                                "is missing or empty", "at least one topic filter, e.g. [\"sensors/#\"]");
+                                "is missing or empty",
+                                "at least one topic filter, e.g. [\"sensors/#\"]");
                     }
                     c.integer(t, path, "qos", m.qos, 0, 1);
                     c.string(t, path, "client_id", m.client_id, "a client id unique on the broker");
@@ -488,8 +500,9 @@ config_result parse_worker_config(std::string_view text, std::string_view file_n
                 l.name = "listener-" + std::to_string(i);
                 c.unknown_keys(t, path,
                                {"name", "address", "port", "connections_max", "reserve", "cap",
-                                "flush_timeout_ms", "backlog", "admission_wait_ms", "idle_timeout_ms",
-                                "keepalive_idle_s", "keepalive_interval_s", "keepalive_probes"});
+                                "flush_timeout_ms", "backlog", "admission_wait_ms",
+                                "idle_timeout_ms", "keepalive_idle_s", "keepalive_interval_s",
+                                "keepalive_probes"});
                 c.string(t, path, "name", l.name, "a unique name");
                 if (!names.insert(l.name).second) {
                     c.error(t.get("name") != nullptr ? t.get("name") : &t, path + ".name",
@@ -525,7 +538,8 @@ config_result parse_worker_config(std::string_view text, std::string_view file_n
     }
     if (cfg.pool.processing_reserve < cfg.threads.compute_threads) {
         c.error(pool_at, "pool.processing_reserve",
-                std::to_string(cfg.pool.processing_reserve) + " is below worker.compute_threads = " +
+                std::to_string(cfg.pool.processing_reserve) +
+                    " is below worker.compute_threads = " +
                     std::to_string(cfg.threads.compute_threads) +
                     " (every running processing task needs an output buffer)",
                 "at least compute_threads");

@@ -9,12 +9,12 @@
 #include <string_view>
 #include <vector>
 
-#include "sluice/pool/buffer_pool.hpp"
-#include "sluice/source/generator_source.hpp"
+#include "sluice/env/production_environment.hpp"
 #include "sluice/mqtt/mqtt_source.hpp"
 #include "sluice/pipeline/processing.hpp"
-#include "sluice/env/production_environment.hpp"
+#include "sluice/pool/buffer_pool.hpp"
 #include "sluice/server/source_server.hpp"
+#include "sluice/source/generator_source.hpp"
 #include "sluice/source/stream_sources.hpp"
 
 namespace sluice::runtime {

@@ -6,8 +6,8 @@
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <charconv>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -29,7 +29,8 @@ namespace rt = sluice::runtime;
 /// then ends. A real one would read a device; this one is driven by the same interface.
 class probe_source final : public rt::source {
 public:
-    probe_source(std::uint64_t probe, std::uint64_t readings) : probe_(probe), readings_(readings) {}
+    probe_source(std::uint64_t probe, std::uint64_t readings)
+        : probe_(probe), readings_(readings) {}
 
     /// The kind is defined once per process; defining it again returns the same id.
     static rt::source_kind probe_kind() {
@@ -39,9 +40,13 @@ public:
 
     rt::source_kind kind() const noexcept override { return probe_kind(); }
     std::string describe() const override { return "probe " + std::to_string(probe_); }
-    boost::asio::awaitable<boost::system::error_code> open() override { co_return boost::system::error_code{}; }
+    boost::asio::awaitable<boost::system::error_code> open() override {
+        co_return boost::system::error_code{};
+    }
     /// Opening never waits, so the server may start this source without a coroutine.
-    std::optional<boost::system::error_code> open_now() override { return boost::system::error_code{}; }
+    std::optional<boost::system::error_code> open_now() override {
+        return boost::system::error_code{};
+    }
     boost::asio::awaitable<boost::system::error_code> wait_readable() override {
         co_return closed_ ? boost::system::error_code(boost::asio::error::operation_aborted)
                           : boost::system::error_code{};
@@ -82,7 +87,8 @@ public:
         const std::lock_guard lock(mutex_);
         auto& p = probes_[event.origin_id];
         take(p, event.spanning_record);
-        std::string_view records(reinterpret_cast<const char*>(event.records.data()), event.records.size());
+        std::string_view records(reinterpret_cast<const char*>(event.records.data()),
+                                 event.records.size());
         while (!records.empty()) {
             const auto end = records.find('\n');
             take(p, std::as_bytes(std::span(records.data(), end + 1)));
@@ -95,8 +101,9 @@ public:
         ended_.fetch_add(1);
     }
     void on_error(std::uint64_t origin_id, std::string_view message) override {
-        std::fprintf(stderr, "probe %llu failed: %.*s\n", static_cast<unsigned long long>(origin_id),
-                     static_cast<int>(message.size()), message.data());
+        std::fprintf(stderr, "probe %llu failed: %.*s\n",
+                     static_cast<unsigned long long>(origin_id), static_cast<int>(message.size()),
+                     message.data());
         errors_.fetch_add(1);
     }
 
@@ -105,9 +112,11 @@ public:
     /// Probes whose readings were not 0, 1, …, readings − 1 each exactly once, then the end.
     std::size_t wrong(std::uint64_t readings) {
         const std::lock_guard lock(mutex_);
-        return static_cast<std::size_t>(std::count_if(probes_.begin(), probes_.end(), [&](const auto& entry) {
-            return !entry.second.ended || entry.second.out_of_order || entry.second.next != readings;
-        }));
+        return static_cast<std::size_t>(
+            std::count_if(probes_.begin(), probes_.end(), [&](const auto& entry) {
+                return !entry.second.ended || entry.second.out_of_order ||
+                       entry.second.next != readings;
+            }));
     }
 
 private:
@@ -123,8 +132,8 @@ private:
         const char* text = reinterpret_cast<const char*>(record.data());
         const char* comma = static_cast<const char*>(std::memchr(text, ',', record.size()));
         std::uint64_t n = 0;
-        if (comma == nullptr || std::from_chars(comma + 1, text + record.size(), n).ec != std::errc{} ||
-            n != p.next) {
+        if (comma == nullptr ||
+            std::from_chars(comma + 1, text + record.size(), n).ec != std::errc{} || n != p.next) {
             p.out_of_order = true;
         }
         p.next = n + 1;
@@ -177,12 +186,12 @@ int main(int argc, char** argv) {
     const auto stats = worker.server().stats();
     const auto kind = rt::index_of(probe_source::probe_kind());
     const std::size_t wrong = sink.wrong(readings);
-    std::printf("sluice %s: %llu probes of kind \"%s\", %llu bytes, %llu records; %zu probes wrong\n",
-                sluice::version_string, static_cast<unsigned long long>(probes),
-                std::string(rt::to_string(probe_source::probe_kind())).c_str(),
-                static_cast<unsigned long long>(stats.bytes_total[kind]),
-                static_cast<unsigned long long>(worker.pipeline().stats().records_by_kind[kind]),
-                wrong);
+    std::printf(
+        "sluice %s: %llu probes of kind \"%s\", %llu bytes, %llu records; %zu probes wrong\n",
+        sluice::version_string, static_cast<unsigned long long>(probes),
+        std::string(rt::to_string(probe_source::probe_kind())).c_str(),
+        static_cast<unsigned long long>(stats.bytes_total[kind]),
+        static_cast<unsigned long long>(worker.pipeline().stats().records_by_kind[kind]), wrong);
     return wrong == 0 && sink.errors() == 0 &&
                    worker.pipeline().stats().records_by_kind[kind] == probes * readings
                ? 0

@@ -6,7 +6,9 @@ worker::worker(runtime::sink& out, const worker_options& options)
     : pool_(options.pool), env_(options.threads), pipeline_(env_, pool_, out, options.processing),
       server_(env_, pool_, pipeline_, options.server) {}
 
-worker::~worker() { shutdown(); }
+worker::~worker() {
+    shutdown();
+}
 
 void worker::shutdown() {
     if (down_) {

@@ -48,7 +48,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (reserved + c.pool.processing_reserve > c.pool.buffer_count) {
         fail("accepted reserves that the pool cannot admit");
     }
-    if (c.threads.io_threads == 0 || c.threads.compute_threads == 0 || c.threads.blocking_threads == 0) {
+    if (c.threads.io_threads == 0 || c.threads.compute_threads == 0 ||
+        c.threads.blocking_threads == 0) {
         fail("accepted a zero thread count");
     }
     if (c.pool.processing_reserve < c.threads.compute_threads) {

@@ -16,8 +16,8 @@
 #include <string>
 #include <string_view>
 
-#include "sluice/pipeline/processing.hpp"
 #include "sluice/env/production_environment.hpp"
+#include "sluice/pipeline/processing.hpp"
 #include "testing/feed_buffers.hpp"
 
 namespace {
@@ -32,7 +32,8 @@ using namespace sluice::runtime;
 class reassembling_sink final : public sink {
 public:
     void on_data(const data_event& event) override {
-        text.append(reinterpret_cast<const char*>(event.spanning_record.data()), event.spanning_record.size());
+        text.append(reinterpret_cast<const char*>(event.spanning_record.data()),
+                    event.spanning_record.size());
         text.append(reinterpret_cast<const char*>(event.records.data()), event.records.size());
         records += event.record_count;
         dropped += event.records_dropped;
@@ -75,7 +76,8 @@ expectation expect_newline(std::string_view in, std::size_t max) {
 
 std::uint32_t be32(const char* p) {
     const auto* u = reinterpret_cast<const unsigned char*>(p);
-    return (std::uint32_t{u[0]} << 24U) | (std::uint32_t{u[1]} << 16U) | (std::uint32_t{u[2]} << 8U) | u[3];
+    return (std::uint32_t{u[0]} << 24U) | (std::uint32_t{u[1]} << 16U) |
+           (std::uint32_t{u[2]} << 8U) | u[3];
 }
 
 /// Length-prefixed framing: a frame is 4 header bytes plus the payload; `max` bounds the frame.
@@ -130,11 +132,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const expectation e = kind == framing::newline ? expect_newline(input, buffer_size)
                                                    : expect_length_prefixed(input, buffer_size);
     if (out.text != e.text) {
-        fail("delivered records differ from the input's complete records (" + std::to_string(out.text.size()) +
-             " vs " + std::to_string(e.text.size()) + " bytes)");
+        fail("delivered records differ from the input's complete records (" +
+             std::to_string(out.text.size()) + " vs " + std::to_string(e.text.size()) + " bytes)");
     }
     if (out.records != e.records) {
-        fail("record count " + std::to_string(out.records) + ", expected " + std::to_string(e.records));
+        fail("record count " + std::to_string(out.records) + ", expected " +
+             std::to_string(e.records));
     }
     if (out.dropped != e.dropped) {
         fail("dropped " + std::to_string(out.dropped) + ", expected " + std::to_string(e.dropped));

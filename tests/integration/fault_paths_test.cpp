@@ -81,7 +81,8 @@ private:
                 const auto* p = bytes.data() + pos;
                 size = 4 + ((std::to_integer<std::size_t>(p[0]) << 24U) |
                             (std::to_integer<std::size_t>(p[1]) << 16U) |
-                            (std::to_integer<std::size_t>(p[2]) << 8U) | std::to_integer<std::size_t>(p[3]));
+                            (std::to_integer<std::size_t>(p[2]) << 8U) |
+                            std::to_integer<std::size_t>(p[3]));
             }
             add(bytes.subspan(pos, size));
             pos += size;
@@ -97,7 +98,8 @@ private:
 /// sluice::worker with `f` framing and quick reconnects, around a record_sink.
 struct record_worker {
     explicit record_worker(framing f)
-        : sink(f), core(sink, {{64, 4096, 4, 64}, {2, 2, 1}, processing_options{f}, quick_reconnects()}),
+        : sink(f),
+          core(sink, {{64, 4096, 4, 64}, {2, 2, 1}, processing_options{f}, quick_reconnects()}),
           pool(core.pool()), env(core.environment()), pipeline(core.pipeline()),
           server(core.server()) {}
     static server_options quick_reconnects() {
@@ -129,7 +131,8 @@ struct record_worker {
 
 source_server::source_factory tcp_client_to(std::uint16_t port) {
     return [port](environment& env, const executor& lane) -> std::unique_ptr<source> {
-        return std::make_unique<tcp_client_source>(env, lane, tcp_client_options{"127.0.0.1", port, 1s});
+        return std::make_unique<tcp_client_source>(env, lane,
+                                                   tcp_client_options{"127.0.0.1", port, 1s});
     };
 }
 
@@ -149,7 +152,8 @@ void reset(asio::ip::tcp::socket& peer) {
 /// A loopback acceptor standing for the peer, and `w`'s tcp_client source connected to it.
 struct peer_and_client {
     explicit peer_and_client(record_worker& w) {
-        const auto answer = w.server.register_source(named("client"), tcp_client_to(acceptor.local_endpoint().port()));
+        const auto answer = w.server.register_source(
+            named("client"), tcp_client_to(acceptor.local_endpoint().port()));
         EXPECT_TRUE(answer.admitted()) << answer.message;
         EXPECT_TRUE(w.server.start(answer.handle));
     }
@@ -162,7 +166,8 @@ std::string be32(std::uint32_t n) {
             static_cast<char>(n)};
 }
 
-TEST(fault_paths, a_reconnect_inside_a_newline_record_drops_it_and_never_joins_the_next_connection) {
+TEST(fault_paths,
+     a_reconnect_inside_a_newline_record_drops_it_and_never_joins_the_next_connection) {
     record_worker w(framing::newline);
     peer_and_client peer(w);
     auto& acceptor = peer.acceptor;
@@ -221,7 +226,8 @@ TEST(fault_paths, a_restarted_file_source_resumes_where_it_stopped_and_reads_not
     // the stop lands in the middle of it.
     w.sink.on_each_buffer = [] { std::this_thread::sleep_for(200us); };
     const auto answer = w.server.register_source(
-        named("file", {1, 1}), [path](environment& env, const executor& lane) -> std::unique_ptr<source> {
+        named("file", {1, 1}),
+        [path](environment& env, const executor& lane) -> std::unique_ptr<source> {
             return std::make_unique<file_source>(env, lane, path.string());
         });
     ASSERT_TRUE(answer.admitted()) << answer.message;
@@ -256,16 +262,20 @@ TEST(fault_paths, a_throwing_sink_fails_only_its_origin_and_shutdown_still_finis
         generator_options g;
         g.id = static_cast<std::uint64_t>(i);
         g.records_max = 20000;
-        handles.push_back(w->server
-                              .register_source(named("g" + std::to_string(i)),
-                                               [g](environment& env, const executor& lane) -> std::unique_ptr<source> {
-                                                   return std::make_unique<generator_source>(env, lane, g);
-                                               })
-                              .handle);
+        handles.push_back(
+            w->server
+                .register_source(
+                    named("g" + std::to_string(i)),
+                    [g](environment& env, const executor& lane) -> std::unique_ptr<source> {
+                        return std::make_unique<generator_source>(env, lane, g);
+                    })
+                .handle);
     }
     ASSERT_EQ(w->server.start(handles), 4U);
-    ASSERT_TRUE(w->sink.wait_for([&] { return w->sink.end_of_streams_locked() + w->sink.errors_locked() == 4; }))
-        << "ends: " << w->sink.end_of_streams() << " EoS, " << w->sink.errors() << " errors";
+    ASSERT_TRUE(w->sink.wait_for([&] {
+        return w->sink.end_of_streams_locked() + w->sink.errors_locked() == 4;
+    })) << "ends: "
+        << w->sink.end_of_streams() << " EoS, " << w->sink.errors() << " errors";
     EXPECT_EQ(w->sink.errors(), 1U);
     EXPECT_EQ(w->sink.end_of_streams(), 3U);
     EXPECT_EQ(w->pipeline.stats().sink_failures_total, 1U);
@@ -300,11 +310,12 @@ TEST(fault_paths, a_throwing_source_factory_leaves_nothing_registered) {
     test_worker w({16, 4096, 4, 64}, {1, 1, 1});
     // Twelve buffers for sources: a leaked reserve of 6 would leave room for only one more.
     for (int i = 0; i < 3; ++i) {
-        EXPECT_THROW(w.server.register_source(named("bad", {6, 6}),
-                                              [](environment&, const executor&) -> std::unique_ptr<source> {
-                                                  throw std::runtime_error("no such device");
-                                              }),
-                     std::runtime_error);
+        EXPECT_THROW(
+            w.server.register_source(named("bad", {6, 6}),
+                                     [](environment&, const executor&) -> std::unique_ptr<source> {
+                                         throw std::runtime_error("no such device");
+                                     }),
+            std::runtime_error);
     }
     const auto stats = w.pool.stats();
     EXPECT_EQ(stats.sources_registered, 0U);
@@ -314,7 +325,8 @@ TEST(fault_paths, a_throwing_source_factory_leaves_nothing_registered) {
     g.records_max = 10;
     for (int i = 0; i < 2; ++i) {
         const auto answer = w.server.register_source(
-            named("good", {6, 6}), [g](environment& env, const executor& lane) -> std::unique_ptr<source> {
+            named("good", {6, 6}),
+            [g](environment& env, const executor& lane) -> std::unique_ptr<source> {
                 return std::make_unique<generator_source>(env, lane, g);
             });
         EXPECT_TRUE(answer.admitted()) << answer.message;
@@ -327,9 +339,13 @@ TEST(fault_paths, a_restarted_paced_generator_resumes_its_rate_at_once) {
     g.id = 3;
     g.records_per_second = 500.0;
     g.burst_records = 1;
-    const auto h = w.server.register_source(named("paced"), [g](environment& env, const executor& lane) -> std::unique_ptr<source> {
-                                               return std::make_unique<generator_source>(env, lane, g);
-                                           }).handle;
+    const auto h = w.server
+                       .register_source(
+                           named("paced"),
+                           [g](environment& env, const executor& lane) -> std::unique_ptr<source> {
+                               return std::make_unique<generator_source>(env, lane, g);
+                           })
+                       .handle;
     ASSERT_TRUE(w.server.start(h));
     ASSERT_TRUE(w.sink.wait_for([&] { return w.sink.total_records_locked() >= 500; })); // about 1 s
     w.server.stop(h);
@@ -377,11 +393,17 @@ private:
 
 TEST(fault_paths, a_legacy_source_blocked_in_a_read_has_flushed_what_it_read_before) {
     test_worker w;
-    const auto h = w.server.register_source(named("device"), [](environment& env, const executor& lane) -> std::unique_ptr<source> {
-                                               return std::make_unique<blocking_source>(
-                                                   env, lane, std::make_unique<stalling_device>(std::vector<std::string>{generator_text(5, 0, 3)}),
-                                                   "stalling device");
-                                           }).handle;
+    const auto h =
+        w.server
+            .register_source(named("device"),
+                             [](environment& env, const executor& lane) -> std::unique_ptr<source> {
+                                 return std::make_unique<blocking_source>(
+                                     env, lane,
+                                     std::make_unique<stalling_device>(
+                                         std::vector<std::string>{generator_text(5, 0, 3)}),
+                                     "stalling device");
+                             })
+            .handle;
     ASSERT_TRUE(w.server.start(h));
     // Three records, then a read that blocks: they must not wait for reads that do not come.
     EXPECT_TRUE(w.sink.wait_for([&] { return w.sink.total_records_locked() == 3; }, 2s))
@@ -408,9 +430,15 @@ TEST(fault_paths, a_stop_cancels_a_tcp_connect_in_progress) {
     filler.connect(full.local_endpoint());
     test_worker w;
     const std::uint16_t port = full.local_endpoint().port();
-    const auto h = w.server.register_source(named("client"), [port](environment& env, const executor& lane) -> std::unique_ptr<source> {
-                                               return std::make_unique<tcp_client_source>(env, lane, tcp_client_options{"127.0.0.1", port, 30s});
-                                           }).handle;
+    const auto h =
+        w.server
+            .register_source(
+                named("client"),
+                [port](environment& env, const executor& lane) -> std::unique_ptr<source> {
+                    return std::make_unique<tcp_client_source>(
+                        env, lane, tcp_client_options{"127.0.0.1", port, 30s});
+                })
+            .handle;
     ASSERT_TRUE(w.server.start(h));
     std::this_thread::sleep_for(100ms); // the connect is under way
     const auto stopped_at = std::chrono::steady_clock::now();
@@ -488,14 +516,16 @@ TEST(fault_paths, a_connection_accepted_under_sustained_backpressure_is_admitted
     boost::system::error_code ignored;
     asio::write(late, asio::buffer(generator_text(7, 0, 100)), ignored);
     late.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
-    const bool delivered = w.sink.wait_for([&] { return w.sink.end_of_streams_locked() >= 1; }, 10s);
+    const bool delivered =
+        w.sink.wait_for([&] { return w.sink.end_of_streams_locked() >= 1; }, 10s);
     const auto stats = w.server.stats();
     stop_writers = true;
     for (auto& t : writers) {
         t.join();
     }
     EXPECT_TRUE(delivered) << "the late connection never ended: " << stats.connections_refused_total
-                           << " connections refused, " << stats.connections_accepted_total << " accepted";
+                           << " connections refused, " << stats.connections_accepted_total
+                           << " accepted";
     EXPECT_EQ(stats.connections_refused_total, 0U);
     EXPECT_TRUE(w.sink.violations().empty()) << w.sink.violations().front();
 }
@@ -524,7 +554,8 @@ TEST(fault_paths, an_idle_connection_is_closed_at_the_listener_idle_timeout_and_
         asio::write(talker, asio::buffer(generator_text(2, n, 1)));
         std::this_thread::sleep_for(50ms);
     }
-    EXPECT_TRUE(w.sink.wait_for([&] { return w.sink.total_records_locked() == 41; }, 5s)) << w.sink.total_records();
+    EXPECT_TRUE(w.sink.wait_for([&] { return w.sink.total_records_locked() == 41; }, 5s))
+        << w.sink.total_records();
     const auto stats = w.server.stats();
     EXPECT_EQ(stats.connections_accepted_total, 2U);
     EXPECT_EQ(stats.connections_closed_idle_total, 1U);
@@ -535,11 +566,12 @@ TEST(fault_paths, an_idle_connection_is_closed_at_the_listener_idle_timeout_and_
     quiet.read_some(asio::buffer(&byte, 1), gone);
     EXPECT_EQ(gone, asio::error::eof) << gone.message();
     // Keepalive on the worker's side of the talker's connection: ss shows its timer.
-    const std::string ss = "ss -tnoH state established '( sport = :" + std::to_string(port) + " )' > " +
-                           ::testing::TempDir() + "/ss.txt";
+    const std::string ss = "ss -tnoH state established '( sport = :" + std::to_string(port) +
+                           " )' > " + ::testing::TempDir() + "/ss.txt";
     ASSERT_EQ(std::system(ss.c_str()), 0);
     std::ifstream listing(::testing::TempDir() + "/ss.txt");
-    const std::string sockets((std::istreambuf_iterator<char>(listing)), std::istreambuf_iterator<char>());
+    const std::string sockets((std::istreambuf_iterator<char>(listing)),
+                              std::istreambuf_iterator<char>());
     EXPECT_NE(sockets.find("keepalive"), std::string::npos) << sockets;
     EXPECT_TRUE(w.sink.violations().empty()) << w.sink.violations().front();
 }
@@ -574,8 +606,8 @@ TEST(fault_paths, a_one_byte_trickle_is_coalesced_not_one_buffer_per_byte) {
     EXPECT_EQ(w.sink.total_records(), 20U);
     const auto emitted = w.server.stats().buffers_emitted_total;
     EXPECT_EQ(server_options{}.demand_flush_min_bytes, 64U);
-    const auto bound = 20 + text.size() / 64 + 2 +
-                       static_cast<std::size_t>(took / lo.flush_timeout) + 1;
+    const auto bound =
+        20 + text.size() / 64 + 2 + static_cast<std::size_t>(took / lo.flush_timeout) + 1;
     EXPECT_LE(emitted, bound) << emitted << " buffers for " << text.size() << " bytes";
     EXPECT_TRUE(w.sink.violations().empty()) << w.sink.violations().front();
 }

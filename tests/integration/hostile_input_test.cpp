@@ -33,7 +33,6 @@ using sluice::test::generator_text;
 using sluice::test::test_worker;
 using namespace std::chrono_literals;
 
-
 std::string frame(const std::string& payload) {
     const auto size = static_cast<std::uint32_t>(payload.size());
     std::string out;
@@ -109,7 +108,8 @@ TEST(hostile_input, half_a_record_then_a_reset_delivers_the_whole_records_then_a
     ASSERT_TRUE(w.sink.wait_for([&] { return w.sink.errors_locked() == 1; }));
     EXPECT_EQ(w.sink.total_records(), 300U) << "the half record is not delivered";
     EXPECT_TRUE(w.sink.violations().empty()) << w.sink.violations().front();
-    EXPECT_EQ(w.server.stats().errors_total[static_cast<std::size_t>(source_kind::tcp_connection)], 1U);
+    EXPECT_EQ(w.server.stats().errors_total[static_cast<std::size_t>(source_kind::tcp_connection)],
+              1U);
     ASSERT_TRUE(w.sink.wait_for([&] { return w.server.source_count() == 0; }));
     EXPECT_EQ(w.pool.stats().free, 512U);
 }
@@ -137,23 +137,27 @@ struct gated_file_read {
     void run(const std::function<void()>& meddle) {
         source_options options;
         options.name = "file";
-        const auto answer = w.server.register_source(options, [this](environment& e, const executor& lane) {
-            return std::make_unique<file_source>(e, lane, path);
-        });
+        const auto answer =
+            w.server.register_source(options, [this](environment& e, const executor& lane) {
+                return std::make_unique<file_source>(e, lane, path);
+            });
         ASSERT_TRUE(answer.admitted()) << answer.message;
         w.server.start(answer.handle);
         // Suspended on the pool: its buffers are all stuck behind the gate.
-        ASSERT_TRUE(w.sink.wait_for([&] { return w.server.stats().backpressure_waits_total > 0; }, 30s));
+        ASSERT_TRUE(
+            w.sink.wait_for([&] { return w.server.stats().backpressure_waits_total > 0; }, 30s));
         meddle();
         open_gate = true;
-        ASSERT_TRUE(w.sink.wait_for([&] { return w.sink.end_of_streams_locked() + w.sink.errors_locked() == 1; }));
+        ASSERT_TRUE(w.sink.wait_for(
+            [&] { return w.sink.end_of_streams_locked() + w.sink.errors_locked() == 1; }));
     }
 };
 
 TEST(hostile_input, a_file_removed_while_read_is_read_to_its_end) {
     gated_file_read read("removed.csv");
     read.run([&] { std::filesystem::remove(read.path); });
-    EXPECT_EQ(read.w.sink.total_records(), gated_file_read::records) << "the open file stays readable";
+    EXPECT_EQ(read.w.sink.total_records(), gated_file_read::records)
+        << "the open file stays readable";
     EXPECT_EQ(read.w.sink.errors(), 0U);
     EXPECT_TRUE(read.w.sink.violations().empty()) << read.w.sink.violations().front();
 }
@@ -162,9 +166,10 @@ TEST(hostile_input, a_file_truncated_while_read_ends_at_the_new_end_with_whole_r
     gated_file_read read("truncated.csv");
     const std::size_t cut = read.content.size() / 2 + 3; // inside a record
     read.run([&] { ASSERT_EQ(::truncate(read.path.c_str(), static_cast<off_t>(cut)), 0); });
-    const auto whole_records = static_cast<std::uint64_t>(
-        std::count(read.content.begin(), read.content.begin() + static_cast<std::ptrdiff_t>(cut), '\n'));
-    EXPECT_EQ(read.w.sink.total_records(), whole_records) << "every whole record before the cut, no more";
+    const auto whole_records = static_cast<std::uint64_t>(std::count(
+        read.content.begin(), read.content.begin() + static_cast<std::ptrdiff_t>(cut), '\n'));
+    EXPECT_EQ(read.w.sink.total_records(), whole_records)
+        << "every whole record before the cut, no more";
     EXPECT_EQ(read.w.sink.end_of_streams(), 1U);
     EXPECT_TRUE(read.w.sink.violations().empty()) << read.w.sink.violations().front();
 }
@@ -200,14 +205,16 @@ flood_outcome connect_flood(std::size_t descriptor_reserve) {
 
     flood_outcome out;
     {
-        sluice::test::child_process load({SLUICE_LOADGEN, "--port", std::to_string(port), "--connections", "200",
-                                          "--records", "1", "--hold"},
+        sluice::test::child_process load({SLUICE_LOADGEN, "--port", std::to_string(port),
+                                          "--connections", "200", "--records", "1", "--hold"},
                                          "flood_" + std::to_string(descriptor_reserve));
-        EXPECT_TRUE(w.sink.wait_for([&] { return w.server.stats().connections_refused_total > 0; }, 30s))
+        EXPECT_TRUE(
+            w.sink.wait_for([&] { return w.server.stats().connections_refused_total > 0; }, 30s))
             << load.err();
-        const auto answer = w.server.register_source(source_options{"file"}, [&](environment& e, const executor& lane) {
-            return std::make_unique<file_source>(e, lane, path);
-        });
+        const auto answer = w.server.register_source(
+            source_options{"file"}, [&](environment& e, const executor& lane) {
+                return std::make_unique<file_source>(e, lane, path);
+            });
         EXPECT_TRUE(answer.admitted()) << answer.message;
         w.server.start(answer.handle);
         EXPECT_TRUE(w.sink.wait_for(
@@ -238,7 +245,8 @@ TEST(hostile_input, a_connect_flood_leaves_the_descriptor_reserve_to_other_sourc
     EXPECT_TRUE(reserved.file_read) << "the reserve did not keep a descriptor for the file";
     // The control: with no reserve the flood takes every descriptor and the file cannot open.
     const flood_outcome unreserved = connect_flood(0);
-    EXPECT_FALSE(unreserved.file_read) << "the control did not exhaust descriptors; the test proves nothing";
+    EXPECT_FALSE(unreserved.file_read)
+        << "the control did not exhaust descriptors; the test proves nothing";
 }
 
 } // namespace

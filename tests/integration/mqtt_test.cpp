@@ -47,7 +47,8 @@ bool accepts_connections(std::uint16_t port) {
 /// A mosquitto broker on 127.0.0.1:port with persistence in its own directory; restartable.
 class broker {
 public:
-    explicit broker(std::string name) : dir_(::testing::TempDir() + "/" + name), port_(free_port()) {
+    explicit broker(std::string name)
+        : dir_(::testing::TempDir() + "/" + name), port_(free_port()) {
         std::filesystem::remove_all(dir_);
         std::filesystem::create_directories(dir_);
         // mosquitto started as root drops to its own user, which must be able to write the
@@ -79,8 +80,9 @@ public:
     void publish(const std::string& topic, const std::string& lines, int qos) const {
         const std::string file = dir_ + "/publish.txt";
         std::ofstream(file) << lines;
-        const std::string command = "mosquitto_pub -h 127.0.0.1 -p " + std::to_string(port_) + " -q " +
-                                    std::to_string(qos) + " -t '" + topic + "' -l < " + file;
+        const std::string command = "mosquitto_pub -h 127.0.0.1 -p " + std::to_string(port_) +
+                                    " -q " + std::to_string(qos) + " -t '" + topic + "' -l < " +
+                                    file;
         ASSERT_EQ(std::system(command.c_str()), 0) << command;
     }
     std::uint16_t port() const { return port_; }
@@ -113,8 +115,9 @@ struct mqtt_run {
     std::shared_ptr<mqtt_counters> counters = std::make_shared<mqtt_counters>();
     source_handle handle = 0;
 
-    mqtt_run(std::uint16_t port, std::string client_id, int qos, std::uint32_t payload_bytes_max = 65536,
-             server_options backoff = quick_backoff(), production_options threads = {2, 2, 1})
+    mqtt_run(std::uint16_t port, std::string client_id, int qos,
+             std::uint32_t payload_bytes_max = 65536, server_options backoff = quick_backoff(),
+             production_options threads = {2, 2, 1})
         : w({256, 4096, 8, 64}, threads, backoff) {
         w.sink.check_generator_records = false;
         w.sink.keep_raw = true;
@@ -130,9 +133,10 @@ struct mqtt_run {
         source_options options;
         options.name = "mqtt";
         options.flush_timeout = 10ms;
-        const auto answer = w.server.register_source(options, [o](environment& e, const executor& lane) {
-            return std::make_unique<mqtt_source>(e, lane, o);
-        });
+        const auto answer =
+            w.server.register_source(options, [o](environment& e, const executor& lane) {
+                return std::make_unique<mqtt_source>(e, lane, o);
+            });
         EXPECT_TRUE(answer.admitted()) << answer.message;
         handle = answer.handle;
         w.server.start(handle);
@@ -173,7 +177,8 @@ TEST(mqtt, qos1_every_message_arrives_once_across_a_broker_restart) {
     b.stop();
     b.start();
     b.publish("sensors/b", numbered_lines("after", 300), 1);
-    EXPECT_EQ(run.counters->connects.load(), 1U) << "reconnected before the publish: the session was not needed";
+    EXPECT_EQ(run.counters->connects.load(), 1U)
+        << "reconnected before the publish: the session was not needed";
     ASSERT_TRUE(run.wait_records(600)) << run.w.sink.total_records();
     std::this_thread::sleep_for(200ms); // a duplicate would arrive now
     const auto seen = run.lines();
@@ -182,7 +187,8 @@ TEST(mqtt, qos1_every_message_arrives_once_across_a_broker_restart) {
         EXPECT_EQ(times, 1) << "'" << line << "' arrived " << times << " times";
     }
     EXPECT_GE(run.counters->connects.load(), 2U);
-    EXPECT_GE(run.w.server.stats().reconnects_by_kind[static_cast<std::size_t>(source_kind::mqtt)], 1U);
+    EXPECT_GE(run.w.server.stats().reconnects_by_kind[static_cast<std::size_t>(source_kind::mqtt)],
+              1U);
     EXPECT_TRUE(run.w.sink.violations().empty()) << run.w.sink.violations().front();
 }
 
@@ -191,9 +197,13 @@ TEST(mqtt, qos0_messages_arrive_and_oversize_payloads_are_dropped_and_counted) {
     b.start();
     mqtt_run run(b.port(), "sluice-qos0", 0, 100);
     ASSERT_TRUE(run.w.sink.wait_for([&] { return run.counters->connects.load() == 1; }, 10s));
-    b.publish("sensors/x", numbered_lines("small", 100) + std::string(500, 'L') + "\n" + numbered_lines("more", 100), 0);
+    b.publish("sensors/x",
+              numbered_lines("small", 100) + std::string(500, 'L') + "\n" +
+                  numbered_lines("more", 100),
+              0);
     ASSERT_TRUE(run.wait_records(200)) << run.w.sink.total_records();
-    ASSERT_TRUE(run.w.sink.wait_for([&] { return run.counters->oversize_dropped.load() == 1; }, 10s));
+    ASSERT_TRUE(
+        run.w.sink.wait_for([&] { return run.counters->oversize_dropped.load() == 1; }, 10s));
     const auto seen = run.lines();
     EXPECT_EQ(seen.size(), 200U);
     EXPECT_EQ(seen.count(std::string(500, 'L')), 0U);
@@ -205,7 +215,10 @@ TEST(mqtt, broker_down_means_backoff_then_recovery_when_it_comes_up) {
     mqtt_run run(b.port(), "sluice-down", 1);
     // Nothing listens yet: the source keeps reopening with backoff; no thread blocks meanwhile.
     ASSERT_TRUE(run.w.sink.wait_for(
-        [&] { return run.w.server.stats().reconnects_by_kind[static_cast<std::size_t>(source_kind::mqtt)] >= 3; },
+        [&] {
+            return run.w.server.stats()
+                       .reconnects_by_kind[static_cast<std::size_t>(source_kind::mqtt)] >= 3;
+        },
         10s));
     EXPECT_EQ(run.counters->connects.load(), 0U);
     EXPECT_EQ(run.w.sink.errors(), 0U) << "still within its reconnect attempts";
@@ -239,11 +252,16 @@ TEST(mqtt, a_reconnect_leaves_neither_the_new_session_nor_a_socket_that_reused_t
     asio::io_context io;
     asio::ip::tcp::socket peer(io);
     peer.open(asio::ip::tcp::v4()); // its descriptor taken now, before the loss frees one
-    b.stop();                        // the library closes its socket: that number is free
+    b.stop();                       // the library closes its socket: that number is free
     ASSERT_TRUE(run.w.sink.wait_for(
-        [&] { return run.w.server.stats().reconnects_by_kind[static_cast<std::size_t>(source_kind::mqtt)] >= 1; }, 10s));
+        [&] {
+            return run.w.server.stats()
+                       .reconnects_by_kind[static_cast<std::size_t>(source_kind::mqtt)] >= 1;
+        },
+        10s));
     peer.connect({asio::ip::make_address("127.0.0.1"), port}); // accepted: the lowest free number
-    ASSERT_TRUE(run.w.sink.wait_for([&] { return run.w.server.stats().connections_accepted_total == 1; }, 10s));
+    ASSERT_TRUE(run.w.sink.wait_for(
+        [&] { return run.w.server.stats().connections_accepted_total == 1; }, 10s));
     b.start();
     ASSERT_TRUE(run.w.sink.wait_for([&] { return run.counters->connects.load() >= 2; }, 20s))
         << "connects: " << run.counters->connects.load();
@@ -282,7 +300,9 @@ source_server::source_factory mqtt_to(std::uint16_t port, std::chrono::milliseco
     o.topics = {"t"};
     o.clean_session = true;
     o.handshake_timeout = handshake;
-    return [o](environment& e, const executor& lane) { return std::make_unique<mqtt_source>(e, lane, o); };
+    return [o](environment& e, const executor& lane) {
+        return std::make_unique<mqtt_source>(e, lane, o);
+    };
 }
 
 TEST(mqtt, a_connect_that_hangs_meets_its_deadline_and_a_stop_cancels_it_at_once) {
@@ -306,11 +326,13 @@ TEST(mqtt, a_connect_that_hangs_meets_its_deadline_and_a_stop_cancels_it_at_once
     // A stop ends the hanging one at once, not when the kernel gives up.
     const auto asked = std::chrono::steady_clock::now();
     w.server.stop(stuck.handle);
-    EXPECT_TRUE(w.sink.wait_for([&] { return w.server.state(stuck.handle) == source_state::stopped; }, 2s))
+    EXPECT_TRUE(
+        w.sink.wait_for([&] { return w.server.state(stuck.handle) == source_state::stopped; }, 2s))
         << "a stop waited for the connect";
     EXPECT_LT(std::chrono::steady_clock::now() - asked, 1s);
     w.server.stop(slow.handle);
-    EXPECT_TRUE(w.sink.wait_for([&] { return w.server.state(slow.handle) == source_state::stopped; }, 2s));
+    EXPECT_TRUE(
+        w.sink.wait_for([&] { return w.server.state(slow.handle) == source_state::stopped; }, 2s));
 }
 
 } // namespace
@@ -333,23 +355,28 @@ TEST(mqtt, a_broker_named_by_host_name_is_looked_up_off_the_lane_and_a_bad_name_
     unknown.counters = nullptr;
     source_options options;
     options.name = "mqtt";
-    const auto good = w.server.register_source(options, [named](environment& e, const executor& lane) {
-        return std::make_unique<mqtt_source>(e, lane, named);
-    });
+    const auto good =
+        w.server.register_source(options, [named](environment& e, const executor& lane) {
+            return std::make_unique<mqtt_source>(e, lane, named);
+        });
     std::shared_ptr<mqtt_source*> bad_source = std::make_shared<mqtt_source*>(nullptr);
-    const auto bad = w.server.register_source(options, [unknown, bad_source](environment& e, const executor& lane) {
-        auto s = std::make_unique<mqtt_source>(e, lane, unknown);
-        *bad_source = s.get();
-        return s;
-    });
+    const auto bad = w.server.register_source(
+        options, [unknown, bad_source](environment& e, const executor& lane) {
+            auto s = std::make_unique<mqtt_source>(e, lane, unknown);
+            *bad_source = s.get();
+            return s;
+        });
     w.server.start(good.handle);
     w.server.start(bad.handle);
     EXPECT_TRUE(w.sink.wait_for([&] { return counters->connects.load() == 1; }, 10s));
     const auto mqtt = static_cast<std::size_t>(source_kind::mqtt);
-    EXPECT_TRUE(w.sink.wait_for([&] { return w.server.stats().reconnects_by_kind[mqtt] >= 1; }, 10s));
+    EXPECT_TRUE(
+        w.sink.wait_for([&] { return w.server.stats().reconnects_by_kind[mqtt] >= 1; }, 10s));
     w.server.stop(bad.handle);
-    ASSERT_TRUE(w.sink.wait_for([&] { return w.server.state(bad.handle) == source_state::stopped; }, 5s));
-    EXPECT_NE((*bad_source)->error_detail().find("look up 'no-such-broker.invalid'"), std::string::npos)
+    ASSERT_TRUE(
+        w.sink.wait_for([&] { return w.server.state(bad.handle) == source_state::stopped; }, 5s));
+    EXPECT_NE((*bad_source)->error_detail().find("look up 'no-such-broker.invalid'"),
+              std::string::npos)
         << (*bad_source)->error_detail();
 }
 

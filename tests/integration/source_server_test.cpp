@@ -50,7 +50,8 @@ source_options named(std::string name, source_limits limits = {1, 4},
 }
 
 /// `count` loopback connections to a listener on `port`.
-std::vector<asio::ip::tcp::socket> connect_peers(asio::io_context& io, std::uint16_t port, std::size_t count) {
+std::vector<asio::ip::tcp::socket> connect_peers(asio::io_context& io, std::uint16_t port,
+                                                 std::size_t count) {
     std::vector<asio::ip::tcp::socket> peers;
     for (std::size_t c = 0; c < count; ++c) {
         peers.emplace_back(io);
@@ -80,7 +81,9 @@ public:
     text_source(source_kind kind, std::string text) : kind_(kind), text_(std::move(text)) {}
     source_kind kind() const noexcept override { return kind_; }
     std::string describe() const override { return "a fixed text"; }
-    asio::awaitable<boost::system::error_code> open() override { co_return boost::system::error_code{}; }
+    asio::awaitable<boost::system::error_code> open() override {
+        co_return boost::system::error_code{};
+    }
     asio::awaitable<boost::system::error_code> wait_readable() override {
         co_return closed_ ? boost::system::error_code(asio::error::operation_aborted)
                           : boost::system::error_code{};
@@ -118,7 +121,8 @@ TEST(source_server, a_source_kind_of_the_embedders_own_is_counted_under_its_name
     w.sink.check_generator_records = false;
     const std::string text = "t=1,21.5\nt=2,21.7\nt=3,21.6\n";
     const auto answer = w.server.register_source(
-        named("probe"), [&](environment& /*env*/, const executor& /*lane*/) -> std::unique_ptr<source> {
+        named("probe"),
+        [&](environment& /*env*/, const executor& /*lane*/) -> std::unique_ptr<source> {
             return std::make_unique<text_source>(sensor, text);
         });
     ASSERT_TRUE(answer.admitted()) << answer.message;
@@ -155,8 +159,8 @@ TEST(source_server, finite_generators_deliver_every_record_then_end_of_stream) {
     constexpr std::uint64_t records = 5000;
     std::vector<source_handle> handles;
     for (int i = 0; i < sources; ++i) {
-        const auto answer = w.server.register_source(named("gen" + std::to_string(i)),
-                                                     generator(static_cast<std::uint64_t>(i), records));
+        const auto answer = w.server.register_source(
+            named("gen" + std::to_string(i)), generator(static_cast<std::uint64_t>(i), records));
         ASSERT_TRUE(answer.admitted()) << answer.message;
         handles.push_back(answer.handle);
         ASSERT_TRUE(w.server.start(answer.handle));
@@ -173,7 +177,8 @@ TEST(source_server, finite_generators_deliver_every_record_then_end_of_stream) {
         // A source that reached its end is stopped, not failed, and cannot start again: its
         // origin is closed (found by the simulator: a restart sent a second EoS).
         const auto handle = handles[static_cast<std::size_t>(i)];
-        EXPECT_TRUE(w.sink.wait_for([&] { return w.server.state(handle) == source_state::stopped; }));
+        EXPECT_TRUE(
+            w.sink.wait_for([&] { return w.server.state(handle) == source_state::stopped; }));
         EXPECT_FALSE(w.server.start(handles[static_cast<std::size_t>(i)]));
     }
     w.server.shutdown();
@@ -189,7 +194,8 @@ TEST(source_server, engine_stop_gives_neither_end_of_stream_nor_error_and_restar
     ASSERT_TRUE(w.server.start(b));
     ASSERT_TRUE(w.sink.wait_for([&] {
         const auto& o = w.sink.origins_locked();
-        return o.count(a) != 0 && o.at(a).records > 1000 && o.count(b) != 0 && o.at(b).records > 1000;
+        return o.count(a) != 0 && o.at(a).records > 1000 && o.count(b) != 0 &&
+               o.at(b).records > 1000;
     }));
     w.server.stop(a);
     ASSERT_TRUE(w.sink.wait_for([&] { return w.server.state(a) == source_state::stopped; }));
@@ -198,11 +204,11 @@ TEST(source_server, engine_stop_gives_neither_end_of_stream_nor_error_and_restar
     EXPECT_FALSE(after_stop.error);
     // b keeps running while a is stopped, restarted and later unregistered.
     const auto b_before = w.sink.origin(b).records;
-    ASSERT_TRUE(w.sink.wait_for([&] { return w.sink.origins_locked().at(b).records > b_before + 500; }));
+    ASSERT_TRUE(
+        w.sink.wait_for([&] { return w.sink.origins_locked().at(b).records > b_before + 500; }));
     ASSERT_TRUE(w.server.start(a));
-    ASSERT_TRUE(w.sink.wait_for([&] {
-        return w.sink.origins_locked().at(a).records > after_stop.records + 500;
-    }));
+    ASSERT_TRUE(w.sink.wait_for(
+        [&] { return w.sink.origins_locked().at(a).records > after_stop.records + 500; }));
     EXPECT_FALSE(w.server.unregister_source(a)) << "a running source cannot be unregistered";
     w.server.stop(a);
     ASSERT_TRUE(w.sink.wait_for([&] { return w.server.state(a) == source_state::stopped; }));
@@ -221,9 +227,13 @@ TEST(source_server, many_sources_start_at_once_and_a_stop_right_after_still_stop
     std::vector<source_handle> finite;
     std::vector<source_handle> endless;
     for (std::uint64_t i = 0; i < 20; ++i) {
-        finite.push_back(w.server.register_source(named("finite" + std::to_string(i)), generator(i, 100)).handle);
-        endless.push_back(
-            w.server.register_source(named("endless" + std::to_string(i)), generator(100 + i, 0, 20000.0)).handle);
+        finite.push_back(
+            w.server.register_source(named("finite" + std::to_string(i)), generator(i, 100))
+                .handle);
+        endless.push_back(w.server
+                              .register_source(named("endless" + std::to_string(i)),
+                                               generator(100 + i, 0, 20000.0))
+                              .handle);
     }
     std::vector<source_handle> all = finite;
     all.insert(all.end(), endless.begin(), endless.end());
@@ -301,7 +311,8 @@ TEST(source_server, a_stop_from_another_thread_racing_the_start_is_never_lost) {
     std::vector<source_handle> handles;
     for (std::uint64_t i = 0; i < 50; ++i) {
         handles.push_back(
-            w.server.register_source(named("g" + std::to_string(i)), generator(i, 0, 0.001)).handle);
+            w.server.register_source(named("g" + std::to_string(i)), generator(i, 0, 0.001))
+                .handle);
     }
     for (int round = 0; round < 200; ++round) {
         std::atomic<bool> go{false};
@@ -325,23 +336,23 @@ TEST(source_server, failing_source_gives_its_data_then_error_and_others_are_unaf
     test_worker w;
     const auto bad = w.server.register_source(
         named("legacy"), [](environment& env, const executor& lane) -> std::unique_ptr<source> {
-            return std::make_unique<blocking_source>(env, lane, std::make_unique<failing_reader>(300),
-                                                     "legacy device");
+            return std::make_unique<blocking_source>(
+                env, lane, std::make_unique<failing_reader>(300), "legacy device");
         });
     const auto good = w.server.register_source(named("good"), generator(3, 2000));
     ASSERT_TRUE(bad.admitted());
     ASSERT_TRUE(good.admitted());
     ASSERT_TRUE(w.server.start(bad.handle));
     ASSERT_TRUE(w.server.start(good.handle));
-    ASSERT_TRUE(w.sink.wait_for([&] {
-        return w.sink.errors_locked() == 1 && w.sink.end_of_streams_locked() == 1;
-    }));
+    ASSERT_TRUE(w.sink.wait_for(
+        [&] { return w.sink.errors_locked() == 1 && w.sink.end_of_streams_locked() == 1; }));
     const auto log = w.sink.origin(bad.handle);
     EXPECT_TRUE(log.error);
     EXPECT_EQ(log.records, 300U) << "every record read before the failure is delivered first";
     EXPECT_NE(log.error_message.find("device unplugged"), std::string::npos) << log.error_message;
     // The state is published by the coroutine's completion, just after the Error event left.
-    EXPECT_TRUE(w.sink.wait_for([&] { return w.server.state(bad.handle) == source_state::failed; }));
+    EXPECT_TRUE(
+        w.sink.wait_for([&] { return w.server.state(bad.handle) == source_state::failed; }));
     EXPECT_EQ(w.sink.origin(good.handle).records, 2000U);
     EXPECT_TRUE(w.sink.violations().empty()) << w.sink.violations().front();
 }
@@ -407,8 +418,9 @@ TEST(source_server, slow_pipeline_makes_sources_suspend_without_loss_or_blocked_
     // buffers may be refused for now (reserve_lent_out), which is admission doing its job.
     std::vector<source_handle> handles;
     for (int i = 0; i < sources; ++i) {
-        const auto answer = w.server.register_source(named("g" + std::to_string(i), {1, 4}),
-                                                     generator(static_cast<std::uint64_t>(i), records));
+        const auto answer =
+            w.server.register_source(named("g" + std::to_string(i), {1, 4}),
+                                     generator(static_cast<std::uint64_t>(i), records));
         ASSERT_TRUE(answer.admitted()) << answer.message;
         handles.push_back(answer.handle);
     }
@@ -437,8 +449,9 @@ TEST(source_server, registration_beyond_the_pool_is_refused_while_others_run) {
     test_worker w({16, 1024, 4, 64});
     std::vector<source_handle> running;
     for (int i = 0; i < 6; ++i) {
-        const auto answer = w.server.register_source(named("g" + std::to_string(i), {2, 2}),
-                                                     generator(static_cast<std::uint64_t>(i), 0, 5000));
+        const auto answer =
+            w.server.register_source(named("g" + std::to_string(i), {2, 2}),
+                                     generator(static_cast<std::uint64_t>(i), 0, 5000));
         ASSERT_TRUE(answer.admitted()) << answer.message;
         w.server.start(answer.handle);
         running.push_back(answer.handle);
@@ -474,9 +487,8 @@ TEST(source_server, file_source_reads_to_the_end_and_a_missing_file_fails) {
         });
     w.server.start(file.handle);
     w.server.start(missing.handle);
-    ASSERT_TRUE(w.sink.wait_for([&] {
-        return w.sink.end_of_streams_locked() == 1 && w.sink.errors_locked() == 1;
-    }));
+    ASSERT_TRUE(w.sink.wait_for(
+        [&] { return w.sink.end_of_streams_locked() == 1 && w.sink.errors_locked() == 1; }));
     EXPECT_EQ(w.sink.origin(file.handle).records, 20000U);
     EXPECT_NE(w.sink.origin(missing.handle).error_message.find("/nonexistent/sluice.csv"),
               std::string::npos);
@@ -494,10 +506,12 @@ TEST(source_server, udp_source_keeps_datagrams_whole) {
             return s;
         });
     ASSERT_TRUE(w.server.start(answer.handle));
-    ASSERT_TRUE(w.sink.wait_for([&] {
-        port = raw->port();
-        return port != 0;
-    }, 10s));
+    ASSERT_TRUE(w.sink.wait_for(
+        [&] {
+            port = raw->port();
+            return port != 0;
+        },
+        10s));
     asio::io_context io;
     asio::ip::udp::socket sender(io, asio::ip::udp::v4());
     char record[generator_record_bytes_max];
@@ -506,7 +520,8 @@ TEST(source_server, udp_source_keeps_datagrams_whole) {
         sender.send_to(asio::buffer(record, size), {asio::ip::make_address("127.0.0.1"), port});
         if (n % 50 == 49) {
             // Loopback UDP can drop under a burst; pace a little so the test checks framing.
-            ASSERT_TRUE(w.sink.wait_for([&] { return w.sink.total_records_locked() >= n + 1; }, 10s));
+            ASSERT_TRUE(
+                w.sink.wait_for([&] { return w.sink.total_records_locked() >= n + 1; }, 10s));
         }
     }
     EXPECT_EQ(w.sink.total_records(), 500U);
@@ -556,7 +571,6 @@ TEST(source_server, legacy_blocking_sources_run_on_a_bounded_pool) {
     EXPECT_TRUE(w.sink.violations().empty()) << w.sink.violations().front();
 }
 
-
 std::uint32_t parked(const source_server& server, source_kind kind) {
     return server.stats().parked_by_kind[static_cast<std::size_t>(kind)];
 }
@@ -577,15 +591,15 @@ void idle_connections_round_trip(bool park_idle) {
         return w.server.stats().sources_by_state[static_cast<std::size_t>(source_state::running)] ==
                    connections &&
                parked(w.server, source_kind::tcp_connection) == expected_parked;
-    })) << parked(w.server, source_kind::tcp_connection) << " parked";
+    })) << parked(w.server, source_kind::tcp_connection)
+        << " parked";
     // Two rounds of 300 records per connection with the connections idle in between.
     for (std::uint64_t round = 0; round < 2; ++round) {
         for (std::size_t c = 0; c < connections; ++c) {
             asio::write(peers[c], asio::buffer(generator_text(c, round * 300, 300)));
         }
-        ASSERT_TRUE(w.sink.wait_for([&] {
-            return w.sink.total_records_locked() == (round + 1) * 300 * connections;
-        }));
+        ASSERT_TRUE(w.sink.wait_for(
+            [&] { return w.sink.total_records_locked() == (round + 1) * 300 * connections; }));
         ASSERT_TRUE(w.sink.wait_for(
             [&] { return parked(w.server, source_kind::tcp_connection) == expected_parked; }));
     }
@@ -604,7 +618,9 @@ void idle_connections_round_trip(bool park_idle) {
     ASSERT_TRUE(w.sink.wait_for([&] { return w.server.source_count() == 0; }));
 }
 
-TEST(source_server, idle_connections_park_and_wake_without_loss) { idle_connections_round_trip(true); }
+TEST(source_server, idle_connections_park_and_wake_without_loss) {
+    idle_connections_round_trip(true);
+}
 
 TEST(source_server, with_parking_off_idle_connections_wait_in_their_coroutines) {
     idle_connections_round_trip(false);
@@ -620,7 +636,8 @@ TEST(source_server, a_tcp_client_parks_between_bursts_and_across_a_reconnect_wit
     const std::uint16_t port = acceptor.local_endpoint().port();
     const auto answer = w.server.register_source(
         named("client"), [port](environment& env, const executor& lane) -> std::unique_ptr<source> {
-            return std::make_unique<tcp_client_source>(env, lane, tcp_client_options{"127.0.0.1", port, 1s});
+            return std::make_unique<tcp_client_source>(env, lane,
+                                                       tcp_client_options{"127.0.0.1", port, 1s});
         });
     ASSERT_TRUE(answer.admitted()) << answer.message;
     ASSERT_TRUE(w.server.start(answer.handle));
@@ -629,16 +646,19 @@ TEST(source_server, a_tcp_client_parks_between_bursts_and_across_a_reconnect_wit
     auto peer = acceptor.accept();
     ASSERT_TRUE(w.sink.wait_for(client_parked)) << "a connected client with nothing to read parks";
     asio::write(peer, asio::buffer(generator_text(4, 0, 300)));
-    ASSERT_TRUE(w.sink.wait_for([&] { return w.sink.total_records_locked() == 300 && client_parked(); }));
+    ASSERT_TRUE(
+        w.sink.wait_for([&] { return w.sink.total_records_locked() == 300 && client_parked(); }));
     asio::write(peer, asio::buffer(generator_text(4, 300, 300)));
-    ASSERT_TRUE(w.sink.wait_for([&] { return w.sink.total_records_locked() == 600 && client_parked(); }));
+    ASSERT_TRUE(
+        w.sink.wait_for([&] { return w.sink.total_records_locked() == 600 && client_parked(); }));
     // A reset while parked: the client reconnects (backoff) and the origin continues.
     peer.set_option(asio::socket_base::linger(true, 0));
     peer.close();
     auto second = acceptor.accept();
     ASSERT_TRUE(w.sink.wait_for(client_parked));
     asio::write(second, asio::buffer(generator_text(4, 600, 300)));
-    ASSERT_TRUE(w.sink.wait_for([&] { return w.sink.total_records_locked() == 900 && client_parked(); }));
+    ASSERT_TRUE(
+        w.sink.wait_for([&] { return w.sink.total_records_locked() == 900 && client_parked(); }));
     second.close(); // a clean end: end of stream
     ASSERT_TRUE(w.sink.wait_for([&] { return w.sink.end_of_streams_locked() == 1; }));
     EXPECT_EQ(w.sink.total_records(), 900U);
@@ -671,7 +691,8 @@ TEST(source_server, rate_limited_generators_park_between_bursts_and_deliver_ever
     ASSERT_TRUE(w.sink.wait_for([&] { return w.sink.end_of_streams_locked() == sources; }));
     EXPECT_EQ(w.sink.total_records(), sources * 30U);
     EXPECT_TRUE(w.sink.violations().empty()) << w.sink.violations().front();
-    EXPECT_GE(w.server.stats().parks_total, static_cast<std::uint64_t>(sources)) << "no generator parked";
+    EXPECT_GE(w.server.stats().parks_total, static_cast<std::uint64_t>(sources))
+        << "no generator parked";
     EXPECT_EQ(parked(w.server, source_kind::generator), 0U);
 }
 
@@ -681,8 +702,10 @@ TEST(source_server, a_parked_source_keeps_its_partial_buffer_until_the_deadline_
     test_worker w({512, 4096, 8, 8192}, {2, 2, 1}, options);
     // Two generators with one record now and nothing due for 1,000 s: each reads its record
     // into a buffer and parks holding it.
-    const auto timed = w.server.register_source(named("timed", {1, 4}, 500ms), generator(1, 0, 0.001));
-    const auto held = w.server.register_source(named("held", {1, 4}, 1000s), generator(2, 0, 0.001));
+    const auto timed =
+        w.server.register_source(named("timed", {1, 4}, 500ms), generator(1, 0, 0.001));
+    const auto held =
+        w.server.register_source(named("held", {1, 4}, 1000s), generator(2, 0, 0.001));
     ASSERT_TRUE(timed.admitted() && held.admitted());
     ASSERT_TRUE(w.server.start(timed.handle));
     ASSERT_TRUE(w.server.start(held.handle));
@@ -698,12 +721,14 @@ TEST(source_server, a_parked_source_keeps_its_partial_buffer_until_the_deadline_
     // A stop delivers the held one, then the source stops: its data, neither EoS nor Error.
     w.server.stop(held.handle);
     ASSERT_TRUE(w.sink.wait_for([&] {
-        return w.server.state(held.handle) == source_state::stopped && w.sink.total_records_locked() == 2;
+        return w.server.state(held.handle) == source_state::stopped &&
+               w.sink.total_records_locked() == 2;
     }));
     stats = w.server.stats();
     EXPECT_EQ(stats.flushes_total[static_cast<std::size_t>(flush_reason::stop)], 1U);
     w.server.stop(timed.handle);
-    ASSERT_TRUE(w.sink.wait_for([&] { return w.server.state(timed.handle) == source_state::stopped; }));
+    ASSERT_TRUE(
+        w.sink.wait_for([&] { return w.server.state(timed.handle) == source_state::stopped; }));
     w.pipeline.wait_idle();
     EXPECT_EQ(w.pool.stats().free, 512U) << "a buffer stayed with a stopped source";
     EXPECT_EQ(w.sink.end_of_streams(), 0U);
@@ -716,8 +741,9 @@ TEST(source_server, parked_sources_stop_promptly_restart_and_shut_down) {
     // Generators with nothing due for 1,000 s after their first record, and idle connections.
     std::vector<source_handle> generators;
     for (int i = 0; i < 10; ++i) {
-        const auto answer = w.server.register_source(named("sleepy" + std::to_string(i)),
-                                                     generator(static_cast<std::uint64_t>(i), 0, 0.001));
+        const auto answer =
+            w.server.register_source(named("sleepy" + std::to_string(i)),
+                                     generator(static_cast<std::uint64_t>(i), 0, 0.001));
         ASSERT_TRUE(answer.admitted());
         ASSERT_TRUE(w.server.start(answer.handle));
         generators.push_back(answer.handle);

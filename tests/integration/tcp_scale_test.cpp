@@ -19,16 +19,18 @@ void raise_open_file_limit() {
     ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &limit), 0);
     limit.rlim_cur = limit.rlim_max;
     ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &limit), 0);
-    ASSERT_GE(limit.rlim_cur, 11000U) << "the test needs 5,000 sockets here and 5,000 in the load generator's process";
+    ASSERT_GE(limit.rlim_cur, 11000U)
+        << "the test needs 5,000 sockets here and 5,000 in the load generator's process";
 }
 
 /// Feeds `connections` × `records` through the listener; returns the peak thread count seen.
 std::size_t feed(sluice::test::test_worker& w, std::uint16_t port, std::uint32_t connections,
                  std::uint64_t records, std::uint64_t id_base, std::uint64_t eos_expected) {
-    sluice::test::child_process load(
-        {SLUICE_LOADGEN, "--port", std::to_string(port), "--connections", std::to_string(connections),
-         "--records", std::to_string(records), "--id-base", std::to_string(id_base)},
-        "loadgen_" + std::to_string(connections));
+    sluice::test::child_process load({SLUICE_LOADGEN, "--port", std::to_string(port),
+                                      "--connections", std::to_string(connections), "--records",
+                                      std::to_string(records), "--id-base",
+                                      std::to_string(id_base)},
+                                     "loadgen_" + std::to_string(connections));
     EXPECT_TRUE(load.started());
     std::size_t threads_max = sluice::test::thread_count();
     const bool all_ended = w.sink.wait_for(
@@ -37,7 +39,8 @@ std::size_t feed(sluice::test::test_worker& w, std::uint16_t port, std::uint32_t
             return w.sink.end_of_streams_locked() >= eos_expected;
         },
         180s);
-    EXPECT_TRUE(all_ended) << "end of streams: " << w.sink.end_of_streams() << " of " << eos_expected;
+    EXPECT_TRUE(all_ended) << "end of streams: " << w.sink.end_of_streams() << " of "
+                           << eos_expected;
     EXPECT_EQ(load.wait(60s), 0) << load.out() << load.err();
     const auto report = load.out();
     EXPECT_EQ(sluice::test::json_number(report, "records_sent"),

@@ -191,9 +191,9 @@ TEST(buffer_pool, a_waiting_registration_is_admitted_ahead_of_sources_waiting_ab
     std::vector<sluice::runtime::admission> answers;
     pool.async_register_source({2, 2}, asio::bind_executor(io, [&](boost::system::error_code error,
                                                                    sluice::runtime::admission a) {
-        EXPECT_FALSE(error);
-        answers.push_back(std::move(a));
-    }));
+                                   EXPECT_FALSE(error);
+                                   answers.push_back(std::move(a));
+                               }));
     drain(io);
     EXPECT_TRUE(answers.empty());
     EXPECT_EQ(pool.stats().waiters_admission, 1U);
@@ -234,7 +234,8 @@ TEST(buffer_pool, a_cancelled_registration_wait_gives_back_what_was_held_for_it)
     std::vector<buffer> held = take_all(pool, greedy);
     std::vector<std::string> log;
     std::vector<buffer> granted;
-    pool.async_acquire(greedy, asio::bind_executor(io, recorder{&log, &granted, "g1"})); // at its cap
+    pool.async_acquire(greedy,
+                       asio::bind_executor(io, recorder{&log, &granted, "g1"})); // at its cap
     asio::cancellation_signal cancel;
     boost::system::error_code outcome;
     std::string refusal;

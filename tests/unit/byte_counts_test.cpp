@@ -19,9 +19,10 @@ using namespace sluice::runtime;
 using counter = byte_counts (*)(std::span<const std::byte>, char, char) noexcept;
 
 std::vector<std::pair<const char*, counter>> counters() {
-    std::vector<std::pair<const char*, counter>> all = {
-        {"scalar", &count_bytes_scalar}, {"sse2", &count_bytes_sse2}, {"wide", &count_bytes_wide},
-        {"inline", &count_bytes}};
+    std::vector<std::pair<const char*, counter>> all = {{"scalar", &count_bytes_scalar},
+                                                        {"sse2", &count_bytes_sse2},
+                                                        {"wide", &count_bytes_wide},
+                                                        {"inline", &count_bytes}};
     if (cpu_has_avx2()) {
         all.emplace_back("avx2", &count_bytes_avx2);
     }
@@ -30,14 +31,17 @@ std::vector<std::pair<const char*, counter>> counters() {
 
 void expect_counts(const std::string& text, std::size_t offset, std::size_t length) {
     const auto bytes = std::as_bytes(std::span(text.data() + offset, length));
-    const auto expected_nl = static_cast<std::uint64_t>(std::count(text.begin() + static_cast<std::ptrdiff_t>(offset),
-                                                                   text.begin() + static_cast<std::ptrdiff_t>(offset + length), '\n'));
-    const auto expected_comma = static_cast<std::uint64_t>(std::count(text.begin() + static_cast<std::ptrdiff_t>(offset),
-                                                                      text.begin() + static_cast<std::ptrdiff_t>(offset + length), ','));
+    const auto expected_nl = static_cast<std::uint64_t>(
+        std::count(text.begin() + static_cast<std::ptrdiff_t>(offset),
+                   text.begin() + static_cast<std::ptrdiff_t>(offset + length), '\n'));
+    const auto expected_comma = static_cast<std::uint64_t>(
+        std::count(text.begin() + static_cast<std::ptrdiff_t>(offset),
+                   text.begin() + static_cast<std::ptrdiff_t>(offset + length), ','));
     for (const auto& [name, count] : counters()) {
         const byte_counts got = count(bytes, '\n', ',');
         ASSERT_EQ(got.first, expected_nl) << name << " offset " << offset << " length " << length;
-        ASSERT_EQ(got.second, expected_comma) << name << " offset " << offset << " length " << length;
+        ASSERT_EQ(got.second, expected_comma)
+            << name << " offset " << offset << " length " << length;
     }
 }
 
@@ -63,9 +67,9 @@ TEST(byte_counts, long_runs_of_counted_bytes_fold_the_lane_counters_correctly) {
     for (const char fill : {',', '\n'}) {
         std::string text(50000, fill);
         text[12345] = 'y';
-        for (const std::size_t length : {std::size_t{4079}, std::size_t{4080}, std::size_t{4081},
-                                         std::size_t{8159}, std::size_t{8160}, std::size_t{8161},
-                                         std::size_t{20000}, std::size_t{49999}}) {
+        for (const std::size_t length :
+             {std::size_t{4079}, std::size_t{4080}, std::size_t{4081}, std::size_t{8159},
+              std::size_t{8160}, std::size_t{8161}, std::size_t{20000}, std::size_t{49999}}) {
             expect_counts(text, 1, length);
         }
     }

@@ -5,8 +5,8 @@
 
 #include <gtest/gtest.h>
 
-#include "sluice/pipeline/processing.hpp"
 #include "sluice/env/production_environment.hpp"
+#include "sluice/pipeline/processing.hpp"
 #include "testing/feed_buffers.hpp"
 #include "testing/recording_sink.hpp"
 
@@ -44,7 +44,8 @@ void run_through(const std::string& input, framing kind, std::uint32_t buffer_si
         production_environment env({1, 1, 1});
         processing pipeline(env, pool, out, {kind, record_bytes_max, 4});
         std::mt19937 random(seed);
-        sluice::test::feed_buffers(pool, pipeline, input, {1, 60}, [&] { return 1 + random() % buffer_size; });
+        sluice::test::feed_buffers(pool, pipeline, input, {1, 60},
+                                   [&] { return 1 + random() % buffer_size; });
     }
     EXPECT_EQ(pool.stats().free, 64U);
 }
@@ -69,7 +70,8 @@ TEST(processing, newline_records_spanning_buffers_are_reassembled_in_order) {
         run_through(input, framing::newline, 128, 0, out, seed);
         EXPECT_TRUE(out.text == input) << "seed " << seed << ": reassembled text differs";
         EXPECT_EQ(out.records, 2000U);
-        EXPECT_EQ(out.fields, static_cast<std::uint64_t>(std::count(input.begin(), input.end(), ',')) + 2000U);
+        EXPECT_EQ(out.fields,
+                  static_cast<std::uint64_t>(std::count(input.begin(), input.end(), ',')) + 2000U);
         EXPECT_EQ(out.dropped, 0U);
         EXPECT_EQ(out.ends, 1U);
     }
@@ -95,7 +97,8 @@ TEST(processing, field_counts_are_exact_in_large_buffers_dense_with_separators) 
         run_through(input, framing::newline, 65536, 0, out, seed);
         EXPECT_TRUE(out.text == input) << "seed " << seed;
         EXPECT_EQ(out.records, records);
-        EXPECT_EQ(out.fields, static_cast<std::uint64_t>(std::count(input.begin(), input.end(), ',')) + records)
+        EXPECT_EQ(out.fields,
+                  static_cast<std::uint64_t>(std::count(input.begin(), input.end(), ',')) + records)
             << "seed " << seed;
     }
 }
@@ -132,7 +135,6 @@ TEST(processing, oversize_records_are_dropped_and_counted_and_the_rest_survive) 
     EXPECT_EQ(out.dropped, 2U);
 }
 
-
 // Found by fuzz_framing: wait_idle could return between the last task's decrement and its
 // notification, and the owner then destroyed processing under the task (a use-after-free that
 // the sanitizer presets catch). Many short-lived pipelines on one environment make it likely.
@@ -145,7 +147,8 @@ TEST(processing, wait_idle_returns_only_after_the_last_task_is_done_with_process
         {
             processing pipeline(env, pool, out, {framing::newline, 0, 1});
             std::uint32_t cut = 0;
-            sluice::test::feed_buffers(pool, pipeline, input, {1, 8}, [&] { return 1 + (cut++ * 37) % 256; });
+            sluice::test::feed_buffers(pool, pipeline, input, {1, 8},
+                                       [&] { return 1 + (cut++ * 37) % 256; });
         } // destroyed as soon as wait_idle returns
         ASSERT_EQ(out.text, input);
         ASSERT_EQ(pool.stats().free, 16U);
@@ -158,8 +161,9 @@ namespace {
 
 /// Submits `parts` in order on one channel; `discontinuous[i]` marks part i as the first
 /// bytes of a new connection.
-void feed_parts(framing kind, const std::vector<std::string>& parts, const std::vector<bool>& discontinuous,
-                reassembling_sink& out, processing_stats& stats) {
+void feed_parts(framing kind, const std::vector<std::string>& parts,
+                const std::vector<bool>& discontinuous, reassembling_sink& out,
+                processing_stats& stats) {
     buffer_pool pool({16, 256, 4, 4});
     {
         production_environment env({1, 1, 1});
@@ -186,13 +190,15 @@ void feed_parts(framing kind, const std::vector<std::string>& parts, const std::
 std::string frame(const std::string& payload) {
     const auto n = static_cast<std::uint32_t>(payload.size());
     return std::string{static_cast<char>(n >> 24U), static_cast<char>(n >> 16U),
-                       static_cast<char>(n >> 8U), static_cast<char>(n)} + payload;
+                       static_cast<char>(n >> 8U), static_cast<char>(n)} +
+           payload;
 }
 
 TEST(processing, a_discontinuity_drops_the_unfinished_newline_record_and_counts_it) {
     reassembling_sink out;
     processing_stats stats;
-    feed_parts(framing::newline, {"a,1,x\nb,2,", "c,3,y\n", "d,4", ",z\n"}, {false, true, false, false}, out, stats);
+    feed_parts(framing::newline, {"a,1,x\nb,2,", "c,3,y\n", "d,4", ",z\n"},
+               {false, true, false, false}, out, stats);
     EXPECT_EQ(out.text, "a,1,x\nc,3,y\nd,4,z\n") << "b,2, must never be joined to c,3,y";
     EXPECT_EQ(out.records, 3U);
     EXPECT_EQ(stats.records_truncated_total, 1U);
@@ -206,11 +212,12 @@ TEST(processing, a_discontinuity_resyncs_length_prefixed_framing_and_ends_an_ove
     const std::string promise = frame(std::string(100, 'p')).substr(0, 14);
     const std::string oversize = frame(std::string(1000, 'o')).substr(0, 50);
     feed_parts(framing::length_prefixed,
-               {promise, frame("r1") + frame("r2"), oversize, frame("r3")}, {false, true, false, true}, out,
-               stats);
+               {promise, frame("r1") + frame("r2"), oversize, frame("r3")},
+               {false, true, false, true}, out, stats);
     EXPECT_EQ(out.text, frame("r1") + frame("r2") + frame("r3"));
     EXPECT_EQ(out.records, 3U);
-    EXPECT_EQ(stats.records_truncated_total, 1U) << "the 100-byte record; the oversize one counts as dropped";
+    EXPECT_EQ(stats.records_truncated_total, 1U)
+        << "the 100-byte record; the oversize one counts as dropped";
     EXPECT_EQ(stats.records_dropped_total, 1U);
 }
 

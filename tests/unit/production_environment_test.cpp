@@ -29,8 +29,7 @@ using sluice::runtime::production_environment;
 using sluice::runtime::production_options;
 
 /// Polls `condition` for up to 10 s (the counters are updated by other threads).
-template <typename Condition>
-bool eventually(Condition condition) {
+template <typename Condition> bool eventually(Condition condition) {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     while (std::chrono::steady_clock::now() < deadline) {
         if (condition()) {
@@ -69,9 +68,7 @@ TEST(production_environment, inline_dispatch_on_the_lane_is_not_counted_twice) {
     production_environment env(production_options{1, 1, 1});
     const auto lane = env.lane_executor(0);
     std::promise<pool_load> seen;
-    asio::post(lane, [&] {
-        asio::dispatch(lane, [&] { seen.set_value(env.io_load()); });
-    });
+    asio::post(lane, [&] { asio::dispatch(lane, [&] { seen.set_value(env.io_load()); }); });
     const pool_load inside = seen.get_future().get();
     EXPECT_EQ(inside.active, 1U);
     EXPECT_EQ(inside.queued, 0U);
@@ -118,8 +115,7 @@ TEST(production_environment, blocking_load_counts_reads_running_and_waiting) {
 }
 
 /// Runs `work` on `lane` and waits for it (the lane owns what `work` touches).
-template <typename Work>
-void on_lane(const sluice::runtime::executor& lane, Work work) {
+template <typename Work> void on_lane(const sluice::runtime::executor& lane, Work work) {
     std::promise<void> done;
     asio::post(lane, [&] {
         work();
@@ -220,7 +216,8 @@ TEST(production_environment, parked_tcp_wait_wakes_on_data_after_returning_and_e
     });
     EXPECT_EQ(closed_while_parked.get_future().get(), asio::error::operation_aborted);
     asio::post(lane, [&] { stream->park([&](error_code e) { parked_after_close.set_value(e); }); });
-    EXPECT_TRUE(parked_after_close.get_future().get()) << "a closed stream's wait must end with an error";
+    EXPECT_TRUE(parked_after_close.get_future().get())
+        << "a closed stream's wait must end with an error";
     on_lane(lane, [&] { stream.reset(); });
 }
 
@@ -244,8 +241,9 @@ TEST(production_environment, leaves_the_host_processes_onetbb_parallelism_alone)
                 }
                 if (global_control::active_value(global_control::max_allowed_parallelism) !=
                     host_limit) {
-                    std::fprintf(stderr, "capped while the environment lives: %zu\n",
-                                 global_control::active_value(global_control::max_allowed_parallelism));
+                    std::fprintf(
+                        stderr, "capped while the environment lives: %zu\n",
+                        global_control::active_value(global_control::max_allowed_parallelism));
                     std::exit(1);
                 }
             }

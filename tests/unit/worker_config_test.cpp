@@ -56,11 +56,21 @@ typo_key = 1
     ASSERT_FALSE(r.ok());
     const std::string report = all_errors(r);
     // file:line:column, key, problem, allowed
-    EXPECT_NE(report.find("broken.toml:3:21: pool.buffer_size_bytes: 0 is out of range; allowed: an integer from 64"), std::string::npos) << report;
-    EXPECT_NE(report.find("broken.toml:10:7: source[0].cap: cap 2 is below reserve 3"), std::string::npos) << report;
+    EXPECT_NE(report.find("broken.toml:3:21: pool.buffer_size_bytes: 0 is out of range; allowed: "
+                          "an integer from 64"),
+              std::string::npos)
+        << report;
+    EXPECT_NE(report.find("broken.toml:10:7: source[0].cap: cap 2 is below reserve 3"),
+              std::string::npos)
+        << report;
     EXPECT_NE(report.find("source[1].name: duplicate name 'a'"), std::string::npos) << report;
-    EXPECT_NE(report.find("source[1].kind: unknown source kind 'carrier-pigeon'; allowed: generator, tcp_client, udp, file"), std::string::npos) << report;
-    EXPECT_NE(report.find("source[2].address: 'not-an-address' is not an IP address"), std::string::npos) << report;
+    EXPECT_NE(report.find("source[1].kind: unknown source kind 'carrier-pigeon'; allowed: "
+                          "generator, tcp_client, udp, file"),
+              std::string::npos)
+        << report;
+    EXPECT_NE(report.find("source[2].address: 'not-an-address' is not an IP address"),
+              std::string::npos)
+        << report;
     EXPECT_NE(report.find("source[2].port: 70000 is out of range"), std::string::npos) << report;
     EXPECT_NE(report.find("listener[0].typo_key: unknown key"), std::string::npos) << report;
 }
@@ -77,8 +87,10 @@ cap = 5
 )",
                                        "p2.toml");
     ASSERT_FALSE(r.ok());
-    EXPECT_NE(all_errors(r).find("the sources' reserves (100) plus processing_reserve (5) exceed buffer_count (100)"),
-              std::string::npos)
+    EXPECT_NE(
+        all_errors(r).find(
+            "the sources' reserves (100) plus processing_reserve (5) exceed buffer_count (100)"),
+        std::string::npos)
         << all_errors(r);
 }
 
@@ -91,8 +103,8 @@ TEST(worker_config, syntax_errors_are_located) {
 }
 
 TEST(worker_config, missing_file_for_a_file_source_is_an_error) {
-    const auto r = parse_worker_config("[[source]]\nkind = \"file\"\npath = \"/nonexistent/x.csv\"\n",
-                                       "f.toml");
+    const auto r = parse_worker_config(
+        "[[source]]\nkind = \"file\"\npath = \"/nonexistent/x.csv\"\n", "f.toml");
     ASSERT_FALSE(r.ok());
     EXPECT_NE(all_errors(r).find("'/nonexistent/x.csv' does not exist"), std::string::npos);
 }
@@ -135,8 +147,11 @@ count = 3
     const std::string report = all_errors(bad);
     EXPECT_NE(report.find("source[0].topics: is missing or empty"), std::string::npos) << report;
     EXPECT_NE(report.find("source[0].qos: 2 is out of range"), std::string::npos) << report;
-    EXPECT_NE(report.find("source[0].client_id: is missing: a persistent session"), std::string::npos) << report;
-    EXPECT_NE(report.find("source[0].count: an MQTT source is one session"), std::string::npos) << report;
+    EXPECT_NE(report.find("source[0].client_id: is missing: a persistent session"),
+              std::string::npos)
+        << report;
+    EXPECT_NE(report.find("source[0].count: an MQTT source is one session"), std::string::npos)
+        << report;
 }
 
 } // namespace
@@ -177,23 +192,30 @@ TEST(worker_config, an_invalid_value_of_every_key_is_a_located_error_naming_it) 
         {"[[source]]\nkind = \"generator\"", "reserve = 0", "source[0].reserve"},
         {"[[source]]\nkind = \"generator\"", "cap = 0", "source[0].cap"},
         {"[[source]]\nkind = \"generator\"", "flush_timeout_ms = 0", "source[0].flush_timeout_ms"},
-        {"[[source]]\nkind = \"generator\"", "records_per_second = -1.0", "source[0].records_per_second"},
+        {"[[source]]\nkind = \"generator\"", "records_per_second = -1.0",
+         "source[0].records_per_second"},
         {"[[source]]\nkind = \"generator\"", "records_max = -1", "source[0].records_max"},
         {"[[source]]\nkind = \"generator\"", "burst_records = 0", "source[0].burst_records"},
         {"[[source]]", "kind = \"carrier_pigeon\"", "source[0].kind"},
         {"[[source]]\nkind = \"tcp_client\"\nport = 9000", "address = \"x\"", "source[0].address"},
         {"[[source]]\nkind = \"tcp_client\"", "port = 0", "source[0].port"},
-        {"[[source]]\nkind = \"tcp_client\"\nport = 9000", "connect_timeout_ms = 0", "source[0].connect_timeout_ms"},
+        {"[[source]]\nkind = \"tcp_client\"\nport = 9000", "connect_timeout_ms = 0",
+         "source[0].connect_timeout_ms"},
         {"[[source]]\nkind = \"udp\"", "address = \"x\"", "source[0].address"},
         {"[[source]]\nkind = \"udp\"", "port = 70000", "source[0].port"},
         {"[[source]]\nkind = \"file\"", "path = \"/nonexistent/x.csv\"", "source[0].path"},
-        {"[[source]]\nkind = \"mqtt\"\nclient_id = \"c\"\ntopics = [\"t\"]", "port = 0", "source[0].port"},
+        {"[[source]]\nkind = \"mqtt\"\nclient_id = \"c\"\ntopics = [\"t\"]", "port = 0",
+         "source[0].port"},
         {"[[source]]\nkind = \"mqtt\"\nclient_id = \"c\"", "topics = \"t\"", "source[0].topics"},
-        {"[[source]]\nkind = \"mqtt\"\nclient_id = \"c\"\ntopics = [\"t\"]", "qos = 2", "source[0].qos"},
+        {"[[source]]\nkind = \"mqtt\"\nclient_id = \"c\"\ntopics = [\"t\"]", "qos = 2",
+         "source[0].qos"},
         {"[[source]]\nkind = \"mqtt\"\ntopics = [\"t\"]", "client_id = 7", "source[0].client_id"},
-        {"[[source]]\nkind = \"mqtt\"\nclient_id = \"c\"\ntopics = [\"t\"]", "clean_session = \"no\"", "source[0].clean_session"},
-        {"[[source]]\nkind = \"mqtt\"\nclient_id = \"c\"\ntopics = [\"t\"]", "keepalive_s = 1", "source[0].keepalive_s"},
-        {"[[source]]\nkind = \"mqtt\"\nclient_id = \"c\"\ntopics = [\"t\"]", "payload_bytes_max = 0", "source[0].payload_bytes_max"},
+        {"[[source]]\nkind = \"mqtt\"\nclient_id = \"c\"\ntopics = [\"t\"]",
+         "clean_session = \"no\"", "source[0].clean_session"},
+        {"[[source]]\nkind = \"mqtt\"\nclient_id = \"c\"\ntopics = [\"t\"]", "keepalive_s = 1",
+         "source[0].keepalive_s"},
+        {"[[source]]\nkind = \"mqtt\"\nclient_id = \"c\"\ntopics = [\"t\"]",
+         "payload_bytes_max = 0", "source[0].payload_bytes_max"},
         {"[[source]]\nkind = \"generator\"", "bogus = 1", "source[0].bogus"},
         {"[[listener]]", "name = 5", "listener[0].name"},
         {"[[listener]]", "address = \"x\"", "listener[0].address"},
@@ -216,10 +238,11 @@ TEST(worker_config, an_invalid_value_of_every_key_is_a_located_error_naming_it) 
         const auto r = parse_worker_config(text, "bad.toml");
         bool named = false;
         for (const auto& e : r.errors) {
-            named = named || (e.key == row.expected && e.line > 0 && !e.problem.empty() && !e.allowed.empty());
+            named = named || (e.key == row.expected && e.line > 0 && !e.problem.empty() &&
+                              !e.allowed.empty());
         }
-        EXPECT_TRUE(named) << row.line << " in " << row.table << ": no located error for " << row.expected
-                           << "; got:\n"
+        EXPECT_TRUE(named) << row.line << " in " << row.table << ": no located error for "
+                           << row.expected << "; got:\n"
                            << all_errors(r);
     }
 }
@@ -230,7 +253,8 @@ namespace {
 
 // Found by fuzz_config: a float where an integer belongs was cast to int64 (undefined for 1e300).
 TEST(worker_config, a_huge_float_where_an_integer_belongs_is_a_type_error) {
-    const auto r = parse_worker_config("[pool]\nbuffer_count = 1e300\n[[listener]]\nbacklog = -1e308\n", "float.toml");
+    const auto r = parse_worker_config(
+        "[pool]\nbuffer_count = 1e300\n[[listener]]\nbacklog = -1e308\n", "float.toml");
     ASSERT_FALSE(r.ok());
     const std::string report = all_errors(r);
     EXPECT_NE(report.find("pool.buffer_count: is not an integer"), std::string::npos) << report;

@@ -13,13 +13,12 @@
 namespace sluice::runtime {
 
 struct histogram_snapshot {
-    std::vector<double> upper_bounds;       ///< finite bounds, ascending (+Inf is implicit)
-    std::vector<std::uint64_t> cumulative;  ///< per bound, then one for +Inf (= count)
+    std::vector<double> upper_bounds;      ///< finite bounds, ascending (+Inf is implicit)
+    std::vector<std::uint64_t> cumulative; ///< per bound, then one for +Inf (= count)
     double sum = 0.0;
 };
 
-template <std::size_t BucketCount>
-class atomic_histogram {
+template <std::size_t BucketCount> class atomic_histogram {
 public:
     explicit constexpr atomic_histogram(const std::array<double, BucketCount>& upper_bounds)
         : bounds_(upper_bounds) {}
@@ -57,7 +56,7 @@ private:
 inline constexpr std::array<double, 13> seconds_buckets{1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.01,
                                                         0.05, 0.1,  0.5,  1.0,  5.0,  10.0};
 /// Bounds for ratios in [0, 1].
-inline constexpr std::array<double, 10> ratio_buckets{0.01, 0.05, 0.1, 0.2, 0.3,
+inline constexpr std::array<double, 10> ratio_buckets{0.01, 0.05, 0.1, 0.2,  0.3,
                                                       0.5,  0.7,  0.9, 0.99, 1.0};
 
 using seconds_histogram = atomic_histogram<seconds_buckets.size()>;

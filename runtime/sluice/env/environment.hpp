@@ -103,7 +103,8 @@ public:
     virtual ~stream_listener() = default;
     /// Accepts the next connection; the new stream is bound to `target` (the lane that will run
     /// its source). `operation_aborted` when closed or cancelled.
-    virtual boost::asio::awaitable<std::pair<boost::system::error_code, std::unique_ptr<byte_stream>>>
+    virtual boost::asio::awaitable<
+        std::pair<boost::system::error_code, std::unique_ptr<byte_stream>>>
     accept(executor target) = 0;
     virtual void close() noexcept = 0;
     /// The bound port (useful when 0 was asked for).
@@ -191,7 +192,8 @@ public:
     virtual std::size_t blocking_concurrency() const noexcept = 0;
 
     /// Connects to `address:port` (numeric address) within `timeout`.
-    virtual boost::asio::awaitable<std::pair<boost::system::error_code, std::unique_ptr<byte_stream>>>
+    virtual boost::asio::awaitable<
+        std::pair<boost::system::error_code, std::unique_ptr<byte_stream>>>
     connect(executor lane, std::string address, std::uint16_t port, duration timeout) = 0;
     /// Listens on `address:port` (0 = any free port). Errors as values.
     virtual std::pair<boost::system::error_code, std::unique_ptr<stream_listener>>
@@ -206,7 +208,8 @@ public:
     open_file(executor lane, const std::string& path, std::uint64_t offset) = 0;
     /// Watches a descriptor owned by a library (MQTT's socket) on `lane`. Environments without
     /// real descriptors (the simulator) return null, and such sources fail to open there.
-    virtual std::unique_ptr<descriptor_watch> watch_descriptor(const executor& /*lane*/, int /*fd*/) {
+    virtual std::unique_ptr<descriptor_watch> watch_descriptor(const executor& /*lane*/,
+                                                               int /*fd*/) {
         return nullptr;
     }
 };

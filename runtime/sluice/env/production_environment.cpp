@@ -3,9 +3,9 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <sys/socket.h>
 #include <pthread.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -51,8 +51,8 @@ void allow_tbb_workers(std::size_t threads) {
     const std::size_t active =
         tbb::global_control::active_value(tbb::global_control::max_allowed_parallelism);
     if (threads + 1 > active) {
-        raise = std::make_unique<tbb::global_control>(
-            tbb::global_control::max_allowed_parallelism, threads + 1);
+        raise = std::make_unique<tbb::global_control>(tbb::global_control::max_allowed_parallelism,
+                                                      threads + 1);
     }
 }
 
@@ -69,8 +69,7 @@ thread_local bool inside_handler = false;
 /// same blocking, work-tracking and relationship semantics. A handler dispatched inline from
 /// inside another lane handler (blocking.possibly on the lane's own thread) is not counted
 /// twice as active.
-template <typename Inner>
-class counting_executor {
+template <typename Inner> class counting_executor {
 public:
     using counters = production_environment::task_counters;
 
@@ -78,20 +77,19 @@ public:
         : inner_(std::move(inner)), count_(count) {}
 
     template <typename Property>
-        requires asio::can_query<const Inner&, Property>::value
-    decltype(auto) query(const Property& property) const noexcept {
+    requires asio::can_query<const Inner&, Property>::value decltype(auto)
+    query(const Property& property) const noexcept {
         return asio::query(inner_, property);
     }
 
     template <typename Property>
-        requires asio::can_require<const Inner&, Property>::value
-    auto require(const Property& property) const {
+    requires asio::can_require<const Inner&, Property>::value auto
+    require(const Property& property) const {
         using required = std::decay_t<decltype(asio::require(inner_, property))>;
         return counting_executor<required>(asio::require(inner_, property), count_);
     }
 
-    template <typename Function>
-    void execute(Function&& function) const {
+    template <typename Function> void execute(Function&& function) const {
         count_->queued.fetch_add(1, std::memory_order_relaxed);
         inner_.execute([count = count_, f = std::forward<Function>(function)]() mutable {
             count->queued.fetch_sub(1, std::memory_order_relaxed);
@@ -161,21 +159,20 @@ read_result classify(std::size_t bytes, const error_code& error) {
 /// Plain operator new/delete for the operation of a parked wait. Asio's default allocator
 /// recycles blocks cached per thread, which hands a long-lived wait whatever larger block a
 /// short-lived operation left behind (heaptrack: 256-byte blocks for a 144-byte wait).
-template <typename T>
-struct exact_allocator {
+template <typename T> struct exact_allocator {
     using value_type = T;
     exact_allocator() noexcept = default;
-    template <typename U>
-    exact_allocator(const exact_allocator<U>& /*other*/) noexcept {}
+    template <typename U> exact_allocator(const exact_allocator<U>& /*other*/) noexcept {}
     T* allocate(std::size_t n) { return static_cast<T*>(::operator new(n * sizeof(T))); }
     void deallocate(T* p, std::size_t /*n*/) noexcept { ::operator delete(p); }
     friend bool operator==(const exact_allocator&, const exact_allocator&) noexcept { return true; }
-    friend bool operator!=(const exact_allocator&, const exact_allocator&) noexcept { return false; }
+    friend bool operator!=(const exact_allocator&, const exact_allocator&) noexcept {
+        return false;
+    }
 };
 
 /// `handler` with its operation allocated exactly (for waits that last: parked sources).
-template <typename Handler>
-auto allocated_exactly(Handler handler) {
+template <typename Handler> auto allocated_exactly(Handler handler) {
     return asio::bind_allocator(exact_allocator<void>{}, std::move(handler));
 }
 
@@ -193,8 +190,7 @@ using lane_tcp_socket = asio::basic_stream_socket<tcp, lane_executor_type>;
 
 /// True when the socket has no bytes (or datagram) queued: one FIONREAD, asked only when the
 /// last read returned data. An error says nothing: do not park on it.
-template <typename Socket>
-bool nothing_queued(Socket& socket) {
+template <typename Socket> bool nothing_queued(Socket& socket) {
     error_code error;
     const std::size_t queued = socket.available(error);
     return !error && queued == 0;
@@ -202,7 +198,8 @@ bool nothing_queued(Socket& socket) {
 
 lane_executor_type concrete_lane(const executor& lane) {
     const auto* concrete = lane.target<lane_executor_type>();
-    SLUICE_ASSERT(concrete != nullptr && "not an executor made by production_environment::lane_executor");
+    SLUICE_ASSERT(concrete != nullptr &&
+                  "not an executor made by production_environment::lane_executor");
     return *concrete;
 }
 
@@ -216,7 +213,8 @@ public:
     }
     void on_expiry(duration delay, std::function<void(bool)> done) override {
         timer_.expires_after(delay);
-        timer_.async_wait(allocated_exactly([done = std::move(done)](const error_code& error) { done(!error); }));
+        timer_.async_wait(
+            allocated_exactly([done = std::move(done)](const error_code& error) { done(!error); }));
     }
     void cancel() noexcept override { timer_.cancel(); }
 
@@ -232,13 +230,16 @@ public:
     explicit tcp_stream(lane_tcp_socket socket) : socket_(std::move(socket)) {
         error_code ignored;
         socket_.non_blocking(true, ignored);
-        peer_ = socket_.remote_endpoint(ignored); // the text only when asked: memory per idle connection
+        peer_ = socket_.remote_endpoint(
+            ignored); // the text only when asked: memory per idle connection
     }
-    void keep_alive(std::chrono::seconds idle, std::chrono::seconds interval, int probes) noexcept override {
+    void keep_alive(std::chrono::seconds idle, std::chrono::seconds interval,
+                    int probes) noexcept override {
         const int fd = socket_.native_handle();
         const int on = 1;
         const int idle_s = static_cast<int>(idle.count());
-        const int interval_s = static_cast<int>(std::max<std::chrono::seconds::rep>(interval.count(), 1));
+        const int interval_s =
+            static_cast<int>(std::max<std::chrono::seconds::rep>(interval.count(), 1));
         // Best effort: a socket that refuses keeps working without it.
         ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
         ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle_s, sizeof(idle_s));
@@ -288,8 +289,12 @@ public:
     ~asio_descriptor_watch() override { cancel(); } // the descriptor closes the duplicate
     asio_descriptor_watch(const asio_descriptor_watch&) = delete;
     asio_descriptor_watch& operator=(const asio_descriptor_watch&) = delete;
-    asio::awaitable<error_code> wait_readable() override { return wait(asio::posix::descriptor_base::wait_read); }
-    asio::awaitable<error_code> wait_writable() override { return wait(asio::posix::descriptor_base::wait_write); }
+    asio::awaitable<error_code> wait_readable() override {
+        return wait(asio::posix::descriptor_base::wait_read);
+    }
+    asio::awaitable<error_code> wait_writable() override {
+        return wait(asio::posix::descriptor_base::wait_write);
+    }
     void cancel() noexcept override {
         error_code ignored;
         descriptor_.cancel(ignored);
@@ -459,8 +464,7 @@ production_environment::production_environment(const production_options& options
     : compute_threads_(options.compute_threads), blocking_threads_(options.blocking_threads),
       descriptor_reserve_(options.descriptor_reserve), inject_faults_(options.inject_faults),
       start_(std::chrono::steady_clock::now()), random_(std::random_device{}()) {
-    if (options.io_threads == 0 || options.compute_threads == 0 ||
-        options.blocking_threads == 0) {
+    if (options.io_threads == 0 || options.compute_threads == 0 || options.blocking_threads == 0) {
         throw std::invalid_argument(
             "environment: io_threads, compute_threads and blocking_threads must each be at "
             "least 1");
@@ -478,7 +482,9 @@ production_environment::production_environment(const production_options& options
     }
 }
 
-production_environment::~production_environment() { shutdown(); }
+production_environment::~production_environment() {
+    shutdown();
+}
 
 void production_environment::shutdown() {
     if (stopped_) {
@@ -506,7 +512,8 @@ executor production_environment::lane_executor(std::size_t index) {
     return counting_executor(lanes_[index]->get_executor(), lane_counters_[index].get());
 }
 
-std::unique_ptr<descriptor_watch> production_environment::watch_descriptor(const executor& lane, int fd) {
+std::unique_ptr<descriptor_watch> production_environment::watch_descriptor(const executor& lane,
+                                                                           int fd) {
     const int duplicate = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (duplicate < 0) {
         return nullptr; // out of descriptors: the caller reports it and tries again later
@@ -570,7 +577,8 @@ struct compute_task {
 
 void production_environment::post_compute(std::function<void()> work) {
     compute_in_flight_.fetch_add(1);
-    compute_->arena.enqueue(compute_task{std::move(work), &compute_in_flight_, &compute_mutex_, &compute_idle_});
+    compute_->arena.enqueue(
+        compute_task{std::move(work), &compute_in_flight_, &compute_mutex_, &compute_idle_});
 }
 
 void production_environment::post_blocking(std::function<void()> work) {
@@ -595,13 +603,14 @@ production_environment::connect(executor lane, std::string address, std::uint16_
     }
     lane_tcp_socket socket(concrete_lane(lane));
     asio::steady_timer deadline(lane, timeout);
-    auto outcome =
-        co_await (socket.async_connect(tcp::endpoint(ip, port), asio::as_tuple(asio::use_awaitable)) ||
-                  deadline.async_wait(asio::as_tuple(asio::use_awaitable)));
+    auto outcome = co_await (
+        socket.async_connect(tcp::endpoint(ip, port), asio::as_tuple(asio::use_awaitable)) ||
+        deadline.async_wait(asio::as_tuple(asio::use_awaitable)));
     if (outcome.index() == 1) {
         // The deadline, or a cancellation of the whole connect (a stop): say which.
         const bool cancelled = std::get<0>(std::get<1>(outcome)) == asio::error::operation_aborted;
-        co_return result{cancelled ? asio::error::operation_aborted : asio::error::timed_out, nullptr};
+        co_return result{cancelled ? asio::error::operation_aborted : asio::error::timed_out,
+                         nullptr};
     }
     error = std::get<0>(std::get<0>(outcome));
     if (error) {
@@ -657,7 +666,8 @@ production_environment::open_udp(executor lane, const std::string& address, std:
 }
 
 std::pair<error_code, std::unique_ptr<byte_stream>>
-production_environment::open_file(executor /*lane*/, const std::string& path, std::uint64_t offset) {
+production_environment::open_file(executor /*lane*/, const std::string& path,
+                                  std::uint64_t offset) {
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         return {error_code(errno, boost::system::system_category()), nullptr};

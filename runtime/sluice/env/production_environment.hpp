@@ -48,7 +48,9 @@ public:
     /// after waiting for posted compute work. Idempotent; called by the destructor.
     void shutdown();
 
-    bool inject(fault_site site) noexcept override { return inject_faults_ && inject_faults_(site); }
+    bool inject(fault_site site) noexcept override {
+        return inject_faults_ && inject_faults_(site);
+    }
     std::size_t lane_count() const noexcept override { return lanes_.size(); }
     executor lane_executor(std::size_t index) override;
     time_point now() const noexcept override;

@@ -50,7 +50,9 @@ private:
     std::vector<MetricFamily>& out_;
 };
 
-double d(std::uint64_t v) { return static_cast<double>(v); }
+double d(std::uint64_t v) {
+    return static_cast<double>(v);
+}
 
 constexpr const char* requester_names[] = {"source", "processing"};
 
@@ -70,8 +72,9 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
     out.reserve(40);
     builder b(out);
 
-    b.gauge(b.family("sluice_build_info", "Build of the running worker; always 1.", MetricType::Gauge),
-            1.0, {{"version", version_}});
+    b.gauge(
+        b.family("sluice_build_info", "Build of the running worker; always 1.", MetricType::Gauge),
+        1.0, {{"version", version_}});
 
     // Pool.
     b.gauge(b.family("sluice_pool_capacity_buffers", "Buffers in the pool (fixed at start).",
@@ -82,7 +85,8 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
     {
         // Four states that sum to capacity. Snapshots of three components are not taken at the
         // same instant, so source_held absorbs the difference (never below 0).
-        const std::uint64_t queued = std::min<std::uint64_t>(q.buffers_queued, p.outstanding_sources);
+        const std::uint64_t queued =
+            std::min<std::uint64_t>(q.buffers_queued, p.outstanding_sources);
         const std::uint64_t processing_now =
             std::min<std::uint64_t>(q.buffers_in_progress, p.outstanding_sources - queued) +
             p.outstanding_processing;
@@ -116,15 +120,20 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
                            "unavailable (a try that found none).",
                            MetricType::Counter);
         for (std::size_t r = 0; r < 2; ++r) {
-            b.counter(f, d(p.acquired_immediately_total[r]), {{"requester", requester_names[r]}, {"result", "immediate"}});
-            b.counter(f, d(p.acquired_after_wait_total[r]), {{"requester", requester_names[r]}, {"result", "after_wait"}});
-            b.counter(f, d(p.waits_aborted_total[r]), {{"requester", requester_names[r]}, {"result", "aborted"}});
-            b.counter(f, d(p.try_acquire_failed_total[r]), {{"requester", requester_names[r]}, {"result", "unavailable"}});
+            b.counter(f, d(p.acquired_immediately_total[r]),
+                      {{"requester", requester_names[r]}, {"result", "immediate"}});
+            b.counter(f, d(p.acquired_after_wait_total[r]),
+                      {{"requester", requester_names[r]}, {"result", "after_wait"}});
+            b.counter(f, d(p.waits_aborted_total[r]),
+                      {{"requester", requester_names[r]}, {"result", "aborted"}});
+            b.counter(f, d(p.try_acquire_failed_total[r]),
+                      {{"requester", requester_names[r]}, {"result", "unavailable"}});
         }
     }
     {
-        auto& f = b.family("sluice_pool_acquire_wait_seconds",
-                           "Time suspended acquisitions waited for a buffer.", MetricType::Histogram);
+        auto& f =
+            b.family("sluice_pool_acquire_wait_seconds",
+                     "Time suspended acquisitions waited for a buffer.", MetricType::Histogram);
         b.histogram(f, s.acquire_wait_seconds, {{"requester", "source"}});
         b.histogram(f, q.output_wait_seconds, {{"requester", "processing"}});
     }
@@ -153,14 +162,16 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
 
     // Flushes.
     {
-        auto& f = b.family("sluice_flushes_total",
-                           "Buffers handed from sources to processing, by reason.", MetricType::Counter);
+        auto& f =
+            b.family("sluice_flushes_total",
+                     "Buffers handed from sources to processing, by reason.", MetricType::Counter);
         for (std::size_t i = 1; i < flush_reason_count; ++i) {
-            b.counter(f, d(s.flushes_total[i]), {{"reason", std::string(to_string(static_cast<flush_reason>(i)))}});
+            b.counter(f, d(s.flushes_total[i]),
+                      {{"reason", std::string(to_string(static_cast<flush_reason>(i)))}});
         }
     }
-    b.histogram(b.family("sluice_flush_fill_ratio",
-                         "Bytes used / capacity of each flushed buffer.", MetricType::Histogram),
+    b.histogram(b.family("sluice_flush_fill_ratio", "Bytes used / capacity of each flushed buffer.",
+                         MetricType::Histogram),
                 s.flush_fill_ratio);
 
     // Processing.
@@ -174,8 +185,9 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
     b.histogram(b.family("sluice_processing_buffer_duration_seconds",
                          "Time to process one buffer (framing, CSV, sink).", MetricType::Histogram),
                 q.buffer_seconds);
-    b.counter(b.family("sluice_processing_buffers_total", "Buffers processed.", MetricType::Counter),
-              d(q.buffers_total));
+    b.counter(
+        b.family("sluice_processing_buffers_total", "Buffers processed.", MetricType::Counter),
+        d(q.buffers_total));
     b.counter(b.family("sluice_processing_records_dropped_total",
                        "Records longer than record_bytes_max, dropped.", MetricType::Counter),
               d(q.records_dropped_total));
@@ -200,7 +212,8 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
 
     // Sources.
     {
-        auto& f = b.family("sluice_sources", "Registered sources by kind and state.", MetricType::Gauge);
+        auto& f =
+            b.family("sluice_sources", "Registered sources by kind and state.", MetricType::Gauge);
         for (std::size_t k = 0; k < source_kinds_defined(); ++k) {
             for (std::size_t st = 0; st < source_state_count; ++st) {
                 b.gauge(f, d(s.sources_by_kind_state[k][st]),
@@ -209,14 +222,21 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
             }
         }
     }
-    auto& parked = b.family("sluice_sources_parked",
-                            "Running sources parked: idle, waiting for data as a readiness operation "
-                            "without a coroutine, by kind.",
-                            MetricType::Gauge);
-    auto& bytes = b.family("sluice_source_received_bytes_total", "Bytes read by sources, by kind.", MetricType::Counter);
-    auto& records = b.family("sluice_source_received_records_total", "Records framed from sources' bytes, by kind.", MetricType::Counter);
-    auto& errors = b.family("sluice_source_errors_total", "Transport failures (each reconnect attempt or final failure), by kind.", MetricType::Counter);
-    auto& reconnects = b.family("sluice_source_reconnects_total", "Reconnects after a failure, by kind.", MetricType::Counter);
+    auto& parked =
+        b.family("sluice_sources_parked",
+                 "Running sources parked: idle, waiting for data as a readiness operation "
+                 "without a coroutine, by kind.",
+                 MetricType::Gauge);
+    auto& bytes = b.family("sluice_source_received_bytes_total", "Bytes read by sources, by kind.",
+                           MetricType::Counter);
+    auto& records = b.family("sluice_source_received_records_total",
+                             "Records framed from sources' bytes, by kind.", MetricType::Counter);
+    auto& errors =
+        b.family("sluice_source_errors_total",
+                 "Transport failures (each reconnect attempt or final failure), by kind.",
+                 MetricType::Counter);
+    auto& reconnects = b.family("sluice_source_reconnects_total",
+                                "Reconnects after a failure, by kind.", MetricType::Counter);
     auto& seconds = b.family("sluice_source_seconds_total",
                              "Time sources spent busy (reading, emitting), idle (waiting for data) "
                              "and backpressured (waiting for a buffer), by kind.",
@@ -230,7 +250,8 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
         b.counter(reconnects, d(s.reconnects_by_kind[k]), {{"kind", kind}});
         b.counter(seconds, s.busy_seconds[k], {{"kind", kind}, {"activity", "busy"}});
         b.counter(seconds, s.idle_seconds[k], {{"kind", kind}, {"activity", "idle"}});
-        b.counter(seconds, s.backpressured_seconds[k], {{"kind", kind}, {"activity", "backpressured"}});
+        b.counter(seconds, s.backpressured_seconds[k],
+                  {{"kind", kind}, {"activity", "backpressured"}});
     }
     {
         auto& f = b.family("sluice_listener_connections_total",
@@ -249,7 +270,8 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
 
     // Threads.
     {
-        auto& f = b.family("sluice_thread_pool_threads", "Threads of each fixed pool.", MetricType::Gauge);
+        auto& f = b.family("sluice_thread_pool_threads", "Threads of each fixed pool.",
+                           MetricType::Gauge);
         b.gauge(f, d(threads_.io_threads), {{"pool", "io"}});
         b.gauge(f, d(threads_.compute_threads), {{"pool", "compute"}});
         b.gauge(f, d(threads_.blocking_threads), {{"pool", "blocking"}});

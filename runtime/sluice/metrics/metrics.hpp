@@ -13,8 +13,8 @@
 #include <prometheus/collectable.h>
 #include <prometheus/metric_family.h>
 
-#include "sluice/pool/buffer_pool.hpp"
 #include "sluice/pipeline/processing.hpp"
+#include "sluice/pool/buffer_pool.hpp"
 #include "sluice/server/source_server.hpp"
 
 namespace sluice::runtime {

@@ -14,8 +14,8 @@
 
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/error.hpp>
-#include <boost/asio/ip/address.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/ip/address.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -77,7 +77,8 @@ public:
     /// After the non-blocking connect began: watch the socket, wait for the TCP connect and
     /// the CONNACK, subscribe, wait for the SUBACKs, all before `deadline`. A message on
     /// failure, empty on success. Cancellable (a stop): every wait here is.
-    asio::awaitable<std::string> handshake(environment& env, const executor& lane, time_point deadline) {
+    asio::awaitable<std::string> handshake(environment& env, const executor& lane,
+                                           time_point deadline) {
         watch_ = env.watch_descriptor(lane, mosquitto_socket(client_));
         if (!watch_) {
             co_return "cannot watch the MQTT socket (out of descriptors, or an environment "
@@ -89,7 +90,8 @@ public:
             }
         }
         if (connack_code_ != 0) {
-            co_return std::string("broker refused the connection: ") + mosquitto_connack_string(connack_code_);
+            co_return std::string("broker refused the connection: ") +
+                mosquitto_connack_string(connack_code_);
         }
         for (const auto& topic : options_.topics) {
             const int rc = mosquitto_subscribe(client_, nullptr, topic.c_str(), options_.qos);
@@ -249,7 +251,8 @@ private:
             if (error == asio::error::operation_aborted) {
                 co_return "stopped during the connect";
             }
-            co_return "connection lost before the session was set up: " + (loss_.empty() ? error.message() : loss_);
+            co_return "connection lost before the session was set up: " +
+                (loss_.empty() ? error.message() : loss_);
         }
         co_return std::string{};
     }
@@ -280,7 +283,9 @@ private:
             s.options_.counters->messages.fetch_add(1, std::memory_order_relaxed);
         }
     }
-    static void on_disconnect(mosquitto* /*client*/, void* user, int /*code*/) { self(user).lost_ = true; }
+    static void on_disconnect(mosquitto* /*client*/, void* user, int /*code*/) {
+        self(user).lost_ = true;
+    }
 
     mqtt_options options_; ///< a copy: the stream may outlive the source's members
     std::unique_ptr<timer> timer_;
@@ -348,7 +353,8 @@ asio::awaitable<std::pair<std::string, std::string>> mqtt_source::look_up(const 
                 problem = code != 0 ? ::gai_strerror(code) : "no IPv4 address";
             } else {
                 char text[INET_ADDRSTRLEN] = {};
-                ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(found->ai_addr)->sin_addr, text, sizeof(text));
+                ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(found->ai_addr)->sin_addr,
+                            text, sizeof(text));
                 address = text;
             }
             if (found != nullptr) {
@@ -361,8 +367,8 @@ asio::awaitable<std::pair<std::string, std::string>> mqtt_source::look_up(const 
             }
         });
     };
-    auto looking = asio::async_initiate<decltype(asio::use_awaitable), void()>(std::move(initiation),
-                                                                                asio::use_awaitable);
+    auto looking = asio::async_initiate<decltype(asio::use_awaitable), void()>(
+        std::move(initiation), asio::use_awaitable);
     co_await std::move(looking);
     co_return std::make_pair(request->problem, request->address);
 }
@@ -396,7 +402,8 @@ asio::awaitable<std::pair<error_code, std::unique_ptr<byte_stream>>> mqtt_source
         co_return answer{asio::error::connection_refused, nullptr};
     }
     if (auto problem = co_await stream->handshake(env_, lane_, deadline); !problem.empty()) {
-        last_error_ = "connect to " + options_.host + ":" + std::to_string(options_.port) + ": " + problem;
+        last_error_ =
+            "connect to " + options_.host + ":" + std::to_string(options_.port) + ": " + problem;
         co_return answer{asio::error::connection_aborted, nullptr};
     }
     if (options_.counters) {

@@ -37,10 +37,10 @@ struct mqtt_counters {
 struct mqtt_options {
     std::string host = "127.0.0.1";
     std::uint16_t port = 1883;
-    std::string client_id;            ///< required when clean_session is false
-    std::vector<std::string> topics;  ///< subscriptions (wildcards allowed); at least one
-    int qos = 1;                      ///< 0 or 1
-    bool clean_session = false;       ///< false: the broker keeps the session while disconnected
+    std::string client_id;           ///< required when clean_session is false
+    std::vector<std::string> topics; ///< subscriptions (wildcards allowed); at least one
+    int qos = 1;                     ///< 0 or 1
+    bool clean_session = false;      ///< false: the broker keeps the session while disconnected
     std::chrono::seconds keepalive{30};
     /// Name lookup, TCP connect, CONNACK and SUBACKs, together.
     duration handshake_timeout = std::chrono::seconds(5);

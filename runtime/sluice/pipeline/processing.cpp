@@ -41,10 +41,12 @@ processing::processing(environment& env, buffer_pool& pool, sink& out,
                   pool_.config().processing_reserve >= env_.compute_concurrency());
 }
 
-processing::~processing() { wait_idle(); }
+processing::~processing() {
+    wait_idle();
+}
 
 std::shared_ptr<processing::channel> processing::open_channel(std::uint64_t origin_id,
-                                                             std::size_t kind_index) {
+                                                              std::size_t kind_index) {
     SLUICE_ASSERT(kind_index < processing_kinds_max);
     auto created = std::make_shared<channel>(origin_id, kind_index);
     const std::lock_guard lock(channels_mutex_);
@@ -75,7 +77,8 @@ std::uint64_t processing::discard_queued() {
         {
             const std::lock_guard lock(c->mutex_);
             items = c->queue_.take();
-            final_dropped = std::exchange(c->final_, channel::final_event::none) != channel::final_event::none;
+            final_dropped =
+                std::exchange(c->final_, channel::final_event::none) != channel::final_event::none;
             c->scheduled_ = false;
         }
         c->output_.reset();
@@ -138,7 +141,7 @@ bool processing::submit(const std::shared_ptr<channel>& target, buffer filled) {
             }
             buffers_queued_.fetch_sub(1, std::memory_order_relaxed);
             finished_items(1); // it may be the last: wait_idle hears of it
-            throw; // `lost` goes back to the pool on the way out
+            throw;             // `lost` goes back to the pool on the way out
         }
     }
     return true;
@@ -161,7 +164,8 @@ void processing::enqueue_final(const std::shared_ptr<channel>& target, bool is_e
     {
         const std::lock_guard lock(target->mutex_);
         SLUICE_ASSERT(target->final_ == channel::final_event::none); // one final event per origin
-        target->final_ = is_error ? channel::final_event::error : channel::final_event::end_of_stream;
+        target->final_ =
+            is_error ? channel::final_event::error : channel::final_event::end_of_stream;
         target->final_message_ = std::move(text);
         queued_.fetch_add(1, std::memory_order_relaxed);
         post = !std::exchange(target->scheduled_, true);
@@ -430,7 +434,8 @@ void processing::process(channel& target, buffer& input, buffer provided) {
             // memchr/memrchr: vectorised, where std::find over std::byte went a byte at a time
             // (the search for the last newline scans up to a record's length per buffer).
             const auto* found = static_cast<const std::byte*>(std::memchr(raw.data(), '\n', n));
-            const std::size_t head = found == nullptr ? n : static_cast<std::size_t>(found - raw.data());
+            const std::size_t head =
+                found == nullptr ? n : static_cast<std::size_t>(found - raw.data());
             if (found == nullptr) {
                 if (!target.skipping_) {
                     if (target.carry_.size() + n > max) {
@@ -458,8 +463,10 @@ void processing::process(channel& target, buffer& input, buffer provided) {
         }
         if (pos < n) {
             const auto rest = raw.subspan(pos);
-            const auto* last = static_cast<const std::byte*>(memrchr(rest.data(), '\n', rest.size()));
-            const std::size_t complete = last == nullptr ? 0 : static_cast<std::size_t>(last - rest.data()) + 1;
+            const auto* last =
+                static_cast<const std::byte*>(memrchr(rest.data(), '\n', rest.size()));
+            const std::size_t complete =
+                last == nullptr ? 0 : static_cast<std::size_t>(last - rest.data()) + 1;
             event.records = rest.first(complete);
             const auto [newlines, commas] = count_bytes(event.records, '\n', ',');
             event.record_count += newlines;
@@ -512,7 +519,8 @@ void processing::process(channel& target, buffer& input, buffer provided) {
                 break;
             }
             ++event.record_count;
-            event.field_count += count_byte(raw.subspan(pos + header_bytes, total - header_bytes), ',') + 1;
+            event.field_count +=
+                count_byte(raw.subspan(pos + header_bytes, total - header_bytes), ',') + 1;
             pos += total;
         }
         event.records = raw.subspan(start, pos - start);

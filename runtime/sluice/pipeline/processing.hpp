@@ -19,10 +19,10 @@
 #include <utility>
 #include <vector>
 
+#include "sluice/core/histogram.hpp"
+#include "sluice/env/environment.hpp"
 #include "sluice/pool/buffer.hpp"
 #include "sluice/pool/buffer_pool.hpp"
-#include "sluice/env/environment.hpp"
-#include "sluice/core/histogram.hpp"
 
 namespace sluice::runtime {
 
@@ -55,8 +55,8 @@ struct data_event {
     std::span<const std::byte> spanning_record;
     /// Complete records that begin and end inside `raw` (a sub-span of it).
     std::span<const std::byte> records;
-    std::uint64_t record_count = 0; ///< including the spanning record
-    std::uint64_t field_count = 0;  ///< CSV fields over all those records
+    std::uint64_t record_count = 0;    ///< including the spanning record
+    std::uint64_t field_count = 0;     ///< CSV fields over all those records
     std::uint64_t records_dropped = 0; ///< records longer than record_bytes_max, skipped
     /// 1 when this buffer starts a new connection (a reconnect, a restart) and the previous
     /// connection had left a record unfinished: that record was dropped, never joined to
@@ -90,16 +90,17 @@ struct processing_stats {
     /// Unfinished records dropped at a stream discontinuity (a reconnect, a restart) or at the
     /// end of the stream (the source ended inside a record).
     std::uint64_t records_truncated_total = 0;
-    std::uint64_t sink_failures_total = 0;   ///< origins failed by an exception from on_data
-    std::uint64_t sink_exceptions_total = 0; ///< every exception a sink call threw
+    std::uint64_t sink_failures_total = 0;     ///< origins failed by an exception from on_data
+    std::uint64_t sink_exceptions_total = 0;   ///< every exception a sink call threw
     std::uint64_t buffers_discarded_total = 0; ///< buffers of failed origins, not delivered
     std::uint64_t bytes_discarded_total = 0;   ///< their bytes
-    std::uint64_t queued = 0;             ///< items submitted and not yet processed
+    std::uint64_t queued = 0;                  ///< items submitted and not yet processed
     std::uint64_t busy_nanoseconds_total = 0;
     std::uint64_t buffers_queued = 0;      ///< data buffers waiting in channels
     std::uint64_t buffers_in_progress = 0; ///< data buffers being processed now
     double oldest_queued_seconds = 0.0;    ///< age of the oldest waiting buffer
-    std::array<std::uint64_t, processing_kinds_max> records_by_kind{}; ///< by open_channel's kind index
+    std::array<std::uint64_t, processing_kinds_max>
+        records_by_kind{};                  ///< by open_channel's kind index
     histogram_snapshot buffer_seconds;      ///< time to process one buffer
     histogram_snapshot output_wait_seconds; ///< suspended output-buffer acquisitions
 };
@@ -232,7 +233,7 @@ private:
 
     // Every source has a channel: small fields together, so idle sources pay no padding.
     std::uint64_t origin_id_;
-    std::mutex mutex_;       ///< guards queue_ and scheduled_
+    std::mutex mutex_; ///< guards queue_ and scheduled_
     /// A FIFO ring of items, made on the first push with room for 4 and doubled when full; kept
     /// once made (4 × 32 B). An idle source that never sent anything pays one pointer. (It was
     /// a std::deque made on first push: libstdc++'s deque holds a map and a 512-byte node even
@@ -296,18 +297,18 @@ private:
         std::uint32_t size_ = 0;
         std::uint32_t capacity_ = 0;
     };
-    item_ring queue_; ///< data only; bounded by the source's cap
+    item_ring queue_;                            ///< data only; bounded by the source's cap
     std::unique_ptr<std::string> final_message_; ///< the error's text (under mutex_)
-    final_event final_ = final_event::none; ///< queued after the data (under mutex_)
+    final_event final_ = final_event::none;      ///< queued after the data (under mutex_)
     std::atomic<bool> sink_failed_{false};
     // Touched only by the single drain task running for this channel:
-    std::string carry_;          ///< bytes of a record not yet ended
+    std::string carry_;            ///< bytes of a record not yet ended
     std::uint64_t skip_bytes_ = 0; ///< length-prefixed framing: bytes of an oversize frame left
     std::uint64_t expected_sequence_ = 0; ///< next sequence, checked
     buffer output_;                       ///< output_per_buffer: granted, not yet used
     std::uint8_t kind_index_;             ///< < processing_kinds_max
     bool scheduled_ = false;              ///< a drain task is posted or running (under mutex_)
-    bool skipping_ = false;      ///< newline framing: inside an oversize record, dropping it
+    bool skipping_ = false; ///< newline framing: inside an oversize record, dropping it
 };
 
 } // namespace sluice::runtime

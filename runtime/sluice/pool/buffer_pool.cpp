@@ -91,9 +91,10 @@ void populate(std::byte* start, std::size_t bytes) {
         return;
     }
     if (errno == ENOMEM) {
-        throw std::system_error(errno, std::generic_category(),
-                                "buffer pool: the arena's " + std::to_string(bytes) +
-                                    " bytes could not be made resident; lower buffer_count or buffer_size_bytes");
+        throw std::system_error(
+            errno, std::generic_category(),
+            "buffer pool: the arena's " + std::to_string(bytes) +
+                " bytes could not be made resident; lower buffer_count or buffer_size_bytes");
     }
 #endif
     // Kernels before 5.14 reject the advice, and one with pages larger than the arena's
@@ -204,10 +205,9 @@ admission buffer_pool::decide_admission(source_limits limits, std::uint32_t held
             " are free; the others are lent to sources and processing above their reserves (" +
             std::to_string(free_list_.size()) + " free, " + std::to_string(owed_) +
             " of them owed to existing reserves)" +
-            (admission_waiters_.empty()
-                 ? std::string()
-                 : ", and " + std::to_string(admission_waiters_.size()) +
-                       " registrations wait ahead of this one") +
+            (admission_waiters_.empty() ? std::string()
+                                        : ", and " + std::to_string(admission_waiters_.size()) +
+                                              " registrations wait ahead of this one") +
             "; retry after those buffers are released (or wait: async_register_source), or "
             "lower the reserve";
     } else {
@@ -235,9 +235,8 @@ void buffer_pool::enqueue_admission(std::unique_ptr<detail::admission_waiter> no
     {
         const std::lock_guard lock(mutex_);
         // Behind every registration already waiting: its own turn holds nothing back.
-        answer = admission_waiters_.empty()
-                     ? decide_admission(node->limits, 0)
-                     : decide_admission(node->limits, held_for_admission());
+        answer = admission_waiters_.empty() ? decide_admission(node->limits, 0)
+                                            : decide_admission(node->limits, held_for_admission());
         if (answer.status != admission_status::reserve_lent_out) {
             ++counters_.registrations_total[static_cast<std::size_t>(answer.status)];
         } else {
@@ -281,7 +280,6 @@ detail::admission_guard::~admission_guard() {
         pool_->unregister_source(id_);
     }
 }
-
 
 void buffer_pool::unregister_source(source_id id) {
     detail::waiter_list aborted;
@@ -346,7 +344,8 @@ void buffer_pool::enqueue(std::unique_ptr<detail::waiter> node, std::uint32_t ow
         if (may_take(owner)) {
             // A release landed between try_take and here: serve it now, nothing was queued.
             if (owner != detail::owner_processing) {
-                static_cast<void>(registered_entry(owner, generation)); // asserts the id is registered
+                static_cast<void>(
+                    registered_entry(owner, generation)); // asserts the id is registered
             }
             ++counters_.acquired_immediately_total[requester_index(owner)];
             node->granted_slot = take(owner);
@@ -368,7 +367,8 @@ void buffer_pool::enqueue(std::unique_ptr<detail::waiter> node, std::uint32_t ow
                     node->in_float_set = true;
                 }
             }
-            [[maybe_unused]] auto* queued_node = node.release(); // the queue owns it until completed
+            [[maybe_unused]] auto* queued_node =
+                node.release(); // the queue owns it until completed
             publish_waiters();
             queued = true;
         }

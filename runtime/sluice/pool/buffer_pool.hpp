@@ -102,10 +102,10 @@ enum class pool_policy : std::uint8_t {
 
 /// Sizes of the pool, fixed at construction.
 struct pool_config {
-    std::uint32_t buffer_count = 0;       ///< buffers in the arena
-    std::uint32_t buffer_size_bytes = 0;  ///< bytes per buffer
-    std::uint32_t processing_reserve = 0; ///< buffers never lent to sources (≥ 1)
-    std::uint32_t sources_max = 0;        ///< registry slots (registered + retiring sources)
+    std::uint32_t buffer_count = 0;           ///< buffers in the arena
+    std::uint32_t buffer_size_bytes = 0;      ///< bytes per buffer
+    std::uint32_t processing_reserve = 0;     ///< buffers never lent to sources (≥ 1)
+    std::uint32_t sources_max = 0;            ///< registry slots (registered + retiring sources)
     pool_policy policy = pool_policy::sluice; ///< legacy: the simulator's negative control only
     /// Populate the arena's pages at construction (one MADV_POPULATE_WRITE, or a write per page
     /// where the kernel lacks it): the whole arena is resident from the start, and no buffer's
@@ -238,9 +238,10 @@ public:
         // Post through an untracked copy: the node's own tracked executor keeps the context
         // busy until the node is freed on the handler's thread; a tracked temporary here would
         // touch the context after the handler may already have run and its owner torn it down.
-        auto executor = boost::asio::prefer(work_, boost::asio::execution::outstanding_work.untracked);
+        auto executor =
+            boost::asio::prefer(work_, boost::asio::execution::outstanding_work.untracked);
         boost::asio::post(executor, [self = std::unique_ptr<waiter_impl>(this), error,
-                                 granted = std::move(granted)]() mutable {
+                                     granted = std::move(granted)]() mutable {
             // The slot is cleared on the handler's executor, the same one that may emit the
             // cancellation signal, so a signal can never reach a waiter that was freed.
             auto slot = boost::asio::get_associated_cancellation_slot(self->handler_);
@@ -281,9 +282,9 @@ public:
     /// torn-down caller cannot leak a registration. Called without the lock.
     virtual void complete(boost::system::error_code error, admission answer) noexcept = 0;
 
-    source_limits limits;  ///< what the registration asks for
-    bool queued = false;   ///< guarded by the pool mutex
-    admission result;      ///< set when it leaves the queue, under the pool mutex
+    source_limits limits; ///< what the registration asks for
+    bool queued = false;  ///< guarded by the pool mutex
+    admission result;     ///< set when it leaves the queue, under the pool mutex
 };
 
 using admission_list =
@@ -319,10 +320,12 @@ public:
                                     boost::asio::execution::outstanding_work.tracked)) {}
 
     void complete(boost::system::error_code error, admission answer) noexcept override {
-        auto executor = boost::asio::prefer(work_, boost::asio::execution::outstanding_work.untracked);
+        auto executor =
+            boost::asio::prefer(work_, boost::asio::execution::outstanding_work.untracked);
         admission_guard guard(answer.admitted() ? pool_ : nullptr, answer.id);
         boost::asio::post(executor, [self = std::unique_ptr<admission_waiter_impl>(this), error,
-                                     answer = std::move(answer), guard = std::move(guard)]() mutable {
+                                     answer = std::move(answer),
+                                     guard = std::move(guard)]() mutable {
             auto slot = boost::asio::get_associated_cancellation_slot(self->handler_);
             if (slot.is_connected()) {
                 slot.clear();
@@ -412,7 +415,9 @@ public:
     template <typename CompletionToken> auto async_acquire_processing(CompletionToken&& token) {
         return boost::asio::async_initiate<CompletionToken,
                                            void(boost::system::error_code, buffer)>(
-            [this](auto handler) { this->initiate(std::move(handler), detail::owner_processing, 0); },
+            [this](auto handler) {
+                this->initiate(std::move(handler), detail::owner_processing, 0);
+            },
             token);
     }
 
@@ -428,10 +433,12 @@ public:
     source_limits limits(source_id id) const;
     /// A consistent snapshot of the accounting and counters.
     pool_stats stats() const;
-    /// True when some acquisition or registration is suspended. Lock-free; may be stale by one state change.
-    /// The flush policy reads it to flush partial buffers under pressure.
+    /// True when some acquisition or registration is suspended. Lock-free; may be stale by one
+    /// state change. The flush policy reads it to flush partial buffers under pressure.
     /// Sequentially consistent, as the store that publishes a new waiter (see the wait callback).
-    bool has_waiters() const noexcept { return waiters_published_.load(std::memory_order_seq_cst) != 0; }
+    bool has_waiters() const noexcept {
+        return waiters_published_.load(std::memory_order_seq_cst) != 0;
+    }
     /// Called (outside the pool's lock, from the thread that asked) each time an acquisition or
     /// a registration is queued to wait, after has_waiters() says so. The server wakes partial
     /// buffers held on its lanes from it. Null to clear; once that returns no call is running.
@@ -559,10 +566,10 @@ private:
     void grant_eligible(completions& done) noexcept;
     void free_registry_slot(std::uint32_t index) noexcept;
     void publish_waiters() noexcept {
-        waiters_published_.store(
-            waiters_sources_ + static_cast<std::uint32_t>(processing_waiters_.size()) +
-                static_cast<std::uint32_t>(admission_waiters_.size()),
-            std::memory_order_seq_cst);
+        waiters_published_.store(waiters_sources_ +
+                                     static_cast<std::uint32_t>(processing_waiters_.size()) +
+                                     static_cast<std::uint32_t>(admission_waiters_.size()),
+                                 std::memory_order_seq_cst);
     }
     bool legacy() const noexcept { return config_.policy == pool_policy::legacy; }
     std::uint32_t floating() const noexcept {

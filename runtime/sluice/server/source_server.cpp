@@ -18,7 +18,8 @@
 
 namespace sluice::runtime {
 
-static_assert(source_kind_max == processing_kinds_max, "one processing counter group per source kind");
+static_assert(source_kind_max == processing_kinds_max,
+              "one processing counter group per source kind");
 
 namespace asio = boost::asio;
 using boost::system::error_code;
@@ -42,8 +43,12 @@ std::string_view to_string(source_state state) noexcept {
 namespace {
 constexpr std::uint32_t no_index = ~std::uint32_t{0};
 
-std::size_t index_of(flush_reason reason) { return static_cast<std::size_t>(reason); }
-std::uint64_t nanoseconds(duration d) { return static_cast<std::uint64_t>(std::max<duration::rep>(d.count(), 0)); }
+std::size_t index_of(flush_reason reason) {
+    return static_cast<std::size_t>(reason);
+}
+std::uint64_t nanoseconds(duration d) {
+    return static_cast<std::uint64_t>(std::max<duration::rep>(d.count(), 0));
+}
 } // namespace
 
 struct source_server::entry {
@@ -66,9 +71,9 @@ struct source_server::entry {
     time_point partial_since{};               ///< when the held buffer got its first byte
     time_point idle_since{};                  ///< when a parked wait began
     std::uint32_t lane_index = 0;
-    std::uint32_t holder_index = no_index;    ///< position in holders_[lane_index].heap
-    std::uint32_t failures = 0;               ///< consecutive failed opens (kept across parks)
-    std::uint32_t bytes_dropped = 0; ///< read, then lost when queueing for processing failed
+    std::uint32_t holder_index = no_index; ///< position in holders_[lane_index].heap
+    std::uint32_t failures = 0;            ///< consecutive failed opens (kept across parks)
+    std::uint32_t bytes_dropped = 0;       ///< read, then lost when queueing for processing failed
     source_kind kind = source_kind::generator;
     std::atomic<source_state> state{source_state::registered};
     source_state final_state = source_state::stopped;
@@ -96,8 +101,8 @@ struct source_server::listener {
     std::unique_ptr<stream_listener> acceptor;
     std::atomic<std::uint32_t> connections{0};
     std::uint64_t accepted = 0;
-    std::uint32_t restarts = 0; ///< accept loops begun again after a failure (lane-only)
-    bool closing = false; ///< lane-only
+    std::uint32_t restarts = 0;        ///< accept loops begun again after a failure (lane-only)
+    bool closing = false;              ///< lane-only
     std::unique_ptr<timer> idle_sweep; ///< lane-only; while idle_timeout is set
 };
 
@@ -118,8 +123,7 @@ struct source_server::resume {
 
 source_server::source_server(environment& env, buffer_pool& pool, processing& pipeline,
                              const server_options& options)
-    : env_(env), pool_(pool), processing_(pipeline), options_(options),
-      holders_(env.lane_count()),
+    : env_(env), pool_(pool), processing_(pipeline), options_(options), holders_(env.lane_count()),
       wake_pending_(std::make_unique<std::atomic<std::uint8_t>[]>(env.lane_count())) {
     SLUICE_ASSERT(options_.reads_per_turn_max >= 1);
     for (std::size_t lane = 0; lane < holders_.size(); ++lane) {
@@ -136,7 +140,9 @@ source_server::source_server(environment& env, buffer_pool& pool, processing& pi
     processing_.set_failure_callback([this](std::uint64_t origin) { stop(origin); });
 }
 
-source_server::~source_server() { shutdown(); }
+source_server::~source_server() {
+    shutdown();
+}
 
 std::size_t source_server::pick_lane(std::size_t requested) {
     if (requested != source_options::any_lane) {
@@ -146,7 +152,8 @@ std::size_t source_server::pick_lane(std::size_t requested) {
     return next_lane_.fetch_add(1, std::memory_order_relaxed) % env_.lane_count();
 }
 
-registration source_server::register_source(const source_options& options, const source_factory& make) {
+registration source_server::register_source(const source_options& options,
+                                            const source_factory& make) {
     return register_entry(options, make, nullptr);
 }
 
@@ -198,9 +205,11 @@ asio::awaitable<admission> source_server::await_admission(source_limits limits, 
     deadline->cancel();
     if (error) {
         admission_timeouts_.fetch_add(1, std::memory_order_relaxed);
-        answer.message += " (waited up to " +
-                          std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(max_wait).count()) +
-                          " ms)";
+        answer.message +=
+            " (waited up to " +
+            std::to_string(
+                std::chrono::duration_cast<std::chrono::milliseconds>(max_wait).count()) +
+            " ms)";
     }
     {
         const std::lock_guard gate(gate_mutex_);
@@ -255,7 +264,8 @@ source_server::entry* source_server::claim_start(source_handle handle) {
     }
     entry* e = it->second.get();
     auto current = e->state.load();
-    if (current == source_state::running || current == source_state::stopping || e->finished.load()) {
+    if (current == source_state::running || current == source_state::stopping ||
+        e->finished.load()) {
         return nullptr;
     }
     {
@@ -274,7 +284,9 @@ source_server::entry* source_server::claim_start(source_handle handle) {
     return e;
 }
 
-bool source_server::start(source_handle handle) { return start(std::span(&handle, 1)) == 1; }
+bool source_server::start(source_handle handle) {
+    return start(std::span(&handle, 1)) == 1;
+}
 
 std::size_t source_server::start(std::span<const source_handle> handles) {
     std::vector<std::vector<entry*>> by_lane(env_.lane_count());
@@ -514,7 +526,8 @@ void source_server::stop(source_handle handle) {
         if (!e->state.compare_exchange_strong(expected, source_state::stopping)) {
             return;
         }
-        lane = env_.lane_executor(e->lane_index); // under the lock: the entry may go once it is released
+        lane = env_.lane_executor(
+            e->lane_index); // under the lock: the entry may go once it is released
         enter_gate();
     }
     // The handler finds the entry again by handle: the coroutine may end on its own before
@@ -725,7 +738,8 @@ void source_server::hold_partial(entry& e, buffer partial) {
     // holder. The caller's checks alone came before the publication, so a wake-up that fell
     // between them was lost and the buffer waited its whole flush timeout (issue 18, item 8).
     partial_holders_total_.fetch_add(1, std::memory_order_seq_cst);
-    if (const flush_reason due = wake_reason(l.heap[e.holder_index].partial); due != flush_reason::none) {
+    if (const flush_reason due = wake_reason(l.heap[e.holder_index].partial);
+        due != flush_reason::none) {
         holder h = heap_remove(l, e.holder_index);
         emit(e, h.partial, due);
         return;
@@ -917,7 +931,8 @@ bool source_server::set_down(entry& e, buffer current) {
     return false;
 }
 
-bool source_server::take_read(entry& e, buffer& current, const read_result& r, std::optional<loop_end>& end) {
+bool source_server::take_read(entry& e, buffer& current, const read_result& r,
+                              std::optional<loop_end>& end) {
     switch (r.state) {
     case read_result::status::data:
         current.commit_bytes(static_cast<std::uint32_t>(r.bytes));
@@ -999,7 +1014,8 @@ asio::awaitable<source_server::loop_end> source_server::read_loop(entry& e, bool
             }
             const auto idle_since = env_.now();
             const error_code error = co_await src.wait_readable();
-            idle_ns_[index_of(e.kind)].fetch_add(nanoseconds(env_.now() - idle_since), std::memory_order_relaxed);
+            idle_ns_[index_of(e.kind)].fetch_add(nanoseconds(env_.now() - idle_since),
+                                                 std::memory_order_relaxed);
             current = take_partial(e); // empty when it was emitted meanwhile
             if (e.stop_requested) {
                 continue;
@@ -1031,7 +1047,8 @@ asio::awaitable<source_server::loop_end> source_server::read_loop(entry& e, bool
         } else {
             end = read_turn(e, current);
         }
-        busy_ns_[index_of(e.kind)].fetch_add(nanoseconds(env_.now() - busy_since), std::memory_order_relaxed);
+        busy_ns_[index_of(e.kind)].fetch_add(nanoseconds(env_.now() - busy_since),
+                                             std::memory_order_relaxed);
         if (end) {
             co_return *end;
         }
@@ -1084,9 +1101,12 @@ asio::awaitable<bool> source_server::run(entry& e, resume from) {
         const std::string reason =
             e.idle_closed
                 ? src.describe() + ": closed after " +
-                      std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(e.owner->options.idle_timeout).count()) +
+                      std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                         e.owner->options.idle_timeout)
+                                         .count()) +
                       " ms without data (the listener's idle_timeout_ms)"
-                : src.describe() + ": " + error.message() + (detail.empty() ? "" : " (" + detail + ")");
+                : src.describe() + ": " + error.message() +
+                      (detail.empty() ? "" : " (" + detail + ")");
         if (!src.reconnects()) {
             failure = reason;
             break;
@@ -1142,12 +1162,13 @@ void source_server::finish(entry& e, bool ended, std::string failure) {
     }
 }
 
-std::pair<error_code, std::uint16_t> source_server::add_tcp_listener(const listener_options& options) {
+std::pair<error_code, std::uint16_t>
+source_server::add_tcp_listener(const listener_options& options) {
     auto l = std::make_unique<listener>();
     l->options = options;
     l->lane_index = pick_lane(source_options::any_lane);
-    auto [error, acceptor] =
-        env_.listen(env_.lane_executor(l->lane_index), options.address, options.port, options.backlog);
+    auto [error, acceptor] = env_.listen(env_.lane_executor(l->lane_index), options.address,
+                                         options.port, options.backlog);
     if (error) {
         return {error, 0};
     }
@@ -1178,7 +1199,8 @@ std::pair<error_code, std::uint16_t> source_server::add_tcp_listener(const liste
 asio::awaitable<void> source_server::idle_sweep(listener& l) {
     // A quarter of the timeout apart (at least 10 ms): a connection is closed between one and
     // one and a quarter timeouts after its last data.
-    const duration period = std::max<duration>(l.options.idle_timeout / 4, std::chrono::milliseconds(10));
+    const duration period =
+        std::max<duration>(l.options.idle_timeout / 4, std::chrono::milliseconds(10));
     while (!l.closing) {
         if (!co_await l.idle_sweep->wait_for(period) || l.closing) {
             break;
@@ -1249,7 +1271,8 @@ asio::awaitable<void> source_server::accept_loop(listener& l) {
     auto pause = env_.make_timer(env_.lane_executor(l.lane_index));
     if (l.restarts > 0) {
         // Begun again after a failure: not at once, so a failure that repeats cannot spin.
-        co_await pause->wait_for(std::chrono::milliseconds(10) * std::min<std::uint32_t>(l.restarts, 100));
+        co_await pause->wait_for(std::chrono::milliseconds(10) *
+                                 std::min<std::uint32_t>(l.restarts, 100));
         if (l.closing) {
             co_return;
         }
@@ -1314,7 +1337,8 @@ void source_server::cancel_admission_waits() {
     const std::lock_guard gate(gate_mutex_);
     for (const auto& [key, wait] : admission_waits_) {
         // On the waiter's lane, as the pool requires; a wait that ended meanwhile ignores it.
-        asio::post(wait.second, [signal = wait.first] { signal->emit(asio::cancellation_type::terminal); });
+        asio::post(wait.second,
+                   [signal = wait.first] { signal->emit(asio::cancellation_type::terminal); });
     }
 }
 
@@ -1382,11 +1406,12 @@ std::string source_server::check_wakeups() const {
             continue;
         }
         const auto pending = wake_pending_[lane].load();
-        const auto demand = static_cast<std::uint8_t>(1U << static_cast<unsigned>(flush_reason::demand));
-        const auto pressure = static_cast<std::uint8_t>(1U << static_cast<unsigned>(flush_reason::pressure));
-        const bool any_due = std::any_of(holders_[lane].heap.begin(), holders_[lane].heap.end(), [&](const holder& h) {
-            return demand_sized(h.partial);
-        });
+        const auto demand =
+            static_cast<std::uint8_t>(1U << static_cast<unsigned>(flush_reason::demand));
+        const auto pressure =
+            static_cast<std::uint8_t>(1U << static_cast<unsigned>(flush_reason::pressure));
+        const bool any_due = std::any_of(holders_[lane].heap.begin(), holders_[lane].heap.end(),
+                                         [&](const holder& h) { return demand_sized(h.partial); });
         if (idle && any_due && (pending & demand) == 0) {
             return "lost demand wake-up: lane " + std::to_string(lane) + " holds " +
                    std::to_string(holders_[lane].heap.size()) +

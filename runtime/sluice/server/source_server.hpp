@@ -50,10 +50,10 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 
-#include "sluice/pool/buffer_pool.hpp"
-#include "sluice/env/environment.hpp"
 #include "sluice/core/histogram.hpp"
+#include "sluice/env/environment.hpp"
 #include "sluice/pipeline/processing.hpp"
+#include "sluice/pool/buffer_pool.hpp"
 #include "sluice/source/source.hpp"
 
 namespace sluice::runtime {
@@ -67,7 +67,7 @@ struct server_options {
     duration backoff_initial = std::chrono::milliseconds(100); ///< first reconnect delay
     duration backoff_max = std::chrono::seconds(5);            ///< cap of the delay
     std::uint32_t reconnect_attempts_max = 100; ///< consecutive failures before Error
-    std::uint32_t reads_per_turn_max = 16; ///< reads of one source before it yields its lane
+    std::uint32_t reads_per_turn_max = 16;      ///< reads of one source before it yields its lane
     /// Flush a partial buffer as soon as processing is idle (low latency at light load). Off,
     /// partial buffers wait for full, pressure or the flush timeout — the comparison the
     /// latency benchmark makes.
@@ -87,10 +87,10 @@ struct server_options {
 
 /// Per-source settings given at registration.
 struct source_options {
-    std::string name;                                  ///< for logs and errors
-    source_limits limits{1, 4};                        ///< reserve and cap in buffers
+    std::string name;                                       ///< for logs and errors
+    source_limits limits{1, 4};                             ///< reserve and cap in buffers
     duration flush_timeout = std::chrono::milliseconds(50); ///< longest a partial buffer waits
-    std::size_t lane = any_lane;                       ///< I/O lane; any_lane = round-robin
+    std::size_t lane = any_lane;                            ///< I/O lane; any_lane = round-robin
     static constexpr std::size_t any_lane = ~std::size_t{0};
 };
 
@@ -108,8 +108,8 @@ struct registration {
 /// unregistered when it ends.
 struct listener_options {
     std::string name = "listener";
-    std::string address = "127.0.0.1"; ///< loopback unless configured (secure default)
-    std::uint16_t port = 0;             ///< 0 = any free port
+    std::string address = "127.0.0.1";    ///< loopback unless configured (secure default)
+    std::uint16_t port = 0;               ///< 0 = any free port
     std::uint32_t connections_max = 1024; ///< further connections are refused and counted
     source_limits limits{1, 4};
     duration flush_timeout = std::chrono::milliseconds(50);
@@ -131,14 +131,15 @@ struct listener_options {
 struct server_stats {
     std::array<std::uint32_t, source_state_count> sources_by_state{};
     /// [kind][state]
-    std::array<std::array<std::uint32_t, source_state_count>, source_kind_max> sources_by_kind_state{};
+    std::array<std::array<std::uint32_t, source_state_count>, source_kind_max>
+        sources_by_kind_state{};
     std::array<std::uint64_t, source_kind_max> reconnects_by_kind{};
     std::array<double, source_kind_max> busy_seconds{};          ///< reading and emitting
     std::array<double, source_kind_max> idle_seconds{};          ///< waiting for data
     std::array<double, source_kind_max> backpressured_seconds{}; ///< waiting for a buffer
     /// Running sources parked now: idle, waiting as a readiness operation with no coroutine.
     std::array<std::uint32_t, source_kind_max> parked_by_kind{};
-    std::uint64_t parks_total = 0; ///< times a source parked
+    std::uint64_t parks_total = 0;           ///< times a source parked
     histogram_snapshot acquire_wait_seconds; ///< suspended source acquisitions
     histogram_snapshot flush_fill_ratio;     ///< bytes / capacity of emitted buffers
     std::array<std::uint64_t, flush_reason_count> flushes_total{};
@@ -150,7 +151,8 @@ struct server_stats {
     std::uint64_t registrations_admitted_total = 0;
     std::uint64_t registrations_refused_total = 0;
     std::uint64_t connections_accepted_total = 0; ///< admitted as sources
-    std::uint64_t connections_refused_total = 0;  ///< over connections_max, refused by admission, or failed accepts
+    std::uint64_t connections_refused_total =
+        0; ///< over connections_max, refused by admission, or failed accepts
     std::uint64_t end_of_stream_total = 0;
     std::uint64_t failures_total = 0;
     /// Bytes read and then lost because their buffer could not be queued for processing (out
@@ -186,9 +188,8 @@ public:
     /// lent out (*reserve_lent_out*) waits for its reserve, up to `max_wait`, ahead of sources
     /// waiting above their reserves (buffer_pool::async_register_source). Run it on a lane of
     /// the server's environment; it resumes there. A shutdown ends the wait as a refusal.
-    boost::asio::awaitable<registration> register_source_waiting(source_options options,
-                                                                 source_factory make,
-                                                                 duration max_wait);
+    boost::asio::awaitable<registration>
+    register_source_waiting(source_options options, source_factory make, duration max_wait);
     /// Starts a registered source, or restarts one the engine stopped. False when it is running
     /// or stopping, unknown, or finished: a source that reached end of stream or failed has sent
     /// its last event (EoS or Error) on its origin; unregister it and register a new one.

@@ -21,7 +21,9 @@ blocking_source::blocking_source(environment& env, executor lane,
     SLUICE_ASSERT(reader_ != nullptr);
 }
 
-asio::awaitable<error_code> blocking_source::open() { co_return error_code{}; }
+asio::awaitable<error_code> blocking_source::open() {
+    co_return error_code{};
+}
 
 asio::awaitable<error_code> blocking_source::wait_readable() {
     co_return asio::error::operation_not_supported; // reads_into_buffer(): never called
@@ -31,7 +33,9 @@ read_result blocking_source::read_now(std::span<std::byte> /*space*/) {
     return {read_result::status::error, 0, asio::error::operation_not_supported};
 }
 
-void blocking_source::close() noexcept { reader_->interrupt(); }
+void blocking_source::close() noexcept {
+    reader_->interrupt();
+}
 
 asio::awaitable<read_result> blocking_source::read_some(std::span<std::byte> space) {
     struct outcome {
@@ -54,9 +58,8 @@ asio::awaitable<read_result> blocking_source::read_some(std::span<std::byte> spa
                                   make_error_code(boost::system::errc::io_error)};
                     out.message = e.what();
                 }
-                asio::post(lane, [shared, out = std::move(out)]() mutable {
-                    (*shared)(std::move(out));
-                });
+                asio::post(lane,
+                           [shared, out = std::move(out)]() mutable { (*shared)(std::move(out)); });
             });
         },
         asio::use_awaitable);

@@ -75,7 +75,8 @@ std::uint64_t decimal_digits(std::uint64_t value) noexcept {
 
 } // namespace
 
-std::uint64_t generator_records_bytes(std::uint64_t id, std::uint64_t first, std::uint64_t count) noexcept {
+std::uint64_t generator_records_bytes(std::uint64_t id, std::uint64_t first,
+                                      std::uint64_t count) noexcept {
     // Per record: id, n and value digits, two commas and the newline. n's digits change only at
     // powers of ten, so they are summed by runs; the value is a hash and counted one by one.
     // n wraps past 2^64 - 1 to 0, as the writer's does.
@@ -137,7 +138,6 @@ void generator_record_prefix::advance() noexcept {
     text_[size_] = ',';
     ++size_;
 }
-
 
 const char* generator_pad(std::uint64_t n) noexcept {
     constexpr std::size_t period = sizeof generator_pad_alphabet - 1;
@@ -225,8 +225,9 @@ bool generator_record_checker::check_parsed(const char*& text, const char* end, 
     std::size_t pad_size = 0;
     if (parsed && text[-1] == ',') {
         const auto* nl = static_cast<const char*>(
-            std::memchr(text, '\n', std::min<std::size_t>(static_cast<std::size_t>(end - text),
-                                                          generator_pad_bytes_max + 1)));
+            std::memchr(text, '\n',
+                        std::min<std::size_t>(static_cast<std::size_t>(end - text),
+                                              generator_pad_bytes_max + 1)));
         parsed = nl != nullptr && nl > text;
         if (parsed) {
             pad_size = static_cast<std::size_t>(nl - text);

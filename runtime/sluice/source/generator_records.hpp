@@ -34,7 +34,8 @@ std::size_t format_generator_record(std::uint64_t id, std::uint64_t n, char* out
 /// Total bytes of records [first, first + count) of generator `id`, without formatting them
 /// (digit counts only): what writing them with format_generator_record would produce.
 /// Record numbers wrap past 2^64 - 1 to 0, as the writer's do.
-std::uint64_t generator_records_bytes(std::uint64_t id, std::uint64_t first, std::uint64_t count) noexcept;
+std::uint64_t generator_records_bytes(std::uint64_t id, std::uint64_t first,
+                                      std::uint64_t count) noexcept;
 
 /// The text `"<id>,<n>,"` that starts record n, kept as text and advanced to n + 1 by a decimal
 /// increment: writing or checking a generator's records in order then formats only the value.

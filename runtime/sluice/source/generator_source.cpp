@@ -16,7 +16,8 @@ using boost::system::error_code;
 
 generator_source::generator_source(environment& env, executor lane,
                                    const generator_options& options)
-    : env_(env), lane_(std::move(lane)), options_(options), timer_(env.make_timer(lane_)), writer_(options.id) {
+    : env_(env), lane_(std::move(lane)), options_(options), timer_(env.make_timer(lane_)),
+      writer_(options.id) {
     SLUICE_ASSERT(options_.records_per_second >= 0.0);
     SLUICE_ASSERT(options_.burst_records >= 1);
 }
@@ -25,7 +26,9 @@ std::string generator_source::describe() const {
     return "generator " + std::to_string(options_.id);
 }
 
-asio::awaitable<error_code> generator_source::open() { co_return *open_now(); }
+asio::awaitable<error_code> generator_source::open() {
+    co_return *open_now();
+}
 
 std::optional<error_code> generator_source::open_now() {
     // The rate resumes where it stopped: after a restart the next record is due now, not

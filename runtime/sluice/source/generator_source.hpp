@@ -11,16 +11,16 @@
 #include <span>
 #include <string>
 
-#include "sluice/source/generator_records.hpp"
 #include "sluice/env/environment.hpp"
+#include "sluice/source/generator_records.hpp"
 #include "sluice/source/source.hpp"
 
 namespace sluice::runtime {
 
 struct generator_options {
-    std::uint64_t id = 0;            ///< appears in every record
-    std::uint64_t records_max = 0;   ///< records before end of stream; 0 = infinite
-    double records_per_second = 0.0; ///< 0 = as fast as the pool and lane allow
+    std::uint64_t id = 0;             ///< appears in every record
+    std::uint64_t records_max = 0;    ///< records before end of stream; 0 = infinite
+    double records_per_second = 0.0;  ///< 0 = as fast as the pool and lane allow
     std::uint32_t burst_records = 64; ///< records released per timer tick when rate-limited
 };
 
@@ -58,7 +58,7 @@ private:
     std::unique_ptr<timer> timer_;
     wake_callback parked_wake_; ///< while parked: the timer's callback then needs only `this`
     time_point start_{};
-    runtime::generator_record_writer writer_;                ///< formats records next(), next() + 1, ...
+    runtime::generator_record_writer writer_; ///< formats records next(), next() + 1, ...
     std::array<char, generator_record_bytes_max> pending_{}; ///< a record cut by a full buffer
     std::size_t pending_size_ = 0;
     std::size_t pending_offset_ = 0;

@@ -17,8 +17,8 @@ namespace {
 /// without the mutex after `defined` (release/acquire) says the slot is written.
 struct kind_registry {
     std::mutex mutex;
-    std::array<std::string, source_kind_max> names{"generator", "tcp_client", "tcp_connection",
-                                                   "udp", "file", "blocking", "mqtt"};
+    std::array<std::string, source_kind_max> names{
+        "generator", "tcp_client", "tcp_connection", "udp", "file", "blocking", "mqtt"};
     std::atomic<std::size_t> defined{source_kind_builtin_count};
 };
 
@@ -62,7 +62,9 @@ source_kind define_source_kind(std::string_view name) {
     return static_cast<source_kind>(defined);
 }
 
-std::size_t source_kinds_defined() noexcept { return kinds().defined.load(std::memory_order_acquire); }
+std::size_t source_kinds_defined() noexcept {
+    return kinds().defined.load(std::memory_order_acquire);
+}
 
 std::string_view to_string(source_kind kind) noexcept {
     auto& r = kinds();

@@ -49,7 +49,9 @@ std::size_t source_kinds_defined() noexcept;
 /// The kind's name; "unknown" for an id never defined.
 std::string_view to_string(source_kind kind) noexcept;
 /// The kind as an index into stats arrays (< source_kind_max).
-constexpr std::size_t index_of(source_kind kind) noexcept { return static_cast<std::size_t>(kind); }
+constexpr std::size_t index_of(source_kind kind) noexcept {
+    return static_cast<std::size_t>(kind);
+}
 
 class source {
 public:

@@ -56,9 +56,13 @@ asio::awaitable<error_code> reopening_source::wait_readable() {
     co_return co_await stream_->wait_readable();
 }
 
-bool reopening_source::should_park() { return stream_ && stream_->should_park(); }
+bool reopening_source::should_park() {
+    return stream_ && stream_->should_park();
+}
 
-void reopening_source::park(wake_callback wake) { stream_->park(std::move(wake)); }
+void reopening_source::park(wake_callback wake) {
+    stream_->park(std::move(wake));
+}
 
 read_result reopening_source::read_now(std::span<std::byte> space) {
     if (!stream_) {
@@ -88,8 +92,10 @@ std::string tcp_client_source::describe() const {
     return "tcp client " + options_.address + ":" + std::to_string(options_.port);
 }
 
-asio::awaitable<std::pair<error_code, std::unique_ptr<byte_stream>>> tcp_client_source::open_stream() {
-    co_return co_await env_.connect(lane_, options_.address, options_.port, options_.connect_timeout);
+asio::awaitable<std::pair<error_code, std::unique_ptr<byte_stream>>>
+tcp_client_source::open_stream() {
+    co_return co_await env_.connect(lane_, options_.address, options_.port,
+                                    options_.connect_timeout);
 }
 
 stream_source::stream_source(source_kind kind, std::unique_ptr<byte_stream> stream)
@@ -97,7 +103,9 @@ stream_source::stream_source(source_kind kind, std::unique_ptr<byte_stream> stre
     SLUICE_ASSERT(stream_ != nullptr);
 }
 
-asio::awaitable<error_code> stream_source::open() { co_return *open_now(); }
+asio::awaitable<error_code> stream_source::open() {
+    co_return *open_now();
+}
 
 std::optional<error_code> stream_source::open_now() {
     // The stream came open; it cannot be reopened (an accepted peer that left is gone).
@@ -112,9 +120,13 @@ asio::awaitable<error_code> stream_source::wait_readable() {
     return stream_->wait_readable();
 }
 
-read_result stream_source::read_now(std::span<std::byte> space) { return stream_->read_now(space); }
+read_result stream_source::read_now(std::span<std::byte> space) {
+    return stream_->read_now(space);
+}
 
-void stream_source::close() noexcept { stream_->close(); }
+void stream_source::close() noexcept {
+    stream_->close();
+}
 
 file_source::file_source(environment& env, executor lane, std::string path)
     : reopening_source(env, std::move(lane)), path_(std::move(path)) {}
@@ -136,7 +148,9 @@ std::string udp_source::describe() const {
     return "udp " + options_.address + ":" + std::to_string(options_.port);
 }
 
-asio::awaitable<error_code> udp_source::open() { co_return *open_now(); }
+asio::awaitable<error_code> udp_source::open() {
+    co_return *open_now();
+}
 
 std::optional<error_code> udp_source::open_now() {
     close();
@@ -166,7 +180,8 @@ read_result udp_source::read_now(std::span<std::byte> space) {
             return {read_result::status::need_space, 0, {}};
         }
         auto result = socket_->read_now(space);
-        if (result.state == read_result::status::error && result.error == asio::error::message_size) {
+        if (result.state == read_result::status::error &&
+            result.error == asio::error::message_size) {
             ++oversize_dropped_;
             continue;
         }

@@ -38,7 +38,8 @@ public:
 protected:
     reopening_source(environment& env, executor lane) : env_(env), lane_(std::move(lane)) {}
     /// Opens a new stream (connect, open a file, …).
-    virtual boost::asio::awaitable<std::pair<boost::system::error_code, std::unique_ptr<byte_stream>>>
+    virtual boost::asio::awaitable<
+        std::pair<boost::system::error_code, std::unique_ptr<byte_stream>>>
     open_stream() = 0;
     /// Opens a new stream without waiting when that is how it opens (a file); `std::nullopt`
     /// when it waits (a connect).
@@ -54,7 +55,8 @@ protected:
     executor lane_;
 
 private:
-    boost::system::error_code adopt(std::pair<boost::system::error_code, std::unique_ptr<byte_stream>> opened);
+    boost::system::error_code
+    adopt(std::pair<boost::system::error_code, std::unique_ptr<byte_stream>> opened);
 
     std::unique_ptr<byte_stream> stream_; ///< null until opened; closed, not reset, on close()
     std::uint64_t bytes_read_ = 0;

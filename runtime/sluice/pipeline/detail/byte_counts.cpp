@@ -10,7 +10,8 @@ namespace sluice::runtime {
 
 namespace {
 
-void count_tail(const unsigned char* p, std::size_t n, char first, char second, byte_counts& counts) {
+void count_tail(const unsigned char* p, std::size_t n, char first, char second,
+                byte_counts& counts) {
     for (std::size_t i = 0; i < n; ++i) {
         counts.first += p[i] == static_cast<unsigned char>(first) ? 1U : 0U;
         counts.second += p[i] == static_cast<unsigned char>(second) ? 1U : 0U;
@@ -21,7 +22,8 @@ void count_tail(const unsigned char* p, std::size_t n, char first, char second, 
 
 byte_counts count_bytes_scalar(std::span<const std::byte> bytes, char first, char second) noexcept {
     byte_counts counts;
-    count_tail(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(), first, second, counts);
+    count_tail(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(), first, second,
+               counts);
     return counts;
 }
 
@@ -66,8 +68,8 @@ bool cpu_has_avx2() noexcept {
     return avx2;
 }
 
-__attribute__((target("avx2"))) byte_counts count_bytes_avx2(std::span<const std::byte> bytes, char first,
-                                                               char second) noexcept {
+__attribute__((target("avx2"))) byte_counts count_bytes_avx2(std::span<const std::byte> bytes,
+                                                             char first, char second) noexcept {
     byte_counts counts;
     const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
     std::size_t n = bytes.size();
@@ -102,7 +104,9 @@ __attribute__((target("avx2"))) byte_counts count_bytes_avx2(std::span<const std
 
 #else
 
-bool cpu_has_avx2() noexcept { return false; }
+bool cpu_has_avx2() noexcept {
+    return false;
+}
 
 byte_counts count_bytes_avx2(std::span<const std::byte> bytes, char first, char second) noexcept {
     return count_bytes_sse2(bytes, first, second);
@@ -111,7 +115,8 @@ byte_counts count_bytes_avx2(std::span<const std::byte> bytes, char first, char 
 #endif
 
 byte_counts count_bytes_wide(std::span<const std::byte> bytes, char first, char second) noexcept {
-    return cpu_has_avx2() ? count_bytes_avx2(bytes, first, second) : count_bytes_sse2(bytes, first, second);
+    return cpu_has_avx2() ? count_bytes_avx2(bytes, first, second)
+                          : count_bytes_sse2(bytes, first, second);
 }
 
 } // namespace sluice::runtime
