@@ -165,18 +165,11 @@ registration source_server::register_entry(const source_options& options,
 asio::awaitable<registration> source_server::register_source_waiting(source_options options,
                                                                      source_factory make,
                                                                      duration max_wait) {
-    {
-        const std::lock_guard gate(gate_mutex_);
-        if (!shut_down_) {
-            ++coroutines_; // shutdown waits for the wait and the registration after it
-        } else {
-            co_return register_entry(options, make, nullptr); // no waiting once shutdown began
-        }
+    // Inside the gate: shutdown waits for the wait and the registration after it.
+    if (!gate_.try_enter()) {
+        co_return register_entry(options, make, nullptr); // no waiting once shutdown began
     }
-    struct leaves_gate {
-        source_server* self;
-        ~leaves_gate() { self->leave_gate(); }
-    } const inside{this};
+    const gate::holder inside(gate_);
     admission admitted = co_await await_admission(options.limits, max_wait);
     co_return finish_registration(options, make, nullptr, admitted);
 }
@@ -185,9 +178,11 @@ asio::awaitable<admission> source_server::await_admission(source_limits limits, 
     const auto signal = std::make_shared<asio::cancellation_signal>();
     const executor lane = co_await asio::this_coro::executor;
     {
-        // The caller is inside the gate (an accept loop, register_source_waiting).
-        const std::lock_guard gate(gate_mutex_);
-        if (shut_down_) {
+        // The caller is inside the gate (an accept loop, register_source_waiting). Closed is read
+        // under the mutex that shutdown takes after closing to cancel every wait, so a wait is
+        // either refused here or cancelled there.
+        const std::lock_guard lock(admission_mutex_);
+        if (gate_.closed()) {
             co_return pool_.register_source(limits); // no waiting once shutdown began
         }
         admission_waits_.emplace(signal.get(), std::make_pair(signal, lane));
@@ -212,7 +207,7 @@ asio::awaitable<admission> source_server::await_admission(source_limits limits, 
             " ms)";
     }
     {
-        const std::lock_guard gate(gate_mutex_);
+        const std::lock_guard lock(admission_mutex_);
         admission_waits_.erase(signal.get());
     }
     co_return answer;
@@ -268,12 +263,8 @@ source_server::entry* source_server::claim_start(source_handle handle) {
         e->finished.load()) {
         return nullptr;
     }
-    {
-        const std::lock_guard gate(gate_mutex_);
-        if (shut_down_) {
-            return nullptr;
-        }
-        ++coroutines_;
+    if (!gate_.try_enter()) {
+        return nullptr;
     }
     // Reset here, before the source can be seen running: a stop() from another thread that
     // comes right after this must find the run it stops (no lane touches a source that is not
@@ -486,31 +477,18 @@ void source_server::run_ended(entry& e, std::exception_ptr failure, bool parked)
     if (e.owner != nullptr) {
         // An accepted connection is gone for good: unregister it from a fresh handler on this
         // lane, which runs after this one, so after the state is stored.
-        enter_gate();
+        gate_.enter();
         try {
             asio::post(env_.lane_executor(e.lane_index), [this, handle = e.handle] {
                 unregister_source(handle);
-                leave_gate();
+                gate_.leave();
             });
         } catch (...) {
-            leave_gate(); // out of memory: it stays registered until shutdown unregisters all
+            gate_.leave(); // out of memory: it stays registered until shutdown unregisters all
         }
     }
     e.state.store(e.final_state);
-    leave_gate();
-}
-
-void source_server::enter_gate() {
-    const std::lock_guard lock(gate_mutex_);
-    ++coroutines_;
-}
-
-void source_server::leave_gate() {
-    const std::lock_guard lock(gate_mutex_);
-    SLUICE_ASSERT(coroutines_ > 0);
-    if (--coroutines_ == 0) {
-        gate_closed_.notify_all();
-    }
+    gate_.leave();
 }
 
 void source_server::stop(source_handle handle) {
@@ -528,7 +506,7 @@ void source_server::stop(source_handle handle) {
         }
         lane = env_.lane_executor(
             e->lane_index); // under the lock: the entry may go once it is released
-        enter_gate();
+        gate_.enter();
     }
     // The handler finds the entry again by handle: the coroutine may end on its own before
     // this runs, after which the entry may be unregistered. Under the registry lock the entry
@@ -541,7 +519,7 @@ void source_server::stop(source_handle handle) {
                 request_stop(*it->second);
             }
         }
-        leave_gate();
+        gate_.leave();
     });
 }
 
@@ -762,16 +740,10 @@ void source_server::arm_sweeper(std::size_t lane, time_point deadline) {
     {
         // Inside the gate until the expiry (or its cancellation) has run. Not once shutdown
         // has begun: every source is stopping and takes its buffer back, nothing falls due.
-        const std::lock_guard gate(gate_mutex_);
-        if (shut_down_) {
+        if (!gate_.try_enter()) {
             return;
         }
-        ++coroutines_;
     }
-    struct leaves_gate {
-        source_server* server;
-        ~leaves_gate() { server->leave_gate(); }
-    };
     auto& l = holders_[lane];
     l.armed_for = deadline;
     const std::uint32_t arm = ++l.arms;
@@ -779,12 +751,12 @@ void source_server::arm_sweeper(std::size_t lane, time_point deadline) {
     try {
         // Pointer and two 32-bit values: std::function keeps it inline.
         l.sweeper->on_expiry(deadline - env_.now(), [this, lane32, arm](bool fired) {
-            const leaves_gate leave{this}; // also when an emit throws
+            const gate::holder leave(gate_); // also when an emit throws
             sweep(lane32, arm, fired);
         });
     } catch (...) {
         l.armed_for = time_point::max();
-        leave_gate();
+        gate_.leave();
         throw;
     }
 }
@@ -867,22 +839,18 @@ void source_server::wake_partial_holders(flush_reason reason) {
         if ((wake_pending_[lane].fetch_or(bit) & bit) != 0) {
             continue;
         }
-        {
-            const std::lock_guard lock(gate_mutex_);
-            if (shut_down_ && coroutines_ == 0) {
-                return;
-            }
-            ++coroutines_;
+        if (!gate_.try_enter_unless_drained()) {
+            return;
         }
         asio::post(env_.lane_executor(lane), [this, lane, bit, reason] {
             wake_pending_[lane].fetch_and(static_cast<std::uint8_t>(~bit));
             try {
                 flush_holders(lane, reason);
             } catch (...) {
-                leave_gate();
+                gate_.leave();
                 throw;
             }
-            leave_gate();
+            gate_.leave();
         });
     }
 }
@@ -1177,21 +1145,17 @@ source_server::add_tcp_listener(const listener_options& options) {
     listener* raw = l.get();
     {
         const std::lock_guard lock(mutex_);
-        {
-            const std::lock_guard gate(gate_mutex_);
-            if (shut_down_) {
-                return {asio::error::shut_down, 0};
-            }
-            ++coroutines_;
+        if (!gate_.try_enter()) { // under mutex_, as shutdown's close and its walk of listeners_
+            return {asio::error::shut_down, 0};
         }
         listeners_.push_back(std::move(l));
     }
     spawn_accept_loop(*raw);
     if (options.idle_timeout.count() > 0) {
-        enter_gate();
+        gate_.enter();
         raw->idle_sweep = env_.make_timer(env_.lane_executor(raw->lane_index));
         asio::co_spawn(env_.lane_executor(raw->lane_index), idle_sweep(*raw),
-                       [this](const std::exception_ptr&) { leave_gate(); });
+                       [this](const std::exception_ptr&) { gate_.leave(); });
     }
     return {error_code{}, port};
 }
@@ -1217,12 +1181,9 @@ asio::awaitable<void> source_server::idle_sweep(listener& l) {
             }
         }
         for (const auto& [handle, lane] : idle) {
-            enter_gate();
+            gate_.enter();
             asio::post(env_.lane_executor(lane), [this, handle = handle] {
-                const struct leaves {
-                    source_server* self;
-                    ~leaves() { self->leave_gate(); }
-                } leave{this};
+                const gate::holder leave(gate_);
                 entry* e = nullptr;
                 {
                     const std::lock_guard lock(mutex_);
@@ -1262,7 +1223,7 @@ void source_server::spawn_accept_loop(listener& l) {
                                // Cannot even respawn (out of memory): it stays down, counted.
                            }
                        }
-                       leave_gate();
+                       gate_.leave();
                    });
 }
 
@@ -1334,7 +1295,7 @@ asio::awaitable<void> source_server::accept_loop(listener& l) {
 }
 
 void source_server::cancel_admission_waits() {
-    const std::lock_guard gate(gate_mutex_);
+    const std::lock_guard lock(admission_mutex_);
     for (const auto& [key, wait] : admission_waits_) {
         // On the waiter's lane, as the pool requires; a wait that ended meanwhile ignores it.
         asio::post(wait.second,
@@ -1346,25 +1307,21 @@ void source_server::shutdown() {
     std::vector<source_handle> handles;
     {
         const std::lock_guard lock(mutex_);
-        {
-            const std::lock_guard gate(gate_mutex_);
-            if (shut_down_) {
-                return;
-            }
-            shut_down_ = true; // no new starts, listeners or coroutines from here
+        if (!gate_.close()) { // no new starts, listeners or coroutines from here
+            return;
         }
         for (const auto& [handle, e] : entries_) {
             handles.push_back(handle);
         }
         for (auto& l : listeners_) {
-            enter_gate();
+            gate_.enter();
             asio::post(env_.lane_executor(l->lane_index), [this, raw = l.get()] {
                 raw->closing = true;
                 raw->acceptor->close();
                 if (raw->idle_sweep) {
                     raw->idle_sweep->cancel();
                 }
-                leave_gate();
+                gate_.leave();
             });
         }
         cancel_admission_waits();
@@ -1372,18 +1329,12 @@ void source_server::shutdown() {
     for (const auto handle : handles) {
         stop(handle);
     }
-    {
-        std::unique_lock lock(gate_mutex_);
-        gate_closed_.wait(lock, [&] { return coroutines_ == 0; });
-    }
+    gate_.wait_empty();
     processing_.wait_idle();
     processing_.set_idle_callback(nullptr);
     processing_.set_failure_callback(nullptr);
     pool_.set_wait_callback(nullptr);
-    {
-        std::unique_lock lock(gate_mutex_);
-        gate_closed_.wait(lock, [&] { return coroutines_ == 0; }); // wakes posted meanwhile
-    }
+    gate_.wait_empty(); // wakes posted meanwhile
     handles.clear();
     {
         const std::lock_guard lock(mutex_);
@@ -1427,8 +1378,7 @@ std::string source_server::check_wakeups() const {
 }
 
 bool source_server::quiescent() const {
-    const std::lock_guard lock(gate_mutex_);
-    return coroutines_ == 0;
+    return gate_.empty();
 }
 
 server_stats source_server::stats() const {

@@ -50,6 +50,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 
+#include "sluice/core/gate.hpp"
 #include "sluice/core/histogram.hpp"
 #include "sluice/env/environment.hpp"
 #include "sluice/pipeline/processing.hpp"
@@ -320,9 +321,6 @@ private:
         const auto bytes = partial.bytes();
         return !bytes.empty() && bytes.back() == std::byte{'\n'};
     }
-    /// Counts a handler posted to a lane that touches the server, so shutdown waits for it.
-    void enter_gate();
-    void leave_gate();
     void spawn(entry& e, resume from);
     /// Marks a startable source running and inside the gate; null when it cannot start. Under
     /// mutex_.
@@ -351,15 +349,15 @@ private:
     source_handle next_handle_ = 1;
     std::atomic<std::size_t> next_lane_{0};
 
-    /// The gate: coroutines spawned and not yet finished.
-    mutable std::mutex gate_mutex_;
-    std::condition_variable gate_closed_;
-    std::size_t coroutines_ = 0;
+    /// What shutdown waits for: running sources, accept loops and idle sweeps, armed sweepers,
+    /// waiting registrations, and handlers posted to a lane that touch the server. Closed by
+    /// shutdown: no new start, listener or waiting registration from then on.
+    gate gate_;
+    mutable std::mutex admission_mutex_; ///< guards admission_waits_
     /// Registrations waiting for admission, with their lanes: a shutdown cancels them.
     std::unordered_map<boost::asio::cancellation_signal*,
                        std::pair<std::shared_ptr<boost::asio::cancellation_signal>, executor>>
         admission_waits_;
-    bool shut_down_ = false;
 
     /// A held partial buffer: its flush deadline, its source, the buffer.
     struct holder {
