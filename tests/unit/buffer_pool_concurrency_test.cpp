@@ -103,12 +103,13 @@ asio::awaitable<void> source_loop(buffer_pool& pool, source_id id, handoff& to_p
     for (int i = 0; i < iterations_per_source; ++i) {
         buffer b;
         if (next() % 8 == 0) {
-            // A cancellation racing the grant: either outcome is fine, but never a mix.
-            asio::cancellation_signal signal;
-            asio::post(executor, [&signal] { signal.emit(asio::cancellation_type::terminal); });
+            // A cancellation racing the grant: either outcome is fine, but never a mix. The
+            // posted emit owns the signal: it may run after the grant, even after this frame.
+            const auto signal = std::make_shared<asio::cancellation_signal>();
+            asio::post(executor, [signal] { signal->emit(asio::cancellation_type::terminal); });
             auto [error, granted] = co_await pool.async_acquire(
                 id,
-                asio::bind_cancellation_slot(signal.slot(), asio::as_tuple(asio::use_awaitable)));
+                asio::bind_cancellation_slot(signal->slot(), asio::as_tuple(asio::use_awaitable)));
             EXPECT_EQ(!error, bool(granted));
             if (error) {
                 EXPECT_EQ(error, asio::error::operation_aborted);
