@@ -2,33 +2,38 @@
 
 #include <algorithm>
 #include <cstring>
+#include <stdexcept>
 
 #include <boost/asio/bind_executor.hpp>
 
 #include "sluice/core/assert.hpp"
-#include "sluice/pipeline/detail/byte_counts.hpp"
+#include "sluice/pipeline/detail/channel.hpp"
 
 namespace sluice::runtime {
 
 namespace {
 
-std::uint64_t count_byte(std::span<const std::byte> bytes, char value) {
-    return count_bytes(bytes, value, value).first;
-}
-
-std::uint32_t read_be32(const std::byte* p) {
-    return (std::to_integer<std::uint32_t>(p[0]) << 24U) |
-           (std::to_integer<std::uint32_t>(p[1]) << 16U) |
-           (std::to_integer<std::uint32_t>(p[2]) << 8U) | std::to_integer<std::uint32_t>(p[3]);
-}
-
-constexpr std::size_t header_bytes = 4;
+/// A stage threw; the message names the stage (a throwing sink is said as such).
+class stage_error : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
 
 } // namespace
 
+const framer& builtin_framer(framing kind) noexcept {
+    return kind == framing::length_prefixed ? length_prefixed_framer() : newline_framer();
+}
+
+bool processing::sink_failed(const channel& target) noexcept {
+    return target.sink_failed_.load(std::memory_order_acquire);
+}
+
 processing::processing(environment& env, buffer_pool& pool, sink& out,
                        const processing_options& options)
-    : env_(env), pool_(pool), sink_(out), options_(options) {
+    : env_(env), pool_(pool), sink_(out), options_(options),
+      framer_(options.custom_framer != nullptr ? *options.custom_framer
+                                               : builtin_framer(options.record_framing)) {
     const auto buffer_size = pool_.config().buffer_size_bytes;
     if (options_.record_bytes_max == 0 || options_.record_bytes_max > buffer_size) {
         // A reassembled record must fit one output buffer.
@@ -111,7 +116,7 @@ void processing::set_failure_callback(std::function<void(std::uint64_t)> callbac
 
 bool processing::submit(const std::shared_ptr<channel>& target, buffer filled) {
     SLUICE_ASSERT(filled);
-    if (target->sink_failed()) {
+    if (sink_failed(*target)) {
         count_discarded(filled);
         return false;
     }
@@ -217,7 +222,7 @@ bool processing::drain_batch(const std::shared_ptr<channel>& target, std::uint64
     const auto started = env_.now();
     auto mark = started;
     for (std::uint32_t i = 0; i < options_.batch_buffers_max; ++i) {
-        if (options_.output_per_buffer && !target->sink_failed() && front_is_data(*target) &&
+        if (options_.output_per_buffer && !sink_failed(*target) && front_is_data(*target) &&
             !take_output(target)) {
             // Suspended waiting for an output buffer: the item stays first in the queue and
             // this task ends; the grant reschedules the channel (which stays marked scheduled
@@ -262,7 +267,7 @@ bool processing::drain_batch(const std::shared_ptr<channel>& target, std::uint64
 }
 
 void processing::deliver(channel& target, buffer& input) {
-    if (target.sink_failed()) {
+    if (sink_failed(target)) {
         count_discarded(input);
         target.output_.reset();
         return;
@@ -272,10 +277,12 @@ void processing::deliver(channel& target, buffer& input) {
     try {
         process(target, input, std::move(target.output_));
         threw = false;
-    } catch (const std::exception& ex) {
+    } catch (const stage_error& ex) {
         fail_origin(target, ex.what());
+    } catch (const std::exception& ex) {
+        fail_origin(target, std::string("the sink failed: ") + ex.what());
     } catch (...) {
-        fail_origin(target, "unknown exception");
+        fail_origin(target, "the sink failed: unknown exception");
     }
     if (threw) {
         count_discarded(input); // the buffer the sink threw on was not delivered either
@@ -289,12 +296,12 @@ void processing::count_discarded(const buffer& dropped) noexcept {
 }
 
 void processing::deliver_final(channel& target, bool is_error, const std::string* message) {
-    if (!target.carry_.empty()) {
+    if (!target.framing_.carry.empty()) {
         // The stream ended inside a record: it is dropped, and said so.
         records_truncated_total_.fetch_add(1, std::memory_order_relaxed);
-        target.carry_.clear();
     }
-    if (target.sink_failed()) {
+    target.framing_.reset();
+    if (sink_failed(target)) {
         return; // its error event was the origin's last
     }
     try {
@@ -308,13 +315,13 @@ void processing::deliver_final(channel& target, bool is_error, const std::string
     }
 }
 
-void processing::fail_origin(channel& target, const char* what) {
+void processing::fail_origin(channel& target, const std::string& message) {
     sink_exceptions_total_.fetch_add(1, std::memory_order_relaxed);
     sink_failures_total_.fetch_add(1, std::memory_order_relaxed);
     target.sink_failed_.store(true, std::memory_order_release);
-    target.carry_.clear();
+    target.framing_.reset();
     try {
-        sink_.on_error(target.origin_id_, std::string("the sink failed: ") + what);
+        sink_.on_error(target.origin_id_, message);
     } catch (...) {
         sink_exceptions_total_.fetch_add(1, std::memory_order_relaxed);
     }
@@ -418,120 +425,39 @@ void processing::process(channel& target, buffer& input, buffer provided) {
         ++event.record_count;
     };
 
+    framing_state& state = target.framing_;
     if (input.discontinuity()) {
         // A new connection: what the last one left unfinished is dropped, never joined to
         // these bytes (an oversize record being skipped was counted when it began).
-        if (!target.carry_.empty()) {
+        if (!state.carry.empty()) {
             ++event.records_truncated;
         }
-        target.carry_.clear();
-        target.skipping_ = false;
-        target.skip_bytes_ = 0;
+        state.reset();
     }
     std::size_t pos = 0;
-    if (options_.record_framing == framing::newline) {
-        if (!target.carry_.empty() || target.skipping_) {
-            // memchr/memrchr: vectorised, where std::find over std::byte went a byte at a time
-            // (the search for the last newline scans up to a record's length per buffer).
-            const auto* found = static_cast<const std::byte*>(std::memchr(raw.data(), '\n', n));
-            const std::size_t head =
-                found == nullptr ? n : static_cast<std::size_t>(found - raw.data());
-            if (found == nullptr) {
-                if (!target.skipping_) {
-                    if (target.carry_.size() + n > max) {
-                        target.skipping_ = true;
-                        target.carry_.clear();
-                        ++event.records_dropped;
-                    } else {
-                        target.carry_.append(reinterpret_cast<const char*>(raw.data()), n);
-                    }
-                }
-                pos = n;
-            } else {
-                if (target.skipping_) {
-                    target.skipping_ = false;
-                } else if (target.carry_.size() + head + 1 > max) {
-                    ++event.records_dropped;
-                } else {
-                    target.carry_.append(reinterpret_cast<const char*>(raw.data()), head + 1);
-                    emit_spanning(std::as_bytes(std::span(target.carry_)));
-                    event.field_count += count_byte(event.spanning_record, ',') + 1;
-                }
-                target.carry_.clear();
-                pos = head + 1;
-            }
+    if (state.carries()) {
+        const carried_step step = framer_.continue_record(state, raw, max);
+        pos = step.consumed;
+        event.records_dropped += step.dropped;
+        if (step.complete) {
+            emit_spanning(std::as_bytes(std::span(state.carry)));
+            state.carry.clear();
         }
-        if (pos < n) {
-            const auto rest = raw.subspan(pos);
-            const auto* last =
-                static_cast<const std::byte*>(memrchr(rest.data(), '\n', rest.size()));
-            const std::size_t complete =
-                last == nullptr ? 0 : static_cast<std::size_t>(last - rest.data()) + 1;
-            event.records = rest.first(complete);
-            const auto [newlines, commas] = count_bytes(event.records, '\n', ',');
-            event.record_count += newlines;
-            event.field_count += commas + newlines;
-            const auto tail = rest.subspan(complete);
-            if (tail.size() > max) {
-                target.skipping_ = true;
-                ++event.records_dropped;
-            } else {
-                target.carry_.assign(reinterpret_cast<const char*>(tail.data()), tail.size());
-            }
-        }
-    } else {
-        // Finish the frame carried from earlier buffers (or skip an oversize one).
-        if (target.skip_bytes_ > 0) {
-            const std::size_t skip = std::min<std::uint64_t>(target.skip_bytes_, n);
-            target.skip_bytes_ -= skip;
-            pos = skip;
-        } else if (!target.carry_.empty()) {
-            while (pos < n && target.carry_.size() < header_bytes) {
-                target.carry_.push_back(static_cast<char>(raw[pos++]));
-            }
-            if (target.carry_.size() >= header_bytes) {
-                const std::size_t total =
-                    header_bytes +
-                    read_be32(reinterpret_cast<const std::byte*>(target.carry_.data()));
-                if (total > max) {
-                    ++event.records_dropped;
-                    const std::size_t skip = std::min(total - target.carry_.size(), n - pos);
-                    target.skip_bytes_ = total - target.carry_.size() - skip;
-                    pos += skip;
-                    target.carry_.clear();
-                } else {
-                    const std::size_t take = std::min(total - target.carry_.size(), n - pos);
-                    target.carry_.append(reinterpret_cast<const char*>(raw.data() + pos), take);
-                    pos += take;
-                    if (target.carry_.size() == total) {
-                        emit_spanning(std::as_bytes(std::span(target.carry_)));
-                        event.field_count +=
-                            count_byte(event.spanning_record.subspan(header_bytes), ',') + 1;
-                        target.carry_.clear();
-                    }
-                }
-            }
-        }
-        const std::size_t start = pos;
-        while (target.skip_bytes_ == 0 && target.carry_.empty() && pos + header_bytes <= n) {
-            const std::size_t total = header_bytes + read_be32(raw.data() + pos);
-            if (pos + total > n) {
-                break;
-            }
-            ++event.record_count;
-            event.field_count +=
-                count_byte(raw.subspan(pos + header_bytes, total - header_bytes), ',') + 1;
-            pos += total;
-        }
-        event.records = raw.subspan(start, pos - start);
-        if (target.skip_bytes_ == 0 && target.carry_.empty() && pos < n) {
-            const auto tail = raw.subspan(pos);
-            if (tail.size() >= header_bytes && header_bytes + read_be32(tail.data()) > max) {
-                ++event.records_dropped;
-                target.skip_bytes_ = header_bytes + read_be32(tail.data()) - tail.size();
-            } else {
-                target.carry_.assign(reinterpret_cast<const char*>(tail.data()), tail.size());
-            }
+    }
+    if (!state.carries() && pos < n) {
+        const framed_records framed = framer_.frame(state, raw.subspan(pos), max);
+        event.records = framed.records;
+        event.record_count += framed.count;
+        event.records_dropped += framed.dropped;
+    }
+    for (const auto& each : options_.stages) {
+        try {
+            each->process(framer_, event);
+        } catch (const std::exception& ex) {
+            throw stage_error("the stage " + std::string(each->name()) + " failed: " + ex.what());
+        } catch (...) {
+            throw stage_error("the stage " + std::string(each->name()) +
+                              " failed: unknown exception");
         }
     }
 

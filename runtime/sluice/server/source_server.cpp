@@ -1111,7 +1111,7 @@ void source_server::finish(entry& e, bool ended, std::string failure) {
                       std::to_string(e.bytes_dropped) + " bytes read were dropped";
         }
     }
-    const bool sink_failed = e.channel->sink_failed();
+    const bool sink_failed = processing::sink_failed(*e.channel);
     e.finished.store(ended || !failure.empty() || sink_failed);
     if (sink_failed) {
         // Processing sent the origin's Error when the sink threw; nothing follows it.

@@ -314,12 +314,8 @@ private:
     }
     /// Large enough for a demand flush, or ending a record (see demand_flush_min_bytes).
     bool demand_sized(const buffer& partial) const noexcept {
-        if (partial.size_bytes() >= options_.demand_flush_min_bytes ||
-            processing_.record_framing() != framing::newline) {
-            return true;
-        }
-        const auto bytes = partial.bytes();
-        return !bytes.empty() && bytes.back() == std::byte{'\n'};
+        return partial.size_bytes() >= options_.demand_flush_min_bytes ||
+               processing_.record_framer().may_end_record(partial.bytes());
     }
     void spawn(entry& e, resume from);
     /// Marks a startable source running and inside the gate; null when it cannot start. Under
