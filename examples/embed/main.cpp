@@ -1,6 +1,7 @@
-/// An engine embedding sluice: its own source kind (a simulated temperature probe), its own sink
-/// (an aggregate per probe), and sluice::worker doing the rest. Exits 0 when every reading of
-/// every probe reached the sink exactly once and in order.
+/// An engine embedding sluice: its own source kind (a simulated temperature probe), its own
+/// pipeline stage (counts warm readings, refuses malformed ones), its own sink (an aggregate per
+/// probe), and sluice::worker doing the rest. Exits 0 when every reading of every probe reached
+/// the sink exactly once and in order, and the stage counted exactly the warm ones.
 ///
 ///     embed_example [probes] [readings per probe]
 
@@ -15,10 +16,13 @@
 #include <mutex>
 #include <optional>
 #include <span>
+#include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
+#include "sluice/pipeline/stage.hpp"
 #include "sluice/source/source.hpp"
 #include "sluice/version.hpp"
 #include "sluice/worker.hpp"
@@ -78,6 +82,43 @@ private:
     std::uint64_t readings_;
     std::uint64_t next_ = 0;
     bool closed_ = false;
+};
+
+/// The engine's stage: runs on compute threads before the sink. It knows its records are
+/// newline-framed "<probe>,<n>,<milli °C>\n", counts the readings above `warm_milli_celsius`,
+/// and throws on a reading it cannot parse, which fails that probe alone.
+class warm_readings_stage final : public rt::stage {
+public:
+    static constexpr std::uint64_t warm_milli_celsius = 20500;
+
+    std::string_view name() const noexcept override { return "warm_readings"; }
+    void process(const rt::framer& /*records_format*/, rt::data_event& event) override {
+        std::uint64_t warm = count(event.spanning_record);
+        warm += count(event.records);
+        warm_.fetch_add(warm, std::memory_order_relaxed);
+    }
+    std::uint64_t warm() const { return warm_.load(); }
+
+private:
+    static std::uint64_t count(std::span<const std::byte> records) {
+        std::string_view text(reinterpret_cast<const char*>(records.data()), records.size());
+        std::uint64_t warm = 0;
+        while (!text.empty()) {
+            const auto end = text.find('\n');
+            const auto last_comma = text.rfind(',', end);
+            std::uint64_t milli = 0;
+            if (end == std::string_view::npos || last_comma == std::string_view::npos ||
+                std::from_chars(text.data() + last_comma + 1, text.data() + end, milli).ec !=
+                    std::errc{}) {
+                throw std::runtime_error("a reading without a temperature: " +
+                                         std::string(text.substr(0, end)));
+            }
+            warm += milli > warm_milli_celsius ? 1U : 0U;
+            text.remove_prefix(end + 1);
+        }
+        return warm;
+    }
+    std::atomic<std::uint64_t> warm_{0};
 };
 
 /// The engine's sink: checks each probe's readings arrive in order, and counts.
@@ -150,7 +191,9 @@ int main(int argc, char** argv) {
     const std::uint64_t readings = argc > 2 ? std::stoull(argv[2]) : 5000;
 
     aggregate_sink sink; // outlives the worker
+    auto warm = std::make_shared<warm_readings_stage>();
     sluice::worker_options options;
+    options.processing.stages = {rt::count_csv_fields(), warm};
     options.pool.sources_max = static_cast<std::uint32_t>(probes + 16);
     options.pool.buffer_count = static_cast<std::uint32_t>(probes + 256);
     sluice::worker worker(sink, options);
@@ -186,13 +229,20 @@ int main(int argc, char** argv) {
     const auto stats = worker.server().stats();
     const auto kind = rt::index_of(probe_source::probe_kind());
     const std::size_t wrong = sink.wrong(readings);
-    std::printf(
-        "sluice %s: %llu probes of kind \"%s\", %llu bytes, %llu records; %zu probes wrong\n",
-        sluice::version_string, static_cast<unsigned long long>(probes),
-        std::string(rt::to_string(probe_source::probe_kind())).c_str(),
-        static_cast<unsigned long long>(stats.bytes_total[kind]),
-        static_cast<unsigned long long>(worker.pipeline().stats().records_by_kind[kind]), wrong);
-    return wrong == 0 && sink.errors() == 0 &&
+    std::uint64_t warm_expected = 0;
+    for (std::uint64_t n = 0; n < readings; ++n) {
+        warm_expected += 20000 + (n * 7) % 900 > warm_readings_stage::warm_milli_celsius ? 1 : 0;
+    }
+    warm_expected *= probes;
+    std::printf("sluice %s: %llu probes of kind \"%s\", %llu bytes, %llu records, %llu warm "
+                "(expected %llu); %zu probes wrong\n",
+                sluice::version_string, static_cast<unsigned long long>(probes),
+                std::string(rt::to_string(probe_source::probe_kind())).c_str(),
+                static_cast<unsigned long long>(stats.bytes_total[kind]),
+                static_cast<unsigned long long>(worker.pipeline().stats().records_by_kind[kind]),
+                static_cast<unsigned long long>(warm->warm()),
+                static_cast<unsigned long long>(warm_expected), wrong);
+    return wrong == 0 && sink.errors() == 0 && warm->warm() == warm_expected &&
                    worker.pipeline().stats().records_by_kind[kind] == probes * readings
                ? 0
                : 1;
