@@ -1,0 +1,88 @@
+// What a run is given and what it reports: the replay command and the JSON report.
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "sim/simulation.hpp"
+
+namespace sluice::sim {
+
+using runtime::pool_policy;
+
+std::string to_string(strategy order) {
+    switch (order) {
+    case strategy::fifo:
+        return "fifo";
+    case strategy::random:
+        return "random";
+    case strategy::pct:
+        return "pct";
+    }
+    return "unknown";
+}
+
+std::string reproduce_command(const scenario& s) {
+    std::ostringstream out;
+    out << "sluice-sim --sources " << s.sources << " --buffers " << s.buffers << " --buffer-size "
+        << s.buffer_size << " --reserve " << s.reserve << " --cap " << s.cap
+        << " --processing-reserve " << s.processing_reserve << " --io-lanes " << s.io_lanes
+        << " --compute-workers " << s.compute_workers << " --seed " << s.seed
+        << " --virtual-seconds " << s.virtual_seconds << " --strategy " << to_string(s.order)
+        << " --faults " << (s.faults ? "on" : "off") << " --policy "
+        << (s.policy == pool_policy::legacy ? "legacy" : "sluice")
+        << " --legacy-buffers-per-source " << s.legacy_buffers_per_source << " --records "
+        << s.records_per_source << " --stream-fraction " << s.stream_fraction
+        << " --paced-fraction " << s.paced_fraction << " --park " << (s.park_idle ? "on" : "off");
+    if (s.late_registrations > 0 || s.admission_wait_seconds != scenario{}.admission_wait_seconds) {
+        out << " --late-registrations " << s.late_registrations << " --admission-wait "
+            << s.admission_wait_seconds;
+    }
+    return out.str();
+}
+
+std::string report::to_json() const {
+    std::ostringstream out;
+    auto list = [&](const std::vector<std::string>& items) {
+        out << "[";
+        for (std::size_t i = 0; i < items.size(); ++i) {
+            out << (i == 0 ? "" : ", ") << "\"";
+            for (const char c : items[i]) {
+                out << (c == '"' || c == '\\' ? "\\" : "") << c;
+            }
+            out << "\"";
+        }
+        out << "]";
+    };
+    out << "{\"seed\": " << seed << ", \"sources\": " << sources << ", \"policy\": \"" << policy
+        << "\", \"strategy\": \"" << strategy_name
+        << "\", \"faults\": " << (faults ? "true" : "false")
+        << ", \"deadlock\": " << (deadlock ? "true" : "false") << ", \"violations\": ";
+    list(violations);
+    out << ", \"waiting\": ";
+    list(waiting);
+    out << ", \"bytes_produced\": " << bytes_produced
+        << ", \"bytes_delivered\": " << bytes_delivered
+        << ", \"records_delivered\": " << records_delivered
+        << ", \"buffers_total\": " << buffers_total
+        << ", \"buffers_free_at_end\": " << buffers_free_at_end
+        << ", \"end_of_streams\": " << end_of_streams << ", \"errors\": " << errors
+        << ", \"restarts\": " << restarts << ", \"backpressure_waits\": " << backpressure_waits
+        << ", \"parks\": " << parks << ", \"registrations_refused\": " << registrations_refused
+        << ", \"unregistered\": " << unregistered
+        << ", \"registrations_waited\": " << registrations_waited
+        << ", \"registrations_starved\": " << registrations_starved
+        << ", \"factory_failures\": " << factory_failures
+        << ", \"bytes_discarded\": " << bytes_discarded << ", \"bytes_dropped\": " << bytes_dropped
+        << ", \"records_truncated\": " << records_truncated
+        << ", \"sink_failures\": " << sink_failures << ", \"queue_failures\": " << queue_failures
+        << ", \"peer_connections\": " << peer_connections << ", \"peer_resets\": " << peer_resets
+        << ", \"interleavings\": " << interleavings
+        << ", \"source_bytes_min\": " << source_bytes_min
+        << ", \"source_bytes_max\": " << source_bytes_max
+        << ", \"virtual_seconds\": " << virtual_seconds << ", \"events\": " << events
+        << ", \"wall_seconds\": " << wall_seconds << ", \"trace_hash\": \"" << std::hex
+        << trace_hash << std::dec << "\"}";
+    return out.str();
+}
+
+} // namespace sluice::sim
