@@ -14,6 +14,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "sluice/core/assert.hpp"
+#include "sluice/server/detail/flush_policy.hpp"
 #include "sluice/source/stream_sources.hpp"
 
 namespace sluice::runtime {
@@ -41,7 +42,6 @@ std::string_view to_string(source_state state) noexcept {
 }
 
 namespace {
-constexpr std::uint32_t no_index = ~std::uint32_t{0};
 
 std::size_t index_of(flush_reason reason) {
     return static_cast<std::size_t>(reason);
@@ -51,7 +51,9 @@ std::uint64_t nanoseconds(duration d) {
 }
 } // namespace
 
-struct source_server::entry {
+/// A registered source. Its lane and its place among the lane's held partial buffers are the
+/// flush policy's part (the base).
+struct source_server::entry : flush_policy::client {
     // Ordered by size, small fields together: every registered source has one (10,000 idle
     // connections are 10,000 entries), so its padding is memory per idle source.
     source_handle handle = 0;
@@ -64,16 +66,14 @@ struct source_server::entry {
 
     // Touched only on the entry's lane.
     /// Reconnect backoff; made when first needed and dropped when the source parks, so an idle
-    /// source holds none. (Flush deadlines are the lane's sweeper: see hold_partial.)
+    /// source holds none. (Flush deadlines are the flush policy's.)
     std::unique_ptr<timer> flush_timer;
     asio::cancellation_signal acquire_cancel; ///< aborts a suspended acquisition at stop
     std::uint64_t next_sequence = 0;          ///< contiguous from 0 across restarts
     time_point partial_since{};               ///< when the held buffer got its first byte
     time_point idle_since{};                  ///< when a parked wait began
-    std::uint32_t lane_index = 0;
-    std::uint32_t holder_index = no_index; ///< position in holders_[lane_index].heap
-    std::uint32_t failures = 0;            ///< consecutive failed opens (kept across parks)
-    std::uint32_t bytes_dropped = 0;       ///< read, then lost when queueing for processing failed
+    std::uint32_t failures = 0;               ///< consecutive failed opens (kept across parks)
+    std::uint32_t bytes_dropped = 0; ///< read, then lost when queueing for processing failed
     source_kind kind = source_kind::generator;
     std::atomic<source_state> state{source_state::registered};
     source_state final_state = source_state::stopped;
@@ -123,19 +123,20 @@ struct source_server::resume {
 
 source_server::source_server(environment& env, buffer_pool& pool, processing& pipeline,
                              const server_options& options)
-    : env_(env), pool_(pool), processing_(pipeline), options_(options), holders_(env.lane_count()),
-      wake_pending_(std::make_unique<std::atomic<std::uint8_t>[]>(env.lane_count())) {
+    : env_(env), pool_(pool), processing_(pipeline), options_(options),
+      flush_(std::make_unique<flush_policy>(
+          env, pool, pipeline, options_, gate_,
+          [this](flush_policy::client& held, buffer& partial, flush_reason reason) {
+              emit(static_cast<entry&>(held), partial, reason);
+          })) {
     SLUICE_ASSERT(options_.reads_per_turn_max >= 1);
-    for (std::size_t lane = 0; lane < holders_.size(); ++lane) {
-        holders_[lane].sweeper = env_.make_timer(env_.lane_executor(lane));
-    }
     SLUICE_ASSERT(options_.backoff_initial.count() > 0);
     SLUICE_ASSERT(options_.backoff_max >= options_.backoff_initial);
     if (options_.demand_flush) {
-        processing_.set_idle_callback([this] { wake_partial_holders(flush_reason::demand); });
+        processing_.set_idle_callback([this] { flush_->wake(flush_reason::demand); });
     }
     // Something waits for a buffer: partial buffers held on the lanes go now (pressure).
-    pool_.set_wait_callback([this] { wake_partial_holders(flush_reason::pressure); });
+    pool_.set_wait_callback([this] { flush_->wake(flush_reason::pressure); });
     // The sink failed an origin: its source stops (finish sees the failure in the channel).
     processing_.set_failure_callback([this](std::uint64_t origin) { stop(origin); });
 }
@@ -368,7 +369,7 @@ void source_server::step(entry& e, error_code woken, time_point now) {
     // The step's own times come from three clock reads (`now`, taken at the wake; the turn's
     // end; the idle mark when it parks): there were six, a fifth of a lane's time when 10,000
     // sources start. The source's reads may still read the clock themselves.
-    buffer current = take_partial(e);
+    buffer current = flush_->take(e);
     if (e.stop_requested) {
         emit(e, current, flush_reason::stop);
         end_loop(e, loop_end{loop_end::kind::stop, {}});
@@ -639,222 +640,6 @@ void source_server::emit(entry& e, buffer& filled, flush_reason reason) noexcept
     fill_ratio_.observe(fill);
 }
 
-void source_server::heap_place(lane_holders& l, std::size_t index, holder h) {
-    // Sift the hole at `index` up, then down, to where `h` belongs; entries learn their slot.
-    auto& heap = l.heap;
-    while (index > 0) {
-        const std::size_t parent = (index - 1) / 2;
-        if (!(h.deadline < heap[parent].deadline)) {
-            break;
-        }
-        heap[index] = std::move(heap[parent]);
-        heap[index].source->holder_index = static_cast<std::uint32_t>(index);
-        index = parent;
-    }
-    for (;;) {
-        std::size_t child = 2 * index + 1;
-        if (child >= heap.size()) {
-            break;
-        }
-        if (child + 1 < heap.size() && heap[child + 1].deadline < heap[child].deadline) {
-            ++child;
-        }
-        if (!(heap[child].deadline < h.deadline)) {
-            break;
-        }
-        heap[index] = std::move(heap[child]);
-        heap[index].source->holder_index = static_cast<std::uint32_t>(index);
-        index = child;
-    }
-    h.source->holder_index = static_cast<std::uint32_t>(index);
-    heap[index] = std::move(h);
-}
-
-source_server::holder source_server::heap_remove(lane_holders& l, std::size_t index) {
-    auto& heap = l.heap;
-    SLUICE_ASSERT(index < heap.size());
-    holder out = std::move(heap[index]);
-    out.source->holder_index = no_index;
-    holder last = std::move(heap.back());
-    heap.pop_back();
-    if (index < heap.size()) {
-        heap_place(l, index, std::move(last));
-    }
-    partial_holders_total_.fetch_sub(1, std::memory_order_relaxed);
-    if (heap.empty()) {
-        disarm_sweeper(l);
-    }
-    return out;
-}
-
-void source_server::disarm_sweeper(lane_holders& l) {
-    // Armed only while something is held: an armed sweeper is inside the gate, so an idle
-    // server is quiescent (and a shutdown joins no timer).
-    if (l.armed_for != time_point::max()) {
-        l.armed_for = time_point::max();
-        ++l.arms; // its cancelled expiry is stale
-        l.sweeper->cancel();
-    }
-}
-
-void source_server::hold_partial(entry& e, buffer partial) {
-    SLUICE_ASSERT(e.holder_index == no_index);
-    SLUICE_ASSERT(partial);
-    // The caller decided to hold (processing was busy, nobody waited); on real threads that
-    // may have changed by now, before the holder is published.
-    env_.scheduling_point();
-    auto& l = holders_[e.lane_index];
-    // Saturated: a flush timeout too long to add never expires.
-    const time_point deadline = e.flush_timeout >= time_point::max() - e.partial_since
-                                    ? time_point::max()
-                                    : e.partial_since + e.flush_timeout;
-    l.heap.emplace_back();
-    heap_place(l, l.heap.size() - 1, holder{deadline, &e, std::move(partial)});
-    // Published, then checked again (both sequentially consistent, as are the wakers' sides:
-    // the pool publishes a waiter and processing its drop to idle before they read the holder
-    // count): either this sees the waiter or the idle processing, or the waker sees this
-    // holder. The caller's checks alone came before the publication, so a wake-up that fell
-    // between them was lost and the buffer waited its whole flush timeout (issue 18, item 8).
-    partial_holders_total_.fetch_add(1, std::memory_order_seq_cst);
-    if (const flush_reason due = wake_reason(l.heap[e.holder_index].partial);
-        due != flush_reason::none) {
-        holder h = heap_remove(l, e.holder_index);
-        emit(e, h.partial, due);
-        return;
-    }
-    // Most sources share one flush timeout, so a new holder's deadline is usually the latest:
-    // the sweeper is re-armed only for an earlier one.
-    if (deadline < l.armed_for) {
-        arm_sweeper(e.lane_index, deadline);
-    }
-}
-
-buffer source_server::take_partial(entry& e) {
-    if (e.holder_index == no_index) {
-        return {};
-    }
-    return heap_remove(holders_[e.lane_index], e.holder_index).partial;
-}
-
-void source_server::arm_sweeper(std::size_t lane, time_point deadline) {
-    {
-        // Inside the gate until the expiry (or its cancellation) has run. Not once shutdown
-        // has begun: every source is stopping and takes its buffer back, nothing falls due.
-        if (!gate_.try_enter()) {
-            return;
-        }
-    }
-    auto& l = holders_[lane];
-    l.armed_for = deadline;
-    const std::uint32_t arm = ++l.arms;
-    const auto lane32 = static_cast<std::uint32_t>(lane);
-    try {
-        // Pointer and two 32-bit values: std::function keeps it inline.
-        l.sweeper->on_expiry(deadline - env_.now(), [this, lane32, arm](bool fired) {
-            const gate::holder leave(gate_); // also when an emit throws
-            sweep(lane32, arm, fired);
-        });
-    } catch (...) {
-        l.armed_for = time_point::max();
-        gate_.leave();
-        throw;
-    }
-}
-
-void source_server::sweep(std::size_t lane, std::uint32_t arm, bool fired) {
-    auto& l = holders_[lane];
-    if (arm != l.arms) {
-        return; // re-armed since, for an earlier deadline: that expiry covers this one
-    }
-    l.armed_for = time_point::max();
-    if (!fired) {
-        return; // cancelled: nothing held any more
-    }
-    const auto now = env_.now();
-    while (!l.heap.empty() && l.heap.front().deadline <= now) {
-        holder h = heap_remove(l, 0);
-        emit(*h.source, h.partial, flush_reason::timeout);
-    }
-    if (!l.heap.empty() && l.heap.front().deadline != time_point::max()) {
-        arm_sweeper(lane, l.heap.front().deadline);
-    }
-}
-
-void source_server::flush_holders(std::size_t lane, flush_reason reason) {
-    auto& l = holders_[lane];
-    // Every holder goes (a demand wake-up: every one that holds the demand minimum; the
-    // others wait for their deadline). Taken out of the heap first, so the heap is whole even
-    // if an emit throws.
-    std::vector<holder> all;
-    all.swap(l.heap);
-    partial_holders_total_.fetch_sub(all.size(), std::memory_order_relaxed);
-    for (auto& h : all) {
-        h.source->holder_index = no_index;
-    }
-    disarm_sweeper(l);
-    if (reason == flush_reason::demand) {
-        std::vector<holder> small;
-        for (auto& h : all) {
-            if (!demand_sized(h.partial)) {
-                small.push_back(std::move(h));
-            }
-        }
-        std::erase_if(all, [](const holder& h) { return !h.partial; });
-        for (auto& h : small) { // back in, with their deadlines
-            l.heap.emplace_back();
-            heap_place(l, l.heap.size() - 1, std::move(h));
-            partial_holders_total_.fetch_add(1, std::memory_order_seq_cst);
-        }
-        if (!l.heap.empty()) {
-            arm_sweeper(lane, l.heap.front().deadline);
-        }
-    }
-    for (auto& h : all) {
-        emit(*h.source, h.partial, reason);
-    }
-    if (l.heap.empty()) {
-        all.clear();
-        l.heap.swap(all); // keep the capacity
-    }
-}
-
-flush_reason source_server::wake_reason(const buffer& partial) const noexcept {
-    if (demand_due(partial)) {
-        return flush_reason::demand;
-    }
-    if (pool_.has_waiters()) {
-        return flush_reason::pressure;
-    }
-    return flush_reason::none;
-}
-
-void source_server::wake_partial_holders(flush_reason reason) {
-    // After the waker published its condition (see hold_partial).
-    if (partial_holders_total_.load(std::memory_order_seq_cst) == 0) {
-        return;
-    }
-    const auto bit = static_cast<std::uint8_t>(1U << static_cast<unsigned>(reason));
-    for (std::size_t lane = 0; lane < holders_.size(); ++lane) {
-        // Coalesced: at most one wake of each reason is pending per lane.
-        if ((wake_pending_[lane].fetch_or(bit) & bit) != 0) {
-            continue;
-        }
-        if (!gate_.try_enter_unless_drained()) {
-            return;
-        }
-        asio::post(env_.lane_executor(lane), [this, lane, bit, reason] {
-            wake_pending_[lane].fetch_and(static_cast<std::uint8_t>(~bit));
-            try {
-                flush_holders(lane, reason);
-            } catch (...) {
-                gate_.leave();
-                throw;
-            }
-            gate_.leave();
-        });
-    }
-}
-
 buffer source_server::try_take(entry& e) {
     if (env_.inject(fault_site::force_acquire_wait)) {
         return {};
@@ -890,7 +675,8 @@ bool source_server::set_down(entry& e, buffer current) {
     // sweeper at its flush deadline, or a pressure or demand wake-up, emits it without the
     // source.
     if (current) {
-        hold_partial(e, std::move(current));
+        flush_->hold(e, std::move(current),
+                     flush_policy::deadline(e.partial_since, e.flush_timeout));
     }
     if (options_.park_idle && e.src->should_park()) {
         e.idle_since = env_.now();
@@ -949,7 +735,7 @@ void source_server::after_turn(entry& e, buffer& current, bool into_buffer) {
     if (current && current.size_bytes() == 0 && !into_buffer) {
         current.reset(); // a spurious wake-up: hold nothing while idle
     } else if (current) {
-        if (demand_due(current, into_buffer)) {
+        if (flush_->demand_due(current, into_buffer)) {
             emit(e, current, flush_reason::demand); // processing is idle: feed it now
         } else if (pool_.has_waiters()) {
             emit(e, current, flush_reason::pressure);
@@ -964,7 +750,7 @@ asio::awaitable<source_server::loop_end> source_server::read_loop(entry& e, bool
     const bool into_buffer = src.reads_into_buffer();
     // A source that parked holding a partial buffer continues with it (empty when the sweeper
     // or a wake-up emitted it meanwhile).
-    buffer current = take_partial(e);
+    buffer current = flush_->take(e);
     for (;;) {
         if (e.stop_requested) {
             emit(e, current, flush_reason::stop);
@@ -984,7 +770,7 @@ asio::awaitable<source_server::loop_end> source_server::read_loop(entry& e, bool
             const error_code error = co_await src.wait_readable();
             idle_ns_[index_of(e.kind)].fetch_add(nanoseconds(env_.now() - idle_since),
                                                  std::memory_order_relaxed);
-            current = take_partial(e); // empty when it was emitted meanwhile
+            current = flush_->take(e); // empty when it was emitted meanwhile
             if (e.stop_requested) {
                 continue;
             }
@@ -1102,7 +888,7 @@ void source_server::finish(entry& e, bool ended, std::string failure) {
     e.src->close();
     // A buffer still held (parked holding a partial one, then stopped or failed): delivered
     // before EoS or Error.
-    buffer held = take_partial(e);
+    buffer held = flush_->take(e);
     emit(e, held, ended || !failure.empty() ? flush_reason::end_of_stream : flush_reason::stop);
     if (e.emit_failed) {
         queue_failures_.fetch_add(1, std::memory_order_relaxed);
@@ -1348,33 +1134,7 @@ void source_server::shutdown() {
 }
 
 std::string source_server::check_wakeups() const {
-    // A partial buffer may wait for its flush timeout only while processing is busy and no
-    // acquisition waits; otherwise a demand or pressure wake-up must be on its way to its lane.
-    const bool idle = options_.demand_flush && processing_.queued() == 0;
-    const bool pressed = pool_.has_waiters();
-    for (std::size_t lane = 0; lane < holders_.size(); ++lane) {
-        if (holders_[lane].heap.empty()) {
-            continue;
-        }
-        const auto pending = wake_pending_[lane].load();
-        const auto demand =
-            static_cast<std::uint8_t>(1U << static_cast<unsigned>(flush_reason::demand));
-        const auto pressure =
-            static_cast<std::uint8_t>(1U << static_cast<unsigned>(flush_reason::pressure));
-        const bool any_due = std::any_of(holders_[lane].heap.begin(), holders_[lane].heap.end(),
-                                         [&](const holder& h) { return demand_sized(h.partial); });
-        if (idle && any_due && (pending & demand) == 0) {
-            return "lost demand wake-up: lane " + std::to_string(lane) + " holds " +
-                   std::to_string(holders_[lane].heap.size()) +
-                   " partial buffers while processing is idle, and no wake-up is pending";
-        }
-        if (pressed && (pending & pressure) == 0) {
-            return "lost pressure wake-up: lane " + std::to_string(lane) + " holds " +
-                   std::to_string(holders_[lane].heap.size()) +
-                   " partial buffers while acquisitions wait, and no wake-up is pending";
-        }
-    }
-    return {};
+    return flush_->check_wakeups();
 }
 
 bool source_server::quiescent() const {

@@ -17,12 +17,9 @@
 /// is unchanged: a parked or stepping source stays inside the server's gate, a stop closes its
 /// transport (which ends the wait), and shutdown joins it like any coroutine.
 ///
-/// Flush deadlines: a source holding a partial buffer hands it to its lane's holder heap while it
-/// waits (or parks) for more data. One timer per lane, armed for the earliest deadline, emits
-/// what is due; a demand or pressure wake-up emits every holder of the lane. Neither resumes the
-/// source (a parked holder stays parked), and a source takes its buffer back when data comes.
-/// This replaced a `wait_readable() || timer` parallel group per wait (two coroutine spawns
-/// and a timer arm each time a partial buffer waited).
+/// Flush deadlines: a source holding a partial buffer hands it to the flush policy while it
+/// waits (or parks) for more data; the policy hands it back to `emit` when it is due
+/// (server/detail/flush_policy.hpp).
 ///
 /// Events to the engine's sink follow NebulaStream: Data buffers carry the source's origin id
 /// and contiguous sequence numbers from 0; end of stream gives EoS after the data; a failure
@@ -58,6 +55,8 @@
 #include "sluice/source/source.hpp"
 
 namespace sluice::runtime {
+
+class flush_policy;
 
 enum class source_state : std::uint8_t { registered, running, stopping, stopped, failed };
 inline constexpr std::size_t source_state_count = 5;
@@ -292,31 +291,6 @@ private:
     /// Closes the listener's connections that sent nothing for idle_timeout (lane of l).
     boost::asio::awaitable<void> idle_sweep(listener& l);
     void spawn_accept_loop(listener& l);
-    /// Partial buffers waiting for more data (DESIGN.md's flush policy): the buffer moves into
-    /// its lane's holder heap, ordered by flush deadline, while the source waits or parks. The
-    /// lane's sweeper emits it at the deadline, a wake-up (pressure, demand) emits every holder
-    /// of the lane at once; the source's coroutine is not resumed for either, and a parked
-    /// holder stays parked. Lane-only.
-    void hold_partial(entry& e, buffer partial);
-    /// The held buffer back (empty when it was emitted meanwhile); no-op when not holding.
-    buffer take_partial(entry& e);
-    void arm_sweeper(std::size_t lane, time_point deadline);
-    void sweep(std::size_t lane, std::uint32_t arm, bool fired);
-    void flush_holders(std::size_t lane, flush_reason reason);
-    /// Demand (processing has room, and `partial` holds the demand minimum) or pressure (an
-    /// acquisition waits), or none.
-    flush_reason wake_reason(const buffer& partial) const noexcept;
-    /// `any_size`: a source that reads into its buffer in a blocking call (legacy) cannot be
-    /// flushed by its deadline while it blocks, so it gets no minimum.
-    bool demand_due(const buffer& partial, bool any_size = false) const noexcept {
-        return options_.demand_flush && (any_size || demand_sized(partial)) &&
-               processing_.queued() < env_.compute_concurrency();
-    }
-    /// Large enough for a demand flush, or ending a record (see demand_flush_min_bytes).
-    bool demand_sized(const buffer& partial) const noexcept {
-        return partial.size_bytes() >= options_.demand_flush_min_bytes ||
-               processing_.record_framer().may_end_record(partial.bytes());
-    }
     void spawn(entry& e, resume from);
     /// Marks a startable source running and inside the gate; null when it cannot start. Under
     /// mutex_.
@@ -330,7 +304,6 @@ private:
     /// Hands a filled buffer to processing. Never throws: a buffer that cannot be queued is
     /// dropped, counted, and ends the run with an Error.
     void emit(entry& e, buffer& filled, flush_reason reason) noexcept;
-    void wake_partial_holders(flush_reason reason);
     std::size_t pick_lane(std::size_t requested);
     duration backoff_delay(std::uint32_t attempt);
 
@@ -349,32 +322,13 @@ private:
     /// waiting registrations, and handlers posted to a lane that touch the server. Closed by
     /// shutdown: no new start, listener or waiting registration from then on.
     gate gate_;
+    /// Partial buffers waiting for more data, and when they go (detail/flush_policy.hpp).
+    std::unique_ptr<flush_policy> flush_;
     mutable std::mutex admission_mutex_; ///< guards admission_waits_
     /// Registrations waiting for admission, with their lanes: a shutdown cancels them.
     std::unordered_map<boost::asio::cancellation_signal*,
                        std::pair<std::shared_ptr<boost::asio::cancellation_signal>, executor>>
         admission_waits_;
-
-    /// A held partial buffer: its flush deadline, its source, the buffer.
-    struct holder {
-        time_point deadline;
-        entry* source;
-        buffer partial;
-    };
-    /// Per lane (touched only on that lane): the holders as a binary min-heap by deadline
-    /// (entry::holder_index is the position), and one timer armed for the earliest deadline.
-    struct lane_holders {
-        std::vector<holder> heap;
-        std::unique_ptr<timer> sweeper;
-        time_point armed_for = time_point::max(); ///< the sweeper's deadline; max when not armed
-        std::uint32_t arms = 0;                   ///< on_expiry calls, so a stale expiry is ignored
-    };
-    void heap_place(lane_holders& l, std::size_t index, holder h);
-    void disarm_sweeper(lane_holders& l);
-    holder heap_remove(lane_holders& l, std::size_t index);
-    std::vector<lane_holders> holders_;
-    std::atomic<std::size_t> partial_holders_total_{0};
-    std::unique_ptr<std::atomic<std::uint8_t>[]> wake_pending_; ///< per lane, coalesces wakes
 
     // Counters (relaxed atomics: written on lanes, read by stats()).
     std::array<std::atomic<std::uint64_t>, flush_reason_count> flushes_{};
