@@ -52,14 +52,13 @@
 #include "sluice/env/environment.hpp"
 #include "sluice/pipeline/processing.hpp"
 #include "sluice/pool/buffer_pool.hpp"
+#include "sluice/server/server_stats.hpp"
 #include "sluice/source/source.hpp"
 
 namespace sluice::runtime {
 
 class flush_policy;
 
-enum class source_state : std::uint8_t { registered, running, stopping, stopped, failed };
-inline constexpr std::size_t source_state_count = 5;
 std::string_view to_string(source_state state) noexcept;
 
 /// Server-wide settings.
@@ -128,46 +127,6 @@ struct listener_options {
     int keepalive_probes = 5;
 };
 
-struct server_stats {
-    std::array<std::uint32_t, source_state_count> sources_by_state{};
-    /// [kind][state]
-    std::array<std::array<std::uint32_t, source_state_count>, source_kind_max>
-        sources_by_kind_state{};
-    std::array<std::uint64_t, source_kind_max> reconnects_by_kind{};
-    std::array<double, source_kind_max> busy_seconds{};          ///< reading and emitting
-    std::array<double, source_kind_max> idle_seconds{};          ///< waiting for data
-    std::array<double, source_kind_max> backpressured_seconds{}; ///< waiting for a buffer
-    /// Running sources parked now: idle, waiting as a readiness operation with no coroutine.
-    std::array<std::uint32_t, source_kind_max> parked_by_kind{};
-    std::uint64_t parks_total = 0;           ///< times a source parked
-    histogram_snapshot acquire_wait_seconds; ///< suspended source acquisitions
-    histogram_snapshot flush_fill_ratio;     ///< bytes / capacity of emitted buffers
-    std::array<std::uint64_t, flush_reason_count> flushes_total{};
-    std::array<std::uint64_t, source_kind_max> bytes_total{};
-    std::array<std::uint64_t, source_kind_max> errors_total{};
-    std::uint64_t buffers_emitted_total = 0;
-    std::uint64_t backpressure_waits_total = 0; ///< acquisitions that suspended
-    std::uint64_t reconnects_total = 0;
-    std::uint64_t registrations_admitted_total = 0;
-    std::uint64_t registrations_refused_total = 0;
-    std::uint64_t connections_accepted_total = 0; ///< admitted as sources
-    std::uint64_t connections_refused_total =
-        0; ///< over connections_max, refused by admission, or failed accepts
-    std::uint64_t end_of_stream_total = 0;
-    std::uint64_t failures_total = 0;
-    /// Bytes read and then lost because their buffer could not be queued for processing (out
-    /// of memory); each such source ended with an Error that says so.
-    std::uint64_t bytes_dropped_total = 0;
-    std::uint64_t queue_failures_total = 0; ///< sources ended by such a drop
-    /// Accept loops that ended by an exception and were begun again.
-    std::uint64_t listener_failures_total = 0;
-    std::uint64_t final_events_lost_total = 0; ///< EoS/Error events that could not be queued
-    /// Waiting registrations (accepted connections, register_source_waiting) refused at their
-    /// deadline or by shutdown.
-    std::uint64_t admission_waits_timed_out_total = 0;
-    std::uint64_t connections_closed_idle_total = 0; ///< by a listener's idle_timeout
-};
-
 class source_server final {
 public:
     /// Makes the source object on the lane it will run on.
@@ -220,7 +179,9 @@ public:
     /// `stats().parks_total` without the rest: stats() counts sources by state, a walk over
     /// every source under the registry lock, too much for a poller (a bench waiting for 10,000
     /// sources to park polls every millisecond).
-    std::uint64_t parks_total() const noexcept { return parks_.load(std::memory_order_relaxed); }
+    std::uint64_t parks_total() const noexcept {
+        return counters_.parks.load(std::memory_order_relaxed);
+    }
     std::size_t source_count() const;
     /// True when no coroutine of the server runs and no handler of it is posted: `shutdown`
     /// would not wait. The simulator steps its lanes until this holds before calling it.
@@ -305,7 +266,6 @@ private:
     /// dropped, counted, and ends the run with an Error.
     void emit(entry& e, buffer& filled, flush_reason reason) noexcept;
     std::size_t pick_lane(std::size_t requested);
-    duration backoff_delay(std::uint32_t attempt);
 
     environment& env_;
     buffer_pool& pool_;
@@ -330,33 +290,7 @@ private:
                        std::pair<std::shared_ptr<boost::asio::cancellation_signal>, executor>>
         admission_waits_;
 
-    // Counters (relaxed atomics: written on lanes, read by stats()).
-    std::array<std::atomic<std::uint64_t>, flush_reason_count> flushes_{};
-    std::array<std::atomic<std::uint64_t>, source_kind_max> bytes_{};
-    std::array<std::atomic<std::uint64_t>, source_kind_max> errors_{};
-    std::atomic<std::uint64_t> buffers_emitted_{0};
-    std::atomic<std::uint64_t> backpressure_waits_{0};
-    std::atomic<std::uint64_t> reconnects_{0};
-    std::atomic<std::uint64_t> admitted_{0};
-    std::atomic<std::uint64_t> refused_{0};
-    std::atomic<std::uint64_t> accepted_{0};
-    std::atomic<std::uint64_t> connections_refused_{0};
-    std::atomic<std::uint64_t> end_of_stream_{0};
-    std::atomic<std::uint64_t> failures_{0};
-    std::atomic<std::uint64_t> bytes_dropped_{0};
-    std::atomic<std::uint64_t> queue_failures_{0};
-    std::atomic<std::uint64_t> listener_failures_{0};
-    std::atomic<std::uint64_t> admission_timeouts_{0};
-    std::atomic<std::uint64_t> idle_closed_{0};
-    std::atomic<std::uint64_t> final_events_lost_{0};
-    std::array<std::atomic<std::uint64_t>, source_kind_max> reconnects_by_kind_{};
-    std::array<std::atomic<std::uint64_t>, source_kind_max> busy_ns_{};
-    std::array<std::atomic<std::uint64_t>, source_kind_max> idle_ns_{};
-    std::array<std::atomic<std::uint64_t>, source_kind_max> backpressured_ns_{};
-    std::array<std::atomic<std::uint32_t>, source_kind_max> parked_{};
-    std::atomic<std::uint64_t> parks_{0};
-    seconds_histogram acquire_wait_{seconds_buckets};
-    ratio_histogram fill_ratio_{ratio_buckets};
+    server_counters counters_;
 };
 
 } // namespace sluice::runtime
