@@ -56,32 +56,14 @@ double d(std::uint64_t v) {
 
 constexpr const char* requester_names[] = {"source", "processing"};
 
-} // namespace
-
-metrics_collector::metrics_collector(const buffer_pool& pool, const source_server& server,
-                                     const processing& pipeline, thread_pools threads,
-                                     std::string version)
-    : pool_(pool), server_(server), pipeline_(pipeline), threads_(std::move(threads)),
-      version_(std::move(version)) {}
-
-std::vector<MetricFamily> metrics_collector::Collect() const {
-    const pool_stats p = pool_.stats();
-    const server_stats s = server_.stats();
-    const processing_stats q = pipeline_.stats();
-    std::vector<MetricFamily> out;
-    out.reserve(40);
-    builder b(out);
-
-    b.gauge(
-        b.family("sluice_build_info", "Build of the running worker; always 1.", MetricType::Gauge),
-        1.0, {{"version", version_}});
-
-    // Pool.
+/// The pool: capacity, buffers by state, reserves, acquisitions and their waits, admission.
+void collect_pool(builder& b, const pool_stats& p, std::uint32_t buffer_size, const server_stats& s,
+                  const processing_stats& q) {
     b.gauge(b.family("sluice_pool_capacity_buffers", "Buffers in the pool (fixed at start).",
                      MetricType::Gauge),
             d(p.buffer_count));
     b.gauge(b.family("sluice_pool_buffer_size_bytes", "Size of one buffer.", MetricType::Gauge),
-            d(pool_.config().buffer_size_bytes));
+            d(buffer_size));
     {
         // Four states that sum to capacity. Snapshots of three components are not taken at the
         // same instant, so source_held absorbs the difference (never below 0).
@@ -159,8 +141,10 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
         b.counter(f, d(s.registrations_admitted_total), {{"result", "admitted"}});
         b.counter(f, d(s.registrations_refused_total), {{"result", "refused"}});
     }
+}
 
-    // Flushes.
+/// Buffers handed from sources to processing: by reason, and how full.
+void collect_flushes(builder& b, const server_stats& s) {
     {
         auto& f =
             b.family("sluice_flushes_total",
@@ -173,8 +157,10 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
     b.histogram(b.family("sluice_flush_fill_ratio", "Bytes used / capacity of each flushed buffer.",
                          MetricType::Histogram),
                 s.flush_fill_ratio);
+}
 
-    // Processing.
+/// Processing: its queue, its time per buffer, what it dropped, lost bytes.
+void collect_processing(builder& b, const processing_stats& q, const server_stats& s) {
     b.gauge(b.family("sluice_processing_queue_depth", "Buffers waiting for processing.",
                      MetricType::Gauge),
             d(q.buffers_queued));
@@ -209,8 +195,10 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
         b.counter(f, d(q.bytes_discarded_total), {{"reason", "discarded"}});
         b.counter(f, d(s.bytes_dropped_total), {{"reason", "dropped"}});
     }
+}
 
-    // Sources.
+/// Sources by kind and state, their bytes, records, errors, reconnects and time; listeners.
+void collect_sources(builder& b, const server_stats& s, const processing_stats& q) {
     {
         auto& f =
             b.family("sluice_sources", "Registered sources by kind and state.", MetricType::Gauge);
@@ -267,18 +255,20 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
                        "Accept loops that failed (an exception) and were begun again.",
                        MetricType::Counter),
               d(s.listener_failures_total));
+}
 
-    // Threads.
+/// The fixed pools' threads and load, and the process's threads.
+void collect_threads(builder& b, const thread_pools& threads, const processing_stats& q) {
     {
         auto& f = b.family("sluice_thread_pool_threads", "Threads of each fixed pool.",
                            MetricType::Gauge);
-        b.gauge(f, d(threads_.io_threads), {{"pool", "io"}});
-        b.gauge(f, d(threads_.compute_threads), {{"pool", "compute"}});
-        b.gauge(f, d(threads_.blocking_threads), {{"pool", "blocking"}});
+        b.gauge(f, d(threads.io_threads), {{"pool", "io"}});
+        b.gauge(f, d(threads.compute_threads), {{"pool", "compute"}});
+        b.gauge(f, d(threads.blocking_threads), {{"pool", "blocking"}});
     }
     {
-        const pool_load io = threads_.io_load ? threads_.io_load() : pool_load{};
-        const pool_load blocking = threads_.blocking_load ? threads_.blocking_load() : pool_load{};
+        const pool_load io = threads.io_load ? threads.io_load() : pool_load{};
+        const pool_load blocking = threads.blocking_load ? threads.blocking_load() : pool_load{};
         auto& queued = b.family("sluice_thread_pool_queued_tasks",
                                 "Tasks waiting for a thread of a pool (io: handlers dispatched to "
                                 "a lane and not started; compute: processing items queued; "
@@ -298,6 +288,33 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
     b.gauge(b.family("sluice_process_threads", "Threads of the process (/proc/self/task).",
                      MetricType::Gauge),
             d(process_thread_count()));
+}
+
+} // namespace
+
+metrics_collector::metrics_collector(const buffer_pool& pool, const source_server& server,
+                                     const processing& pipeline, thread_pools threads,
+                                     std::string version)
+    : pool_(pool), server_(server), pipeline_(pipeline), threads_(std::move(threads)),
+      version_(std::move(version)) {}
+
+std::vector<MetricFamily> metrics_collector::Collect() const {
+    const pool_stats p = pool_.stats();
+    const server_stats s = server_.stats();
+    const processing_stats q = pipeline_.stats();
+    std::vector<MetricFamily> out;
+    out.reserve(40);
+    builder b(out);
+
+    b.gauge(
+        b.family("sluice_build_info", "Build of the running worker; always 1.", MetricType::Gauge),
+        1.0, {{"version", version_}});
+
+    collect_pool(b, p, pool_.config().buffer_size_bytes, s, q);
+    collect_flushes(b, s);
+    collect_processing(b, q, s);
+    collect_sources(b, s, q);
+    collect_threads(b, threads_, q);
     return out;
 }
 
