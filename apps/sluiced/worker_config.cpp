@@ -253,86 +253,60 @@ void check_address(checker& c, const toml::table& t, const std::string& path,
     }
 }
 
-} // namespace
-
-std::string config_error::to_string() const {
-    std::string out = file;
-    if (line != 0) {
-        out += ":" + std::to_string(line) + ":" + std::to_string(column);
+/// [metrics]
+void read_metrics(checker& c, const toml::table& root, worker_config& cfg) {
+    const auto* t = c.table(root, "metrics");
+    if (t == nullptr) {
+        return;
     }
-    out += ": " + key + ": " + problem;
-    if (!allowed.empty()) {
-        out += "; allowed: " + allowed;
-    }
-    return out;
-}
-
-std::string_view default_worker_config() noexcept {
-    return embedded_default;
-}
-
-config_result parse_worker_config(std::string_view text, std::string_view file_name) {
-    config_result result;
-    auto& cfg = result.config;
-    checker c(std::string(file_name), result.errors);
-    toml::table root;
-    try {
-        root = toml::parse(text, file_name);
-    } catch (const toml::parse_error& e) {
-        config_error error;
-        error.file = std::string(file_name);
-        error.line = e.source().begin.line;
-        error.column = e.source().begin.column;
-        error.key = "(syntax)";
-        error.problem = std::string(e.description());
-        error.allowed = "TOML 1.0";
-        result.errors.push_back(std::move(error));
-        return result;
-    }
-    c.unknown_keys(root, "",
-                   {"worker", "pool", "processing", "server", "source", "listener", "metrics"});
-    if (const auto* t = c.table(root, "metrics")) {
-        c.unknown_keys(*t, "metrics", {"enabled", "address", "port"});
-        if (const toml::node* node = t->get("enabled")) {
-            if (!node->is_boolean()) {
-                c.error(node, "metrics.enabled", "is not a boolean", "true or false");
-            } else {
-                cfg.metrics.enabled = *node->value<bool>();
-            }
-        }
-        c.string(*t, "metrics", "address", cfg.metrics.address, "an IP address");
-        check_address(c, *t, "metrics", cfg.metrics.address);
-        c.integer(*t, "metrics", "port", cfg.metrics.port, 0, 65535);
-    }
-
-    if (const auto* t = c.table(root, "worker")) {
-        c.unknown_keys(*t, "worker",
-                       {"io_threads", "compute_threads", "blocking_threads", "descriptor_reserve",
-                        "status_interval_ms", "drain_timeout_ms", "mode",
-                        "baseline_buffers_per_source", "summary_json", "sink_cost_us_per_buffer"});
-        c.integer(*t, "worker", "io_threads", cfg.threads.io_threads, 1, 256);
-        c.integer(*t, "worker", "compute_threads", cfg.threads.compute_threads, 1, 256);
-        c.integer(*t, "worker", "blocking_threads", cfg.threads.blocking_threads, 1, 256);
-        c.integer(*t, "worker", "descriptor_reserve", cfg.threads.descriptor_reserve, 0, 1'000'000);
-        c.milliseconds(*t, "worker", "status_interval_ms", cfg.status_interval, 0, 3'600'000);
-        c.milliseconds(*t, "worker", "drain_timeout_ms", cfg.drain_timeout, 1, 86'400'000);
-        c.integer(*t, "worker", "sink_cost_us_per_buffer", cfg.sink_cost_us_per_buffer, 0,
-                  60'000'000);
-        c.integer(*t, "worker", "baseline_buffers_per_source", cfg.baseline_buffers_per_source, 1,
-                  1 << 20);
-        c.string(*t, "worker", "summary_json", cfg.summary_json_path, "a file path");
-        std::string mode;
-        if (c.string(*t, "worker", "mode", mode, "\"sluice\" or \"thread_per_source\"")) {
-            if (mode == "sluice") {
-                cfg.mode = runner_mode::sluice;
-            } else if (mode == "thread_per_source") {
-                cfg.mode = runner_mode::thread_per_source;
-            } else {
-                c.error(t->get("mode"), "worker.mode", "unknown mode '" + mode + "'",
-                        "\"sluice\" or \"thread_per_source\"");
-            }
+    c.unknown_keys(*t, "metrics", {"enabled", "address", "port"});
+    if (const toml::node* node = t->get("enabled")) {
+        if (!node->is_boolean()) {
+            c.error(node, "metrics.enabled", "is not a boolean", "true or false");
+        } else {
+            cfg.metrics.enabled = *node->value<bool>();
         }
     }
+    c.string(*t, "metrics", "address", cfg.metrics.address, "an IP address");
+    check_address(c, *t, "metrics", cfg.metrics.address);
+    c.integer(*t, "metrics", "port", cfg.metrics.port, 0, 65535);
+}
+
+/// [worker]
+void read_worker(checker& c, const toml::table& root, worker_config& cfg) {
+    const auto* t = c.table(root, "worker");
+    if (t == nullptr) {
+        return;
+    }
+    c.unknown_keys(*t, "worker",
+                   {"io_threads", "compute_threads", "blocking_threads", "descriptor_reserve",
+                    "status_interval_ms", "drain_timeout_ms", "mode", "baseline_buffers_per_source",
+                    "summary_json", "sink_cost_us_per_buffer"});
+    c.integer(*t, "worker", "io_threads", cfg.threads.io_threads, 1, 256);
+    c.integer(*t, "worker", "compute_threads", cfg.threads.compute_threads, 1, 256);
+    c.integer(*t, "worker", "blocking_threads", cfg.threads.blocking_threads, 1, 256);
+    c.integer(*t, "worker", "descriptor_reserve", cfg.threads.descriptor_reserve, 0, 1'000'000);
+    c.milliseconds(*t, "worker", "status_interval_ms", cfg.status_interval, 0, 3'600'000);
+    c.milliseconds(*t, "worker", "drain_timeout_ms", cfg.drain_timeout, 1, 86'400'000);
+    c.integer(*t, "worker", "sink_cost_us_per_buffer", cfg.sink_cost_us_per_buffer, 0, 60'000'000);
+    c.integer(*t, "worker", "baseline_buffers_per_source", cfg.baseline_buffers_per_source, 1,
+              1 << 20);
+    c.string(*t, "worker", "summary_json", cfg.summary_json_path, "a file path");
+    std::string mode;
+    if (c.string(*t, "worker", "mode", mode, "\"sluice\" or \"thread_per_source\"")) {
+        if (mode == "sluice") {
+            cfg.mode = runner_mode::sluice;
+        } else if (mode == "thread_per_source") {
+            cfg.mode = runner_mode::thread_per_source;
+        } else {
+            c.error(t->get("mode"), "worker.mode", "unknown mode '" + mode + "'",
+                    "\"sluice\" or \"thread_per_source\"");
+        }
+    }
+}
+
+/// [pool]; returns the table (null when absent), where the cross-checks point.
+const toml::table* read_pool(checker& c, const toml::table& root, worker_config& cfg) {
     const toml::table* pool_table = c.table(root, "pool");
     if (pool_table != nullptr) {
         c.unknown_keys(*pool_table, "pool",
@@ -344,40 +318,161 @@ config_result parse_worker_config(std::string_view text, std::string_view file_n
                   1 << 24);
         c.integer(*pool_table, "pool", "sources_max", cfg.pool.sources_max, 1, 1 << 24);
     }
-    if (const auto* t = c.table(root, "processing")) {
-        c.unknown_keys(*t, "processing", {"framing", "record_bytes_max"});
-        std::string framing_name;
-        if (c.string(*t, "processing", "framing", framing_name,
-                     "\"newline\" or \"length_prefixed\"")) {
-            if (framing_name == "newline") {
-                cfg.processing.record_framing = framing::newline;
-            } else if (framing_name == "length_prefixed") {
-                cfg.processing.record_framing = framing::length_prefixed;
-            } else {
-                c.error(t->get("framing"), "processing.framing",
-                        "unknown framing '" + framing_name + "'",
-                        "\"newline\" or \"length_prefixed\"");
-            }
-        }
-        c.integer(*t, "processing", "record_bytes_max", cfg.processing.record_bytes_max, 0,
-                  1 << 30);
-    }
-    if (const auto* t = c.table(root, "server")) {
-        c.unknown_keys(*t, "server",
-                       {"backoff_initial_ms", "backoff_max_ms", "reconnect_attempts_max"});
-        c.milliseconds(*t, "server", "backoff_initial_ms", cfg.server.backoff_initial, 1, 600'000);
-        c.milliseconds(*t, "server", "backoff_max_ms", cfg.server.backoff_max, 1, 3'600'000);
-        c.integer(*t, "server", "reconnect_attempts_max", cfg.server.reconnect_attempts_max, 0,
-                  1'000'000);
-        if (cfg.server.backoff_max < cfg.server.backoff_initial) {
-            c.error(t->get("backoff_max_ms"), "server.backoff_max_ms",
-                    "is below backoff_initial_ms", "backoff_max_ms ≥ backoff_initial_ms");
-        }
-    }
+    return pool_table;
+}
 
-    std::set<std::string> names;
-    std::uint64_t instances = 0;
-    std::uint64_t reserved = 0;
+/// [processing]
+void read_processing(checker& c, const toml::table& root, worker_config& cfg) {
+    const auto* t = c.table(root, "processing");
+    if (t == nullptr) {
+        return;
+    }
+    c.unknown_keys(*t, "processing", {"framing", "record_bytes_max"});
+    std::string framing_name;
+    if (c.string(*t, "processing", "framing", framing_name, "\"newline\" or \"length_prefixed\"")) {
+        if (framing_name == "newline") {
+            cfg.processing.record_framing = framing::newline;
+        } else if (framing_name == "length_prefixed") {
+            cfg.processing.record_framing = framing::length_prefixed;
+        } else {
+            c.error(t->get("framing"), "processing.framing",
+                    "unknown framing '" + framing_name + "'", "\"newline\" or \"length_prefixed\"");
+        }
+    }
+    c.integer(*t, "processing", "record_bytes_max", cfg.processing.record_bytes_max, 0, 1 << 30);
+}
+
+/// [server]
+void read_server(checker& c, const toml::table& root, worker_config& cfg) {
+    const auto* t = c.table(root, "server");
+    if (t == nullptr) {
+        return;
+    }
+    c.unknown_keys(*t, "server",
+                   {"backoff_initial_ms", "backoff_max_ms", "reconnect_attempts_max"});
+    c.milliseconds(*t, "server", "backoff_initial_ms", cfg.server.backoff_initial, 1, 600'000);
+    c.milliseconds(*t, "server", "backoff_max_ms", cfg.server.backoff_max, 1, 3'600'000);
+    c.integer(*t, "server", "reconnect_attempts_max", cfg.server.reconnect_attempts_max, 0,
+              1'000'000);
+    if (cfg.server.backoff_max < cfg.server.backoff_initial) {
+        c.error(t->get("backoff_max_ms"), "server.backoff_max_ms", "is below backoff_initial_ms",
+                "backoff_max_ms ≥ backoff_initial_ms");
+    }
+}
+
+/// kind = "generator"
+void read_generator(checker& c, const toml::table& t, const std::string& path, source_spec& spec,
+                    std::uint64_t& next_generator_id) {
+    spec.kind = source_kind::generator;
+    c.number(t, path, "records_per_second", spec.generator.records_per_second, 0.0, 1e9);
+    c.integer(t, path, "records_max", spec.generator.records_max, 0,
+              std::numeric_limits<std::int64_t>::max());
+    c.integer(t, path, "burst_records", spec.generator.burst_records, 1, 1 << 20);
+    spec.generator.id = next_generator_id;
+    next_generator_id += spec.count;
+}
+
+/// kind = "tcp_client"
+void read_tcp_client(checker& c, const toml::table& t, const std::string& path, source_spec& spec) {
+    spec.kind = source_kind::tcp_client;
+    c.string(t, path, "address", spec.tcp_client.address, "an IP address");
+    check_address(c, t, path, spec.tcp_client.address);
+    if (t.get("port") == nullptr) {
+        c.error(&t, path + ".port", "is missing", "a port from 1 to 65535");
+    }
+    c.integer(t, path, "port", spec.tcp_client.port, 1, 65535);
+    c.milliseconds(t, path, "connect_timeout_ms", spec.tcp_client.connect_timeout, 1, 600'000);
+}
+
+/// kind = "udp"
+void read_udp(checker& c, const toml::table& t, const std::string& path, source_spec& spec) {
+    spec.kind = source_kind::udp;
+    c.string(t, path, "address", spec.udp.address, "an IP address");
+    check_address(c, t, path, spec.udp.address);
+    c.integer(t, path, "port", spec.udp.port, 0, 65535);
+    if (spec.count != 1) {
+        c.error(t.get("count"), path + ".count", "a UDP source binds one port; count must be 1",
+                "1");
+    }
+}
+
+/// kind = "file"
+void read_file(checker& c, const toml::table& t, const std::string& path, source_spec& spec) {
+    spec.kind = source_kind::file;
+    if (!c.string(t, path, "path", spec.path, "an existing readable file")) {
+        c.error(&t, path + ".path", "is missing", "an existing readable file");
+        return;
+    }
+    std::error_code fs_error;
+    if (!std::filesystem::is_regular_file(spec.path, fs_error)) {
+        c.error(t.get("path"), path + ".path",
+                "'" + spec.path + "' does not exist or is not a regular file",
+                "an existing readable file");
+    }
+}
+
+/// kind = "mqtt"
+void read_mqtt(checker& c, const toml::table& t, const std::string& path, source_spec& spec) {
+    spec.kind = source_kind::mqtt;
+    auto& m = spec.mqtt;
+    c.string(t, path, "address", m.host, "a broker host name or IP address");
+    c.integer(t, path, "port", m.port, 1, 65535);
+    if (!c.strings(t, path, "topics", m.topics, "topic filters, e.g. [\"sensors/#\"]") ||
+        m.topics.empty()) {
+        c.error(t.get("topics") != nullptr ? t.get("topics") : &t, path + ".topics",
+                "is missing or empty", "at least one topic filter, e.g. [\"sensors/#\"]");
+    }
+    c.integer(t, path, "qos", m.qos, 0, 1);
+    c.string(t, path, "client_id", m.client_id, "a client id unique on the broker");
+    c.boolean(t, path, "clean_session", m.clean_session);
+    std::int64_t keepalive = m.keepalive.count();
+    c.integer(t, path, "keepalive_s", keepalive, 5, 3600);
+    m.keepalive = std::chrono::seconds(keepalive);
+    c.integer(t, path, "payload_bytes_max", m.payload_bytes_max, 1, 1 << 26);
+    if (!m.clean_session && m.client_id.empty()) {
+        c.error(&t, path + ".client_id",
+                "is missing: a persistent session (clean_session = false) needs a "
+                "client_id the broker can keep it under",
+                "a client_id, or clean_session = true");
+    }
+    if (spec.count != 1) {
+        c.error(t.get("count"), path + ".count", "an MQTT source is one session; count must be 1",
+                "1");
+    }
+}
+
+/// What the configured sources need of the pool.
+struct configured_totals {
+    std::uint64_t instances = 0; ///< sources, counting each `count`
+    std::uint64_t reserved = 0;  ///< the sum of their reserves
+};
+
+/// The kind-specific keys of a [[source]]; false for an unknown kind (said as an error).
+bool read_source_kind(checker& c, const toml::table& t, const std::string& path,
+                      const std::string& kind, source_spec& spec,
+                      std::uint64_t& next_generator_id) {
+    if (kind == "generator") {
+        read_generator(c, t, path, spec, next_generator_id);
+    } else if (kind == "tcp_client") {
+        read_tcp_client(c, t, path, spec);
+    } else if (kind == "udp") {
+        read_udp(c, t, path, spec);
+    } else if (kind == "file") {
+        read_file(c, t, path, spec);
+    } else if (kind == "mqtt") {
+        read_mqtt(c, t, path, spec);
+    } else {
+        c.error(t.get("kind"), path + ".kind", "unknown source kind '" + kind + "'",
+                kinds_allowed());
+        return false;
+    }
+    return true;
+}
+
+/// [[source]] tables; `names` collects their names (unique across sources and listeners).
+configured_totals read_sources(checker& c, const toml::table& root, worker_config& cfg,
+                               std::set<std::string>& names) {
+    configured_totals totals;
     std::uint64_t next_generator_id = 0;
     if (const toml::node* node = root.get("source")) {
         const toml::array* array = node->as_array();
@@ -408,86 +503,21 @@ config_result parse_worker_config(std::string_view text, std::string_view file_n
                     }
                     continue;
                 }
-                if (kind == "generator") {
-                    spec.kind = source_kind::generator;
-                    c.number(t, path, "records_per_second", spec.generator.records_per_second, 0.0,
-                             1e9);
-                    c.integer(t, path, "records_max", spec.generator.records_max, 0,
-                              std::numeric_limits<std::int64_t>::max());
-                    c.integer(t, path, "burst_records", spec.generator.burst_records, 1, 1 << 20);
-                    spec.generator.id = next_generator_id;
-                    next_generator_id += spec.count;
-                } else if (kind == "tcp_client") {
-                    spec.kind = source_kind::tcp_client;
-                    c.string(t, path, "address", spec.tcp_client.address, "an IP address");
-                    check_address(c, t, path, spec.tcp_client.address);
-                    if (t.get("port") == nullptr) {
-                        c.error(&t, path + ".port", "is missing", "a port from 1 to 65535");
-                    }
-                    c.integer(t, path, "port", spec.tcp_client.port, 1, 65535);
-                    c.milliseconds(t, path, "connect_timeout_ms", spec.tcp_client.connect_timeout,
-                                   1, 600'000);
-                } else if (kind == "udp") {
-                    spec.kind = source_kind::udp;
-                    c.string(t, path, "address", spec.udp.address, "an IP address");
-                    check_address(c, t, path, spec.udp.address);
-                    c.integer(t, path, "port", spec.udp.port, 0, 65535);
-                    if (spec.count != 1) {
-                        c.error(t.get("count"), path + ".count",
-                                "a UDP source binds one port; count must be 1", "1");
-                    }
-                } else if (kind == "file") {
-                    spec.kind = source_kind::file;
-                    if (!c.string(t, path, "path", spec.path, "an existing readable file")) {
-                        c.error(&t, path + ".path", "is missing", "an existing readable file");
-                    } else {
-                        std::error_code fs_error;
-                        if (!std::filesystem::is_regular_file(spec.path, fs_error)) {
-                            c.error(t.get("path"), path + ".path",
-                                    "'" + spec.path + "' does not exist or is not a regular file",
-                                    "an existing readable file");
-                        }
-                    }
-                } else if (kind == "mqtt") {
-                    spec.kind = source_kind::mqtt;
-                    auto& m = spec.mqtt;
-                    c.string(t, path, "address", m.host, "a broker host name or IP address");
-                    c.integer(t, path, "port", m.port, 1, 65535);
-                    if (!c.strings(t, path, "topics", m.topics,
-                                   "topic filters, e.g. [\"sensors/#\"]") ||
-                        m.topics.empty()) {
-                        c.error(t.get("topics") != nullptr ? t.get("topics") : &t, path + ".topics",
-                                "is missing or empty",
-                                "at least one topic filter, e.g. [\"sensors/#\"]");
-                    }
-                    c.integer(t, path, "qos", m.qos, 0, 1);
-                    c.string(t, path, "client_id", m.client_id, "a client id unique on the broker");
-                    c.boolean(t, path, "clean_session", m.clean_session);
-                    std::int64_t keepalive = m.keepalive.count();
-                    c.integer(t, path, "keepalive_s", keepalive, 5, 3600);
-                    m.keepalive = std::chrono::seconds(keepalive);
-                    c.integer(t, path, "payload_bytes_max", m.payload_bytes_max, 1, 1 << 26);
-                    if (!m.clean_session && m.client_id.empty()) {
-                        c.error(&t, path + ".client_id",
-                                "is missing: a persistent session (clean_session = false) needs a "
-                                "client_id the broker can keep it under",
-                                "a client_id, or clean_session = true");
-                    }
-                    if (spec.count != 1) {
-                        c.error(t.get("count"), path + ".count",
-                                "an MQTT source is one session; count must be 1", "1");
-                    }
-                } else {
-                    c.error(t.get("kind"), path + ".kind", "unknown source kind '" + kind + "'",
-                            kinds_allowed());
+                if (!read_source_kind(c, t, path, kind, spec, next_generator_id)) {
                     continue;
                 }
-                instances += spec.count;
-                reserved += std::uint64_t{spec.count} * spec.limits.reserve;
+                totals.instances += spec.count;
+                totals.reserved += std::uint64_t{spec.count} * spec.limits.reserve;
                 cfg.sources.push_back(std::move(spec));
             }
         }
     }
+    return totals;
+}
+
+/// [[listener]] tables.
+void read_listeners(checker& c, const toml::table& root, worker_config& cfg,
+                    std::set<std::string>& names) {
     if (const toml::node* node = root.get("listener")) {
         const toml::array* array = node->as_array();
         if (array == nullptr || !array->is_array_of_tables()) {
@@ -527,10 +557,12 @@ config_result parse_worker_config(std::string_view text, std::string_view file_n
             }
         }
     }
+}
 
+/// The pool must admit what is configured; `pool_at` is where the errors point.
+void check_pool_admits(checker& c, const toml::node* pool_at, worker_config& cfg,
+                       const configured_totals& totals) {
     // Cross-checks: the pool must admit what is configured.
-    const toml::node* pool_at = pool_table != nullptr ? static_cast<const toml::node*>(pool_table)
-                                                      : static_cast<const toml::node*>(&root);
     try {
         cfg.pool.validate();
     } catch (const std::invalid_argument& e) {
@@ -544,20 +576,72 @@ config_result parse_worker_config(std::string_view text, std::string_view file_n
                     " (every running processing task needs an output buffer)",
                 "at least compute_threads");
     }
-    if (reserved + cfg.pool.processing_reserve > cfg.pool.buffer_count) {
+    if (totals.reserved + cfg.pool.processing_reserve > cfg.pool.buffer_count) {
         c.error(pool_at, "pool.buffer_count",
-                "the sources' reserves (" + std::to_string(reserved) +
+                "the sources' reserves (" + std::to_string(totals.reserved) +
                     ") plus processing_reserve (" + std::to_string(cfg.pool.processing_reserve) +
                     ") exceed buffer_count (" + std::to_string(cfg.pool.buffer_count) + ")",
-                "buffer_count ≥ " + std::to_string(reserved + cfg.pool.processing_reserve) +
+                "buffer_count ≥ " + std::to_string(totals.reserved + cfg.pool.processing_reserve) +
                     ", or fewer sources, or smaller reserves");
     }
-    if (instances > cfg.pool.sources_max) {
+    if (totals.instances > cfg.pool.sources_max) {
         c.error(pool_at, "pool.sources_max",
-                std::to_string(instances) + " sources are configured but sources_max is " +
+                std::to_string(totals.instances) + " sources are configured but sources_max is " +
                     std::to_string(cfg.pool.sources_max),
-                "sources_max ≥ " + std::to_string(instances));
+                "sources_max ≥ " + std::to_string(totals.instances));
     }
+}
+
+} // namespace
+
+std::string config_error::to_string() const {
+    std::string out = file;
+    if (line != 0) {
+        out += ":" + std::to_string(line) + ":" + std::to_string(column);
+    }
+    out += ": " + key + ": " + problem;
+    if (!allowed.empty()) {
+        out += "; allowed: " + allowed;
+    }
+    return out;
+}
+
+std::string_view default_worker_config() noexcept {
+    return embedded_default;
+}
+
+config_result parse_worker_config(std::string_view text, std::string_view file_name) {
+    config_result result;
+    auto& cfg = result.config;
+    checker c(std::string(file_name), result.errors);
+    toml::table root;
+    try {
+        root = toml::parse(text, file_name);
+    } catch (const toml::parse_error& e) {
+        config_error error;
+        error.file = std::string(file_name);
+        error.line = e.source().begin.line;
+        error.column = e.source().begin.column;
+        error.key = "(syntax)";
+        error.problem = std::string(e.description());
+        error.allowed = "TOML 1.0";
+        result.errors.push_back(std::move(error));
+        return result;
+    }
+    c.unknown_keys(root, "",
+                   {"worker", "pool", "processing", "server", "source", "listener", "metrics"});
+    read_metrics(c, root, cfg);
+    read_worker(c, root, cfg);
+    const toml::table* pool_table = read_pool(c, root, cfg);
+    read_processing(c, root, cfg);
+    read_server(c, root, cfg);
+    std::set<std::string> names;
+    const configured_totals totals = read_sources(c, root, cfg, names);
+    read_listeners(c, root, cfg, names);
+    check_pool_admits(c,
+                      pool_table != nullptr ? static_cast<const toml::node*>(pool_table)
+                                            : static_cast<const toml::node*>(&root),
+                      cfg, totals);
     for (auto& spec : cfg.sources) {
         spec.udp.datagram_bytes_max = cfg.pool.buffer_size_bytes;
     }
