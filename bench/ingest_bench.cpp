@@ -31,6 +31,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -589,6 +590,147 @@ std::string fixed(double value, int digits) {
 
 // ---------------------------------------------------------------------------------------------
 
+/// Phase 1's numbers: N idle TCP connections accepted and settled.
+struct idle_measure {
+    double accept_seconds = 0.0;
+    std::size_t threads_before = 0;
+    std::size_t threads_idle = 0;
+    std::uint64_t rss_before_kib = 0;
+    std::uint64_t rss_idle_kib = 0;
+    std::uint64_t heap_before = 0;
+    std::uint64_t heap_idle = 0;
+};
+
+/// Waits for the load generator to render its records and connect, and for every connection
+/// to run; then lets the idle state settle. Empty (said on stderr) when it does not happen.
+std::optional<idle_measure> accept_idle(const bench_options& o, bench_worker& w,
+                                        sluice::test::child_process& load, idle_measure m) {
+    // With unpadded records the load generator writes them all into memory first (so that
+    // sending measures the worker, not its formatting); it connects after that.
+    const auto rendered = [&] { return load.out().find("\"rendered\"") != std::string::npos; };
+    if (!wait_until(rendered, std::chrono::seconds(120))) {
+        std::cerr << "ingest-bench: the load generator had not written its records after 120 s: "
+                  << load.out() << load.err() << "\n";
+        return std::nullopt;
+    }
+    const auto t_accept = clock_type::now();
+    const bool connected =
+        wait_until([&] { return load.out().find("\"connected\"") != std::string::npos; },
+                   std::chrono::seconds(120));
+    const bool accepted = connected && wait_until([&] { return w.running() >= o.sources; },
+                                                  std::chrono::seconds(120));
+    m.accept_seconds = std::chrono::duration<double>(clock_type::now() - t_accept).count();
+    if (!accepted) {
+        std::cerr << "ingest-bench: " << w.running() << " of " << o.sources
+                  << " connections running; loadgen: " << load.out() << load.err() << "\n";
+        return std::nullopt;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(300)); // let idle state settle
+    m.rss_idle_kib = rss_kib();
+    m.heap_idle = heap_in_use_bytes();
+    m.threads_idle = process_thread_count();
+    return m;
+}
+
+/// Phase 2's numbers: everything sent; the time until the last byte was in the pipeline.
+struct send_measure {
+    bool sent = false;      ///< the load generator reported it had sent everything
+    bool delivered = false; ///< and the worker had every byte and every end of stream
+    int load_rc = -1;
+    std::string report; ///< the load generator's JSON line
+    std::uint64_t bytes_sent = 0;
+    std::uint64_t bytes = 0; ///< delivered
+    double seconds = 0.0;
+    double cpu = 0.0;
+    std::size_t threads_max = 0;
+    std::array<std::uint64_t, flush_reason_count> flushes{};
+    std::uint64_t backpressure = 0;
+};
+
+send_measure send_all(const bench_options& o, bench_worker& w, sluice::test::child_process& load,
+                      std::size_t threads_idle) {
+    send_measure m;
+    const double cpu0 = process_cpu_seconds();
+    const auto t_go = clock_type::now();
+    const std::int64_t go_ns =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(t_go.time_since_epoch()).count();
+    load.signal(SIGUSR1);
+    m.threads_max = threads_idle;
+    // Threads are counted every 50th poll (about 50 ms): listing /proc/self/task costs the
+    // worker's CPU, and with 10,000 baseline threads every millisecond it skewed CPU per GB.
+    std::uint64_t polls = 0;
+    const auto sample_threads = [&] {
+        if (polls++ % 50 == 0) {
+            m.threads_max = std::max(m.threads_max, process_thread_count());
+        }
+    };
+    m.sent = wait_until(
+        [&] {
+            sample_threads();
+            return load.out().find("bytes_sent") != std::string::npos;
+        },
+        std::chrono::seconds(600));
+    m.load_rc = load.wait(std::chrono::seconds(10));
+    m.report = load.out();
+    m.bytes_sent = static_cast<std::uint64_t>(json_number(m.report, "bytes_sent"));
+    m.delivered = m.sent && wait_until(
+                                [&] {
+                                    sample_threads();
+                                    return w.out().bytes() >= m.bytes_sent &&
+                                           w.out().end_of_stream() >= o.sources;
+                                },
+                                std::chrono::seconds(120));
+    m.cpu = process_cpu_seconds() - cpu0;
+    m.threads_max = std::max(m.threads_max, process_thread_count());
+    m.flushes = w.flushes();
+    m.seconds = static_cast<double>(w.out().last_data_ns() - go_ns) / 1e9;
+    m.bytes = w.out().bytes();
+    m.backpressure = w.backpressure_waits();
+    return m;
+}
+
+/// What went wrong with the delivery, after the worker's shutdown; empty when nothing did.
+std::vector<std::string> delivery_problems(const bench_options& o, bench_worker& w,
+                                           const send_measure& m, std::uint64_t records_each,
+                                           const sluice::test::child_process& load) {
+    std::vector<std::string> problems = w.out().verify(o.sources, records_each, o.pad_bytes);
+    if (m.load_rc != 0) {
+        problems.push_back("loadgen exit " + std::to_string(m.load_rc) + ": " +
+                           load.err().substr(0, 300));
+    }
+    if (m.sent && !m.delivered) {
+        problems.push_back("only " + std::to_string(m.bytes) + " of " +
+                           std::to_string(m.bytes_sent) + " bytes arrived");
+    }
+    if (!m.sent) {
+        problems.push_back("the load generator had not finished sending after 600 s (" +
+                           std::to_string(m.bytes) + " bytes delivered)");
+    } else if (m.bytes != m.bytes_sent) {
+        problems.push_back("bytes delivered " + std::to_string(m.bytes) + " != sent " +
+                           std::to_string(m.bytes_sent));
+    }
+    const auto p = w.pool().stats();
+    if (p.free != p.buffer_count) {
+        problems.push_back("buffers leaked: " + std::to_string(p.buffer_count - p.free));
+    }
+    return problems;
+}
+
+std::string json_strings(const std::vector<std::string>& items) {
+    std::string out = "[";
+    for (std::size_t i = 0; i < items.size(); ++i) {
+        out += i ? ", \"" : "\"";
+        for (const char ch : items[i]) {
+            if (ch == '"' || ch == '\\') {
+                out += '\\';
+            }
+            out += ch == '\n' ? ' ' : ch;
+        }
+        out += "\"";
+    }
+    return out + "]";
+}
+
 int run_throughput(const bench_options& o) {
     std::ostringstream json;
     json << "{\"measure\": \"ingest\", \"mode\": \"" << o.mode << "\", \"sources\": " << o.sources;
@@ -596,9 +738,10 @@ int run_throughput(const bench_options& o) {
 
     // Phase 1: N idle TCP connections.
     bench_worker w(o, o.sources, bench_sink::use::verify);
-    const std::uint64_t rss_before = rss_kib();
-    const std::uint64_t heap_before = heap_in_use_bytes();
-    const std::size_t threads_before = process_thread_count();
+    idle_measure before;
+    before.rss_before_kib = rss_kib();
+    before.heap_before = heap_in_use_bytes();
+    before.threads_before = process_thread_count();
     const std::uint16_t port = w.listen(o.sources);
     if (port == 0) {
         return 1;
@@ -608,142 +751,54 @@ int run_throughput(const bench_options& o) {
     const std::uint64_t record_bytes = 22 + (o.pad_bytes == 0 ? 0 : o.pad_bytes + 1);
     const std::uint64_t records_each =
         std::max<std::uint64_t>(1, o.total_bytes / o.sources / record_bytes);
-    const auto started_load = start_loadgen(
+    const auto load = start_loadgen(
         {o.loadgen, "--port", std::to_string(port), "--connections", std::to_string(o.sources),
          "--records", std::to_string(records_each), "--id-base", "0", "--pad-bytes",
          std::to_string(o.pad_bytes), "--chunk-bytes", std::to_string(o.chunk_bytes), "--hold"});
-    auto& load = *started_load;
-    // With unpadded records the load generator writes them all into memory first (so that
-    // sending measures the worker, not its formatting); it connects after that.
-    const auto rendered = [&] { return load.out().find("\"rendered\"") != std::string::npos; };
-    if (!wait_until(rendered, std::chrono::seconds(120))) {
-        std::cerr << "ingest-bench: the load generator had not written its records after 120 s: "
-                  << load.out() << load.err() << "\n";
+    const auto idle = accept_idle(o, w, *load, before);
+    if (!idle) {
         return 1;
     }
-    const auto t_accept = clock_type::now();
-    const bool connected =
-        wait_until([&] { return load.out().find("\"connected\"") != std::string::npos; },
-                   std::chrono::seconds(120));
-    const bool accepted = connected && wait_until([&] { return w.running() >= o.sources; },
-                                                  std::chrono::seconds(120));
-    const double accept_seconds =
-        std::chrono::duration<double>(clock_type::now() - t_accept).count();
-    if (!accepted) {
-        std::cerr << "ingest-bench: " << w.running() << " of " << o.sources
-                  << " connections running; loadgen: " << load.out() << load.err() << "\n";
-        return 1;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(300)); // let idle state settle
-    const std::uint64_t rss_idle = rss_kib();
-    const std::uint64_t heap_idle = heap_in_use_bytes();
-    const std::size_t threads_idle = process_thread_count();
-    json << ", \"accept_seconds\": " << fixed(accept_seconds, 6)
-         << ", \"threads_before\": " << threads_before << ", \"threads_idle\": " << threads_idle
-         << ", \"rss_before_kib\": " << rss_before << ", \"rss_idle_kib\": " << rss_idle
-         << ", \"rss_per_idle_source_bytes\": "
-         << fixed(static_cast<double>(rss_idle > rss_before ? rss_idle - rss_before : 0) * 1024.0 /
-                      o.sources,
-                  1)
-         << ", \"heap_per_idle_source_bytes\": "
-         << fixed(static_cast<double>(heap_idle > heap_before ? heap_idle - heap_before : 0) /
-                      o.sources,
-                  1);
+    const auto per_source = [&](std::uint64_t after, std::uint64_t before_bytes) {
+        return fixed(static_cast<double>(after > before_bytes ? after - before_bytes : 0) /
+                         static_cast<double>(o.sources),
+                     1);
+    };
+    json << ", \"accept_seconds\": " << fixed(idle->accept_seconds, 6)
+         << ", \"threads_before\": " << idle->threads_before
+         << ", \"threads_idle\": " << idle->threads_idle
+         << ", \"rss_before_kib\": " << idle->rss_before_kib
+         << ", \"rss_idle_kib\": " << idle->rss_idle_kib << ", \"rss_per_idle_source_bytes\": "
+         << per_source(idle->rss_idle_kib * 1024, idle->rss_before_kib * 1024)
+         << ", \"heap_per_idle_source_bytes\": " << per_source(idle->heap_idle, idle->heap_before);
 
     // Phase 2: send everything; time until the last byte is in the pipeline.
-    const double cpu0 = process_cpu_seconds();
-    const auto t_go = clock_type::now();
-    const std::int64_t go_ns =
-        std::chrono::duration_cast<std::chrono::nanoseconds>(t_go.time_since_epoch()).count();
-    load.signal(SIGUSR1);
-    std::size_t threads_max = threads_idle;
-    // Threads are counted every 50th poll (about 50 ms): listing /proc/self/task costs the
-    // worker's CPU, and with 10,000 baseline threads every millisecond it skewed CPU per GB.
-    std::uint64_t polls = 0;
-    const auto sample_threads = [&] {
-        if (polls++ % 50 == 0) {
-            threads_max = std::max(threads_max, process_thread_count());
-        }
-    };
-    int load_rc = -1;
-    const bool sent = wait_until(
-        [&] {
-            sample_threads();
-            return load.out().find("bytes_sent") != std::string::npos;
-        },
-        std::chrono::seconds(600));
-    load_rc = load.wait(std::chrono::seconds(10));
-    const std::string report = load.out();
-    const auto bytes_sent = static_cast<std::uint64_t>(json_number(report, "bytes_sent"));
-    const bool delivered = sent && wait_until(
-                                       [&] {
-                                           sample_threads();
-                                           return w.out().bytes() >= bytes_sent &&
-                                                  w.out().end_of_stream() >= o.sources;
-                                       },
-                                       std::chrono::seconds(120));
-    const double cpu = process_cpu_seconds() - cpu0;
-    threads_max = std::max(threads_max, process_thread_count());
-    const auto flushes = w.flushes();
-    const double seconds = static_cast<double>(w.out().last_data_ns() - go_ns) / 1e9;
-    const std::uint64_t bytes = w.out().bytes();
-    const std::uint64_t backpressure = w.backpressure_waits();
+    const send_measure sent = send_all(o, w, *load, idle->threads_idle);
     w.shutdown();
-    std::vector<std::string> problems = w.out().verify(o.sources, records_each, o.pad_bytes);
-    if (load_rc != 0) {
-        problems.push_back("loadgen exit " + std::to_string(load_rc) + ": " +
-                           load.err().substr(0, 300));
-    }
-    if (sent && !delivered) {
-        problems.push_back("only " + std::to_string(bytes) + " of " + std::to_string(bytes_sent) +
-                           " bytes arrived");
-    }
-    if (!sent) {
-        problems.push_back("the load generator had not finished sending after 600 s (" +
-                           std::to_string(bytes) + " bytes delivered)");
-    } else if (bytes != bytes_sent) {
-        problems.push_back("bytes delivered " + std::to_string(bytes) + " != sent " +
-                           std::to_string(bytes_sent));
-    }
-    const auto p = w.pool().stats();
-    if (p.free != p.buffer_count) {
-        problems.push_back("buffers leaked: " + std::to_string(p.buffer_count - p.free));
-    }
+    std::vector<std::string> problems = delivery_problems(o, w, sent, records_each, *load);
+
     // Phase 3: start N idle generators in process (last: the other phases' threads and
     // memory do not matter to a time).
     const start_times started = start_idle_generators(o);
-    const double start_seconds = started.total;
-    const double register_seconds = started.registering;
-    const double start_call_seconds = started.calling_start;
     if (!started.problem.empty()) {
         problems.push_back(started.problem);
     }
 
-    const double gb = static_cast<double>(bytes) / 1e9;
-    json << ", \"start_seconds\": " << fixed(start_seconds, 6)
-         << ", \"start_register_seconds\": " << fixed(register_seconds, 6)
-         << ", \"start_call_seconds\": " << fixed(start_call_seconds, 6)
-         << ", \"threads_max\": " << threads_max << ", \"bytes_sent\": " << bytes_sent
-         << ", \"bytes_delivered\": " << bytes << ", \"records_each\": " << records_each
-         << ", \"pad_bytes\": " << o.pad_bytes << ", \"ingest_seconds\": " << fixed(seconds, 6)
-         << ", \"gb_per_second\": " << fixed(seconds > 0 ? gb / seconds : 0, 4)
-         << ", \"cpu_seconds\": " << fixed(cpu, 3)
-         << ", \"cpu_seconds_per_gb\": " << fixed(gb > 0 ? cpu / gb : 0, 3)
-         << ", \"loadgen_cpu_seconds\": " << fixed(json_number(report, "send_cpu_seconds"), 3)
-         << ", \"backpressure_waits\": " << backpressure
-         << ", \"flushes\": " << flushes_json(flushes)
-         << ", \"verified\": " << (problems.empty() ? "true" : "false") << ", \"problems\": [";
-    for (std::size_t i = 0; i < problems.size(); ++i) {
-        json << (i ? ", " : "") << "\"";
-        for (const char ch : problems[i]) {
-            if (ch == '"' || ch == '\\') {
-                json << '\\';
-            }
-            json << (ch == '\n' ? ' ' : ch);
-        }
-        json << "\"";
-    }
-    json << "]}";
+    const double gb = static_cast<double>(sent.bytes) / 1e9;
+    json << ", \"start_seconds\": " << fixed(started.total, 6)
+         << ", \"start_register_seconds\": " << fixed(started.registering, 6)
+         << ", \"start_call_seconds\": " << fixed(started.calling_start, 6)
+         << ", \"threads_max\": " << sent.threads_max << ", \"bytes_sent\": " << sent.bytes_sent
+         << ", \"bytes_delivered\": " << sent.bytes << ", \"records_each\": " << records_each
+         << ", \"pad_bytes\": " << o.pad_bytes << ", \"ingest_seconds\": " << fixed(sent.seconds, 6)
+         << ", \"gb_per_second\": " << fixed(sent.seconds > 0 ? gb / sent.seconds : 0, 4)
+         << ", \"cpu_seconds\": " << fixed(sent.cpu, 3)
+         << ", \"cpu_seconds_per_gb\": " << fixed(gb > 0 ? sent.cpu / gb : 0, 3)
+         << ", \"loadgen_cpu_seconds\": " << fixed(json_number(sent.report, "send_cpu_seconds"), 3)
+         << ", \"backpressure_waits\": " << sent.backpressure
+         << ", \"flushes\": " << flushes_json(sent.flushes)
+         << ", \"verified\": " << (problems.empty() ? "true" : "false")
+         << ", \"problems\": " << json_strings(problems) << "}";
     std::cout << json.str() << std::endl;
     return problems.empty() ? 0 : 1;
 }
