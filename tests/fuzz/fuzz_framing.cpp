@@ -19,32 +19,17 @@
 #include "sluice/env/production_environment.hpp"
 #include "sluice/pipeline/processing.hpp"
 #include "testing/feed_buffers.hpp"
+#include "testing/reassembling_sink.hpp"
 
 namespace {
 
 using namespace sluice::runtime;
+using sluice::test::reassembling_sink;
 
 [[noreturn]] void fail(const std::string& what) {
     std::fprintf(stderr, "fuzz_framing: %s\n", what.c_str());
     std::abort();
 }
-
-class reassembling_sink final : public sink {
-public:
-    void on_data(const data_event& event) override {
-        text.append(reinterpret_cast<const char*>(event.spanning_record.data()),
-                    event.spanning_record.size());
-        text.append(reinterpret_cast<const char*>(event.records.data()), event.records.size());
-        records += event.record_count;
-        dropped += event.records_dropped;
-    }
-    void on_end_of_stream(std::uint64_t) override { ++ends; }
-    void on_error(std::uint64_t, std::string_view) override {}
-    std::string text;
-    std::uint64_t records = 0;
-    std::uint64_t dropped = 0;
-    std::uint64_t ends = 0;
-};
 
 struct expectation {
     std::string text;

@@ -13,10 +13,12 @@
 #include "sluice/env/production_environment.hpp"
 #include "sluice/pipeline/processing.hpp"
 #include "testing/feed_buffers.hpp"
+#include "testing/reassembling_sink.hpp"
 
 namespace {
 
 using namespace sluice::runtime;
+using sluice::test::reassembling_sink;
 
 /// Records ended by one byte of the engine's choosing (here ASCII's record separator).
 class separator_framer final : public framer {
@@ -90,29 +92,6 @@ private:
     std::byte separator_;
 };
 
-/// What the sink saw: the records' text in order and the counters of every event.
-class collecting_sink final : public sink {
-public:
-    void on_data(const data_event& event) override {
-        text.append(reinterpret_cast<const char*>(event.spanning_record.data()),
-                    event.spanning_record.size());
-        text.append(reinterpret_cast<const char*>(event.records.data()), event.records.size());
-        records += event.record_count;
-        fields += event.field_count;
-        dropped += event.records_dropped;
-    }
-    void on_end_of_stream(std::uint64_t) override { ++ends; }
-    void on_error(std::uint64_t, std::string_view message) override {
-        errors.emplace_back(message);
-    }
-    std::string text;
-    std::uint64_t records = 0;
-    std::uint64_t fields = 0;
-    std::uint64_t dropped = 0;
-    std::uint64_t ends = 0;
-    std::vector<std::string> errors;
-};
-
 /// An engine's stage: counts the records it is shown, through the framer, as a decoder would
 /// walk them; throws on the record "poison" when asked to.
 class counting_stage final : public stage {
@@ -147,7 +126,7 @@ std::string separated_records(int count, std::uint32_t seed) {
     return text;
 }
 
-void run(const std::string& input, const processing_options& options, collecting_sink& out,
+void run(const std::string& input, const processing_options& options, reassembling_sink& out,
          std::uint32_t buffer_size, std::uint32_t seed) {
     buffer_pool pool({64, buffer_size, 4, 4});
     {
@@ -164,7 +143,7 @@ TEST(pipeline_stages, an_engines_own_framer_reassembles_records_cut_anywhere) {
     const separator_framer framing{std::byte{separator}};
     const std::string input = separated_records(500, 11);
     for (std::uint32_t seed = 1; seed <= 20; ++seed) {
-        collecting_sink out;
+        reassembling_sink out;
         processing_options options;
         options.custom_framer = &framing;
         run(input, options, out, 128, seed);
@@ -178,7 +157,7 @@ TEST(pipeline_stages, csv_counting_sees_payloads_through_the_engines_framer) {
     const separator_framer framing{std::byte{separator}};
     const std::string input =
         std::string("a,b,c\n") + separator + "d" + separator + ",," + separator; // 3 + 1 + 3 fields
-    collecting_sink out;
+    reassembling_sink out;
     processing_options options;
     options.custom_framer = &framing;
     run(input, options, out, 64, 3);
@@ -190,7 +169,7 @@ TEST(pipeline_stages, the_engines_framer_drops_oversize_records_and_keeps_the_re
     const separator_framer framing{std::byte{separator}};
     const std::string input =
         "ok" + std::string(1, separator) + std::string(300, 'x') + separator + "fine" + separator;
-    collecting_sink out;
+    reassembling_sink out;
     processing_options options;
     options.custom_framer = &framing;
     options.record_bytes_max = 64;
@@ -202,7 +181,7 @@ TEST(pipeline_stages, the_engines_framer_drops_oversize_records_and_keeps_the_re
 TEST(pipeline_stages, stages_run_in_order_before_the_sink_and_see_every_record) {
     const std::string input = "a,1\nb,2\nc,3\n";
     auto first = std::make_shared<counting_stage>();
-    collecting_sink out;
+    reassembling_sink out;
     processing_options options;
     options.stages = {count_csv_fields(), first};
     run(input, options, out, 5, 9);
@@ -212,7 +191,7 @@ TEST(pipeline_stages, stages_run_in_order_before_the_sink_and_see_every_record) 
 }
 
 TEST(pipeline_stages, without_the_csv_stage_no_fields_are_counted_and_records_still_are) {
-    collecting_sink out;
+    reassembling_sink out;
     processing_options options;
     options.stages.clear();
     run("a,1\nb,2\n", options, out, 64, 1);
@@ -222,7 +201,7 @@ TEST(pipeline_stages, without_the_csv_stage_no_fields_are_counted_and_records_st
 
 TEST(pipeline_stages, a_stage_that_throws_fails_its_origin_and_says_which_stage) {
     auto poison = std::make_shared<counting_stage>(true);
-    collecting_sink out;
+    reassembling_sink out;
     processing_options options;
     options.stages = {poison};
     // One record per buffer (buffers of 4 bytes): the third is poison.

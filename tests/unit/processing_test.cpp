@@ -8,33 +8,13 @@
 #include "sluice/env/production_environment.hpp"
 #include "sluice/pipeline/processing.hpp"
 #include "testing/feed_buffers.hpp"
+#include "testing/reassembling_sink.hpp"
 #include "testing/recording_sink.hpp"
 
 namespace {
 
 using namespace sluice::runtime;
-
-/// Reassembles what the sink sees: spanning record + whole records, per event, in order.
-class reassembling_sink final : public sink {
-public:
-    void on_data(const data_event& event) override {
-        text.append(reinterpret_cast<const char*>(event.spanning_record.data()),
-                    event.spanning_record.size());
-        text.append(reinterpret_cast<const char*>(event.records.data()), event.records.size());
-        records += event.record_count;
-        fields += event.field_count;
-        dropped += event.records_dropped;
-        ++events;
-    }
-    void on_end_of_stream(std::uint64_t) override { ++ends; }
-    void on_error(std::uint64_t, std::string_view) override {}
-    std::string text;
-    std::uint64_t records = 0;
-    std::uint64_t fields = 0;
-    std::uint64_t dropped = 0;
-    std::uint64_t events = 0;
-    std::uint64_t ends = 0;
-};
+using sluice::test::reassembling_sink;
 
 /// Cuts `input` into buffers of random sizes and runs them through processing.
 void run_through(const std::string& input, framing kind, std::uint32_t buffer_size,
