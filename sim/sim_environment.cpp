@@ -126,7 +126,7 @@ public:
         arrive();
         return !readable();
     }
-    void park(runtime::wake_callback wake) override {
+    bool park(runtime::wake_callback wake) override {
         if (closed_ || random_.chance(script_.spurious_wakeup)) {
             const error_code now_error =
                 closed_ ? error_code(asio::error::operation_aborted) : error_code{};
@@ -135,9 +135,10 @@ public:
                                           waiting_ = 0;
                                           wake(now_error);
                                       });
-            return;
+            return true;
         }
         wait_for_arrival(std::move(wake));
+        return true;
     }
     runtime::read_result read_now(std::span<std::byte> space) override {
         using status = runtime::read_result::status;

@@ -75,11 +75,19 @@ bool stop_and_wait(test_worker& w, const std::vector<source_handle>& handles) {
     });
 }
 
-/// A source of an embedder's own kind: a fixed text, then end of stream.
+/// A source of an embedder's own kind: a fixed text, then end of stream. `claimed` names an
+/// optional protocol it says it speaks without implementing the call that goes with it (as an
+/// embedder's first try might): the interface's default must then work.
 class text_source final : public source {
 public:
-    text_source(source_kind kind, std::string text) : kind_(kind), text_(std::move(text)) {}
+    enum class claims : std::uint8_t { nothing, parking, reading_into_buffers };
+    text_source(source_kind kind, std::string text, claims claimed = claims::nothing)
+        : kind_(kind), text_(std::move(text)), claimed_(claimed) {}
     source_kind kind() const noexcept override { return kind_; }
+    bool should_park() override { return claimed_ == claims::parking; }
+    bool reads_into_buffer() const noexcept override {
+        return claimed_ == claims::reading_into_buffers;
+    }
     std::string describe() const override { return "a fixed text"; }
     asio::awaitable<boost::system::error_code> open() override {
         co_return boost::system::error_code{};
@@ -104,6 +112,7 @@ private:
     std::string text_;
     std::size_t at_ = 0;
     bool closed_ = false;
+    claims claimed_;
 };
 
 TEST(source_server, a_source_kind_of_the_embedders_own_is_counted_under_its_name) {
@@ -133,6 +142,33 @@ TEST(source_server, a_source_kind_of_the_embedders_own_is_counted_under_its_name
     EXPECT_EQ(w.sink.origin(answer.handle).bytes, text.size());
     EXPECT_EQ(w.server.stats().bytes_total[index_of(sensor)], text.size());
     EXPECT_EQ(w.pipeline.stats().records_by_kind[index_of(sensor)], 3U);
+}
+
+/// Runs a text_source that claims `claimed` to its end; every byte must arrive.
+void run_text_source(text_source::claims claimed) {
+    test_worker w;
+    w.sink.check_generator_records = false;
+    const std::string text = "a,1\nb,2\nc,3\n";
+    const auto answer = w.server.register_source(
+        named("claims"),
+        [&](environment& /*env*/, const executor& /*lane*/) -> std::unique_ptr<source> {
+            return std::make_unique<text_source>(source_kind::generator, text, claimed);
+        });
+    ASSERT_TRUE(answer.admitted()) << answer.message;
+    ASSERT_TRUE(w.server.start(answer.handle));
+    ASSERT_TRUE(w.sink.wait_for([&] { return w.sink.end_of_streams_locked() == 1; }));
+    w.server.shutdown();
+    w.pipeline.wait_idle();
+    EXPECT_EQ(w.sink.origin(answer.handle).bytes, text.size());
+    EXPECT_EQ(w.server.stats().parks_total, 0U) << "it cannot park, so it never parked";
+}
+
+TEST(source_server, a_source_that_says_it_parks_without_a_park_of_its_own_waits_in_its_coroutine) {
+    run_text_source(text_source::claims::parking);
+}
+
+TEST(source_server, a_source_that_reads_into_buffers_without_read_some_reads_by_the_default) {
+    run_text_source(text_source::claims::reading_into_buffers);
 }
 
 TEST(source_server, defining_more_source_kinds_than_the_bound_is_refused_with_a_reason) {

@@ -60,7 +60,7 @@ public:
     /// Only after `should_park()` returned true: arranges for `wake` to run once on the lane
     /// with what `wait_readable` would return, never before `park` returns. `close` (also one
     /// that came before `park`) ends the wait promptly with an error.
-    virtual void park(wake_callback wake);
+    virtual bool park(wake_callback wake);
     /// Reads what is available without waiting, into `space`.
     virtual read_result read_now(std::span<std::byte> space) = 0;
     /// Cancels pending waits and releases the transport. Idempotent.

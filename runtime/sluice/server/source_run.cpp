@@ -143,7 +143,7 @@ void source_server::park(entry& e) {
     // Nothing waits on the flush timer now (the coroutine has ended): drop it too.
     e.flush_timer.reset();
     // Two pointers: small enough for std::function's inline storage (no allocation per park).
-    e.src->park([this, &e](error_code error) {
+    const bool parked = e.src->park([this, &e](error_code error) {
         const auto kind = index_of(e.kind);
         const auto now = env_.now();
         counters_.parked[kind].fetch_sub(1, std::memory_order_relaxed);
@@ -151,6 +151,12 @@ void source_server::park(entry& e) {
                                           std::memory_order_relaxed);
         advance(e, error, now); // where it parked; a coroutine only if it must wait
     });
+    if (!parked) {
+        // It says it would park but cannot: it waits in its coroutine from now on.
+        e.cannot_park = true;
+        spawn(e, resume{resume::at::wait, {}});
+        return;
+    }
     // Counted after park returns: the wake never runs before it does.
     counters_.parked[index_of(e.kind)].fetch_add(1, std::memory_order_relaxed);
     counters_.parks.fetch_add(1, std::memory_order_relaxed);
@@ -309,7 +315,7 @@ bool source_server::set_down(entry& e, buffer current) {
         flush_->hold(e, std::move(current),
                      flush_policy::deadline(e.partial_since, e.flush_timeout));
     }
-    if (options_.park_idle && e.src->should_park()) {
+    if (options_.park_idle && !e.cannot_park && e.src->should_park()) {
         e.idle_since = env_.now();
         return true;
     }

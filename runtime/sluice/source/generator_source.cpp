@@ -83,7 +83,7 @@ asio::awaitable<error_code> generator_source::wait_readable() {
     co_return elapsed && !closed_ ? error_code{} : error_code(asio::error::operation_aborted);
 }
 
-void generator_source::park(wake_callback wake) {
+bool generator_source::park(wake_callback wake) {
     // Closed since should_park (a stop raced it): end the wait at once, still on the lane.
     const duration delay = closed_ ? duration{0} : next_burst() - env_.now();
     // The wake waits in a member, so the timer's callback (only `this`) fits std::function's
@@ -96,6 +96,7 @@ void generator_source::park(wake_callback wake) {
         SLUICE_ASSERT(parked);
         parked(elapsed && !closed_ ? error_code{} : error_code(asio::error::operation_aborted));
     });
+    return true;
 }
 
 read_result generator_source::read_now(std::span<std::byte> space) {

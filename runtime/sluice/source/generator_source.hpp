@@ -39,7 +39,7 @@ public:
     boost::asio::awaitable<boost::system::error_code> wait_readable() override;
     /// Parks when the rate limiter has nothing to release until a later burst.
     bool should_park() override { return !closed_ && !ready(); }
-    void park(wake_callback wake) override;
+    bool park(wake_callback wake) override;
     read_result read_now(std::span<std::byte> space) override;
     void close() noexcept override;
 

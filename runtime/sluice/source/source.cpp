@@ -76,18 +76,26 @@ std::string_view to_string(source_kind kind) noexcept {
 }
 
 // NOLINTNEXTLINE(performance-unnecessary-value-param): the interface hands over the callback
-void source::park(wake_callback /*wake*/) {
-    SLUICE_ASSERT(false && "park called on a source that cannot park");
+bool source::park(wake_callback /*wake*/) {
+    return false;
 }
 
 // NOLINTNEXTLINE(performance-unnecessary-value-param): as source::park
-void byte_stream::park(wake_callback /*wake*/) {
-    SLUICE_ASSERT(false && "park called on a stream that cannot park");
+bool byte_stream::park(wake_callback /*wake*/) {
+    return false;
 }
 
-boost::asio::awaitable<read_result> source::read_some(std::span<std::byte> /*space*/) {
-    SLUICE_ASSERT(false && "read_some called on a source that does not read into buffers");
-    co_return read_result{};
+boost::asio::awaitable<read_result> source::read_some(std::span<std::byte> space) {
+    for (;;) {
+        const read_result r = read_now(space);
+        if (r.state != read_result::status::would_block) {
+            co_return r;
+        }
+        const boost::system::error_code error = co_await wait_readable();
+        if (error) {
+            co_return read_result{read_result::status::error, 0, error};
+        }
+    }
 }
 
 } // namespace sluice::runtime

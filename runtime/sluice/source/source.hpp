@@ -77,9 +77,11 @@ public:
     /// and probably has to wait now; the server then ends the source's coroutine and calls
     /// `park`, and continues it when `wake` runs (a step, or its coroutine if it must wait).
     virtual bool should_park() { return false; }
-    /// Only after `should_park()` returned true: `wake` runs once on the lane with what
-    /// `wait_readable` would return, never before this returns; `close` ends the wait promptly.
-    virtual void park(wake_callback wake);
+    /// Only after `should_park()` returned true. True: parked; `wake` runs once on the lane with
+    /// what `wait_readable` would return, never before this returns, and `close` ends the wait
+    /// promptly. False (the default: the source cannot park): `wake` is dropped, and the
+    /// server waits for this source in its coroutine (`wait_readable`) and does not ask again.
+    virtual bool park(wake_callback wake);
     /// Reads what is available into `space` without waiting.
     virtual read_result read_now(std::span<std::byte> space) = 0;
     /// Cancels pending waits and releases the transport. Idempotent; called on the source's lane.
@@ -103,6 +105,7 @@ public:
     /// `wait_readable` + `read_now`.
     virtual bool reads_into_buffer() const noexcept { return false; }
     /// Only for `reads_into_buffer()` sources: reads at least one byte, or reports end or error.
+    /// The default waits with `wait_readable` and reads with `read_now` until one says so.
     /// The server flushes after every such read (a read may block for long). A stop calls
     /// `close`, which must make a blocked read return (the legacy adapter calls
     /// `blocking_reader::interrupt`); whatever that read returns then, the run ends as a stop.

@@ -60,8 +60,8 @@ bool reopening_source::should_park() {
     return stream_ && stream_->should_park();
 }
 
-void reopening_source::park(wake_callback wake) {
-    stream_->park(std::move(wake));
+bool reopening_source::park(wake_callback wake) {
+    return stream_->park(std::move(wake));
 }
 
 read_result reopening_source::read_now(std::span<std::byte> space) {

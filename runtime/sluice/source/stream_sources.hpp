@@ -31,7 +31,7 @@ public:
     std::optional<boost::system::error_code> open_now() final;
     boost::asio::awaitable<boost::system::error_code> wait_readable() final;
     bool should_park() final;
-    void park(wake_callback wake) final;
+    bool park(wake_callback wake) final;
     read_result read_now(std::span<std::byte> space) final;
     void close() noexcept final;
 
@@ -91,7 +91,7 @@ public:
     std::optional<boost::system::error_code> open_now() override;
     boost::asio::awaitable<boost::system::error_code> wait_readable() override;
     bool should_park() override { return stream_->should_park(); }
-    void park(wake_callback wake) override { stream_->park(std::move(wake)); }
+    bool park(wake_callback wake) override { return stream_->park(std::move(wake)); }
     read_result read_now(std::span<std::byte> space) override;
     void close() noexcept override;
 
@@ -137,7 +137,7 @@ public:
     std::optional<boost::system::error_code> open_now() override;
     boost::asio::awaitable<boost::system::error_code> wait_readable() override;
     bool should_park() override { return socket_ && socket_->should_park(); }
-    void park(wake_callback wake) override { socket_->park(std::move(wake)); }
+    bool park(wake_callback wake) override { return socket_->park(std::move(wake)); }
     read_result read_now(std::span<std::byte> space) override;
     void close() noexcept override;
 

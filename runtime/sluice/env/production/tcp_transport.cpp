@@ -46,9 +46,10 @@ public:
     /// Parks once a read found the socket empty; after data (a turn that ended on its read
     /// bound, or a full buffer with no next one), only if the kernel says nothing is queued.
     bool should_park() override { return drained_ || nothing_queued(socket_); }
-    void park(wake_callback wake) override {
+    bool park(wake_callback wake) override {
         // A closed socket completes the wait at once with an error (posted, never inline).
         socket_.async_wait(tcp::socket::wait_read, parked_wait_handler(std::move(wake)));
+        return true;
     }
     read_result read_now(std::span<std::byte> space) override {
         error_code error;

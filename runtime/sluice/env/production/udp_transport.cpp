@@ -24,8 +24,9 @@ public:
         co_return error;
     }
     bool should_park() override { return drained_ || nothing_queued(socket_); }
-    void park(wake_callback wake) override {
+    bool park(wake_callback wake) override {
         socket_.async_wait(udp::socket::wait_read, parked_wait_handler(std::move(wake)));
+        return true;
     }
     std::size_t next_datagram_bytes() override {
         error_code ignored;
