@@ -3,7 +3,9 @@
 
 The JSON is committed; this script is its source. tests run it and compare, so the two never
 drift. Classic dashboard schema, pinned schemaVersion, stable uid, a datasource variable and
-job/instance variables; every panel has a unit and a description; rates use $__rate_interval.
+job/instance variables (their "All" is `.+`, so it never matches a missing label); every panel
+has one unit and a description; rates use $__rate_interval. Read-only in Grafana (editable
+false): changes go here. lint.py checks these rules.
 """
 import json
 import sys
@@ -93,19 +95,21 @@ panel("Flushes by reason", "Buffers handed to processing per second: full, timeo
       [(f"sum by (reason) (rate(sluice_flushes_total{{{SEL}}}[{RI}]))", "{{reason}}")], 0, 23, stack=True)
 panel("Flush fill ratio p50", "Median share of a flushed buffer that holds data.", "percentunit",
       [(f"histogram_quantile(0.5, sum by (le) (rate(sluice_flush_fill_ratio_bucket{{{SEL}}}[{RI}])))", "p50")], 8, 23)
-panel("Processing queue", "Buffers waiting for processing, and the age of the oldest.", "short",
-      [(f"sum(sluice_processing_queue_depth{{{SEL}}})", "queued"),
-       (f"max(sluice_processing_oldest_queued_seconds{{{SEL}}})", "oldest (s)")], 16, 23)
+panel("Processing queue", "Buffers waiting for processing.", "short",
+      [(f"sum(sluice_processing_queue_depth{{{SEL}}})", "queued")], 16, 23)
 panel("Processing time per buffer p99", "99th percentile of the time to frame, parse and sink one buffer.", "s",
       [(f"histogram_quantile(0.99, sum by (le) (rate(sluice_processing_buffer_duration_seconds_bucket{{{SEL}}}[{RI}])))", "p99")],
       0, 31)
+panel("Oldest queued buffer", "Age of the oldest buffer waiting for processing (0 when none).", "s",
+      [(f"max(sluice_processing_oldest_queued_seconds{{{SEL}}})", "oldest")], 8, 31)
 
 row("Sources", 39)
 panel("Busy / idle / backpressured", "Share of source time spent reading, waiting for data, and waiting "
       "for a buffer, by kind.", "percentunit",
       [(f"sum by (kind, activity) (rate(sluice_source_seconds_total{{{SEL}}}[{RI}])) / ignoring(activity) group_left "
         f"sum by (kind) (rate(sluice_source_seconds_total{{{SEL}}}[{RI}]))", "{{kind}} {{activity}}")], 0, 40)
-panel("Top backpressured kinds", "Source-seconds per second spent waiting for buffers, top 5 kinds.", "s",
+panel("Top backpressured kinds", "Sources waiting for buffers, on average (source-seconds per second "
+      "spent waiting), top 5 kinds.", "short",
       [(f'topk(5, sum by (kind) (rate(sluice_source_seconds_total{{{SEL}, activity="backpressured"}}[{RI}])))', "{{kind}}")],
       8, 40)
 panel("Errors and reconnects", "Transport failures and reconnects per second, by kind; refused "
@@ -134,7 +138,7 @@ dashboard = {
     "description": "Buffer pool, flushes, sources and threads of sluice workers.",
     "schemaVersion": 38,
     "version": 1,
-    "editable": True,
+    "editable": False,
     "tags": ["sluice"],
     "time": {"from": "now-30m", "to": "now"},
     "refresh": "10s",
@@ -145,11 +149,11 @@ dashboard = {
         {"name": "job", "type": "query", "datasource": DS, "label": "Job",
          "query": {"query": "label_values(sluice_build_info, job)", "refId": "job"},
          "definition": "label_values(sluice_build_info, job)", "includeAll": True, "multi": True,
-         "allValue": ".*", "refresh": 2, "current": {}, "hide": 0},
+         "allValue": ".+", "refresh": 2, "current": {}, "hide": 0},
         {"name": "instance", "type": "query", "datasource": DS, "label": "Instance",
          "query": {"query": 'label_values(sluice_build_info{job=~"$job"}, instance)', "refId": "instance"},
          "definition": 'label_values(sluice_build_info{job=~"$job"}, instance)', "includeAll": True,
-         "multi": True, "allValue": ".*", "refresh": 2, "current": {}, "hide": 0},
+         "multi": True, "allValue": ".+", "refresh": 2, "current": {}, "hide": 0},
     ]},
     "annotations": {"list": []},
     "panels": panels,
