@@ -326,7 +326,12 @@ void baseline_runner::shutdown() {
         }
         pool_.unregister_source(s->pool_id);
     }
-    processing_.wait_idle(); // no release can post to a thread's io_context after this
+    if (!all.empty()) {
+        // No release can post to a thread's io_context after this. Only when this runner had
+        // sources: in sluice mode the worker's own sources still feed processing here (they
+        // stop after this), and behind a slow engine processing would never go idle.
+        processing_.wait_idle();
+    }
     all.clear();
 }
 
