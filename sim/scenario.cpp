@@ -1,5 +1,9 @@
 // What a run is given and what it reports: the replay command and the JSON report.
 #include <sstream>
+
+#include <boost/json/array.hpp>
+#include <boost/json/object.hpp>
+#include <boost/json/serialize.hpp>
 #include <string>
 #include <vector>
 
@@ -41,48 +45,50 @@ std::string reproduce_command(const scenario& s) {
 }
 
 std::string report::to_json() const {
-    std::ostringstream out;
-    auto list = [&](const std::vector<std::string>& items) {
-        out << "[";
-        for (std::size_t i = 0; i < items.size(); ++i) {
-            out << (i == 0 ? "" : ", ") << "\"";
-            for (const char c : items[i]) {
-                out << (c == '"' || c == '\\' ? "\\" : "") << c;
-            }
-            out << "\"";
-        }
-        out << "]";
+    boost::json::array violation_list(violations.begin(), violations.end());
+    boost::json::array waiting_list(waiting.begin(), waiting.end());
+    std::ostringstream hash;
+    hash << std::hex << trace_hash;
+    const boost::json::object o{
+        {"seed", seed},
+        {"sources", sources},
+        {"policy", policy},
+        {"strategy", strategy_name},
+        {"faults", faults},
+        {"deadlock", deadlock},
+        {"violations", std::move(violation_list)},
+        {"waiting", std::move(waiting_list)},
+        {"bytes_produced", bytes_produced},
+        {"bytes_delivered", bytes_delivered},
+        {"records_delivered", records_delivered},
+        {"buffers_total", buffers_total},
+        {"buffers_free_at_end", buffers_free_at_end},
+        {"end_of_streams", end_of_streams},
+        {"errors", errors},
+        {"restarts", restarts},
+        {"backpressure_waits", backpressure_waits},
+        {"parks", parks},
+        {"registrations_refused", registrations_refused},
+        {"unregistered", unregistered},
+        {"registrations_waited", registrations_waited},
+        {"registrations_starved", registrations_starved},
+        {"factory_failures", factory_failures},
+        {"bytes_discarded", bytes_discarded},
+        {"bytes_dropped", bytes_dropped},
+        {"records_truncated", records_truncated},
+        {"sink_failures", sink_failures},
+        {"queue_failures", queue_failures},
+        {"peer_connections", peer_connections},
+        {"peer_resets", peer_resets},
+        {"interleavings", interleavings},
+        {"source_bytes_min", source_bytes_min},
+        {"source_bytes_max", source_bytes_max},
+        {"virtual_seconds", virtual_seconds},
+        {"events", events},
+        {"wall_seconds", wall_seconds},
+        {"trace_hash", hash.str()},
     };
-    out << "{\"seed\": " << seed << ", \"sources\": " << sources << ", \"policy\": \"" << policy
-        << "\", \"strategy\": \"" << strategy_name
-        << "\", \"faults\": " << (faults ? "true" : "false")
-        << ", \"deadlock\": " << (deadlock ? "true" : "false") << ", \"violations\": ";
-    list(violations);
-    out << ", \"waiting\": ";
-    list(waiting);
-    out << ", \"bytes_produced\": " << bytes_produced
-        << ", \"bytes_delivered\": " << bytes_delivered
-        << ", \"records_delivered\": " << records_delivered
-        << ", \"buffers_total\": " << buffers_total
-        << ", \"buffers_free_at_end\": " << buffers_free_at_end
-        << ", \"end_of_streams\": " << end_of_streams << ", \"errors\": " << errors
-        << ", \"restarts\": " << restarts << ", \"backpressure_waits\": " << backpressure_waits
-        << ", \"parks\": " << parks << ", \"registrations_refused\": " << registrations_refused
-        << ", \"unregistered\": " << unregistered
-        << ", \"registrations_waited\": " << registrations_waited
-        << ", \"registrations_starved\": " << registrations_starved
-        << ", \"factory_failures\": " << factory_failures
-        << ", \"bytes_discarded\": " << bytes_discarded << ", \"bytes_dropped\": " << bytes_dropped
-        << ", \"records_truncated\": " << records_truncated
-        << ", \"sink_failures\": " << sink_failures << ", \"queue_failures\": " << queue_failures
-        << ", \"peer_connections\": " << peer_connections << ", \"peer_resets\": " << peer_resets
-        << ", \"interleavings\": " << interleavings
-        << ", \"source_bytes_min\": " << source_bytes_min
-        << ", \"source_bytes_max\": " << source_bytes_max
-        << ", \"virtual_seconds\": " << virtual_seconds << ", \"events\": " << events
-        << ", \"wall_seconds\": " << wall_seconds << ", \"trace_hash\": \"" << std::hex
-        << trace_hash << std::dec << "\"}";
-    return out.str();
+    return boost::json::serialize(o);
 }
 
 } // namespace sluice::sim

@@ -1,6 +1,8 @@
 /// sluice-sim: runs the deterministic simulator from the command line, one seed or a sweep.
 /// Exit 0 when every property holds, 1 on a violation (printing the line that reproduces it).
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <iostream>
 
@@ -73,6 +75,7 @@ int main(int argc, char** argv) {
     int exit_code = 0;
     const std::uint64_t first = s.seed;
     std::uint64_t failed = 0;
+    const bool progress = seeds > 1 && ::isatty(STDERR_FILENO) == 1;
     for (std::uint64_t k = 0; k < seeds; ++k) {
         s.seed = first + k;
         const report r = run(s);
@@ -95,7 +98,8 @@ int main(int argc, char** argv) {
                 std::cout << r.to_json() << "\n";
             }
         }
-        if (seeds > 1 && ((k + 1) * 100 / seeds != k * 100 / seeds || k + 1 == seeds)) {
+        // The progress bar only on a terminal: in a log (CI, ci/soak) it is noise.
+        if (progress && ((k + 1) * 100 / seeds != k * 100 / seeds || k + 1 == seeds)) {
             const int width = 40;
             const int done = static_cast<int>((k + 1) * width / seeds);
             std::fprintf(stderr, "\r[%.*s%*s] %lu/%lu seeds, %lu failed", done,
@@ -104,8 +108,12 @@ int main(int argc, char** argv) {
                          static_cast<unsigned long>(failed));
         }
     }
-    if (seeds > 1) {
+    if (progress) {
         std::fprintf(stderr, "\n");
+    }
+    if (seeds > 1) {
+        std::fprintf(stderr, "sluice-sim: %lu seeds, %lu failed\n",
+                     static_cast<unsigned long>(seeds), static_cast<unsigned long>(failed));
     }
     return exit_code;
 }

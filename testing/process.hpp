@@ -16,6 +16,9 @@
 #include <thread>
 #include <vector>
 
+#include <boost/json/parse.hpp>
+#include <boost/json/value.hpp>
+
 extern char** environ;
 
 namespace sluice::test {
@@ -123,13 +126,46 @@ private:
     std::string err_path_;
 };
 
-/// The integer after `"key": ` in a flat JSON text, or -1.
-inline long long json_number(const std::string& json, const std::string& key) {
-    const auto at = json.find("\"" + key + "\": ");
-    if (at == std::string::npos) {
-        return -1;
+/// The member `key` of the last line of `text` that is a JSON object holding it (a program's
+/// report, or a file of one object); null when none is.
+inline boost::json::value json_member(const std::string& text, const std::string& key) {
+    std::vector<std::string> lines;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) {
+        lines.push_back(line);
     }
-    return std::stoll(json.substr(at + key.size() + 4));
+    lines.push_back(text); // a pretty-printed object spans lines
+    for (auto it = lines.rbegin(); it != lines.rend(); ++it) {
+        boost::system::error_code error;
+        const auto value = boost::json::parse(*it, error);
+        if (!error && value.is_object()) {
+            if (const auto* found = value.as_object().if_contains(key)) {
+                return *found;
+            }
+        }
+    }
+    return nullptr;
+}
+
+/// A number member (see json_member), truncated to an integer; -1 when there is none.
+inline long long json_number(const std::string& text, const std::string& key) {
+    const auto v = json_member(text, key);
+    if (v.is_int64()) {
+        return v.as_int64();
+    }
+    if (v.is_uint64()) {
+        return static_cast<long long>(v.as_uint64());
+    }
+    if (v.is_double()) {
+        return static_cast<long long>(v.as_double());
+    }
+    return -1;
+}
+
+/// A string member (see json_member); empty when there is none.
+inline std::string json_string(const std::string& text, const std::string& key) {
+    const auto v = json_member(text, key);
+    return v.is_string() ? std::string(v.as_string()) : std::string();
 }
 
 } // namespace sluice::test

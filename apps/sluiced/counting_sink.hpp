@@ -1,29 +1,25 @@
 #pragma once
 /// sluiced's built-in sink: counts what reaches the engine, optionally costs some compute per
-/// buffer (worker.sink_cost_us_per_buffer), and reports source failures on stderr at a bounded
-/// rate.
+/// buffer (worker.sink_cost_us_per_buffer), and logs source failures at a bounded rate.
 
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <iostream>
-#include <mutex>
+#include <string>
 #include <string_view>
 #include <thread>
 
+#include "apps/sluiced/log.hpp"
 #include "sluice/pipeline/sink.hpp"
 
 namespace sluiced {
 
 using namespace sluice::runtime;
 
-/// Counts what reaches the engine; reports errors on stderr, at most `lines_per_second` a
-/// second (a storm of resets must not flood the log): the next line that is printed says how
-/// many were left out.
+/// Counts what reaches the engine; logs each source failure as a `source_failed` event, at
+/// most logger::lines_per_second a second (a storm of resets must not flood the log).
 class counting_sink final : public sink {
 public:
-    static constexpr int lines_per_second = 10;
-
     explicit counting_sink(std::chrono::microseconds cost_per_buffer) : cost_(cost_per_buffer) {}
 
     void on_data(const data_event& event) override {
@@ -39,31 +35,10 @@ public:
     }
     void on_error(std::uint64_t origin_id, std::string_view message) override {
         errors_.fetch_add(1, std::memory_order_relaxed);
-        const std::lock_guard lock(print_mutex_);
-        const auto now = std::chrono::steady_clock::now();
-        if (now - window_start_ >= std::chrono::seconds(1)) {
-            window_start_ = now;
-            printed_in_window_ = 0;
-        }
-        if (printed_in_window_ >= lines_per_second) {
-            ++suppressed_;
-            return;
-        }
-        ++printed_in_window_;
-        std::cerr << "sluiced: source " << origin_id << " failed: " << message;
-        if (suppressed_ > 0) {
-            std::cerr << " (" << suppressed_ << " more source failures not shown)";
-            suppressed_ = 0;
-        }
-        std::cerr << "\n";
-    }
-    /// Says how many failures were left out since the last line (at the drain).
-    void flush_suppressed() {
-        const std::lock_guard lock(print_mutex_);
-        if (suppressed_ > 0) {
-            std::cerr << "sluiced: " << suppressed_ << " more source failures not shown\n";
-            suppressed_ = 0;
-        }
+        const std::string origin = std::to_string(origin_id);
+        logger::instance().log_limited(log_level::warning, "source_failed",
+                                       "source " + origin + " failed: " + std::string(message),
+                                       {{"origin", origin}, {"reason", std::string(message)}});
     }
     std::uint64_t bytes() const { return bytes_.load(std::memory_order_relaxed); }
     std::uint64_t records() const { return records_.load(std::memory_order_relaxed); }
@@ -76,11 +51,7 @@ private:
     std::atomic<std::uint64_t> fields_{0};
     std::atomic<std::uint64_t> errors_{0};
     std::atomic<std::uint64_t> end_of_stream_{0};
-    std::mutex print_mutex_;
-    std::chrono::steady_clock::time_point window_start_{}; ///< under print_mutex_
-    int printed_in_window_ = 0;                            ///< under print_mutex_
-    std::uint64_t suppressed_ = 0;                         ///< under print_mutex_
-    std::chrono::microseconds cost_;                       ///< per buffer
+    std::chrono::microseconds cost_; ///< per buffer
 };
 
 } // namespace sluiced

@@ -1,15 +1,19 @@
-/// sluiced: the sluice ingestion worker. Loads a TOML configuration (or the built-in default),
-/// runs its sources on a fixed set of I/O threads with processing on oneTBB, prints a status
-/// line every second, drains gracefully on SIGINT/SIGTERM or after --duration, and can write a
-/// JSON summary at exit.
+/// sluiced: the sluice ingestion worker. Loads a TOML configuration (--config, else
+/// /etc/sluice/sluiced.toml, else the built-in demo), runs its sources on a fixed set of I/O
+/// threads with processing on oneTBB, serves /metrics, /healthz and /ready, logs one line per
+/// event (text or JSON) with a status line when stderr is a terminal, tells systemd when it is
+/// ready and when it stops, drains gracefully on SIGINT/SIGTERM or after --duration, and can
+/// write a JSON summary at exit.
 ///
 /// Exit codes: 0 drained with every buffer back; 1 a start-up failure; 2 a configuration
 /// error; 3 drained, but a buffer did not come back; 4 a second signal ended a drain;
 /// 5 the drain passed worker.drain_timeout_ms.
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iostream>
@@ -17,15 +21,19 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <CLI/CLI.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <prometheus/exposer.h>
+#include <unistd.h>
 
 #include "apps/baseline/baseline_runner.hpp"
 #include "apps/sluiced/counting_sink.hpp"
+#include "apps/sluiced/http_endpoint.hpp"
+#include "apps/sluiced/log.hpp"
+#include "apps/sluiced/service.hpp"
 #include "apps/sluiced/stop_signals.hpp"
 #include "apps/sluiced/summary.hpp"
 #include "apps/sluiced/worker_config.hpp"
@@ -48,19 +56,28 @@ constexpr int exit_startup_failure = 1;
 constexpr int exit_config_error = 2;
 constexpr int exit_buffer_missing = 3;
 
+/// Where sluiced looks for its configuration when --config is not given.
+constexpr const char* default_config_path = "/etc/sluice/sluiced.toml";
+
 struct command_line {
     std::string config_path;
     std::string check_path;
     std::string summary_path;
+    std::string log_level;  ///< empty: the configuration's
+    std::string log_format; ///< empty: the configuration's
     bool print_default = false;
+    bool version = false;
     double duration_s = 0.0;
-    bool quiet = false;
+    bool quiet = false;  ///< no status line
+    bool status = false; ///< a status line even when stderr is not a terminal
 };
 
 /// The options, or the exit code when there is nothing to run (--help, a bad option).
 std::optional<int> parse_command_line(int argc, char** argv, command_line& cl) {
     CLI::App app{"sluiced — the sluice ingestion worker"};
-    app.add_option("--config", cl.config_path, "TOML configuration file (default: built-in demo)");
+    app.add_option("--config", cl.config_path,
+                   std::string("TOML configuration file (default: ") + default_config_path +
+                       " if it exists, else the built-in demo)");
     app.add_option("--check-config", cl.check_path,
                    "validate a configuration file, print every error, exit");
     app.add_flag("--print-default-config", cl.print_default, "print the built-in configuration");
@@ -68,9 +85,22 @@ std::optional<int> parse_command_line(int argc, char** argv, command_line& cl) {
         ->check(CLI::NonNegativeNumber);
     app.add_option("--summary-json", cl.summary_path, "write a JSON summary here at exit");
     app.add_flag("--quiet", cl.quiet, "no status line");
-    app.footer("Exit codes: 0 drained with every buffer back; 1 start-up failure; 2 configuration "
-               "error; 3 a buffer did not come back; 4 a second signal ended the drain; 5 the "
-               "drain passed worker.drain_timeout_ms.");
+    app.add_flag("--status", cl.status,
+                 "a status line every worker.status_interval_ms even when stderr is not a "
+                 "terminal (by default only on a terminal)");
+    app.add_option("--log-level", cl.log_level, "error, warning, info or debug (default: [log])")
+        ->check(CLI::IsMember({"error", "warning", "info", "debug"}));
+    app.add_option("--log-format", cl.log_format, "text or json (default: [log])")
+        ->check(CLI::IsMember({"text", "json"}));
+    app.add_flag("--version", cl.version, "print the version and exit");
+    app.footer("Signals: SIGINT or SIGTERM drain and exit (a second one exits at once).\n\n"
+               "Exit codes:\n"
+               "  0  drained with every buffer back\n"
+               "  1  a start-up failure\n"
+               "  2  a configuration error (or the endpoint's or a listener's address is taken)\n"
+               "  3  drained, but a buffer did not come back\n"
+               "  4  a second signal ended the drain\n"
+               "  5  the drain passed worker.drain_timeout_ms");
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -103,45 +133,73 @@ int check_config(const std::string& path) {
     return 0;
 }
 
-/// The Prometheus endpoint: every scrape reads snapshots; nothing on the data path.
-class metrics_endpoint {
+/// What /ready answers: ready once the configured sources run, not while starting or
+/// draining, and not when admission refused a configured source (the pool cannot hold its
+/// reserve). Written by the main thread, read by the endpoint's.
+class readiness_state {
 public:
-    /// False (said on stderr) when the address cannot be bound.
-    bool open(const worker_config& cfg, sluice::worker& core) {
-        if (!cfg.metrics.enabled) {
-            return true;
-        }
-        auto& env = core.environment();
-        collector_ = std::make_shared<metrics_collector>(
-            core.pool(), core.server(), core.pipeline(),
-            thread_pools{cfg.threads.io_threads, cfg.threads.compute_threads,
-                         cfg.threads.blocking_threads, [&env] { return env.io_load(); },
-                         [&env] { return env.blocking_load(); }},
-            sluice::version_string);
-        const std::string bind = cfg.metrics.address + ":" + std::to_string(cfg.metrics.port);
-        try {
-            exposer_ = std::make_unique<prometheus::Exposer>(bind, 1);
-        } catch (const std::exception& e) {
-            std::cerr << "sluiced: metrics endpoint " << bind << ": " << e.what()
-                      << "; change [metrics] port or address, or set enabled = false\n";
-            return false;
-        }
-        exposer_->RegisterCollectable(collector_);
-        std::cerr << "sluiced: metrics on http://" << cfg.metrics.address << ":"
-                  << exposer_->GetListeningPorts().front() << "/metrics\n";
-        return true;
+    void started(std::size_t refused) {
+        refused_.store(refused);
+        phase_.store(phase::running);
     }
-    /// Before the drain: a scrape then would read a worker that is going away.
-    void close() {
-        if (exposer_) {
-            exposer_->RemoveCollectable(collector_);
+    void draining() { phase_.store(phase::draining); }
+    /// Empty when ready; otherwise why not.
+    std::string why_not() const {
+        switch (phase_.load()) {
+        case phase::starting:
+            return "starting: sources and listeners are being set up";
+        case phase::draining:
+            return "draining";
+        case phase::running:
+            break;
         }
+        if (const auto refused = refused_.load(); refused > 0) {
+            return std::to_string(refused) +
+                   " configured sources were refused by admission (the pool cannot hold their "
+                   "reserves): see the log";
+        }
+        return {};
     }
 
 private:
-    std::unique_ptr<prometheus::Exposer> exposer_;
-    std::shared_ptr<metrics_collector> collector_;
+    enum class phase : std::uint8_t { starting, running, draining };
+    std::atomic<phase> phase_{phase::starting};
+    std::atomic<std::size_t> refused_{0};
 };
+
+/// The HTTP endpoint with its collector; none when [metrics] enabled = false. `failed` (said
+/// in the log) when the address cannot be bound.
+std::unique_ptr<http_endpoint> open_endpoint(const worker_config& cfg, sluice::worker& core,
+                                             const readiness_state& ready, bool& failed) {
+    failed = false;
+    if (!cfg.metrics.enabled) {
+        return nullptr;
+    }
+    auto& env = core.environment();
+    auto collector = std::make_shared<metrics_collector>(
+        core.pool(), core.server(), core.pipeline(),
+        thread_pools{cfg.threads.io_threads, cfg.threads.compute_threads,
+                     cfg.threads.blocking_threads, [&env] { return env.io_load(); },
+                     [&env] { return env.blocking_load(); }},
+        sluice::version_string);
+    const std::string bind = cfg.metrics.address + ":" + std::to_string(cfg.metrics.port);
+    try {
+        auto endpoint = std::make_unique<http_endpoint>(cfg.metrics.address, cfg.metrics.port,
+                                                        std::move(collector),
+                                                        [&ready] { return ready.why_not(); });
+        log_info("endpoint_open",
+                 "metrics on http://" + cfg.metrics.address + ":" +
+                     std::to_string(endpoint->port()) + "/metrics (also /healthz, /ready)",
+                 {{"port", std::to_string(endpoint->port())}});
+        return endpoint;
+    } catch (const std::exception& e) {
+        log_error("endpoint_failed", "metrics endpoint " + bind + ": " + e.what() +
+                                         "; change [metrics] port or address, or set enabled "
+                                         "= false");
+        failed = true;
+        return nullptr;
+    }
+}
 
 source_server::source_factory factory_for(const source_spec& spec, generator_options generator) {
     return [&spec, generator](environment& e, const executor& lane) -> std::unique_ptr<source> {
@@ -185,7 +243,7 @@ start_counts start_sources(const worker_config& cfg, source_server& server,
                                     ? baseline.add(options, spec, generator)
                                     : server.register_source(options, factory_for(spec, generator));
             if (!answer.admitted()) {
-                std::cerr << "sluiced: " << answer.message << "\n";
+                log_error("source_refused", answer.message, {{"source", options.name}});
                 ++counts.refused;
             } else if (cfg.mode == runner_mode::sluice) {
                 admitted.push_back(answer.handle);
@@ -203,13 +261,16 @@ bool open_listeners(const worker_config& cfg, source_server& server, baseline_ru
         const auto [error, port] =
             baseline_mode ? baseline.add_tcp_listener(l) : server.add_tcp_listener(l);
         if (error) {
-            std::cerr << "sluiced: listener '" << l.name << "' on " << l.address << ":" << l.port
-                      << ": " << error.message() << "; change its port or address\n";
+            log_error("listener_failed",
+                      "listener '" + l.name + "' on " + l.address + ":" + std::to_string(l.port) +
+                          ": " + error.message() + "; change its port or address",
+                      {{"listener", l.name}});
             return false;
         }
-        std::cerr << "sluiced: listener '" << l.name << "'"
-                  << (baseline_mode ? " (thread per connection)" : "") << " on " << l.address << ":"
-                  << port << "\n";
+        log_info("listener_open",
+                 "listener '" + l.name + "'" + (baseline_mode ? " (thread per connection)" : "") +
+                     " on " + l.address + ":" + std::to_string(port),
+                 {{"listener", l.name}, {"port", std::to_string(port)}});
     }
     return true;
 }
@@ -221,7 +282,8 @@ class control_loop {
 public:
     control_loop(const worker_config& cfg, const command_line& cl, sluice::worker& core,
                  const baseline_runner& baseline, const counting_sink& out)
-        : cfg_(cfg), cl_(cl), core_(core), baseline_(baseline), out_(out) {}
+        : cfg_(cfg), cl_(cl), core_(core), baseline_(baseline), out_(out),
+          status_line_(!cl.quiet && (cl.status || ::isatty(STDERR_FILENO) == 1)) {}
 
     /// Seconds it ran; `threads_max` is raised to the most threads seen.
     double run(std::size_t& threads_max) {
@@ -250,14 +312,21 @@ private:
     bool tick() {
         *threads_max_ = std::max(*threads_max_, process_thread_count());
         if (stop_signals.load() > 0) {
-            std::cerr << "\nsluiced: signal " << first_signal.load() << ": draining\n";
+            log_info("draining", "signal " + std::to_string(first_signal.load()) + ": draining",
+                     {{"signal", std::to_string(first_signal.load())}});
             return false;
+        }
+        if (const int hup = hangups.load(); hup != hangups_seen_) {
+            hangups_seen_ = hup;
+            log_warning("reload_unsupported",
+                        "SIGHUP: reloading the configuration is not built yet; the running "
+                        "configuration is kept (restart sluiced to apply a new one)");
         }
         const auto now = std::chrono::steady_clock::now();
         if (cl_.duration_s > 0 && now - started_ >= std::chrono::duration<double>(cl_.duration_s)) {
             return false;
         }
-        if (!cl_.quiet && cfg_.status_interval.count() > 0 && now >= next_status_) {
+        if (status_line_ && cfg_.status_interval.count() > 0 && now >= next_status_) {
             next_status_ += cfg_.status_interval;
             print_status(now);
         }
@@ -269,15 +338,18 @@ private:
         const auto p = core_.pool().stats();
         const std::uint64_t bytes = out_.bytes();
         const std::uint64_t records = out_.records();
-        std::fprintf(stderr,
-                     "sluiced: running %u stopped %u failed %u | %.1f MB/s %.0f "
-                     "records/s | pool free %u/%u waiters %u | threads %zu | "
-                     "source errors %llu\n",
-                     s.sources_by_state[1] + baseline_.running_count(), s.sources_by_state[3],
-                     s.sources_by_state[4], static_cast<double>(bytes - last_bytes_) / dt / 1e6,
-                     static_cast<double>(records - last_records_) / dt, p.free, p.buffer_count,
-                     p.waiters_sources + p.waiters_processing, process_thread_count(),
-                     static_cast<unsigned long long>(out_.errors()));
+        std::array<char, 256> line{};
+        std::snprintf(line.data(), line.size(),
+                      "running %u stopped %u failed %u | %.1f MB/s %.0f "
+                      "records/s | pool free %u/%u waiters %u | threads %zu | "
+                      "source errors %llu",
+                      s.sources_by_state[1] + baseline_.running_count(), s.sources_by_state[3],
+                      s.sources_by_state[4], static_cast<double>(bytes - last_bytes_) / dt / 1e6,
+                      static_cast<double>(records - last_records_) / dt, p.free, p.buffer_count,
+                      p.waiters_sources + p.waiters_processing, process_thread_count(),
+                      static_cast<unsigned long long>(out_.errors()));
+        log_info("status", line.data());
+        notify_status(line.data());
         last_ = now;
         last_bytes_ = bytes;
         last_records_ = records;
@@ -288,6 +360,8 @@ private:
     sluice::worker& core_;
     const baseline_runner& baseline_;
     const counting_sink& out_;
+    bool status_line_; ///< on a terminal, or asked for
+    int hangups_seen_ = 0;
     asio::io_context control_{1};
     asio::steady_timer tick_{control_};
     std::size_t* threads_max_ = nullptr;
@@ -312,8 +386,10 @@ int run_worker(const worker_config& cfg, const std::string& config_name, command
     counting_sink out{std::chrono::microseconds(cfg.sink_cost_us_per_buffer)};
     sluice::worker core(out, {cfg.pool, cfg.threads, cfg.processing, cfg.server});
     baseline_runner baseline(core.pool(), core.pipeline(), cfg.baseline_buffers_per_source);
-    metrics_endpoint metrics;
-    if (!metrics.open(cfg, core)) {
+    readiness_state ready;
+    bool endpoint_failed = false;
+    const auto endpoint = open_endpoint(cfg, core, ready, endpoint_failed);
+    if (endpoint_failed) {
         return exit_config_error;
     }
     mask_stop_signals(SIG_UNBLOCK);
@@ -328,29 +404,47 @@ int run_worker(const worker_config& cfg, const std::string& config_name, command
         mask_stop_signals(SIG_UNBLOCK);
     }
     threads_max = std::max(threads_max, process_thread_count());
-    std::cerr << "sluiced: " << (cfg.mode == runner_mode::sluice ? "sluice" : "thread_per_source")
-              << " mode, " << cfg.threads.io_threads << " io + " << cfg.threads.compute_threads
-              << " compute threads, " << cfg.pool.buffer_count << " x "
-              << cfg.pool.buffer_size_bytes << " B buffers, "
-              << (cfg.mode == runner_mode::sluice ? counts.started : baseline.source_count())
-              << " sources started, " << counts.refused << " refused\n";
+    const std::size_t started =
+        cfg.mode == runner_mode::sluice ? counts.started : baseline.source_count();
+    const std::string mode = cfg.mode == runner_mode::sluice ? "sluice" : "thread_per_source";
+    log_info("started",
+             mode + " mode, " + std::to_string(cfg.threads.io_threads) + " io + " +
+                 std::to_string(cfg.threads.compute_threads) + " compute threads, " +
+                 std::to_string(cfg.pool.buffer_count) + " x " +
+                 std::to_string(cfg.pool.buffer_size_bytes) + " B buffers, " +
+                 std::to_string(started) + " sources started, " + std::to_string(counts.refused) +
+                 " refused",
+             {{"mode", mode},
+              {"sources_started", std::to_string(started)},
+              {"sources_refused", std::to_string(counts.refused)}});
+    ready.started(counts.refused);
+    notify_ready(std::to_string(started) + " sources started");
 
     const double ran_s = control_loop(cfg, cl, core, baseline, out).run(threads_max);
     threads_max = std::max(threads_max, process_thread_count());
 
     // Graceful drain: stop sources (partial buffers flushed), join every coroutine, let
     // processing finish, unregister everything.
-    metrics.close();
+    ready.draining();
+    notify_stopping();
+    if (endpoint) {
+        endpoint->stop_metrics(); // a scrape now would read a worker going away
+    }
     {
         drain_deadline deadline(cfg.drain_timeout);
         baseline.shutdown();
         core.shutdown();
     }
-    out.flush_suppressed();
+    logger::instance().flush_suppressed();
     const auto p = core.pool().stats();
-    std::cerr << "sluiced: drained after " << ran_s << " s: " << out.bytes() << " bytes, "
-              << out.records() << " records delivered; pool free " << p.free << "/"
-              << p.buffer_count << "\n";
+    log_info("drained",
+             "drained after " + std::to_string(ran_s) + " s: " + std::to_string(out.bytes()) +
+                 " bytes, " + std::to_string(out.records()) + " records delivered; pool free " +
+                 std::to_string(p.free) + "/" + std::to_string(p.buffer_count),
+             {{"bytes", std::to_string(out.bytes())},
+              {"records", std::to_string(out.records())},
+              {"buffers_free", std::to_string(p.free)},
+              {"buffers_total", std::to_string(p.buffer_count)}});
     if (!cl.summary_path.empty()) {
         write_summary(cl.summary_path, cfg,
                       {config_name, ran_s, counts.refused, threads_max, out.bytes(), out.records(),
@@ -360,12 +454,37 @@ int run_worker(const worker_config& cfg, const std::string& config_name, command
     return p.free == p.buffer_count ? 0 : exit_buffer_missing;
 }
 
+/// The configuration's text and the name errors give it: --config, else the default path if
+/// it exists, else the built-in demo.
+std::pair<std::string, std::string> configuration_text(const command_line& cl) {
+    if (!cl.config_path.empty()) {
+        return {read_file(cl.config_path), cl.config_path};
+    }
+    std::error_code ignored;
+    if (std::filesystem::exists(default_config_path, ignored)) {
+        return {read_file(default_config_path), default_config_path};
+    }
+    return {std::string(default_worker_config()), "<built-in default>"};
+}
+
+/// The log as the command line (first) and the configuration say.
+void configure_log(const command_line& cl, const log_options& configured) {
+    const auto level = parse_log_level(cl.log_level.empty() ? configured.level : cl.log_level);
+    const auto format = parse_log_format(cl.log_format.empty() ? configured.format : cl.log_format);
+    logger::instance().configure(level.value_or(log_level::info),
+                                 format.value_or(log_format::text));
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
     command_line cl;
     if (const auto code = parse_command_line(argc, argv, cl)) {
         return *code;
+    }
+    if (cl.version) {
+        std::cout << "sluiced " << sluice::version_string << "\n";
+        return 0;
     }
     install_stop_signals();
     try {
@@ -376,22 +495,28 @@ int main(int argc, char** argv) {
         if (!cl.check_path.empty()) {
             return check_config(cl.check_path);
         }
-        const std::string name = cl.config_path.empty() ? "<built-in default>" : cl.config_path;
-        const auto parsed =
-            parse_worker_config(cl.config_path.empty() ? std::string(default_worker_config())
-                                                       : read_file(cl.config_path),
-                                name);
+        configure_log(cl, {}); // until the configuration says otherwise
+        const auto [text, name] = configuration_text(cl);
+        const auto parsed = parse_worker_config(text, name);
         if (!parsed.ok()) {
             for (const auto& error : parsed.errors) {
-                std::cerr << error.to_string() << "\n";
+                log_error("config_error", error.to_string());
             }
-            std::cerr << "sluiced: not started: " << parsed.errors.size()
-                      << " configuration error(s)\n";
+            log_error("not_started", std::to_string(parsed.errors.size()) +
+                                         " configuration error(s): not started");
             return exit_config_error;
+        }
+        configure_log(cl, parsed.config.log);
+        if (name == "<built-in default>") {
+            log_info("built_in_config", std::string("no --config and no ") + default_config_path +
+                                            ": running the built-in demo configuration "
+                                            "(--print-default-config shows it)");
+        } else {
+            log_info("config", "configuration " + name, {{"file", name}});
         }
         return run_worker(parsed.config, name, cl);
     } catch (const std::exception& e) {
-        std::cerr << "sluiced: " << e.what() << "\n";
+        log_error("startup_failed", e.what());
         return exit_startup_failure;
     }
 }

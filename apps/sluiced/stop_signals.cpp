@@ -9,6 +9,7 @@ namespace sluiced {
 
 std::atomic<int> stop_signals{0};
 std::atomic<int> first_signal{0};
+std::atomic<int> hangups{0};
 
 namespace {
 
@@ -23,6 +24,10 @@ void on_stop_signal(int number) {
     ::_exit(exit_second_signal);
 }
 
+void on_hangup(int /*number*/) {
+    hangups.fetch_add(1);
+}
+
 } // namespace
 
 void mask_stop_signals(int how) {
@@ -30,6 +35,7 @@ void mask_stop_signals(int how) {
     sigemptyset(&stops);
     sigaddset(&stops, SIGINT);
     sigaddset(&stops, SIGTERM);
+    sigaddset(&stops, SIGHUP);
     ::pthread_sigmask(how, &stops, nullptr);
 }
 
@@ -40,6 +46,11 @@ void install_stop_signals() {
     action.sa_flags = SA_RESTART;
     ::sigaction(SIGINT, &action, nullptr);
     ::sigaction(SIGTERM, &action, nullptr);
+    struct sigaction hangup {};
+    hangup.sa_handler = on_hangup;
+    sigemptyset(&hangup.sa_mask);
+    hangup.sa_flags = SA_RESTART;
+    ::sigaction(SIGHUP, &hangup, nullptr);
 }
 
 drain_deadline::drain_deadline(duration deadline)

@@ -22,8 +22,10 @@ inline constexpr int exit_drain_timeout = 5;
 /// How many stop signals arrived, and the first one's number.
 extern std::atomic<int> stop_signals;
 extern std::atomic<int> first_signal;
+/// How many SIGHUPs arrived (the control loop answers them; the process never dies of one).
+extern std::atomic<int> hangups;
 
-/// Blocks (SIG_BLOCK) or unblocks (SIG_UNBLOCK) SIGINT and SIGTERM in the calling thread;
+/// Blocks (SIG_BLOCK) or unblocks (SIG_UNBLOCK) SIGINT, SIGTERM and SIGHUP in the calling thread;
 /// threads inherit the mask of the thread that creates them. main blocks them while the
 /// worker and the metrics endpoint start their threads and unblocks them in itself
 /// afterwards, so only the main thread ever takes a stop signal. A signal sent meanwhile stays
@@ -31,7 +33,8 @@ extern std::atomic<int> first_signal;
 /// wait, as oneTBB's idle workers do, is run late under ThreadSanitizer, which defers handlers
 /// to the thread's next intercepted call.)
 void mask_stop_signals(int how);
-/// Installed before anything starts, so a signal during start-up drains too.
+/// Installed before anything starts, so a signal during start-up drains too (and a SIGHUP
+/// then does not kill the process).
 void install_stop_signals();
 
 /// Ends the process with exit_drain_timeout unless `done()` is called within `deadline`: a

@@ -43,8 +43,12 @@ reconnect_attempts_max = 100
 
 [metrics]
 enabled = true
-address = "127.0.0.1"   # Prometheus endpoint: http://127.0.0.1:9464/metrics
-port = 9464
+address = "127.0.0.1"   # http://127.0.0.1:9401/metrics, /healthz, /ready
+port = 9401
+
+[log]
+level = "info"          # error, warning, info or debug
+format = "text"         # or "json": one object a line
 
 [[source]]
 name = "demo-generator"
@@ -270,6 +274,25 @@ void read_metrics(checker& c, const toml::table& root, worker_config& cfg) {
     c.string(*t, "metrics", "address", cfg.metrics.address, "an IP address");
     check_address(c, *t, "metrics", cfg.metrics.address);
     c.integer(*t, "metrics", "port", cfg.metrics.port, 0, 65535);
+}
+
+/// [log]
+void read_log(checker& c, const toml::table& root, worker_config& cfg) {
+    const auto* t = c.table(root, "log");
+    if (t == nullptr) {
+        return;
+    }
+    c.unknown_keys(*t, "log", {"level", "format"});
+    const std::string levels = "\"error\", \"warning\", \"info\" or \"debug\"";
+    if (c.string(*t, "log", "level", cfg.log.level, levels) && cfg.log.level != "error" &&
+        cfg.log.level != "warning" && cfg.log.level != "info" && cfg.log.level != "debug") {
+        c.error(t->get("level"), "log.level", "unknown level '" + cfg.log.level + "'", levels);
+    }
+    if (c.string(*t, "log", "format", cfg.log.format, "\"text\" or \"json\"") &&
+        cfg.log.format != "text" && cfg.log.format != "json") {
+        c.error(t->get("format"), "log.format", "unknown format '" + cfg.log.format + "'",
+                "\"text\" or \"json\"");
+    }
 }
 
 /// [worker]
@@ -628,9 +651,11 @@ config_result parse_worker_config(std::string_view text, std::string_view file_n
         result.errors.push_back(std::move(error));
         return result;
     }
-    c.unknown_keys(root, "",
-                   {"worker", "pool", "processing", "server", "source", "listener", "metrics"});
+    c.unknown_keys(
+        root, "",
+        {"worker", "pool", "processing", "server", "source", "listener", "metrics", "log"});
     read_metrics(c, root, cfg);
+    read_log(c, root, cfg);
     read_worker(c, root, cfg);
     const toml::table* pool_table = read_pool(c, root, cfg);
     read_processing(c, root, cfg);

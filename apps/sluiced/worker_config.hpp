@@ -39,11 +39,20 @@ struct source_spec {
     mqtt_options mqtt;             ///< kind = mqtt
 };
 
-/// The Prometheus endpoint.
+/// The HTTP endpoint: Prometheus metrics, /healthz and /ready. Not 9464: that is the
+/// OpenTelemetry SDK's Prometheus exporter default, which the engine embedding sluice may use
+/// on the same host. Prometheus's exporter range 9100–9999 is fully allocated, so no number
+/// there is free; 9401 sits next to the demo's data listener (9400).
 struct metrics_options {
     bool enabled = true;
     std::string address = "127.0.0.1"; ///< loopback unless configured (secure default)
-    std::uint16_t port = 9464;         ///< 0 = any free port (printed at start)
+    std::uint16_t port = 9401;         ///< 0 = any free port (printed at start)
+};
+
+/// [log]: the level and the line format (the command line's --log-level/--log-format win).
+struct log_options {
+    std::string level = "info";  ///< error, warning, info or debug
+    std::string format = "text"; ///< text or json (one JSON object a line)
 };
 
 struct worker_config {
@@ -64,6 +73,7 @@ struct worker_config {
     std::int64_t sink_cost_us_per_buffer = 0;
     std::string summary_json_path; ///< written at exit when not empty (also --summary-json)
     metrics_options metrics;
+    log_options log;
 };
 
 /// A located configuration error.

@@ -1,0 +1,30 @@
+#include "apps/sluiced/service.hpp"
+
+#include <systemd/sd-daemon.h>
+
+#include <string>
+
+namespace sluiced {
+
+namespace {
+
+void notify(const std::string& state) {
+    // 0: keep NOTIFY_SOCKET, so a later notification still reaches systemd.
+    [[maybe_unused]] const int sent = sd_notify(0, state.c_str());
+}
+
+} // namespace
+
+void notify_ready(std::string_view status) {
+    notify("READY=1\nSTATUS=" + std::string(status));
+}
+
+void notify_stopping() {
+    notify("STOPPING=1\nSTATUS=draining");
+}
+
+void notify_status(std::string_view status) {
+    notify("STATUS=" + std::string(status));
+}
+
+} // namespace sluiced

@@ -1,0 +1,15 @@
+#pragma once
+/// systemd's notify protocol for `Type=notify` units (sd_notify from libsystemd): READY once the
+/// configured sources run, STOPPING when a drain begins, RELOADING around a reload, and a STATUS
+/// line. Each call does nothing when the process was not started by systemd (no
+/// NOTIFY_SOCKET), so the worker behaves the same outside a unit.
+
+#include <string_view>
+
+namespace sluiced {
+
+void notify_ready(std::string_view status);
+void notify_stopping();
+void notify_status(std::string_view status);
+
+} // namespace sluiced
