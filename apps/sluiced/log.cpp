@@ -57,7 +57,7 @@ logger& logger::instance() {
 
 void logger::configure(log_level level, log_format format) {
     const std::lock_guard lock(mutex_);
-    level_ = level;
+    level_.store(level);
     format_ = format;
 }
 

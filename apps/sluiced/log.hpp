@@ -7,6 +7,7 @@
 ///
 /// Thread-safe: sources fail on compute threads, the control loop logs on the main thread.
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -39,7 +40,7 @@ public:
     static logger& instance();
 
     void configure(log_level level, log_format format);
-    bool enabled(log_level level) const noexcept { return level <= level_; }
+    bool enabled(log_level level) const noexcept { return level <= level_.load(); }
 
     /// One event. `event` names it (a stable key for JSON readers and the rate limit).
     void log(log_level level, std::string_view event, std::string_view message,
@@ -63,7 +64,7 @@ private:
                const log_fields& fields, std::uint64_t suppressed); ///< under mutex_
 
     mutable std::mutex mutex_;
-    log_level level_ = log_level::info;
+    std::atomic<log_level> level_{log_level::info}; ///< read without the mutex
     log_format format_ = log_format::text;
     std::map<std::string, window, std::less<>> windows_; ///< per limited event
     std::string* captured_ = nullptr;
