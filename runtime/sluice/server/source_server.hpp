@@ -25,9 +25,9 @@
 /// and contiguous sequence numbers from 0; end of stream gives EoS after the data; a failure
 /// gives Error after the data read so far; a stop the engine asked for gives neither.
 ///
-/// Thread-safety: `register_source`, `start`, `stop`, `unregister_source`, `state`, `stats`
-/// and `add_tcp_listener` may be called from any thread, including lanes. `shutdown` blocks
-/// and must not be called from a lane or a compute thread.
+/// Thread-safety: `register_source`, `start`, `stop`, `unregister_source`, `state`, `stats`,
+/// `add_tcp_listener` and `close_tcp_listener` may be called from any thread, including lanes.
+/// `shutdown` blocks and must not be called from a lane or a compute thread.
 
 #include <array>
 #include <atomic>
@@ -170,6 +170,10 @@ public:
     /// Opens a TCP listener on a lane. Returns the bound port, or an error value.
     std::pair<boost::system::error_code, std::uint16_t>
     add_tcp_listener(const listener_options& options);
+    /// Closes the open listener named `name` (a reload removed it): it accepts no more
+    /// connections and its port is free once the lane has run the close (asynchronous); its
+    /// connections go on until they end. False when no open listener has that name.
+    bool close_tcp_listener(const std::string& name);
 
     /// Stops listeners and every source, waits for every coroutine to end and for processing to
     /// drain, and unregisters every source. Idempotent.

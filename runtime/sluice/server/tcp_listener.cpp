@@ -49,6 +49,30 @@ source_server::add_tcp_listener(const listener_options& options) {
     return {error_code{}, port};
 }
 
+bool source_server::close_tcp_listener(const std::string& name) {
+    const std::lock_guard lock(mutex_);
+    for (auto& l : listeners_) {
+        if (l->options.name != name || l->closed_by_engine) {
+            continue;
+        }
+        if (!gate_.try_enter()) {
+            return false; // shutting down: shutdown closes it
+        }
+        l->closed_by_engine = true;
+        // The object stays in listeners_ until shutdown: its connections point at it.
+        asio::post(env_.lane_executor(l->lane_index), [this, raw = l.get()] {
+            raw->closing = true;
+            raw->acceptor->close();
+            if (raw->idle_sweep) {
+                raw->idle_sweep->cancel();
+            }
+            gate_.leave();
+        });
+        return true;
+    }
+    return false;
+}
+
 asio::awaitable<void> source_server::idle_sweep(listener& l) {
     // A quarter of the timeout apart (at least 10 ms): a connection is closed between one and
     // one and a quarter timeouts after its last data.

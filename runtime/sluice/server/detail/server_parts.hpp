@@ -80,6 +80,7 @@ struct source_server::listener {
     std::uint64_t accepted = 0;
     std::uint32_t restarts = 0;        ///< accept loops begun again after a failure (lane-only)
     bool closing = false;              ///< lane-only
+    bool closed_by_engine = false;     ///< close_tcp_listener was called (under mutex_)
     std::unique_ptr<timer> idle_sweep; ///< lane-only; while idle_timeout is set
 };
 
