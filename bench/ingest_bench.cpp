@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -38,6 +39,9 @@
 #include <vector>
 
 #include <CLI/CLI.hpp>
+#include <boost/json/array.hpp>
+#include <boost/json/object.hpp>
+#include <boost/json/serialize.hpp>
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>
@@ -110,13 +114,10 @@ template <typename Done> bool wait_until(Done done, std::chrono::milliseconds bo
     return true;
 }
 
-/// The number after `"key": ` in a flat JSON line, or -1.
+/// A number of the last JSON line of a program's output that has `key` (Boost.JSON), or -1.
 double json_number(const std::string& json, const std::string& key) {
-    const auto at = json.find("\"" + key + "\":");
-    if (at == std::string::npos) {
-        return -1;
-    }
-    return std::strtod(json.c_str() + at + key.size() + 3, nullptr);
+    const auto v = sluice::test::json_member(json, key);
+    return v.is_number() ? v.to_number<double>() : -1;
 }
 
 /// sluice-loadgen in its own process (stdout and stderr to files read back here).
@@ -548,13 +549,12 @@ private:
 };
 
 /// {"<reason>": buffers, ...}
-std::string flushes_json(const std::array<std::uint64_t, flush_reason_count>& flushes) {
-    std::string out = "{";
+boost::json::object flushes_json(const std::array<std::uint64_t, flush_reason_count>& flushes) {
+    boost::json::object out;
     for (std::size_t i = 0; i < flush_reason_count; ++i) {
-        out += (i ? ", \"" : "\"") + std::string(to_string(static_cast<flush_reason>(i))) +
-               "\": " + std::to_string(flushes[i]);
+        out[to_string(static_cast<flush_reason>(i))] = flushes[i];
     }
-    return out + "}";
+    return out;
 }
 
 struct start_times {
@@ -582,10 +582,10 @@ start_times start_idle_generators(const bench_options& o) {
     return t;
 }
 
-std::string fixed(double value, int digits) {
-    char text[64];
-    std::snprintf(text, sizeof text, "%.*f", digits, value);
-    return text;
+/// `value` rounded to `digits` decimals: the reports say what was measured, not float noise.
+double fixed(double value, int digits) {
+    const double scale = std::pow(10.0, digits);
+    return std::round(value * scale) / scale;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -716,25 +716,15 @@ std::vector<std::string> delivery_problems(const bench_options& o, bench_worker&
     return problems;
 }
 
-std::string json_strings(const std::vector<std::string>& items) {
-    std::string out = "[";
-    for (std::size_t i = 0; i < items.size(); ++i) {
-        out += i ? ", \"" : "\"";
-        for (const char ch : items[i]) {
-            if (ch == '"' || ch == '\\') {
-                out += '\\';
-            }
-            out += ch == '\n' ? ' ' : ch;
-        }
-        out += "\"";
-    }
-    return out + "]";
+boost::json::array json_strings(const std::vector<std::string>& items) {
+    return boost::json::array(items.begin(), items.end());
 }
 
 int run_throughput(const bench_options& o) {
-    std::ostringstream json;
-    json << "{\"measure\": \"ingest\", \"mode\": \"" << o.mode << "\", \"sources\": " << o.sources;
-    json << ", \"open_file_limit\": " << raise_open_file_limit();
+    boost::json::object json{{"measure", "ingest"},
+                             {"mode", o.mode},
+                             {"sources", o.sources},
+                             {"open_file_limit", raise_open_file_limit()}};
 
     // Phase 1: N idle TCP connections.
     bench_worker w(o, o.sources, bench_sink::use::verify);
@@ -764,13 +754,14 @@ int run_throughput(const bench_options& o) {
                          static_cast<double>(o.sources),
                      1);
     };
-    json << ", \"accept_seconds\": " << fixed(idle->accept_seconds, 6)
-         << ", \"threads_before\": " << idle->threads_before
-         << ", \"threads_idle\": " << idle->threads_idle
-         << ", \"rss_before_kib\": " << idle->rss_before_kib
-         << ", \"rss_idle_kib\": " << idle->rss_idle_kib << ", \"rss_per_idle_source_bytes\": "
-         << per_source(idle->rss_idle_kib * 1024, idle->rss_before_kib * 1024)
-         << ", \"heap_per_idle_source_bytes\": " << per_source(idle->heap_idle, idle->heap_before);
+    json["accept_seconds"] = fixed(idle->accept_seconds, 6);
+    json["threads_before"] = idle->threads_before;
+    json["threads_idle"] = idle->threads_idle;
+    json["rss_before_kib"] = idle->rss_before_kib;
+    json["rss_idle_kib"] = idle->rss_idle_kib;
+    json["rss_per_idle_source_bytes"] =
+        per_source(idle->rss_idle_kib * 1024, idle->rss_before_kib * 1024);
+    json["heap_per_idle_source_bytes"] = per_source(idle->heap_idle, idle->heap_before);
 
     // Phase 2: send everything; time until the last byte is in the pipeline.
     const send_measure sent = send_all(o, w, *load, idle->threads_idle);
@@ -785,21 +776,24 @@ int run_throughput(const bench_options& o) {
     }
 
     const double gb = static_cast<double>(sent.bytes) / 1e9;
-    json << ", \"start_seconds\": " << fixed(started.total, 6)
-         << ", \"start_register_seconds\": " << fixed(started.registering, 6)
-         << ", \"start_call_seconds\": " << fixed(started.calling_start, 6)
-         << ", \"threads_max\": " << sent.threads_max << ", \"bytes_sent\": " << sent.bytes_sent
-         << ", \"bytes_delivered\": " << sent.bytes << ", \"records_each\": " << records_each
-         << ", \"pad_bytes\": " << o.pad_bytes << ", \"ingest_seconds\": " << fixed(sent.seconds, 6)
-         << ", \"gb_per_second\": " << fixed(sent.seconds > 0 ? gb / sent.seconds : 0, 4)
-         << ", \"cpu_seconds\": " << fixed(sent.cpu, 3)
-         << ", \"cpu_seconds_per_gb\": " << fixed(gb > 0 ? sent.cpu / gb : 0, 3)
-         << ", \"loadgen_cpu_seconds\": " << fixed(json_number(sent.report, "send_cpu_seconds"), 3)
-         << ", \"backpressure_waits\": " << sent.backpressure
-         << ", \"flushes\": " << flushes_json(sent.flushes)
-         << ", \"verified\": " << (problems.empty() ? "true" : "false")
-         << ", \"problems\": " << json_strings(problems) << "}";
-    std::cout << json.str() << std::endl;
+    json["start_seconds"] = fixed(started.total, 6);
+    json["start_register_seconds"] = fixed(started.registering, 6);
+    json["start_call_seconds"] = fixed(started.calling_start, 6);
+    json["threads_max"] = sent.threads_max;
+    json["bytes_sent"] = sent.bytes_sent;
+    json["bytes_delivered"] = sent.bytes;
+    json["records_each"] = records_each;
+    json["pad_bytes"] = o.pad_bytes;
+    json["ingest_seconds"] = fixed(sent.seconds, 6);
+    json["gb_per_second"] = fixed(sent.seconds > 0 ? gb / sent.seconds : 0, 4);
+    json["cpu_seconds"] = fixed(sent.cpu, 3);
+    json["cpu_seconds_per_gb"] = fixed(gb > 0 ? sent.cpu / gb : 0, 3);
+    json["loadgen_cpu_seconds"] = fixed(json_number(sent.report, "send_cpu_seconds"), 3);
+    json["backpressure_waits"] = sent.backpressure;
+    json["flushes"] = flushes_json(sent.flushes);
+    json["verified"] = problems.empty();
+    json["problems"] = json_strings(problems);
+    std::cout << boost::json::serialize(json) << std::endl;
     return problems.empty() ? 0 : 1;
 }
 
@@ -847,16 +841,20 @@ int run_latency(const bench_options& o) {
                                h[static_cast<std::size_t>(q * static_cast<double>(h.size() - 1))]) /
                                1e6;
     };
-    std::cout << "{\"measure\": \"latency\", \"mode\": \"" << o.mode
-              << "\", \"demand_flush\": " << (o.demand ? "true" : "false")
-              << ", \"sources\": " << o.sources << ", \"rate_per_source\": " << o.rate
-              << ", \"records\": " << h.size() << ", \"records_expected\": " << expected
-              << ", \"p50_ms\": " << fixed(quantile(0.50), 4)
-              << ", \"p99_ms\": " << fixed(quantile(0.99), 4)
-              << ", \"max_ms\": " << fixed(quantile(1.0), 4)
-              << ", \"cpu_seconds\": " << fixed(cpu_seconds, 3)
-              << ", \"flushes\": " << flushes_json(flushes)
-              << ", \"verified\": " << (ok ? "true" : "false") << "}" << std::endl;
+    const boost::json::object report{{"measure", "latency"},
+                                     {"mode", o.mode},
+                                     {"demand_flush", o.demand},
+                                     {"sources", o.sources},
+                                     {"rate_per_source", o.rate},
+                                     {"records", h.size()},
+                                     {"records_expected", expected},
+                                     {"p50_ms", fixed(quantile(0.50), 4)},
+                                     {"p99_ms", fixed(quantile(0.99), 4)},
+                                     {"max_ms", fixed(quantile(1.0), 4)},
+                                     {"cpu_seconds", fixed(cpu_seconds, 3)},
+                                     {"flushes", flushes_json(flushes)},
+                                     {"verified", ok}};
+    std::cout << boost::json::serialize(report) << std::endl;
     return ok ? 0 : 1;
 }
 
@@ -873,8 +871,9 @@ int run_memcpy() {
         best = std::max(best, static_cast<double>(size) / s / 1e9);
         from[static_cast<std::size_t>(round)] = to[size - 1 - static_cast<std::size_t>(round)];
     }
-    std::cout << "{\"measure\": \"memcpy\", \"bytes\": " << size
-              << ", \"gb_per_second\": " << fixed(best, 3) << "}" << std::endl;
+    std::cout << boost::json::serialize(boost::json::object{
+                     {"measure", "memcpy"}, {"bytes", size}, {"gb_per_second", fixed(best, 3)}})
+              << std::endl;
     return 0;
 }
 
@@ -936,12 +935,15 @@ int main(int argc, char** argv) {
         }
         if (start_only) {
             const start_times t = start_idle_generators(o);
-            std::cout << "{\"measure\": \"start\", \"mode\": \"" << o.mode
-                      << "\", \"sources\": " << o.sources
-                      << ", \"start_seconds\": " << fixed(t.total, 6)
-                      << ", \"start_register_seconds\": " << fixed(t.registering, 6)
-                      << ", \"start_call_seconds\": " << fixed(t.calling_start, 6)
-                      << ", \"ok\": " << (t.problem.empty() ? "true" : "false") << "}" << std::endl;
+            std::cout << boost::json::serialize(boost::json::object{
+                             {"measure", "start"},
+                             {"mode", o.mode},
+                             {"sources", o.sources},
+                             {"start_seconds", fixed(t.total, 6)},
+                             {"start_register_seconds", fixed(t.registering, 6)},
+                             {"start_call_seconds", fixed(t.calling_start, 6)},
+                             {"ok", t.problem.empty()}})
+                      << std::endl;
             return t.problem.empty() ? 0 : 1;
         }
         return o.latency ? run_latency(o) : run_throughput(o);

@@ -40,6 +40,8 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/json/object.hpp>
+#include <boost/json/serialize.hpp>
 
 #include "sluice/env/process_threads.hpp"
 #include "sluice/source/generator_source.hpp"
@@ -152,7 +154,8 @@ private:
                 total += rendered_.back().size();
             }
         }
-        std::printf("{\"rendered\": %lu}\n", static_cast<unsigned long>(total));
+        std::printf("%s\n",
+                    boost::json::serialize(boost::json::object{{"rendered", total}}).c_str());
         std::fflush(stdout);
     }
 
@@ -187,7 +190,9 @@ private:
 
     /// Every connection is up (or failed): report, then wait for SIGUSR1 and send.
     void release_held() {
-        std::printf("{\"connected\": %zu}\n", held_.size());
+        std::printf(
+            "%s\n",
+            boost::json::serialize(boost::json::object{{"connected", held_.size()}}).c_str());
         std::fflush(stdout);
         go_.async_wait([this](const boost::system::error_code& error, int) {
             if (error) {
@@ -333,12 +338,15 @@ int main(int argc, char** argv) {
     io.run();
     const double wall =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    std::printf("{\"connections\": %u, \"completed\": %u, \"failed\": %u, \"bytes_sent\": %lu, "
-                "\"records_sent\": %lu, \"wall_seconds\": %.3f, \"cpu_seconds\": %.3f, "
-                "\"send_cpu_seconds\": %.3f}\n",
-                o.connections, load.completed, load.failed, static_cast<unsigned long>(load.bytes),
-                static_cast<unsigned long>(load.records), wall,
-                sluice::runtime::process_cpu_seconds(),
-                sluice::runtime::process_cpu_seconds() - load.send_cpu_start);
+    const boost::json::object report{
+        {"connections", o.connections},
+        {"completed", load.completed},
+        {"failed", load.failed},
+        {"bytes_sent", load.bytes},
+        {"records_sent", load.records},
+        {"wall_seconds", wall},
+        {"cpu_seconds", sluice::runtime::process_cpu_seconds()},
+        {"send_cpu_seconds", sluice::runtime::process_cpu_seconds() - load.send_cpu_start}};
+    std::printf("%s\n", boost::json::serialize(report).c_str());
     return load.failed == 0 && load.completed == o.connections ? 0 : 1;
 }
