@@ -33,6 +33,7 @@
 #include "apps/sluiced/counting_sink.hpp"
 #include "apps/sluiced/http_endpoint.hpp"
 #include "apps/sluiced/log.hpp"
+#include "apps/sluiced/reload.hpp"
 #include "apps/sluiced/service.hpp"
 #include "apps/sluiced/stop_signals.hpp"
 #include "apps/sluiced/summary.hpp"
@@ -58,6 +59,8 @@ constexpr int exit_buffer_missing = 3;
 
 /// Where sluiced looks for its configuration when --config is not given.
 constexpr const char* default_config_path = "/etc/sluice/sluiced.toml";
+/// The name the built-in configuration goes by in errors and the log.
+constexpr const char* builtin_config_name = "<built-in default>";
 
 struct command_line {
     std::string config_path;
@@ -201,37 +204,21 @@ std::unique_ptr<http_endpoint> open_endpoint(const worker_config& cfg, sluice::w
     }
 }
 
-source_server::source_factory factory_for(const source_spec& spec, generator_options generator) {
-    return [&spec, generator](environment& e, const executor& lane) -> std::unique_ptr<source> {
-        switch (spec.kind) {
-        case source_kind::generator:
-            return std::make_unique<generator_source>(e, lane, generator);
-        case source_kind::tcp_client:
-            return std::make_unique<tcp_client_source>(e, lane, spec.tcp_client);
-        case source_kind::udp:
-            return std::make_unique<udp_source>(e, lane, spec.udp);
-        case source_kind::file:
-            return std::make_unique<file_source>(e, lane, spec.path);
-        case source_kind::mqtt:
-            return std::make_unique<mqtt_source>(e, lane, spec.mqtt);
-        default:
-            return nullptr;
-        }
-    };
-}
-
 struct start_counts {
     std::size_t started = 0;
     std::size_t refused = 0; ///< said on stderr, each with the admission's reason
 };
 
-/// Registers every configured source (each `count` times) and starts them all at once (one
-/// post per lane), or hands them to the thread-per-source baseline.
-start_counts start_sources(const worker_config& cfg, source_server& server,
+/// Registers every configured source (each `count` times) and starts them, or hands them to
+/// the thread-per-source baseline.
+start_counts start_sources(const worker_config& cfg, source_set& sources,
                            baseline_runner& baseline) {
     start_counts counts;
-    std::vector<source_handle> admitted;
     for (const auto& spec : cfg.sources) {
+        if (cfg.mode == runner_mode::sluice) {
+            counts.started += sources.add(spec, counts.refused);
+            continue;
+        }
         for (std::uint32_t i = 0; i < spec.count; ++i) {
             source_options options;
             options.name = spec.count == 1 ? spec.name : spec.name + "#" + std::to_string(i);
@@ -239,19 +226,22 @@ start_counts start_sources(const worker_config& cfg, source_server& server,
             options.flush_timeout = spec.flush_timeout;
             auto generator = spec.generator;
             generator.id += i;
-            const auto answer = cfg.mode == runner_mode::thread_per_source
-                                    ? baseline.add(options, spec, generator)
-                                    : server.register_source(options, factory_for(spec, generator));
+            const auto answer = baseline.add(options, spec, generator);
             if (!answer.admitted()) {
                 log_error("source_refused", answer.message, {{"source", options.name}});
                 ++counts.refused;
-            } else if (cfg.mode == runner_mode::sluice) {
-                admitted.push_back(answer.handle);
             }
         }
     }
-    counts.started = server.start(admitted);
     return counts;
+}
+
+/// The log as the command line (first) and the configuration say.
+void configure_log(const command_line& cl, const log_options& configured) {
+    const auto level = parse_log_level(cl.log_level.empty() ? configured.level : cl.log_level);
+    const auto format = parse_log_format(cl.log_format.empty() ? configured.format : cl.log_format);
+    logger::instance().configure(level.value_or(log_level::info),
+                                 format.value_or(log_format::text));
 }
 
 /// Opens every configured listener; false (said on stderr) when one cannot be bound.
@@ -280,9 +270,13 @@ bool open_listeners(const worker_config& cfg, source_server& server, baseline_ru
 /// outside the runtime.)
 class control_loop {
 public:
-    control_loop(const worker_config& cfg, const command_line& cl, sluice::worker& core,
-                 const baseline_runner& baseline, const counting_sink& out)
-        : cfg_(cfg), cl_(cl), core_(core), baseline_(baseline), out_(out),
+    /// `sources` is the sluice mode's (null in thread_per_source mode, which cannot reload);
+    /// `config_name` is the file a SIGHUP reads again.
+    control_loop(worker_config& cfg, const command_line& cl, const std::string& config_name,
+                 sluice::worker& core, source_set* sources, const baseline_runner& baseline,
+                 const counting_sink& out)
+        : cfg_(cfg), cl_(cl), config_name_(config_name), core_(core), sources_(sources),
+          baseline_(baseline), out_(out),
           status_line_(!cl.quiet && (cl.status || ::isatty(STDERR_FILENO) == 1)) {}
 
     /// Seconds it ran; `threads_max` is raised to the most threads seen.
@@ -318,9 +312,10 @@ private:
         }
         if (const int hup = hangups.load(); hup != hangups_seen_) {
             hangups_seen_ = hup;
-            log_warning("reload_unsupported",
-                        "SIGHUP: reloading the configuration is not built yet; the running "
-                        "configuration is kept (restart sluiced to apply a new one)");
+            reload();
+        }
+        if (sources_ != nullptr) {
+            sources_->tend();
         }
         const auto now = std::chrono::steady_clock::now();
         if (cl_.duration_s > 0 && now - started_ >= std::chrono::duration<double>(cl_.duration_s)) {
@@ -332,6 +327,31 @@ private:
         }
         return true;
     }
+    void reload() {
+        if (sources_ == nullptr) {
+            log_warning("reload_unsupported", "SIGHUP: thread_per_source mode cannot reload; "
+                                              "the running configuration is kept");
+            return;
+        }
+        if (config_name_ == builtin_config_name) {
+            log_warning("reload_unsupported", "SIGHUP: the built-in configuration has no file to "
+                                              "read again; the running configuration is kept");
+            return;
+        }
+        log_info("reloading", "SIGHUP: reloading " + config_name_);
+        notify_reloading();
+        try {
+            const auto result = reload_configuration(config_name_, cfg_, *sources_);
+            if (result.applied) {
+                configure_log(cl_, cfg_.log);
+            }
+        } catch (const std::exception& e) {
+            log_error("reload_refused", std::string("reload refused: ") + e.what() +
+                                            "; the running configuration is kept");
+        }
+        notify_ready("reloaded " + config_name_);
+    }
+
     void print_status(std::chrono::steady_clock::time_point now) {
         const double dt = std::chrono::duration<double>(now - last_).count();
         const auto s = core_.server().stats();
@@ -355,9 +375,11 @@ private:
         last_records_ = records;
     }
 
-    const worker_config& cfg_;
+    worker_config& cfg_; ///< as it runs: a reload changes what can change at runtime
     const command_line& cl_;
+    const std::string& config_name_;
     sluice::worker& core_;
+    source_set* sources_;
     const baseline_runner& baseline_;
     const counting_sink& out_;
     bool status_line_; ///< on a terminal, or asked for
@@ -374,7 +396,7 @@ private:
 
 /// Runs the worker on a valid configuration until a signal or the duration, drains it, and
 /// writes the summary.
-int run_worker(const worker_config& cfg, const std::string& config_name, command_line& cl) {
+int run_worker(worker_config cfg, const std::string& config_name, command_line& cl) {
     if (cl.summary_path.empty()) {
         cl.summary_path = cfg.summary_json_path;
     }
@@ -394,7 +416,8 @@ int run_worker(const worker_config& cfg, const std::string& config_name, command
     }
     mask_stop_signals(SIG_UNBLOCK);
 
-    const start_counts counts = start_sources(cfg, core.server(), baseline);
+    source_set sources(core.server());
+    const start_counts counts = start_sources(cfg, sources, baseline);
     if (!open_listeners(cfg, core.server(), baseline)) {
         return exit_config_error;
     }
@@ -420,7 +443,10 @@ int run_worker(const worker_config& cfg, const std::string& config_name, command
     ready.started(counts.refused);
     notify_ready(std::to_string(started) + " sources started");
 
-    const double ran_s = control_loop(cfg, cl, core, baseline, out).run(threads_max);
+    const double ran_s =
+        control_loop(cfg, cl, config_name, core,
+                     cfg.mode == runner_mode::sluice ? &sources : nullptr, baseline, out)
+            .run(threads_max);
     threads_max = std::max(threads_max, process_thread_count());
 
     // Graceful drain: stop sources (partial buffers flushed), join every coroutine, let
@@ -464,15 +490,7 @@ std::pair<std::string, std::string> configuration_text(const command_line& cl) {
     if (std::filesystem::exists(default_config_path, ignored)) {
         return {read_file(default_config_path), default_config_path};
     }
-    return {std::string(default_worker_config()), "<built-in default>"};
-}
-
-/// The log as the command line (first) and the configuration say.
-void configure_log(const command_line& cl, const log_options& configured) {
-    const auto level = parse_log_level(cl.log_level.empty() ? configured.level : cl.log_level);
-    const auto format = parse_log_format(cl.log_format.empty() ? configured.format : cl.log_format);
-    logger::instance().configure(level.value_or(log_level::info),
-                                 format.value_or(log_format::text));
+    return {std::string(default_worker_config()), builtin_config_name};
 }
 
 } // namespace
@@ -507,7 +525,7 @@ int main(int argc, char** argv) {
             return exit_config_error;
         }
         configure_log(cl, parsed.config.log);
-        if (name == "<built-in default>") {
+        if (name == builtin_config_name) {
             log_info("built_in_config", std::string("no --config and no ") + default_config_path +
                                             ": running the built-in demo configuration "
                                             "(--print-default-config shows it)");

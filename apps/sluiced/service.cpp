@@ -2,6 +2,7 @@
 
 #include <systemd/sd-daemon.h>
 
+#include <ctime>
 #include <string>
 
 namespace sluiced {
@@ -21,6 +22,13 @@ void notify_ready(std::string_view status) {
 
 void notify_stopping() {
     notify("STOPPING=1\nSTATUS=draining");
+}
+
+void notify_reloading() {
+    timespec now{};
+    ::clock_gettime(CLOCK_MONOTONIC, &now);
+    const auto usec = static_cast<long long>(now.tv_sec) * 1'000'000 + now.tv_nsec / 1000;
+    notify("RELOADING=1\nMONOTONIC_USEC=" + std::to_string(usec) + "\nSTATUS=reloading");
 }
 
 void notify_status(std::string_view status) {
