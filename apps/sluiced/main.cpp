@@ -112,19 +112,9 @@ std::optional<int> parse_command_line(int argc, char** argv, command_line& cl) {
     return std::nullopt;
 }
 
-std::string read_file(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) {
-        throw std::runtime_error("cannot read configuration file '" + path + "'");
-    }
-    std::ostringstream text;
-    text << in.rdbuf();
-    return text.str();
-}
-
 /// --check-config: every error, located; exit 0 or 2.
 int check_config(const std::string& path) {
-    const auto result = parse_worker_config(read_file(path), path);
+    const auto result = parse_worker_config(read_config_file(path), path);
     for (const auto& error : result.errors) {
         std::cerr << error.to_string() << "\n";
     }
@@ -484,11 +474,11 @@ int run_worker(worker_config cfg, const std::string& config_name, command_line& 
 /// it exists, else the built-in demo.
 std::pair<std::string, std::string> configuration_text(const command_line& cl) {
     if (!cl.config_path.empty()) {
-        return {read_file(cl.config_path), cl.config_path};
+        return {read_config_file(cl.config_path), cl.config_path};
     }
     std::error_code ignored;
     if (std::filesystem::exists(default_config_path, ignored)) {
-        return {read_file(default_config_path), default_config_path};
+        return {read_config_file(default_config_path), default_config_path};
     }
     return {std::string(default_worker_config()), builtin_config_name};
 }

@@ -38,16 +38,6 @@ source_server::source_factory factory_for(const source_spec& spec, generator_opt
     };
 }
 
-std::string read_text(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) {
-        throw std::runtime_error("cannot read configuration file '" + path + "'");
-    }
-    std::ostringstream text;
-    text << in.rdbuf();
-    return text.str();
-}
-
 /// The tables (or keys) whose new values only a restart applies.
 std::vector<std::string> restart_only_changes(const worker_config& a, const worker_config& b) {
     std::vector<std::string> changed;
@@ -245,7 +235,7 @@ void source_set::tend() {
 reload_result reload_configuration(const std::string& path, worker_config& current,
                                    source_set& sources) {
     reload_result result;
-    const auto parsed = parse_worker_config(read_text(path), path);
+    const auto parsed = parse_worker_config(read_config_file(path), path);
     if (!parsed.ok()) {
         for (const auto& error : parsed.errors) {
             log_error("config_error", error.to_string());

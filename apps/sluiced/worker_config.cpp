@@ -2,9 +2,12 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <initializer_list>
 #include <limits>
 #include <set>
+#include <sstream>
+#include <stdexcept>
 
 #include <boost/asio/ip/address.hpp>
 #include <toml++/toml.h>
@@ -616,6 +619,16 @@ void check_pool_admits(checker& c, const toml::node* pool_at, worker_config& cfg
 }
 
 } // namespace
+
+std::string read_config_file(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+        throw std::runtime_error("cannot read configuration file '" + path + "'");
+    }
+    std::ostringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
 
 std::string config_error::to_string() const {
     std::string out = file;

@@ -76,6 +76,10 @@ struct worker_config {
     log_options log;
 };
 
+/// The text of a configuration file; throws std::runtime_error naming the file when it cannot
+/// be read.
+std::string read_config_file(const std::string& path);
+
 /// A located configuration error.
 struct config_error {
     std::string file;
