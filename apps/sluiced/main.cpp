@@ -210,13 +210,8 @@ start_counts start_sources(const worker_config& cfg, source_set& sources,
             continue;
         }
         for (std::uint32_t i = 0; i < spec.count; ++i) {
-            source_options options;
-            options.name = spec.count == 1 ? spec.name : spec.name + "#" + std::to_string(i);
-            options.limits = spec.limits;
-            options.flush_timeout = spec.flush_timeout;
-            auto generator = spec.generator;
-            generator.id += i;
-            const auto answer = baseline.add(options, spec, generator);
+            const source_options options = instance_options(spec, i);
+            const auto answer = baseline.add(options, spec, instance_generator(spec, i));
             if (!answer.admitted()) {
                 log_error("source_refused", answer.message, {{"source", options.name}});
                 ++counts.refused;

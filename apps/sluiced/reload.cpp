@@ -182,13 +182,9 @@ std::size_t source_set::add(const source_spec& spec, std::size_t& refused) {
     entry.handles.clear();
     std::vector<source_handle> admitted;
     for (std::uint32_t i = 0; i < spec.count; ++i) {
-        source_options options;
-        options.name = spec.count == 1 ? spec.name : spec.name + "#" + std::to_string(i);
-        options.limits = spec.limits;
-        options.flush_timeout = spec.flush_timeout;
-        auto generator = spec.generator;
-        generator.id += i;
-        const auto answer = server_.register_source(options, factory_for(spec, generator));
+        const source_options options = instance_options(spec, i);
+        const auto answer =
+            server_.register_source(options, factory_for(spec, instance_generator(spec, i)));
         if (!answer.admitted()) {
             log_error("source_refused", answer.message, {{"source", options.name}});
             ++refused;

@@ -620,6 +620,20 @@ void check_pool_admits(checker& c, const toml::node* pool_at, worker_config& cfg
 
 } // namespace
 
+source_options instance_options(const source_spec& spec, std::uint32_t i) {
+    source_options options;
+    options.name = spec.count == 1 ? spec.name : spec.name + "#" + std::to_string(i);
+    options.limits = spec.limits;
+    options.flush_timeout = spec.flush_timeout;
+    return options;
+}
+
+generator_options instance_generator(const source_spec& spec, std::uint32_t i) {
+    auto generator = spec.generator;
+    generator.id += i;
+    return generator;
+}
+
 std::string read_config_file(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
     if (!in) {

@@ -76,6 +76,12 @@ struct worker_config {
     log_options log;
 };
 
+/// Instance `i` (of `spec.count`) of a [[source]]: its name ("<name>#<i>" when there are
+/// several), limits and flush timeout.
+source_options instance_options(const source_spec& spec, std::uint32_t i);
+/// Its generator's options: ids consecutive from the spec's.
+generator_options instance_generator(const source_spec& spec, std::uint32_t i);
+
 /// The text of a configuration file; throws std::runtime_error naming the file when it cannot
 /// be read.
 std::string read_config_file(const std::string& path);
