@@ -18,6 +18,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/value.hpp>
 #include <gtest/gtest.h>
@@ -301,6 +302,38 @@ TEST(daemon, healthz_and_ready_answer_curl_and_other_paths_and_methods_are_refus
     EXPECT_NE(body.find("sluice_build_info{version=\""), std::string::npos) << body.substr(0, 400);
     EXPECT_EQ(curl(base + "/nothing", body), 404);
     EXPECT_EQ(curl(base + "/ready", body, "POST"), 405);
+    p.signal(SIGTERM);
+    EXPECT_EQ(p.wait(30s), 0) << p.err();
+}
+
+/// The status line of the endpoint's answer to `request`, sent raw.
+std::string raw_answer(int port, const std::string& request) {
+    boost::asio::io_context io;
+    boost::asio::ip::tcp::socket peer(io);
+    peer.connect({boost::asio::ip::make_address("127.0.0.1"), static_cast<std::uint16_t>(port)});
+    boost::asio::write(peer, boost::asio::buffer(request));
+    std::string answer(256, '\0');
+    boost::system::error_code error;
+    const auto n = peer.read_some(boost::asio::buffer(answer), error);
+    answer.resize(error ? 0 : n);
+    return answer.substr(0, answer.find("\r\n"));
+}
+
+TEST(daemon, bad_requests_to_the_endpoint_get_400_and_the_endpoint_keeps_serving) {
+    const auto path = write_file("daemon_bad_http.toml", small_config());
+    child_process p({SLUICE_SLUICED, "--config", path}, "daemon_bad_http");
+    const int port = endpoint_port(p);
+    ASSERT_GT(port, 0) << p.err();
+    EXPECT_EQ(raw_answer(port, "GARBAGE\r\n\r\n"), "HTTP/1.1 400 Bad Request");
+    EXPECT_EQ(raw_answer(port, "GET /ready HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"),
+              "HTTP/1.1 400 Bad Request")
+        << "a body is refused";
+    EXPECT_EQ(raw_answer(port, "GET /ready HTTP/1.1\r\nHost: x\r\nX-Long: " +
+                                   std::string(9000, 'a') + "\r\n\r\n"),
+              "HTTP/1.1 400 Bad Request")
+        << "headers over 8 KiB are refused";
+    std::string body;
+    EXPECT_EQ(curl("http://127.0.0.1:" + std::to_string(port) + "/healthz", body), 200);
     p.signal(SIGTERM);
     EXPECT_EQ(p.wait(30s), 0) << p.err();
 }
