@@ -319,14 +319,7 @@ void source_server::shutdown() {
         }
         for (auto& l : listeners_) {
             gate_.enter();
-            asio::post(env_.lane_executor(l->lane_index), [this, raw = l.get()] {
-                raw->closing = true;
-                raw->acceptor->close();
-                if (raw->idle_sweep) {
-                    raw->idle_sweep->cancel();
-                }
-                gate_.leave();
-            });
+            post_close(*l);
         }
         cancel_admission_waits();
     }

@@ -256,6 +256,9 @@ private:
     /// Closes the listener's connections that sent nothing for idle_timeout (lane of l).
     boost::asio::awaitable<void> idle_sweep(listener& l);
     void spawn_accept_loop(listener& l);
+    /// Closes `l` on its lane: no more accepts, its idle sweep ends. The caller entered the
+    /// gate for it; the posted close leaves it.
+    void post_close(listener& l);
     void spawn(entry& e, resume from);
     /// Marks a startable source running and inside the gate; null when it cannot start. Under
     /// mutex_.

@@ -49,6 +49,17 @@ source_server::add_tcp_listener(const listener_options& options) {
     return {error_code{}, port};
 }
 
+void source_server::post_close(listener& l) {
+    asio::post(env_.lane_executor(l.lane_index), [this, raw = &l] {
+        raw->closing = true;
+        raw->acceptor->close();
+        if (raw->idle_sweep) {
+            raw->idle_sweep->cancel();
+        }
+        gate_.leave();
+    });
+}
+
 bool source_server::close_tcp_listener(const std::string& name) {
     const std::lock_guard lock(mutex_);
     for (auto& l : listeners_) {
@@ -60,14 +71,7 @@ bool source_server::close_tcp_listener(const std::string& name) {
         }
         l->closed_by_engine = true;
         // The object stays in listeners_ until shutdown: its connections point at it.
-        asio::post(env_.lane_executor(l->lane_index), [this, raw = l.get()] {
-            raw->closing = true;
-            raw->acceptor->close();
-            if (raw->idle_sweep) {
-                raw->idle_sweep->cancel();
-            }
-            gate_.leave();
-        });
+        post_close(*l);
         return true;
     }
     return false;
