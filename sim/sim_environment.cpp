@@ -173,6 +173,8 @@ public:
         }
     }
     std::string describe() const override { return "virtual stream " + std::to_string(script_.id); }
+    runtime::file_identity identity() const override { return identity_; }
+    void set_identity(runtime::file_identity identity) noexcept { identity_ = identity; }
 
 private:
     /// A parked wait: timer to timer until something arrives (bounded like wait_readable).
@@ -263,6 +265,7 @@ private:
     std::size_t record_size_ = 0;
     std::size_t record_offset_ = 0;
     std::uint64_t* delivered_ = nullptr;
+    runtime::file_identity identity_; ///< a virtual file's; zero for a peer's connection
     runtime::generator_record_writer writer_;
 };
 
@@ -292,11 +295,14 @@ sim_environment::sim_environment(const sim_options& options)
 }
 
 sim_environment::~sim_environment() {
-    // Drop what is still scheduled before the lanes (their handlers may hold buffers).
-    timer_heap_.clear();
-    timer_slots_.clear();
+    // Drop what is still scheduled before the lanes (their handlers may hold buffers). Pool
+    // tasks first: one may hold the last reference to something with a timer (a checkpoint
+    // writer's save), whose cancellation needs the timers still there.
     compute_.queue.clear();
     blocking_.queue.clear();
+    timer_heap_.clear();
+    timer_slots_.clear();
+    timer_sequences_.clear();
 }
 
 bool sim_environment::inject(runtime::fault_site site) noexcept {
@@ -413,9 +419,10 @@ sim_environment::open_file(runtime::executor lane, const std::string& path, std:
         return {asio::error::invalid_argument, nullptr}; // as production: shorter than the offset
     }
     // Its own random stream per open, salted by the offset, so a reopen is not a replay.
-    return {error_code{}, std::make_unique<virtual_stream>(
-                              *this, std::move(lane), script,
-                              workload_.split(script.id ^ (offset << 20U)), 0, offset)};
+    auto opened = std::make_unique<virtual_stream>(
+        *this, std::move(lane), script, workload_.split(script.id ^ (offset << 20U)), 0, offset);
+    opened->set_identity({1, script.id + 1, shown}); // one virtual file per path, never replaced
+    return {error_code{}, std::move(opened)};
 }
 
 void sim_environment::add_virtual_stream(const std::string& path,

@@ -44,6 +44,14 @@ struct read_result {
 /// `wait_readable` would have returned.
 using wake_callback = std::function<void(boost::system::error_code)>;
 
+/// Which file a stream reads, as the file system names it (to tell a file from one that
+/// replaced it at the same path).
+struct file_identity {
+    std::uint64_t device = 0;
+    std::uint64_t inode = 0;
+    std::uint64_t size = 0; ///< when it was opened
+};
+
 /// A readable stream of bytes (a TCP connection, a file, a virtual stream). Lane-bound.
 class byte_stream {
 public:
@@ -67,6 +75,8 @@ public:
     virtual void close() noexcept = 0;
     /// For logs and errors: the peer address or the file path.
     virtual std::string describe() const = 0;
+    /// A file's identity when it was opened; zero inode for streams that are not files.
+    virtual file_identity identity() const { return {}; }
     /// TCP keepalive for a TCP stream (idle time before the first probe, between probes, probes
     /// before the peer counts as gone); other streams ignore it.
     virtual void keep_alive(std::chrono::seconds /*idle*/, std::chrono::seconds /*interval*/,

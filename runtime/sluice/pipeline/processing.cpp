@@ -50,10 +50,10 @@ processing::~processing() {
     wait_idle();
 }
 
-std::shared_ptr<processing::channel> processing::open_channel(std::uint64_t origin_id,
-                                                              std::size_t kind_index) {
+std::shared_ptr<processing::channel>
+processing::open_channel(std::uint64_t origin_id, std::size_t kind_index, bool track_processed) {
     SLUICE_ASSERT(kind_index < processing_kinds_max);
-    auto created = std::make_shared<channel>(origin_id, kind_index);
+    auto created = std::make_shared<channel>(origin_id, kind_index, track_processed);
     const std::lock_guard lock(channels_mutex_);
     if (channels_.size() == channels_.capacity()) {
         // Forget channels whose sources are gone before growing.
@@ -100,6 +100,37 @@ std::uint64_t processing::discard_queued() {
 void processing::set_idle_callback(std::function<void()> callback) {
     const std::lock_guard lock(idle_mutex_);
     idle_callback_ = std::move(callback);
+}
+
+void processing::set_processed_callback(std::function<void(std::uint64_t)> callback) {
+    processed_callback_ = std::move(callback);
+}
+
+std::uint64_t processing::processed_through(const channel& target) noexcept {
+    return target.progress_ ? target.progress_->through.load(std::memory_order_acquire) : 0;
+}
+
+void processing::advance_processed(channel& target, std::size_t bytes) noexcept {
+    auto& p = *target.progress_;
+    p.stream_bytes += bytes;
+    const framing_state& state = target.framing_;
+    if (state.skip_bytes == 0) { // while an oversize record is skipped, its start is unknown
+        p.through.store(p.stream_bytes - state.carry.size(), std::memory_order_release);
+    }
+}
+
+void processing::report_processed(channel& target) {
+    auto& p = *target.progress_;
+    const std::uint64_t through = p.through.load(std::memory_order_relaxed);
+    if (through == p.reported || !processed_callback_) {
+        return;
+    }
+    p.reported = through;
+    try {
+        processed_callback_(target.origin_id_);
+    } catch (...) {
+        // The next advance reports again; the source learns it then (or at shutdown).
+    }
 }
 
 void processing::set_failure_callback(std::function<void(std::uint64_t)> callback) {
@@ -259,6 +290,9 @@ bool processing::drain_batch(const std::shared_ptr<channel>& target, std::uint64
     }
     busy_nanoseconds_total_.fetch_add(static_cast<std::uint64_t>((mark - started).count()),
                                       std::memory_order_relaxed);
+    if (target->progress_) {
+        report_processed(*target);
+    }
     const std::lock_guard lock(target->mutex_);
     // What is left now (a final event taken above was cleared when taken).
     const bool more = !target->queue_.empty() || target->final_ != channel::final_event::none;
@@ -462,6 +496,9 @@ void processing::process(channel& target, buffer& input, buffer provided) {
     }
 
     sink_.on_data(event);
+    if (target.progress_) {
+        advance_processed(target, n);
+    }
     env_.charge_compute(n);
     buffers_total_.fetch_add(1, std::memory_order_relaxed);
     bytes_total_.fetch_add(n, std::memory_order_relaxed);

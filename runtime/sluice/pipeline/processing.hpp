@@ -93,8 +93,10 @@ public:
 
     /// A per-source, in-order channel. Shared because in-flight tasks keep it alive.
     /// `kind_index` (< processing_kinds_max) groups per-kind counters (the source kind, for
-    /// metrics).
-    std::shared_ptr<channel> open_channel(std::uint64_t origin_id, std::size_t kind_index = 0);
+    /// metrics). `track_processed`: the channel keeps its processed position (see
+    /// `processed_through`) and reports each advance to the processed callback.
+    std::shared_ptr<channel> open_channel(std::uint64_t origin_id, std::size_t kind_index = 0,
+                                          bool track_processed = false);
 
     /// Queues a filled buffer. Any thread, one producer per channel at a time (the source's
     /// lane). False when the channel's origin has failed in the
@@ -113,6 +115,17 @@ public:
     /// buffers (the source should stop: its later buffers are discarded). Set before sources
     /// run; not while processing runs.
     void set_failure_callback(std::function<void(std::uint64_t)> callback);
+    /// Called on a compute thread with the origin id when a tracked channel's processed position
+    /// advanced, at most once per batch of its buffers (not per buffer). Set before sources
+    /// run; not while processing runs.
+    void set_processed_callback(std::function<void(std::uint64_t)> callback);
+    /// A tracked channel's processed position: the bytes of its stream, counted from its first
+    /// buffer, up to the end of the last record the sink has returned for (every earlier
+    /// buffer's included: one channel is processed in order). The bytes of a record still
+    /// unfinished, or being skipped as oversize, are not in it until that record ends; a
+    /// discontinuity drops the unfinished record, and its bytes count then. 0 for untracked
+    /// channels. Any thread.
+    static std::uint64_t processed_through(const channel& target) noexcept;
     /// Waits (without a clock) until nothing is queued. Not from a compute thread.
     void wait_idle();
     /// Drops everything queued in every channel, returning its buffers (teardown after a
@@ -153,6 +166,10 @@ private:
     /// the source is told.
     void fail_origin(channel& target, const std::string& message);
     void process(channel& target, buffer& input, buffer output);
+    /// A tracked channel's position after `input` reached the sink.
+    static void advance_processed(channel& target, std::size_t bytes) noexcept;
+    /// Tells the processed callback when the batch advanced a tracked channel's position.
+    void report_processed(channel& target);
     /// For output_per_buffer: takes the channel's output buffer, or starts waiting for one and
     /// returns false (the drain resumes when it is granted).
     bool take_output(const std::shared_ptr<channel>& target);
@@ -168,6 +185,7 @@ private:
     const framer& framer_;
     std::function<void()> idle_callback_;
     std::function<void(std::uint64_t)> failure_callback_;
+    std::function<void(std::uint64_t)> processed_callback_;
     std::atomic<std::uint64_t> queued_{0};
     mutable std::mutex idle_mutex_;
     std::condition_variable idle_;

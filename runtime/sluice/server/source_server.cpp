@@ -56,6 +56,7 @@ source_server::source_server(environment& env, buffer_pool& pool, processing& pi
     pool_.set_wait_callback([this] { flush_->wake(flush_reason::pressure); });
     // The sink failed an origin: its source stops (finish sees the failure in the channel).
     processing_.set_failure_callback([this](std::uint64_t origin) { stop(origin); });
+    processing_.set_processed_callback([this](std::uint64_t origin) { processed(origin); });
 }
 
 source_server::~source_server() {
@@ -157,7 +158,8 @@ registration source_server::finish_registration(const source_options& options,
             e->last_data_ns.store(env_.now().count(), std::memory_order_relaxed); // idle from now
         }
         const std::lock_guard lock(mutex_);
-        e->channel = processing_.open_channel(next_handle_, index_of(e->kind));
+        e->channel =
+            processing_.open_channel(next_handle_, index_of(e->kind), e->src->tracks_processed());
         e->handle = next_handle_;
         entries_.emplace(e->handle, std::move(e));
         answer.handle = next_handle_++;
@@ -330,6 +332,7 @@ void source_server::shutdown() {
     processing_.wait_idle();
     processing_.set_idle_callback(nullptr);
     processing_.set_failure_callback(nullptr);
+    processing_.set_processed_callback(nullptr);
     pool_.set_wait_callback(nullptr);
     gate_.wait_empty(); // wakes posted meanwhile
     handles.clear();
@@ -337,10 +340,51 @@ void source_server::shutdown() {
         const std::lock_guard lock(mutex_);
         for (const auto& [handle, e] : entries_) {
             handles.push_back(handle);
+            if (e->src->tracks_processed()) {
+                // Nothing runs now: the final position, whatever a post may have missed.
+                e->src->processed(processing::processed_through(*e->channel));
+            }
         }
     }
     for (const auto handle : handles) {
         unregister_source(handle);
+    }
+}
+
+void source_server::processed(std::uint64_t origin) {
+    const std::lock_guard lock(mutex_);
+    const auto it = entries_.find(origin);
+    if (it == entries_.end() || it->second->processed_posted.exchange(true)) {
+        return; // gone, or a post already on its way will read the newest position
+    }
+    entry& e = *it->second;
+    if (!gate_.try_enter_unless_drained()) {
+        e.processed_posted.store(false);
+        return; // shutdown tells the final position
+    }
+    try {
+        asio::post(env_.lane_executor(e.lane_index), [this, origin] {
+            tell_processed(origin);
+            gate_.leave();
+        });
+    } catch (...) {
+        e.processed_posted.store(false); // the next advance posts again
+        gate_.leave();
+    }
+}
+
+void source_server::tell_processed(source_handle handle) {
+    const std::lock_guard lock(mutex_); // against an unregistration on another thread
+    const auto it = entries_.find(handle);
+    if (it == entries_.end()) {
+        return;
+    }
+    entry& e = *it->second;
+    e.processed_posted.store(false);
+    try {
+        e.src->processed(processing::processed_through(*e.channel));
+    } catch (...) {
+        // A source's bookkeeping failed; its next position is told as usual.
     }
 }
 

@@ -273,6 +273,11 @@ private:
     /// dropped, counted, and ends the run with an Error.
     void emit(entry& e, buffer& filled, flush_reason reason) noexcept;
     std::size_t pick_lane(std::size_t requested);
+    /// Processing advanced the origin's processed position (a compute thread): its source
+    /// hears of it on its lane, once for however many advances come before that runs.
+    void processed(std::uint64_t origin);
+    /// On the source's lane: tells it its processed position.
+    void tell_processed(source_handle handle);
 
     environment& env_;
     buffer_pool& pool_;

@@ -97,6 +97,9 @@ public:
     bool feed(std::span<const std::byte> complete_records);
 
     bool ok() const noexcept { return problem_.empty(); }
+    /// Before the first feed: the first record expected is `record`, not 0 (a stream resumed
+    /// from a checkpoint).
+    void start_at(std::uint64_t record) noexcept { next_record_ = record; }
     /// What was wrong first, for a violation message; empty when ok.
     const std::string& problem() const noexcept { return problem_; }
     /// The record number expected next (= records seen, when ok).

@@ -100,6 +100,20 @@ public:
     /// joins it to the new stream's bytes.
     virtual bool continues_after_reopen() const noexcept { return false; }
 
+    /// Processed positions (at-least-once delivery). True when the source wants to learn how
+    /// far processing has got with its bytes (`processed`); the server then tracks its channel.
+    virtual bool tracks_processed() const noexcept { return false; }
+    /// Processing has finished (the sink returned) with every complete record in the first
+    /// `stream_bytes` bytes this source returned from its reads since it was made, over every
+    /// open, and with every earlier buffer: a count that only grows. The bytes of a record
+    /// still unfinished are not in it until the record ends (or a reopen drops it), so it always
+    /// falls on a record boundary. The source maps it to a position of its own — a file offset
+    /// to checkpoint, broker messages to acknowledge. Called on the source's lane, coalesced
+    /// (a call may cover many buffers), also after the source stopped; once more at shutdown
+    /// with the final count, when nothing else runs. Keep it short, and do not call the server
+    /// from it (the server holds its registry lock). Only for `tracks_processed()` sources.
+    virtual void processed(std::uint64_t /*stream_bytes*/) {}
+
     /// True for sources that cannot tell readiness without reading (legacy blocking sources):
     /// the server then acquires a buffer first and calls `read_some` instead of
     /// `wait_readable` + `read_now`.

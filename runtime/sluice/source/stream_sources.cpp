@@ -128,17 +128,6 @@ void stream_source::close() noexcept {
     stream_->close();
 }
 
-file_source::file_source(environment& env, executor lane, std::string path)
-    : reopening_source(env, std::move(lane)), path_(std::move(path)) {}
-
-asio::awaitable<std::pair<error_code, std::unique_ptr<byte_stream>>> file_source::open_stream() {
-    co_return *open_stream_now();
-}
-
-std::optional<std::pair<error_code, std::unique_ptr<byte_stream>>> file_source::open_stream_now() {
-    return env_.open_file(lane_, path_, bytes_read());
-}
-
 udp_source::udp_source(environment& env, executor lane, udp_options options)
     : env_(env), lane_(std::move(lane)), options_(std::move(options)) {
     SLUICE_ASSERT(options_.datagram_bytes_max > 0);

@@ -101,25 +101,6 @@ private:
     bool opened_ = false;
 };
 
-/// Opens a file at `open()` and reads it to the end. A restart (after an engine stop) resumes
-/// at the byte after the last one read, which the stop delivered: nothing is read twice. A
-/// file that has meanwhile become shorter than that fails the source with `invalid_argument`.
-class file_source final : public reopening_source {
-public:
-    file_source(environment& env, executor lane, std::string path);
-    source_kind kind() const noexcept override { return source_kind::file; }
-    std::string describe() const override { return "file " + path_; }
-    bool continues_after_reopen() const noexcept override { return true; }
-
-private:
-    boost::asio::awaitable<std::pair<boost::system::error_code, std::unique_ptr<byte_stream>>>
-    open_stream() override;
-    std::optional<std::pair<boost::system::error_code, std::unique_ptr<byte_stream>>>
-    open_stream_now() override;
-
-    std::string path_;
-};
-
 struct udp_options {
     std::string address = "127.0.0.1";
     std::uint16_t port = 0;
@@ -156,3 +137,5 @@ private:
 };
 
 } // namespace sluice::runtime
+
+#include "sluice/source/file_source.hpp" // the file source, once part of this header

@@ -16,7 +16,8 @@ namespace {
 
 class file_stream final : public byte_stream {
 public:
-    file_stream(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+    file_stream(int fd, std::string path, file_identity identity)
+        : fd_(fd), path_(std::move(path)), identity_(identity) {}
     ~file_stream() override { close(); }
     file_stream(const file_stream&) = delete;
     file_stream& operator=(const file_stream&) = delete;
@@ -53,10 +54,12 @@ public:
         }
     }
     std::string describe() const override { return "file " + path_; }
+    file_identity identity() const override { return identity_; }
 
 private:
     int fd_;
     std::string path_;
+    file_identity identity_;
 };
 
 } // namespace
@@ -68,15 +71,21 @@ production_environment::open_file(executor /*lane*/, const std::string& path,
     if (fd < 0) {
         return {error_code(errno, boost::system::system_category()), nullptr};
     }
-    if (offset > 0) {
-        struct stat status {};
-        if (::fstat(fd, &status) != 0 || static_cast<std::uint64_t>(status.st_size) < offset ||
-            ::lseek(fd, static_cast<off_t>(offset), SEEK_SET) != static_cast<off_t>(offset)) {
-            ::close(fd);
-            return {error_code(EINVAL, boost::system::system_category()), nullptr};
-        }
+    struct stat status {};
+    if (::fstat(fd, &status) != 0) {
+        const error_code failed(errno, boost::system::system_category());
+        ::close(fd);
+        return {failed, nullptr};
     }
-    return {error_code{}, std::make_unique<file_stream>(fd, path)};
+    const file_identity identity{static_cast<std::uint64_t>(status.st_dev),
+                                 static_cast<std::uint64_t>(status.st_ino),
+                                 static_cast<std::uint64_t>(status.st_size)};
+    if (offset > 0 && (identity.size < offset || ::lseek(fd, static_cast<off_t>(offset),
+                                                         SEEK_SET) != static_cast<off_t>(offset))) {
+        ::close(fd);
+        return {error_code(EINVAL, boost::system::system_category()), nullptr};
+    }
+    return {error_code{}, std::make_unique<file_stream>(fd, path, identity)};
 }
 
 } // namespace sluice::runtime

@@ -18,8 +18,10 @@ namespace sluice::runtime {
 /// Per-source state: the queue and the record carried between buffers.
 class processing::channel {
 public:
-    channel(std::uint64_t origin_id, std::size_t kind_index)
-        : origin_id_(origin_id), kind_index_(static_cast<std::uint8_t>(kind_index)) {}
+    channel(std::uint64_t origin_id, std::size_t kind_index, bool track_processed)
+        : origin_id_(origin_id),
+          progress_(track_processed ? std::make_unique<progress>() : nullptr),
+          kind_index_(static_cast<std::uint8_t>(kind_index)) {}
 
 private:
     friend class processing;
@@ -30,6 +32,13 @@ private:
         time_point queued_at{}; ///< when submitted (for the oldest-age gauge)
     };
     enum class final_event : std::uint8_t { none, end_of_stream, error };
+    /// A tracked channel's processed position (out of line: most channels are not tracked, and
+    /// every source has a channel).
+    struct progress {
+        std::uint64_t stream_bytes = 0; ///< bytes of every buffer given to the sink (drain only)
+        std::uint64_t reported = 0;     ///< `through` when last reported (drain only)
+        std::atomic<std::uint64_t> through{0};
+    };
 
     // Every source has a channel: small fields together, so idle sources pay no padding.
     std::uint64_t origin_id_;
@@ -101,6 +110,7 @@ private:
     std::unique_ptr<std::string> final_message_; ///< the error's text (under mutex_)
     final_event final_ = final_event::none;      ///< queued after the data (under mutex_)
     std::atomic<bool> sink_failed_{false};
+    std::unique_ptr<progress> progress_; ///< null unless tracked
     // Touched only by the single drain task running for this channel:
     framing_state framing_;               ///< the record carried between buffers
     std::uint64_t expected_sequence_ = 0; ///< next sequence, checked

@@ -67,6 +67,8 @@ struct source_server::entry : flush_policy::client {
     /// Accepted connections of a listener with an idle timeout: when data last came (ns of
     /// env.now()), written on the lane, read by the listener's idle sweep.
     std::atomic<std::int64_t> last_data_ns{0};
+    /// A processed position is posted to its lane and not yet told (tracked sources).
+    std::atomic<bool> processed_posted{false};
     /// Ended at end of stream or failed: its origin is closed (EoS/Error was its last event),
     /// so it cannot be started again; unregister it and register anew for a new origin.
     std::atomic<bool> finished{false};
