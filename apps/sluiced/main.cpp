@@ -66,8 +66,9 @@ struct command_line {
     std::string config_path;
     std::string check_path;
     std::string summary_path;
-    std::string log_level;  ///< empty: the configuration's
-    std::string log_format; ///< empty: the configuration's
+    std::string records_path; ///< --records-file
+    std::string log_level;    ///< empty: the configuration's
+    std::string log_format;   ///< empty: the configuration's
     bool print_default = false;
     bool version = false;
     double duration_s = 0.0;
@@ -87,6 +88,8 @@ std::optional<int> parse_command_line(int argc, char** argv, command_line& cl) {
     app.add_option("--duration", cl.duration_s, "run for this many seconds, then drain and exit")
         ->check(CLI::NonNegativeNumber);
     app.add_option("--summary-json", cl.summary_path, "write a JSON summary here at exit");
+    app.add_option("--records-file", cl.records_path,
+                   "append every delivered record to this file (one write per buffer)");
     app.add_flag("--quiet", cl.quiet, "no status line");
     app.add_flag("--status", cl.status,
                  "a status line every worker.status_interval_ms even when stderr is not a "
@@ -381,6 +384,17 @@ private:
 
 /// Runs the worker on a valid configuration until a signal or the duration, drains it, and
 /// writes the summary.
+/// The [checkpoint] store, or null without one; its notices go to the log as warnings.
+std::unique_ptr<directory_checkpoint_store> open_checkpoints(const checkpoint_options& options) {
+    if (options.directory.empty()) {
+        return nullptr;
+    }
+    auto store = std::make_unique<directory_checkpoint_store>(options.directory);
+    store->set_notice_callback(
+        [](const std::string& message) { log_warning("checkpoint", message, {}); });
+    return store;
+}
+
 int run_worker(worker_config cfg, const std::string& config_name, command_line& cl) {
     if (cl.summary_path.empty()) {
         cl.summary_path = cfg.summary_json_path;
@@ -391,6 +405,14 @@ int run_worker(worker_config cfg, const std::string& config_name, command_line& 
     // The sink outlives the worker, and the baseline (which feeds the worker's pool and
     // processing) is declared after it, so it is destroyed first.
     counting_sink out{std::chrono::microseconds(cfg.sink_cost_us_per_buffer)};
+    if (!cl.records_path.empty()) {
+        if (const std::string why = out.write_records_to(cl.records_path); !why.empty()) {
+            log_error("records_file", why, {{"file", cl.records_path}});
+            return exit_config_error;
+        }
+    }
+    // Outlives the worker: sources save to it until they are destroyed.
+    const auto checkpoints = open_checkpoints(cfg.checkpoint);
     sluice::worker core(out, {cfg.pool, cfg.threads, cfg.processing, cfg.server});
     baseline_runner baseline(core.pool(), core.pipeline(), cfg.baseline_buffers_per_source);
     readiness_state ready;
@@ -401,7 +423,7 @@ int run_worker(worker_config cfg, const std::string& config_name, command_line& 
     }
     mask_stop_signals(SIG_UNBLOCK);
 
-    source_set sources(core.server());
+    source_set sources(core.server(), checkpoints.get(), cfg.checkpoint.interval);
     const start_counts counts = start_sources(cfg, sources, baseline);
     if (!open_listeners(cfg, core.server(), baseline)) {
         return exit_config_error;

@@ -19,8 +19,11 @@ namespace {
 
 constexpr int stop_ticks_max = 300; ///< 30 s of 100 ms control-loop ticks
 
-source_server::source_factory factory_for(const source_spec& spec, generator_options generator) {
-    return [spec, generator](environment& e, const executor& lane) -> std::unique_ptr<source> {
+/// `checkpoint`: a file source's (no store: none).
+source_server::source_factory factory_for(const source_spec& spec, generator_options generator,
+                                          file_checkpoint_options checkpoint) {
+    return [spec, generator, checkpoint](environment& e,
+                                         const executor& lane) -> std::unique_ptr<source> {
         switch (spec.kind) {
         case source_kind::generator:
             return std::make_unique<generator_source>(e, lane, generator);
@@ -29,7 +32,7 @@ source_server::source_factory factory_for(const source_spec& spec, generator_opt
         case source_kind::udp:
             return std::make_unique<udp_source>(e, lane, spec.udp);
         case source_kind::file:
-            return std::make_unique<file_source>(e, lane, spec.path);
+            return std::make_unique<file_source>(e, lane, spec.path, checkpoint);
         case source_kind::mqtt:
             return std::make_unique<mqtt_source>(e, lane, spec.mqtt);
         default:
@@ -61,7 +64,8 @@ std::vector<std::string> restart_only_changes(const worker_config& a, const work
                         c.server.reconnect_attempts_max);
     };
     const auto metrics = [](const worker_config& c) {
-        return std::tie(c.metrics.enabled, c.metrics.address, c.metrics.port);
+        return std::tie(c.metrics.enabled, c.metrics.address, c.metrics.port,
+                        c.checkpoint.directory, c.checkpoint.interval);
     };
     if (pool(a) != pool(b)) {
         changed.emplace_back("pool");
@@ -76,7 +80,7 @@ std::vector<std::string> restart_only_changes(const worker_config& a, const work
         changed.emplace_back("server");
     }
     if (metrics(a) != metrics(b)) {
-        changed.emplace_back("metrics");
+        changed.emplace_back("metrics or checkpoint");
     }
     return changed;
 }
@@ -183,8 +187,10 @@ std::size_t source_set::add(const source_spec& spec, std::size_t& refused) {
     std::vector<source_handle> admitted;
     for (std::uint32_t i = 0; i < spec.count; ++i) {
         const source_options options = instance_options(spec, i);
-        const auto answer =
-            server_.register_source(options, factory_for(spec, instance_generator(spec, i)));
+        // A file source's checkpoint is kept under its instance's name.
+        const auto answer = server_.register_source(
+            options, factory_for(spec, instance_generator(spec, i),
+                                 {checkpoints_, options.name, checkpoint_interval_}));
         if (!answer.admitted()) {
             log_error("source_refused", answer.message, {{"source", options.name}});
             ++refused;

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "apps/sluiced/worker_config.hpp"
+#include "sluice/checkpoint/checkpoint_store.hpp"
 #include "sluice/server/source_server.hpp"
 
 namespace sluiced {
@@ -32,7 +33,11 @@ struct running_source {
 /// unregistered.
 class source_set {
 public:
-    explicit source_set(source_server& server) : server_(server) {}
+    /// `checkpoints` (may be null: none) is where file sources keep their positions; it must
+    /// outlive the server's sources.
+    explicit source_set(source_server& server, checkpoint_store* checkpoints = nullptr,
+                        duration checkpoint_interval = std::chrono::seconds(1))
+        : server_(server), checkpoints_(checkpoints), checkpoint_interval_(checkpoint_interval) {}
 
     /// Registers `spec`'s instances (count of them) and starts them; refusals are logged and
     /// counted. Returns how many started.
@@ -52,6 +57,8 @@ private:
         int ticks_left;
     };
     source_server& server_;
+    checkpoint_store* checkpoints_;
+    duration checkpoint_interval_;
     std::map<std::string, running_source> running_;
     std::vector<stopping> stopping_;
 };

@@ -12,6 +12,9 @@
 #include <boost/asio/ip/address.hpp>
 #include <toml++/toml.h>
 
+#include "sluice/checkpoint/checkpoint_store.hpp"
+#include "sluice/checkpoint/file_position.hpp"
+
 namespace sluice::runtime {
 
 namespace {
@@ -279,6 +282,49 @@ void read_metrics(checker& c, const toml::table& root, worker_config& cfg) {
     c.integer(*t, "metrics", "port", cfg.metrics.port, 0, 65535);
 }
 
+/// [checkpoint]
+void read_checkpoint(checker& c, const toml::table& root, worker_config& cfg) {
+    const auto* t = c.table(root, "checkpoint");
+    if (t == nullptr) {
+        return;
+    }
+    c.unknown_keys(*t, "checkpoint", {"directory", "interval_ms"});
+    const std::string allowed = "an existing directory the worker can write to";
+    if (c.string(*t, "checkpoint", "directory", cfg.checkpoint.directory, allowed)) {
+        if (const std::string why =
+                directory_checkpoint_store::check_directory(cfg.checkpoint.directory);
+            !why.empty()) {
+            c.error(t->get("directory"), "checkpoint.directory", why, allowed);
+            cfg.checkpoint.directory.clear();
+        }
+    } else if (t->get("directory") == nullptr) {
+        c.error(t, "checkpoint.directory", "is missing", allowed);
+    }
+    c.milliseconds(*t, "checkpoint", "interval_ms", cfg.checkpoint.interval, 1, 3'600'000);
+}
+
+/// A file source's checkpoints, when there are any: each readable, and its own (a corrupt or
+/// foreign one would fail the source at its start).
+void check_file_checkpoints(checker& c, const toml::table& t, const std::string& path,
+                            const worker_config& cfg, const source_spec& spec) {
+    if (cfg.checkpoint.directory.empty() || spec.kind != source_kind::file) {
+        return;
+    }
+    directory_checkpoint_store store(cfg.checkpoint.directory);
+    for (std::uint32_t i = 0; i < spec.count; ++i) {
+        const std::string key = instance_options(spec, i).name;
+        const auto loaded = store.load(key);
+        std::string why = loaded.error;
+        if (why.empty() && loaded.found) {
+            why = decode_file_position(loaded.value, key, store.where(key)).error;
+        }
+        if (!why.empty()) {
+            c.error(t.get("path") != nullptr ? t.get("path") : &t, path + ".checkpoint", why,
+                    "a checkpoint this source wrote, or none");
+        }
+    }
+}
+
 /// [log]
 void read_log(checker& c, const toml::table& root, worker_config& cfg) {
     const auto* t = c.table(root, "log");
@@ -532,6 +578,7 @@ configured_totals read_sources(checker& c, const toml::table& root, worker_confi
                 if (!read_source_kind(c, t, path, kind, spec, next_generator_id)) {
                     continue;
                 }
+                check_file_checkpoints(c, t, path, cfg, spec);
                 totals.instances += spec.count;
                 totals.reserved += std::uint64_t{spec.count} * spec.limits.reserve;
                 cfg.sources.push_back(std::move(spec));
@@ -678,11 +725,12 @@ config_result parse_worker_config(std::string_view text, std::string_view file_n
         result.errors.push_back(std::move(error));
         return result;
     }
-    c.unknown_keys(
-        root, "",
-        {"worker", "pool", "processing", "server", "source", "listener", "metrics", "log"});
+    c.unknown_keys(root, "",
+                   {"worker", "pool", "processing", "server", "source", "listener", "metrics",
+                    "log", "checkpoint"});
     read_metrics(c, root, cfg);
     read_log(c, root, cfg);
+    read_checkpoint(c, root, cfg);
     read_worker(c, root, cfg);
     const toml::table* pool_table = read_pool(c, root, cfg);
     read_processing(c, root, cfg);

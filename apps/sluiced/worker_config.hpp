@@ -55,6 +55,14 @@ struct log_options {
     std::string format = "text"; ///< text or json (one JSON object a line)
 };
 
+/// [checkpoint]: where sources that can resume (files) keep their processed position, so a
+/// restart of the worker, or a crash, continues where processing had finished (at least
+/// once). No directory: none (a new worker reads files from the start).
+struct checkpoint_options {
+    std::string directory;                       ///< an existing, writable directory
+    duration interval = std::chrono::seconds(1); ///< between one source's saves, at most one
+};
+
 struct worker_config {
     production_options threads;
     pool_config pool{4096, 16384, 64, 16384};
@@ -74,6 +82,7 @@ struct worker_config {
     std::string summary_json_path; ///< written at exit when not empty (also --summary-json)
     metrics_options metrics;
     log_options log;
+    checkpoint_options checkpoint;
 };
 
 /// Instance `i` (of `spec.count`) of a [[source]]: its name ("<name>#<i>" when there are

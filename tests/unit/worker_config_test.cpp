@@ -1,4 +1,8 @@
+#include <filesystem>
+#include <fstream>
 #include <string>
+
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 
@@ -100,6 +104,36 @@ TEST(worker_config, syntax_errors_are_located) {
     EXPECT_EQ(r.errors[0].file, "syntax.toml");
     EXPECT_EQ(r.errors[0].line, 1U);
     EXPECT_EQ(r.errors[0].key, "(syntax)");
+}
+
+TEST(worker_config, a_checkpoint_directory_must_exist_and_a_bad_checkpoint_is_found_at_check) {
+    const auto missing = parse_worker_config(
+        "[checkpoint]\ndirectory = \"/nonexistent/ck\"\ninterval_ms = 0\n", "ck.toml");
+    ASSERT_FALSE(missing.ok());
+    EXPECT_NE(all_errors(missing).find("ck.toml:2:13: checkpoint.directory: cannot use the "
+                                       "checkpoint directory /nonexistent/ck"),
+              std::string::npos)
+        << all_errors(missing);
+    EXPECT_NE(all_errors(missing).find("checkpoint.interval_ms"), std::string::npos);
+
+    const auto dir =
+        std::filesystem::temp_directory_path() / ("sluice-config-ck-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    const auto input = dir / "in.csv";
+    std::ofstream(input) << "a\n";
+    std::ofstream(dir / "tail.checkpoint") << "not a checkpoint";
+    const std::string text = "[checkpoint]\ndirectory = \"" + dir.string() +
+                             "\"\n[[source]]\nname = \"tail\"\nkind = \"file\"\npath = \"" +
+                             input.string() + "\"\n";
+    const auto corrupt = parse_worker_config(text, "ck.toml");
+    ASSERT_FALSE(corrupt.ok());
+    EXPECT_NE(all_errors(corrupt).find("source[0].checkpoint: the checkpoint " + dir.string() +
+                                       "/tail.checkpoint is not a sluice file checkpoint"),
+              std::string::npos)
+        << all_errors(corrupt);
+    std::filesystem::remove(dir / "tail.checkpoint");
+    EXPECT_TRUE(parse_worker_config(text, "ck.toml").ok()) << "no checkpoint yet is fine";
+    std::filesystem::remove_all(dir);
 }
 
 TEST(worker_config, missing_file_for_a_file_source_is_an_error) {
