@@ -26,6 +26,9 @@ fault_plan fault_plan::draw(const scenario& s) {
     f.factory_throw = plan.chance(0.3) ? plan.unit() * 0.2 : 0.0;
     f.waiting_share = plan.unit();
     f.interleave = plan.unit() * 0.5;
+    f.checkpoint_interval = std::chrono::microseconds(50 + plan.below(5000));
+    // Not with an OpenMetrics timeline: its collector reads the first worker only.
+    f.crash_at = plan.chance(0.4) && s.openmetrics_path.empty() ? 0.1 + plan.unit() * 0.8 : 0.0;
     return f;
 }
 

@@ -27,6 +27,11 @@ struct fault_plan {
     double waiting_share = 0.0;
     /// Compute tasks run inline where a lane is between a check and its act.
     double interleave = 0.0;
+    /// File sources checkpoint their processed position this often (0: no checkpoints).
+    runtime::duration checkpoint_interval{0};
+    /// A whole-worker crash at this fraction of the horizon (0: none): everything in flight is
+    /// lost, the checkpoints stay as last written, and a new worker resumes the file sources.
+    double crash_at = 0.0;
 
     /// All zero without faults. The order of the draws is part of what a seed means: a site
     /// added later is drawn after the others, so runs without it stay the runs they were.

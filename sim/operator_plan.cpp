@@ -16,10 +16,11 @@ namespace asio = boost::asio;
 
 operator_plan::operator_plan(const scenario& s, const fault_plan& faults, const run_limits& limits,
                              sim_environment& env, source_server& server, verifying_sink& out,
-                             report& result)
+                             report& result, checkpoint_store* checkpoints)
     : s_(s), faults_(faults), limits_(limits), env_(env), server_(server), out_(out),
-      result_(result), admission_wait_(std::chrono::duration_cast<duration>(
-                           std::chrono::duration<double>(s.admission_wait_seconds))),
+      result_(result), checkpoints_(checkpoints),
+      admission_wait_(std::chrono::duration_cast<duration>(
+          std::chrono::duration<double>(s.admission_wait_seconds))),
       infinite_(s.records_per_source == 0) {}
 
 virtual_stream_script operator_plan::stream_shape(std::uint32_t id) {
@@ -76,20 +77,48 @@ source_server::source_factory operator_plan::make_factory(std::uint32_t id, plan
     if (env_.faults().chance(faults_.truncate)) {
         v.truncate_at_bytes = 1 + env_.faults().below(s_.records_per_source * 20);
     }
+    p.whole_file = v.reset_at_bytes == 0 && v.truncate_at_bytes == 0;
+    env_.add_virtual_stream("vs/" + std::to_string(id), v);
+    return file_factory(id);
+}
+
+source_server::source_factory operator_plan::file_factory(std::uint32_t id) {
     const std::string path = "vs/" + std::to_string(id);
-    env_.add_virtual_stream(path, v);
-    return [path](environment& e, const executor& lane) -> std::unique_ptr<source> {
-        return std::make_unique<file_source>(e, lane, path);
+    const file_checkpoint_options checkpoint{checkpoints_, path, faults_.checkpoint_interval};
+    return [path, checkpoint](environment& e, const executor& lane) -> std::unique_ptr<source> {
+        return std::make_unique<file_source>(e, lane, path, checkpoint);
     };
 }
 
-bool operator_plan::add_source(std::uint32_t id, bool waiting) {
+source_options operator_plan::options_for(std::uint32_t id) {
     source_options so;
     so.name = "s";
     so.name += std::to_string(id); // not "s" + …: GCC 12 warns falsely (-Wrestrict) there
     so.limits = {limits_.reserve, limits_.cap};
     so.flush_timeout = std::chrono::microseconds(200 + env_.workload().below(5000));
+    return so;
+}
+
+void operator_plan::add_resumed_file(const planned_source& from, std::uint64_t first_record) {
+    const auto answer = server_.register_source(options_for(from.id), file_factory(from.id));
+    if (!answer.admitted()) {
+        result_.violations.push_back("resumed file " + std::to_string(from.id) +
+                                     " was refused: " + answer.message);
+        return;
+    }
+    planned_source p = from;
+    p.handle = answer.handle;
+    p.stopped_by_plan = false;
+    out_.start_at(p.handle, first_record);
+    server_.start(p.handle);
+    sources_.push_back(p);
+    initial_ = sources_.size();
+}
+
+bool operator_plan::add_source(std::uint32_t id, bool waiting) {
+    source_options so = options_for(id);
     planned_source p;
+    p.id = id;
     source_server::source_factory factory = make_factory(id, p);
     if (faults_.factory_throw > 0 && env_.faults().chance(faults_.factory_throw)) {
         // A factory that fails (a device that is not there): the registration must leave

@@ -13,6 +13,7 @@
 #include "sim/sim_environment.hpp"
 #include "sim/simulation.hpp"
 #include "sim/verifying_sink.hpp"
+#include "sluice/checkpoint/checkpoint_store.hpp"
 #include "sluice/server/source_server.hpp"
 
 namespace sluice::sim {
@@ -20,7 +21,10 @@ namespace sluice::sim {
 struct planned_source {
     enum class shape : std::uint8_t { generator, file, peer } what = shape::generator;
     runtime::source_handle handle = 0;
+    std::uint32_t id = 0; ///< its generator id (a file's path is "vs/<id>")
     bool stopped_by_plan = false;
+    /// A file without a scripted reset or truncation: it ends with all its records.
+    bool whole_file = false;
     /// Ends only with all its records (a generator, a peer; a file may be truncated).
     bool complete_at_end() const noexcept { return what != shape::file; }
 };
@@ -28,12 +32,16 @@ struct planned_source {
 class operator_plan {
 public:
     /// Everything referenced must outlive the plan's scheduled actions (the run's scope).
+    /// `checkpoints` (null: none): where file sources keep their processed positions.
     operator_plan(const scenario& s, const fault_plan& faults, const run_limits& limits,
                   sim_environment& env, runtime::source_server& server, verifying_sink& out,
-                  report& result);
+                  report& result, runtime::checkpoint_store* checkpoints);
 
     /// Registers and starts the scenario's sources; a refusal is a violation.
     void add_initial_sources();
+    /// After a crash, in the new worker: registers and starts the file `from` (of the crashed
+    /// worker's plan) again, resuming from its checkpoint; its first record is `first_record`.
+    void add_resumed_file(const planned_source& from, std::uint64_t first_record);
     /// Schedules the stops and restarts, the churn and the late registrations.
     void schedule();
     /// The liveness phase begins: endless sources are stopped (they end only so) and the plan
@@ -57,6 +65,8 @@ private:
     runtime::source_server::source_factory make_factory(std::uint32_t id, planned_source& p);
     /// False when refused at once (a waiting registration answers later).
     bool add_source(std::uint32_t id, bool waiting);
+    runtime::source_options options_for(std::uint32_t id);
+    runtime::source_server::source_factory file_factory(std::uint32_t id);
     void register_waiting(runtime::source_options options,
                           const runtime::source_server::source_factory& factory, planned_source p);
     void schedule_restarts(runtime::duration horizon);
@@ -70,6 +80,7 @@ private:
     runtime::source_server& server_;
     verifying_sink& out_;
     report& result_;
+    runtime::checkpoint_store* checkpoints_;
     runtime::duration admission_wait_;
     bool infinite_;
     bool open_ = true;

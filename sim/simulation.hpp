@@ -80,6 +80,14 @@ struct report {
     std::uint64_t peer_resets = 0;      ///< of those, reset at an arbitrary byte offset
     std::uint64_t interleavings = 0;    ///< other work run inline at scheduling points
     std::uint64_t unregistered = 0;     ///< finished sources unregistered by churn
+    bool crashed = false;               ///< a whole-worker crash happened (a fault)
+    double crash_seconds = 0;           ///< when (virtual time)
+    std::uint64_t files_resumed = 0;    ///< file sources the new worker resumed
+    std::uint64_t records_replayed = 0; ///< records delivered again after the crash
+    std::uint64_t replay_max = 0;       ///< most of them for one file
+    /// After a crash, the tallies above are the new worker's; this is what the crashed one had
+    /// delivered.
+    std::uint64_t crashed_bytes_delivered = 0;
     std::uint64_t sources_run = 0;      ///< initial sources plus those churn admitted
     std::uint64_t source_bytes_min = 0; ///< least delivered by one initial source
     std::uint64_t source_bytes_max = 0; ///< most delivered by one initial source

@@ -24,6 +24,8 @@ public:
         std::uint64_t bytes = 0;
         bool ended = false;
         bool failed = false;
+        /// With track_times: (when, records so far) after each delivery.
+        std::vector<std::pair<time_point, std::uint64_t>> times;
     };
 
     /// A fault: on_data throws (an engine operator that fails) with this probability, drawn
@@ -33,7 +35,36 @@ public:
         throw_probability_ = probability;
     }
 
+    /// A whole-worker crash: nothing delivered from now on reaches the engine (it died too), so
+    /// every later event is dropped unseen.
+    void crash() noexcept { crashed_ = true; }
+    bool crashed() const noexcept { return crashed_; }
+    /// Before its first event: the origin's first record is `record` (a file resumed from its
+    /// checkpoint), not 0.
+    void start_at(std::uint64_t origin, std::uint64_t record) {
+        origins_[origin].checker.start_at(record);
+    }
+    /// Records when each origin's deliveries came (virtual time), for the crash's window.
+    void track_times(const sim_environment* clock) noexcept { clock_ = clock; }
+    /// Records of `origin` delivered by time `t` (with track_times).
+    std::uint64_t records_by(std::uint64_t origin, time_point t) const {
+        const auto it = origins_.find(origin);
+        std::uint64_t delivered = 0;
+        if (it != origins_.end()) {
+            for (const auto& [when, next] : it->second.times) {
+                if (when > t) {
+                    break;
+                }
+                delivered = next;
+            }
+        }
+        return delivered;
+    }
+
     void on_data(const runtime::data_event& event) override {
+        if (crashed_) {
+            return;
+        }
         if (throw_probability_ > 0 && faults_->chance(throw_probability_)) {
             ++thrown;
             throw std::runtime_error("injected sink fault");
@@ -58,9 +89,15 @@ public:
         if (was_ok && !log.checker.ok()) {
             violation("origin " + std::to_string(event.origin_id) + ": " + log.checker.problem());
         }
+        if (clock_ != nullptr) {
+            log.times.emplace_back(clock_->now(), log.checker.next_record());
+        }
         ++deliveries;
     }
     void on_end_of_stream(std::uint64_t origin) override {
+        if (crashed_) {
+            return;
+        }
         auto& log = origins_[origin];
         if (log.ended || log.failed) {
             violation("origin " + std::to_string(origin) + ": second EoS/Error");
@@ -70,6 +107,9 @@ public:
         ++deliveries;
     }
     void on_error(std::uint64_t origin, std::string_view) override {
+        if (crashed_) {
+            return;
+        }
         auto& log = origins_[origin];
         if (log.ended || log.failed) {
             violation("origin " + std::to_string(origin) + ": second EoS/Error");
@@ -98,6 +138,8 @@ public:
 private:
     random_stream* faults_ = nullptr;
     double throw_probability_ = 0.0;
+    const sim_environment* clock_ = nullptr;
+    bool crashed_ = false;
     void violation(std::string what) {
         if (violations.size() < 20) {
             violations.push_back(std::move(what));
