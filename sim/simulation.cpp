@@ -340,13 +340,13 @@ std::uint64_t checkpointed_offset(memory_checkpoint_store& store, const std::str
 /// The crashed worker's files, resumed by the new one: each from the record its checkpoint
 /// names, which must not be past what the engine had got (that would be a loss); what lies
 /// between is delivered again, and must lie within the checkpoint's window.
-void resume_files(const scenario& s, const fault_plan& faults, run_parts& r,
+void resume_files(const scenario& s, const fault_plan& faults, run_parts& r, time_point crashed_at,
                   const operator_plan& crashed, const verifying_sink& before,
                   operator_plan& resumed, report& result) {
     // A checkpoint trails the engine by its interval, plus the handlers queued ahead of its
     // post on a lane and the blocking pool's turn: 20 ms of virtual time is far above them.
     const time_point window_start =
-        r.env.now() - faults.checkpoint_interval - std::chrono::milliseconds(20);
+        crashed_at - faults.checkpoint_interval - std::chrono::milliseconds(20);
     for (const auto& p : crashed.sources()) {
         if (p.what != planned_source::shape::file) {
             continue;
@@ -414,7 +414,8 @@ bool crash_and_resume(const scenario& s, const fault_plan& faults, const run_lim
                       run_parts& r, operator_plan& crashed, verifying_sink& before,
                       verifying_sink& after, report& result) {
     result.crashed = true;
-    result.crash_seconds = std::chrono::duration<double>(r.env.now()).count();
+    const time_point crashed_at = r.env.now(); // the teardown below moves virtual time on
+    result.crash_seconds = std::chrono::duration<double>(crashed_at).count();
     r.checkpoints.crash();
     before.crash();
     crashed.close();
@@ -433,7 +434,7 @@ bool crash_and_resume(const scenario& s, const fault_plan& faults, const run_lim
     operator_plan resumed(s, faults, limits, r.env, r.server(), after, result, &r.checkpoints);
     begin_liveness(r, resumed, after); // faults off: the crash is the fault
     r.env.set_interleave_probability(0.0);
-    resume_files(s, faults, r, crashed, before, resumed, result);
+    resume_files(s, faults, r, crashed_at, crashed, before, resumed, result);
     const drive_end end = drive(s, r, resumed, after, nullptr, result);
     resumed.close();
     if (end != drive_end::finished) {

@@ -166,6 +166,7 @@ private:
 /// The HTTP endpoint with its collector; none when [metrics] enabled = false. `failed` (said
 /// in the log) when the address cannot be bound.
 std::unique_ptr<http_endpoint> open_endpoint(const worker_config& cfg, sluice::worker& core,
+                                             const checkpoint_store* checkpoints,
                                              const readiness_state& ready, bool& failed) {
     failed = false;
     if (!cfg.metrics.enabled) {
@@ -178,6 +179,7 @@ std::unique_ptr<http_endpoint> open_endpoint(const worker_config& cfg, sluice::w
                      cfg.threads.blocking_threads, [&env] { return env.io_load(); },
                      [&env] { return env.blocking_load(); }},
         sluice::version_string);
+    collector->set_checkpoints(checkpoints);
     const std::string bind = cfg.metrics.address + ":" + std::to_string(cfg.metrics.port);
     try {
         auto endpoint = std::make_unique<http_endpoint>(cfg.metrics.address, cfg.metrics.port,
@@ -417,7 +419,7 @@ int run_worker(worker_config cfg, const std::string& config_name, command_line& 
     baseline_runner baseline(core.pool(), core.pipeline(), cfg.baseline_buffers_per_source);
     readiness_state ready;
     bool endpoint_failed = false;
-    const auto endpoint = open_endpoint(cfg, core, ready, endpoint_failed);
+    const auto endpoint = open_endpoint(cfg, core, checkpoints.get(), ready, endpoint_failed);
     if (endpoint_failed) {
         return exit_config_error;
     }

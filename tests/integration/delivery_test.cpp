@@ -108,6 +108,8 @@ TEST(delivery, a_file_source_resumes_in_a_new_worker_where_processing_had_finish
         ASSERT_TRUE(w.sink.wait_for([&] { return store.stats().writes_total >= 2; }))
             << "checkpoints are written while the source runs";
         w.server.shutdown(); // a clean stop: the last processed position is saved
+        w.server.unregister_source(h);
+        EXPECT_EQ(store.stats().unsaved_bytes, 0U) << "everything processed is saved";
         first_records = w.sink.origin(h).records;
         ASSERT_FALSE(w.sink.origin(h).end_of_stream) << "read to the end before the stop";
         EXPECT_TRUE(w.sink.violations().empty()) << w.sink.violations().front();

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -29,6 +30,8 @@ checkpoint_stats checkpoint_store::stats() const noexcept {
     s.resumes_total = resumes_.load(std::memory_order_relaxed);
     s.restarts_from_zero_total = restarts_from_zero_.load(std::memory_order_relaxed);
     s.resumed_bytes_total = resumed_bytes_.load(std::memory_order_relaxed);
+    s.unsaved_bytes = static_cast<std::uint64_t>(
+        std::max<std::int64_t>(0, unsaved_.load(std::memory_order_relaxed)));
     return s;
 }
 
@@ -41,6 +44,9 @@ void checkpoint_store::count_load(bool ok) noexcept {
 void checkpoint_store::count_resume(std::uint64_t bytes) noexcept {
     resumes_.fetch_add(1, std::memory_order_relaxed);
     resumed_bytes_.fetch_add(bytes, std::memory_order_relaxed);
+}
+void checkpoint_store::add_unsaved(std::int64_t bytes) noexcept {
+    unsaved_.fetch_add(bytes, std::memory_order_relaxed);
 }
 void checkpoint_store::count_restart_from_zero() noexcept {
     restarts_from_zero_.fetch_add(1, std::memory_order_relaxed);

@@ -26,6 +26,9 @@ struct checkpoint_stats {
     std::uint64_t resumes_total = 0;            ///< sources that resumed from a checkpoint
     std::uint64_t restarts_from_zero_total = 0; ///< checkpoints ignored: the data was replaced
     std::uint64_t resumed_bytes_total = 0;      ///< bytes not read again thanks to them
+    /// Processed and not yet in a saved checkpoint, over every writer: what a crash now would
+    /// deliver again.
+    std::uint64_t unsaved_bytes = 0;
 };
 
 class checkpoint_store {
@@ -64,6 +67,8 @@ public:
     void count_load(bool ok) noexcept;
     void count_resume(std::uint64_t bytes) noexcept;
     void count_restart_from_zero() noexcept;
+    /// Writers: their processed position moved by `bytes` (> 0) or a save covered it (< 0).
+    void add_unsaved(std::int64_t bytes) noexcept;
 
 private:
     std::function<void(const std::string&)> notice_;
@@ -74,6 +79,7 @@ private:
     std::atomic<std::uint64_t> resumes_{0};
     std::atomic<std::uint64_t> restarts_from_zero_{0};
     std::atomic<std::uint64_t> resumed_bytes_{0};
+    std::atomic<std::int64_t> unsaved_{0};
 };
 
 /// One file per key in `directory`, which must exist and be writable: `<key>.checkpoint`, the

@@ -10,21 +10,39 @@ namespace asio = boost::asio;
 
 std::shared_ptr<checkpoint_writer> checkpoint_writer::make(environment& env, executor lane,
                                                            checkpoint_store& store, std::string key,
-                                                           duration interval) {
+                                                           duration interval, std::uint64_t saved) {
     return std::make_shared<checkpoint_writer>(env, std::move(lane), store, std::move(key),
-                                               interval);
+                                               interval, saved);
 }
 
 checkpoint_writer::checkpoint_writer(environment& env, executor lane, checkpoint_store& store,
-                                     std::string key, duration interval)
+                                     std::string key, duration interval, std::uint64_t saved)
     : env_(env), lane_(std::move(lane)), store_(store), key_(std::move(key)), interval_(interval),
-      last_write_(env.now() - interval) {}
+      pending_position_(saved), saved_position_(saved), last_write_(env.now() - interval) {}
 
-void checkpoint_writer::update(std::string value) {
-    const std::lock_guard lock(mutex_);
-    if (finished_) {
-        return;
+checkpoint_writer::~checkpoint_writer() {
+    store_.add_unsaved(-static_cast<std::int64_t>(pending_position_ - saved_position_));
+}
+
+std::string checkpoint_writer::save_pending() {
+    dirty_ = false;
+    std::string error = store_.save(key_, pending_);
+    if (!error.empty()) {
+        dirty_ = true; // counted by the store; the next update or finish tries again
+        return error;
     }
+    store_.add_unsaved(-static_cast<std::int64_t>(pending_position_ - saved_position_));
+    saved_position_ = pending_position_;
+    return error;
+}
+
+void checkpoint_writer::update(std::string value, std::uint64_t position) {
+    const std::lock_guard lock(mutex_);
+    if (finished_ || position < pending_position_) {
+        return; // positions only grow; an older one is already covered
+    }
+    store_.add_unsaved(static_cast<std::int64_t>(position - pending_position_));
+    pending_position_ = position;
     pending_ = std::move(value);
     dirty_ = true;
     if (scheduled_) {
@@ -72,10 +90,7 @@ void checkpoint_writer::write_pending() {
     if (!dirty_ || finished_) {
         return;
     }
-    dirty_ = false;
-    if (!store_.save(key_, pending_).empty()) {
-        dirty_ = true; // counted by the store; the next update or finish tries again
-    }
+    save_pending();
     last_write_ = env_.now();
 }
 
@@ -85,8 +100,7 @@ std::string checkpoint_writer::finish() {
     if (!dirty_) {
         return {};
     }
-    dirty_ = false;
-    return store_.save(key_, pending_);
+    return save_pending();
 }
 
 } // namespace sluice::runtime

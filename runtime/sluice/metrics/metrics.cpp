@@ -257,6 +257,56 @@ void collect_sources(builder& b, const server_stats& s, const processing_stats& 
               d(s.listener_failures_total));
 }
 
+/// At-least-once delivery: how far processing trails tracked sources (processed positions), and
+/// the checkpoints that carry those positions across a restart.
+void collect_delivery(builder& b, const processing_stats& q, const checkpoint_stats& c) {
+    auto& lag_bytes = b.family("sluice_processed_lag_bytes",
+                               "Bytes of sources that track processed positions (files with "
+                               "checkpoints) read and not yet processed, by kind.",
+                               MetricType::Gauge);
+    auto& lag_seconds = b.family("sluice_processed_lag_seconds",
+                                 "Longest time a tracked source's processed position has not "
+                                 "moved while its bytes wait, by kind.",
+                                 MetricType::Gauge);
+    for (std::size_t k = 0; k < source_kinds_defined(); ++k) {
+        const std::string kind(to_string(static_cast<source_kind>(k)));
+        b.gauge(lag_bytes, d(q.processed_lag_bytes[k]), {{"kind", kind}});
+        b.gauge(lag_seconds, q.processed_lag_seconds[k], {{"kind", kind}});
+    }
+    {
+        auto& f =
+            b.family("sluice_checkpoint_writes_total",
+                     "Checkpoint saves (write, fsync, rename), by result.", MetricType::Counter);
+        b.counter(f, d(c.writes_total), {{"result", "ok"}});
+        b.counter(f, d(c.write_failures_total), {{"result", "failed"}});
+    }
+    {
+        auto& f = b.family("sluice_checkpoint_loads_total",
+                           "Checkpoints read at a source's first open, by result (failed: "
+                           "unreadable, corrupt or foreign; the source failed naming the file).",
+                           MetricType::Counter);
+        b.counter(f, d(c.loads_total), {{"result", "ok"}});
+        b.counter(f, d(c.load_failures_total), {{"result", "failed"}});
+    }
+    {
+        auto& f = b.family("sluice_checkpoint_resumes_total",
+                           "Sources' first opens with a checkpoint, by outcome (resumed at its "
+                           "offset; from_start: the file was replaced or shortened).",
+                           MetricType::Counter);
+        b.counter(f, d(c.resumes_total), {{"outcome", "resumed"}});
+        b.counter(f, d(c.restarts_from_zero_total), {{"outcome", "from_start"}});
+    }
+    b.counter(b.family("sluice_checkpoint_resumed_bytes_total",
+                       "Bytes sources did not read again because they resumed from a checkpoint.",
+                       MetricType::Counter),
+              d(c.resumed_bytes_total));
+    b.gauge(b.family("sluice_checkpoint_unsaved_bytes",
+                     "Bytes processed and not yet in a saved checkpoint: what a crash now would "
+                     "deliver again (at least once).",
+                     MetricType::Gauge),
+            d(c.unsaved_bytes));
+}
+
 /// The fixed pools' threads and load, and the process's threads.
 void collect_threads(builder& b, const thread_pools& threads, const processing_stats& q) {
     {
@@ -315,6 +365,7 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
     collect_processing(b, q, s);
     collect_sources(b, s, q);
     collect_threads(b, threads_, q);
+    collect_delivery(b, q, checkpoints_ != nullptr ? checkpoints_->stats() : checkpoint_stats{});
     return out;
 }
 

@@ -13,6 +13,7 @@
 #include <prometheus/collectable.h>
 #include <prometheus/metric_family.h>
 
+#include "sluice/checkpoint/checkpoint_store.hpp"
 #include "sluice/pipeline/processing.hpp"
 #include "sluice/pool/buffer_pool.hpp"
 #include "sluice/server/source_server.hpp"
@@ -34,6 +35,9 @@ public:
     metrics_collector(const buffer_pool& pool, const source_server& server,
                       const processing& pipeline, thread_pools threads, std::string version);
     std::vector<prometheus::MetricFamily> Collect() const override;
+    /// The checkpoint store whose counters to export (null, the default: zeros). It must
+    /// outlive the collector. Set before the first scrape.
+    void set_checkpoints(const checkpoint_store* store) noexcept { checkpoints_ = store; }
 
 private:
     const buffer_pool& pool_;
@@ -41,6 +45,7 @@ private:
     const processing& pipeline_;
     thread_pools threads_;
     std::string version_;
+    const checkpoint_store* checkpoints_ = nullptr;
 };
 
 } // namespace sluice::runtime

@@ -110,12 +110,16 @@ std::uint64_t processing::processed_through(const channel& target) noexcept {
     return target.progress_ ? target.progress_->through.load(std::memory_order_acquire) : 0;
 }
 
-void processing::advance_processed(channel& target, std::size_t bytes) noexcept {
+void processing::advance_processed(channel& target, std::size_t bytes) const noexcept {
     auto& p = *target.progress_;
     p.stream_bytes += bytes;
     const framing_state& state = target.framing_;
     if (state.skip_bytes == 0) { // while an oversize record is skipped, its start is unknown
-        p.through.store(p.stream_bytes - state.carry.size(), std::memory_order_release);
+        const std::uint64_t through = p.stream_bytes - state.carry.size();
+        if (through != p.through.load(std::memory_order_relaxed)) {
+            p.advanced_ns.store(env_.now().count(), std::memory_order_relaxed);
+            p.through.store(through, std::memory_order_release);
+        }
     }
 }
 
@@ -152,6 +156,14 @@ bool processing::submit(const std::shared_ptr<channel>& target, buffer filled) {
         return false;
     }
     channel::item item{std::move(filled), env_.now()};
+    if (auto* p = target->progress_.get()) {
+        // Waiting from now, when nothing was: the lag's clock starts with this buffer.
+        if (p->submitted.load(std::memory_order_relaxed) ==
+            p->through.load(std::memory_order_acquire)) {
+            p->advanced_ns.store(item.queued_at.count(), std::memory_order_relaxed);
+        }
+        p->submitted.fetch_add(item.filled.size_bytes(), std::memory_order_relaxed);
+    }
     bool post = false;
     {
         const std::lock_guard lock(target->mutex_);
@@ -330,6 +342,9 @@ void processing::count_discarded(const buffer& dropped) noexcept {
 }
 
 void processing::deliver_final(channel& target, bool is_error, const std::string* message) {
+    if (target.progress_) {
+        target.progress_->ended.store(true, std::memory_order_relaxed);
+    }
     if (!target.framing_.carry.empty()) {
         // The stream ended inside a record: it is dropped, and said so.
         records_truncated_total_.fetch_add(1, std::memory_order_relaxed);
@@ -534,6 +549,22 @@ processing_stats processing::stats() const {
     const auto now = env_.now();
     time_point oldest = now;
     for (const auto& c : live_channels()) {
+        if (const auto* p = c->progress_.get()) {
+            // Submitted bytes not yet processed, and how long the position has not moved while
+            // they wait (an unfinished record's bytes count until it ends).
+            const std::uint64_t through = p->through.load(std::memory_order_acquire);
+            const std::uint64_t submitted = p->submitted.load(std::memory_order_relaxed);
+            if (submitted > through && !p->ended.load(std::memory_order_relaxed)) {
+                s.processed_lag_bytes[c->kind_index_] += submitted - through;
+                const double waited =
+                    std::chrono::duration<double>(
+                        now - duration(p->advanced_ns.load(std::memory_order_relaxed)))
+                        .count();
+                s.processed_lag_seconds[c->kind_index_] =
+                    std::max(s.processed_lag_seconds[c->kind_index_], waited);
+            }
+            ++s.tracked_channels;
+        }
         const std::lock_guard lock(c->mutex_);
         if (!c->queue_.empty()) {
             oldest = std::min(oldest, c->queue_.front().queued_at);

@@ -75,7 +75,12 @@ struct processing_stats {
     std::uint64_t buffers_in_progress = 0; ///< data buffers being processed now
     double oldest_queued_seconds = 0.0;    ///< age of the oldest waiting buffer
     std::array<std::uint64_t, processing_kinds_max>
-        records_by_kind{};                  ///< by open_channel's kind index
+        records_by_kind{}; ///< by open_channel's kind index
+    /// Tracked channels (processed positions): bytes submitted and not yet processed, by kind.
+    std::array<std::uint64_t, processing_kinds_max> processed_lag_bytes{};
+    /// The longest any of them has waited with its position not moving, by kind (seconds).
+    std::array<double, processing_kinds_max> processed_lag_seconds{};
+    std::uint64_t tracked_channels = 0;
     histogram_snapshot buffer_seconds;      ///< time to process one buffer
     histogram_snapshot output_wait_seconds; ///< suspended output-buffer acquisitions
 };
@@ -167,7 +172,7 @@ private:
     void fail_origin(channel& target, const std::string& message);
     void process(channel& target, buffer& input, buffer output);
     /// A tracked channel's position after `input` reached the sink.
-    static void advance_processed(channel& target, std::size_t bytes) noexcept;
+    void advance_processed(channel& target, std::size_t bytes) const noexcept;
     /// Tells the processed callback when the batch advanced a tracked channel's position.
     void report_processed(channel& target);
     /// For output_per_buffer: takes the channel's output buffer, or starts waiting for one and

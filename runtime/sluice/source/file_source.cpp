@@ -31,7 +31,7 @@ std::optional<file_source::opened> file_source::open_stream_now() {
             resolved_ = true;
             identity_ = first.second->identity();
             writer_ = checkpoint_writer::make(env_, lane_, *checkpoint_.store, checkpoint_.key,
-                                              checkpoint_.interval);
+                                              checkpoint_.interval, base_);
         }
         return first;
     }
@@ -99,8 +99,10 @@ void file_source::processed(std::uint64_t stream_bytes) {
     if (!writer_) {
         return;
     }
-    writer_->update(encode_file_position(
-        {path_, identity_.device, identity_.inode, base_ + stream_bytes}, checkpoint_.key));
+    const std::uint64_t offset = base_ + stream_bytes;
+    writer_->update(
+        encode_file_position({path_, identity_.device, identity_.inode, offset}, checkpoint_.key),
+        offset);
 }
 
 } // namespace sluice::runtime

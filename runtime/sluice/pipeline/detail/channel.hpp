@@ -38,6 +38,11 @@ private:
         std::uint64_t stream_bytes = 0; ///< bytes of every buffer given to the sink (drain only)
         std::uint64_t reported = 0;     ///< `through` when last reported (drain only)
         std::atomic<std::uint64_t> through{0};
+        std::atomic<std::uint64_t> submitted{0};  ///< bytes of every buffer queued (the lane)
+        std::atomic<std::int64_t> advanced_ns{0}; ///< when `through` last moved (env time)
+        /// The origin's final event came: an unfinished record's bytes will never be processed
+        /// and are no lag.
+        std::atomic<bool> ended{false};
     };
 
     // Every source has a channel: small fields together, so idle sources pay no padding.
