@@ -291,6 +291,11 @@ bool processing::drain_batch(const std::shared_ptr<channel>& target, std::uint64
             buffers_queued_.fetch_sub(1, std::memory_order_relaxed);
             deliver(*target, next.filled);
             next.filled.reset(); // back to the pool before the sink hears of the next one
+            if (target->progress_) {
+                // At once, not after the batch: a source that acknowledges (MQTT) or
+                // checkpoints keeps its window of what a crash repeats to about a buffer.
+                report_processed(*target);
+            }
             const auto processed = env_.now();
             buffer_seconds_.observe(std::chrono::duration<double>(processed - mark).count());
             mark = processed;
@@ -302,9 +307,6 @@ bool processing::drain_batch(const std::shared_ptr<channel>& target, std::uint64
     }
     busy_nanoseconds_total_.fetch_add(static_cast<std::uint64_t>((mark - started).count()),
                                       std::memory_order_relaxed);
-    if (target->progress_) {
-        report_processed(*target);
-    }
     const std::lock_guard lock(target->mutex_);
     // What is left now (a final event taken above was cleared when taken).
     const bool more = !target->queue_.empty() || target->final_ != channel::final_event::none;

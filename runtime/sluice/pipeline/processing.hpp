@@ -121,7 +121,7 @@ public:
     /// run; not while processing runs.
     void set_failure_callback(std::function<void(std::uint64_t)> callback);
     /// Called on a compute thread with the origin id when a tracked channel's processed position
-    /// advanced, at most once per batch of its buffers (not per buffer). Set before sources
+    /// advanced, after the buffer that advanced it (the receiver coalesces). Set before sources
     /// run; not while processing runs.
     void set_processed_callback(std::function<void(std::uint64_t)> callback);
     /// A tracked channel's processed position: the bytes of its stream, counted from its first
