@@ -75,6 +75,12 @@ public:
     virtual void close() noexcept = 0;
     /// For logs and errors: the peer address or the file path.
     virtual std::string describe() const = 0;
+    /// Writes what the transport takes now, without waiting: a protocol's own small packets
+    /// (acknowledgements, pings) on a stream that is read otherwise. The bytes written (maybe
+    /// fewer than asked; 0 with no error: try again later), or an error. Streams that cannot
+    /// write (files, virtual streams) say `operation_not_supported`.
+    virtual std::pair<boost::system::error_code, std::size_t>
+        write_now(std::span<const std::byte> /*bytes*/);
     /// A file's identity when it was opened; zero inode for streams that are not files.
     virtual file_identity identity() const { return {}; }
     /// TCP keepalive for a TCP stream (idle time before the first probe, between probes, probes

@@ -85,6 +85,11 @@ bool byte_stream::park(wake_callback /*wake*/) {
     return false;
 }
 
+std::pair<boost::system::error_code, std::size_t>
+byte_stream::write_now(std::span<const std::byte> /*bytes*/) {
+    return {make_error_code(boost::system::errc::operation_not_supported), 0};
+}
+
 boost::asio::awaitable<read_result> source::read_some(std::span<std::byte> space) {
     for (;;) {
         const read_result r = read_now(space);

@@ -58,6 +58,14 @@ public:
         drained_ = result.state == read_result::status::would_block;
         return result;
     }
+    std::pair<error_code, std::size_t> write_now(std::span<const std::byte> bytes) override {
+        error_code error;
+        const std::size_t n = socket_.write_some(asio::buffer(bytes.data(), bytes.size()), error);
+        if (error == asio::error::would_block || error == asio::error::try_again) {
+            return {error_code{}, 0};
+        }
+        return {error, n};
+    }
     void close() noexcept override {
         error_code ignored;
         socket_.close(ignored);
