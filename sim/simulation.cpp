@@ -80,10 +80,14 @@ struct run_parts {
         env.set_interleave_probability(faults.interleave);
         out.throw_sometimes(&env.faults(), faults.sink_throw);
     }
+    /// `sources`: how many it must admit at once (0: the scenario's).
+    void add_pool(const scenario& s, const run_limits& limits, std::uint32_t buffers,
+                  std::uint32_t sources) {
+        pools.push_back(std::make_unique<buffer_pool>(pool_config{
+            buffers, s.buffer_size, limits.processing_reserve, sources + 16, s.policy, false}));
+    }
     void add_pool(const scenario& s, const run_limits& limits) {
-        pools.push_back(std::make_unique<buffer_pool>(
-            pool_config{limits.buffers, s.buffer_size, limits.processing_reserve, s.sources + 16,
-                        s.policy, false}));
+        add_pool(s, limits, limits.buffers, s.sources);
     }
     buffer_pool& pool() { return *pools.back(); }
     processing& pipeline() { return worker->pipeline; }
@@ -429,7 +433,16 @@ bool crash_and_resume(const scenario& s, const fault_plan& faults, const run_lim
     r.worker.reset();
     r.checkpoints.restart();
 
-    r.add_pool(s, limits);
+    // The new worker admits every file at once: the crashed one may have had more (churn) than
+    // its scenario's sources, admitted as others were unregistered.
+    std::uint32_t files = 0;
+    for (const auto& p : crashed.sources()) {
+        files += p.what == planned_source::shape::file ? 1 : 0;
+    }
+    const std::uint32_t buffers =
+        std::max(limits.buffers, files * (limits.reserve + 1) + limits.processing_reserve);
+    r.add_pool(s, limits, buffers, std::max(files, s.sources));
+    result.buffers_total = buffers; // the tallies are the last worker's
     r.worker = std::make_unique<worker_parts>(s, r.pool(), r.env, after);
     operator_plan resumed(s, faults, limits, r.env, r.server(), after, result, &r.checkpoints);
     begin_liveness(r, resumed, after); // faults off: the crash is the fault
@@ -443,7 +456,7 @@ bool crash_and_resume(const scenario& s, const fault_plan& faults, const run_lim
     wind_down(s, r, resumed, result);
     take_run_tallies(r, result);
     if (end == drive_end::finished) {
-        check_finished_run(s, resumed, after, limits.buffers, result);
+        check_finished_run(s, resumed, after, buffers, result);
         check_resumed_files(s, resumed, after, result);
     }
     return end == drive_end::finished;

@@ -21,7 +21,7 @@ constexpr int stop_ticks_max = 300; ///< 30 s of 100 ms control-loop ticks
 
 /// `checkpoint`: a file source's (no store: none).
 source_server::source_factory factory_for(const source_spec& spec, generator_options generator,
-                                          file_checkpoint_options checkpoint) {
+                                          const file_checkpoint_options& checkpoint) {
     return [spec, generator, checkpoint](environment& e,
                                          const executor& lane) -> std::unique_ptr<source> {
         switch (spec.kind) {

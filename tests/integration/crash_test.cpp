@@ -1,14 +1,19 @@
-// At least once across a real crash: sluiced reads a file with [checkpoint] on and is killed
-// with SIGKILL at random moments, then started again, several times; a last run reads to the
+// At least once across a real crash. A file: sluiced reads a file with [checkpoint] on and is
+// killed with SIGKILL at random moments, then started again, several times; a last run reads to the
 // end. Every run's records (the --records-file witness) must be exactly the input from the
 // checkpoint the run found, so nothing is lost or corrupted, and records repeat only from the
-// window between a run's last checkpoint and its kill (reported per kill).
+// window between a run's last checkpoint and its kill (reported per kill). MQTT QoS 1: a real
+// mosquitto with persistence queues messages for sluiced's persistent session, sluiced is killed
+// while it delivers them and started again; every message must arrive at least once.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <memory>
 #include <random>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -16,6 +21,8 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <gtest/gtest.h>
 
 #include "sluice/checkpoint/checkpoint_store.hpp"
@@ -139,5 +146,159 @@ TEST(crash, sluiced_killed_at_random_moments_delivers_every_file_record_at_least
     std::printf("%d kills: %llu of %zu bytes delivered twice (%.2f%%)\n", kills,
                 static_cast<unsigned long long>(repeated), whole.size(),
                 100.0 * static_cast<double>(repeated) / static_cast<double>(whole.size()));
+    std::filesystem::remove_all(dir);
+}
+
+namespace {
+
+/// A mosquitto broker with persistence that queues everything for an offline persistent
+/// session (the default queue of 1,000 would drop the rest) and lets 20 QoS 1 messages be in
+/// flight to a client (its default).
+struct persistent_broker {
+    explicit persistent_broker(const std::filesystem::path& dir) : dir_(dir) {
+        std::filesystem::create_directories(dir_);
+        // mosquitto started as root drops to its own user, which must write its database here.
+        std::filesystem::permissions(dir_, std::filesystem::perms::all);
+        port_ = free_port();
+        std::ofstream(dir_ / "mosquitto.conf")
+            << "listener " << port_ << " 127.0.0.1\nallow_anonymous true\npersistence true\n"
+            << "persistence_location " << dir_.string() << "/\nmax_queued_messages 0\n"
+            << "max_inflight_messages 20\nlog_dest stderr\n";
+        process_ = std::make_unique<child_process>(
+            std::vector<std::string>{"/usr/sbin/mosquitto", "-c",
+                                     (dir_ / "mosquitto.conf").string()},
+            "crash_mosquitto");
+        const auto deadline = std::chrono::steady_clock::now() + 10s;
+        while (!accepts(port_) && std::chrono::steady_clock::now() < deadline) {
+            std::this_thread::sleep_for(20ms);
+        }
+    }
+    ~persistent_broker() {
+        process_->signal(SIGTERM);
+        process_->wait(10s);
+    }
+    static std::uint16_t free_port() {
+        boost::asio::io_context io;
+        boost::asio::ip::tcp::acceptor probe(io, {boost::asio::ip::make_address("127.0.0.1"), 0});
+        return probe.local_endpoint().port();
+    }
+    static bool accepts(std::uint16_t port) {
+        boost::asio::io_context io;
+        boost::asio::ip::tcp::socket s(io);
+        boost::system::error_code error;
+        s.connect({boost::asio::ip::make_address("127.0.0.1"), port}, error);
+        return !error;
+    }
+    std::filesystem::path dir_;
+    std::uint16_t port_ = 0;
+    std::unique_ptr<child_process> process_;
+};
+
+} // namespace
+
+TEST(crash, sluiced_killed_while_mqtt_qos1_delivers_loses_no_message) {
+    const auto dir = std::filesystem::temp_directory_path() /
+                     ("sluice-mqtt-crash-" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    persistent_broker broker(dir / "broker");
+    ASSERT_TRUE(persistent_broker::accepts(broker.port_)) << broker.process_->err();
+    const auto records = dir / "records.out";
+    const auto config = dir / "mqtt.toml";
+    // A slow engine (20 ms a buffer of 256 bytes, about 32 messages): QoS 1 messages wait in
+    // sluice's buffers and in processing when the kill comes.
+    std::ofstream(config) << "[worker]\nsink_cost_us_per_buffer = 20000\n"
+                          << "[metrics]\nenabled = false\n"
+                          << "[pool]\nbuffer_count = 64\nbuffer_size_bytes = 256\n"
+                          << "processing_reserve = 8\nsources_max = 16\n"
+                          << "[[source]]\nname = \"sensors\"\nkind = \"mqtt\"\nport = "
+                          << broker.port_ << "\ntopics = [\"sensors/#\"]\nqos = 1\n"
+                          << "client_id = \"crash-worker\"\nclean_session = false\n"
+                          << "keepalive_s = 5\nreserve = 1\ncap = 2\nflush_timeout_ms = 5\n";
+    const auto run_sluiced = [&] {
+        return std::make_unique<child_process>(
+            std::vector<std::string>{SLUICE_SLUICED, "--quiet", "--config", config.string(),
+                                     "--records-file", records.string()},
+            "mqtt_crash_run");
+    };
+    const auto subscribed = [](child_process& p) {
+        return p.wait_for_err(
+            [](const std::string& e) { return e.find("sources started") != std::string::npos; },
+            10s);
+    };
+    {
+        // The first start makes the persistent session and its subscription; then a clean stop.
+        auto first = run_sluiced();
+        ASSERT_TRUE(subscribed(*first)) << first->err();
+        std::this_thread::sleep_for(300ms);
+        first->signal(SIGTERM);
+        ASSERT_EQ(first->wait(30s), 0) << first->err();
+    }
+    constexpr int messages = 4000;
+    {
+        std::ofstream lines(dir / "lines.txt");
+        for (int i = 0; i < messages; ++i) {
+            lines << "m," << i << "\n";
+        }
+    }
+    const std::string publish = "mosquitto_pub -h 127.0.0.1 -p " + std::to_string(broker.port_) +
+                                " -q 1 -t sensors/a -l < " + (dir / "lines.txt").string();
+    ASSERT_EQ(std::system(publish.c_str()), 0) << publish; // queued in the offline session
+    const std::uint64_t seed = crash_seed();
+    std::mt19937_64 random(seed);
+    std::printf("crash seed %llu (SLUICE_CRASH_SEED=%llu reruns it)\n",
+                static_cast<unsigned long long>(seed), static_cast<unsigned long long>(seed));
+    const auto delivered = [&] {
+        std::map<std::string, int> seen;
+        std::istringstream in(slurp(records));
+        for (std::string line; std::getline(in, line);) {
+            ++seen[line];
+        }
+        return seen;
+    };
+    constexpr int kills = 5;
+    for (int run = 0; run < kills; ++run) {
+        auto p = run_sluiced();
+        ASSERT_TRUE(subscribed(*p)) << p->err();
+        std::this_thread::sleep_for(std::chrono::milliseconds(100 + random() % 300));
+        p->signal(SIGKILL);
+        EXPECT_EQ(p->wait(10s), -1);
+        const auto so_far = delivered();
+        std::size_t lines = 0;
+        for (const auto& [line, count] : so_far) {
+            lines += static_cast<std::size_t>(count);
+        }
+        std::printf("kill %d: %zu distinct messages delivered, %zu deliveries\n", run + 1,
+                    so_far.size(), lines);
+    }
+    auto last = run_sluiced();
+    ASSERT_TRUE(subscribed(*last)) << last->err();
+    const auto deadline = std::chrono::steady_clock::now() + 60s;
+    while (delivered().size() < static_cast<std::size_t>(messages) &&
+           std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(50ms);
+    }
+    std::this_thread::sleep_for(300ms); // nothing more should come
+    last->signal(SIGTERM);
+    EXPECT_EQ(last->wait(30s), 0) << last->err();
+    const auto seen = delivered();
+    int missing = 0;
+    int twice = 0;
+    for (int i = 0; i < messages; ++i) {
+        const auto it = seen.find("m," + std::to_string(i));
+        if (it == seen.end()) {
+            ++missing;
+        } else {
+            twice += it->second - 1;
+        }
+    }
+    std::size_t foreign = seen.size();
+    for (int i = 0; i < messages; ++i) {
+        foreign -= seen.count("m," + std::to_string(i));
+    }
+    std::printf("%d kills: %d of %d messages missing, %d delivered again\n", kills, missing,
+                messages, twice);
+    EXPECT_EQ(missing, 0) << "a QoS 1 message acknowledged before processing was lost";
+    EXPECT_EQ(foreign, 0U) << "a line that is no message: corrupted";
     std::filesystem::remove_all(dir);
 }

@@ -3,6 +3,7 @@
 /// delivered once at QoS 1 across a broker restart with a persistent session, QoS 0 delivery,
 /// the oversize policy, and backoff while the broker is down, then recovery.
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -12,6 +13,8 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -303,6 +306,72 @@ source_server::source_factory mqtt_to(std::uint16_t port, std::chrono::milliseco
     return [o](environment& e, const executor& lane) {
         return std::make_unique<mqtt_source>(e, lane, o);
     };
+}
+
+/// A broker that answers every connection with `reply` (raw bytes) after reading its first
+/// packet, then closes it: for refusals and malformed answers.
+struct scripted_broker {
+    explicit scripted_broker(std::string reply) : reply_(std::move(reply)) {
+        acceptor.open(asio::ip::tcp::v4());
+        acceptor.bind({asio::ip::make_address("127.0.0.1"), 0});
+        acceptor.listen();
+        thread_ = std::thread([this] {
+            for (int i = 0; i < 8 && !done_; ++i) {
+                boost::system::error_code error;
+                asio::ip::tcp::socket peer(io);
+                acceptor.accept(peer, error);
+                if (error || done_) {
+                    return;
+                }
+                std::array<char, 512> in{};
+                peer.read_some(asio::buffer(in), error); // CONNECT
+                asio::write(peer, asio::buffer(reply_), error);
+                std::this_thread::sleep_for(50ms);
+            }
+        });
+    }
+    ~scripted_broker() {
+        done_ = true;
+        boost::system::error_code ignored;
+        asio::ip::tcp::socket poke(io);
+        poke.connect(acceptor.local_endpoint(), ignored); // ends a pending accept
+        thread_.join();
+    }
+    std::uint16_t port() const { return acceptor.local_endpoint().port(); }
+    asio::io_context io;
+    asio::ip::tcp::acceptor acceptor{io};
+    std::string reply_;
+    std::atomic<bool> done_{false};
+    std::thread thread_;
+};
+
+TEST(mqtt, a_broker_that_refuses_or_answers_garbage_fails_the_source_saying_why) {
+    const std::string connack_ok("\x20\x02\x00\x00", 4);
+    const std::string suback_ok("\x90\x03\x00\x01\x01", 5);
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {std::string("\x20\x02\x00\x05", 4), "the broker refused the connection: not authorised"},
+        {connack_ok + std::string("\x90\x03\x00\x01\x80", 5),
+         "the broker refused the subscription to 't'"},
+        {connack_ok + suback_ok + std::string("\x36\x03\x00\x01t", 5),
+         "the broker sent a PUBLISH with QoS 3"},
+        {std::string("\x20\xFF\xFF\xFF\xFF\x01", 6),
+         "a remaining length longer than four bytes (not MQTT)"},
+    };
+    for (const auto& [reply, said] : cases) {
+        scripted_broker fake(reply);
+        server_options once = quick_backoff();
+        once.reconnect_attempts_max = 1;
+        test_worker w({64, 4096, 8, 64}, {2, 2, 1}, once);
+        source_options options;
+        options.name = "mqtt";
+        const auto answer = w.server.register_source(options, mqtt_to(fake.port(), 2s));
+        ASSERT_TRUE(answer.admitted());
+        w.server.start(answer.handle);
+        ASSERT_TRUE(w.sink.wait_for([&] { return w.sink.errors_locked() == 1; }, 10s)) << said;
+        EXPECT_NE(w.sink.origin(answer.handle).error_message.find(said), std::string::npos)
+            << w.sink.origin(answer.handle).error_message;
+        EXPECT_EQ(w.sink.origin(answer.handle).records, 0U);
+    }
 }
 
 TEST(mqtt, a_connect_that_hangs_meets_its_deadline_and_a_stop_cancels_it_at_once) {

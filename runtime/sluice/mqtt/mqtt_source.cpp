@@ -1,13 +1,14 @@
+// The MQTT source: an MQTT 3.1.1 session on the lane over the seam's TCP stream; QoS 1
+// messages acknowledged when processed (mqtt_source.hpp says why not libmosquitto).
 #include "sluice/mqtt/mqtt_source.hpp"
-
-#include <mosquitto.h>
 
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
 
+#include <algorithm>
+#include <array>
 #include <atomic>
-#include <cerrno>
 #include <cstring>
 #include <deque>
 #include <variant>
@@ -20,6 +21,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "sluice/core/assert.hpp"
+#include "sluice/mqtt/detail/mqtt_packets.hpp"
 
 namespace sluice::runtime {
 
@@ -28,87 +30,66 @@ using boost::system::error_code;
 
 namespace {
 
-/// mosquitto_lib_init once per process, before the first client.
-void library_once() {
-    static const int initialised = mosquitto_lib_init();
-    (void)initialised;
-}
-
 bool is_ip_literal(const std::string& host) {
     error_code error;
     static_cast<void>(asio::ip::make_address(host, error));
     return !error;
 }
 
-/// One connected session: the library's client, its socket's watch, and the payloads received
-/// and not yet read. Lives on its lane.
-class mqtt_stream final : public byte_stream {
+/// Bytes of acknowledgements and pings not yet taken by the socket, at most; beyond, the
+/// connection is dropped (the broker resends what was not acknowledged).
+constexpr std::size_t outbox_bytes_max = 1 << 20;
+/// One read of the socket.
+constexpr std::size_t read_chunk_bytes = std::size_t{64} * 1024;
+
+} // namespace
+
+namespace detail {
+
+/// One MQTT session: the TCP stream, the packets read from it, the payloads received and not
+/// yet read, and the QoS 1 messages read and not yet acknowledged. Lives on its lane.
+class mqtt_session final : public byte_stream {
 public:
-    mqtt_stream(environment& env, const executor& lane, const mqtt_options& options)
-        : options_(options), timer_(env.make_timer(lane)) {}
-    ~mqtt_stream() override {
-        close();
-        watch_.reset();
-        if (client_ != nullptr) {
-            mosquitto_destroy(client_);
-        }
-    }
-    mqtt_stream(const mqtt_stream&) = delete;
-    mqtt_stream& operator=(const mqtt_stream&) = delete;
+    /// `base`: the source's stream offset where this session's bytes begin.
+    mqtt_session(environment& env, const executor& lane, const mqtt_options& options,
+                 std::unique_ptr<byte_stream> tcp, std::uint64_t base)
+        : env_(env), options_(options), tcp_(std::move(tcp)), timer_(env.make_timer(lane)),
+          reader_(options.payload_bytes_max), delivered_(base), last_sent_(env.now()),
+          last_received_(env.now()) {}
+    ~mqtt_session() override { close(); }
+    mqtt_session(const mqtt_session&) = delete;
+    mqtt_session& operator=(const mqtt_session&) = delete;
 
-    /// Makes the client; a message on failure.
-    std::string create() {
-        client_ = mosquitto_new(options_.client_id.empty() ? nullptr : options_.client_id.c_str(),
-                                options_.clean_session, this);
-        if (client_ == nullptr) {
-            return errno == EINVAL ? "a client_id is required when clean_session is false"
-                                   : "out of memory creating the MQTT client";
-        }
-        mosquitto_int_option(client_, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
-        mosquitto_connect_callback_set(client_, &mqtt_stream::on_connect);
-        mosquitto_subscribe_callback_set(client_, &mqtt_stream::on_subscribe);
-        mosquitto_message_callback_set(client_, &mqtt_stream::on_message);
-        mosquitto_disconnect_callback_set(client_, &mqtt_stream::on_disconnect);
-        return {};
-    }
-
-    mosquitto* client() const noexcept { return client_; }
-
-    /// After the non-blocking connect began: watch the socket, wait for the TCP connect and
-    /// the CONNACK, subscribe, wait for the SUBACKs, all before `deadline`. A message on
-    /// failure, empty on success. Cancellable (a stop): every wait here is.
-    asio::awaitable<std::string> handshake(environment& env, const executor& lane,
-                                           time_point deadline) {
-        watch_ = env.watch_descriptor(lane, mosquitto_socket(client_));
-        if (!watch_) {
-            co_return "cannot watch the MQTT socket (out of descriptors, or an environment "
-                      "without descriptors: MQTT runs in production only)";
-        }
+    /// CONNECT, CONNACK, SUBSCRIBE, SUBACK, before `deadline`. Empty, or what went wrong.
+    asio::awaitable<std::string> handshake(time_point deadline) {
+        const auto keepalive = static_cast<std::uint16_t>(
+            std::clamp<std::int64_t>(options_.keepalive.count(), 0, 65535));
+        send(mqtt::connect_packet(options_.client_id, options_.clean_session, keepalive));
         while (!connack_) {
-            if (auto problem = co_await step_before(env, deadline); !problem.empty()) {
+            if (auto problem = co_await turn_before(deadline); !problem.empty()) {
                 co_return problem;
             }
         }
         if (connack_code_ != 0) {
-            co_return std::string("broker refused the connection: ") +
-                mosquitto_connack_string(connack_code_);
+            co_return "the broker refused the connection: " +
+                std::string(mqtt::connack_meaning(connack_code_));
         }
-        for (const auto& topic : options_.topics) {
-            const int rc = mosquitto_subscribe(client_, nullptr, topic.c_str(), options_.qos);
-            if (rc != MOSQ_ERR_SUCCESS) {
-                co_return "subscribe '" + topic + "': " + mosquitto_strerror(rc);
-            }
-            ++suback_pending_;
-        }
-        while (suback_pending_ > 0) {
-            if (auto problem = co_await step_before(env, deadline); !problem.empty()) {
+        send(mqtt::subscribe_packet(subscribe_id, options_.topics, options_.qos));
+        while (!suback_) {
+            if (auto problem = co_await turn_before(deadline); !problem.empty()) {
                 co_return problem;
+            }
+        }
+        for (std::size_t i = 0; i < options_.topics.size(); ++i) {
+            if (i >= granted_.size() || granted_[i] == 0x80) {
+                co_return "the broker refused the subscription to '" + options_.topics[i] + "'";
             }
         }
         co_return std::string{};
     }
 
     asio::awaitable<error_code> wait_readable() override {
+        using namespace asio::experimental::awaitable_operators;
         // Each turn waits for the socket or the keepalive tick, so this is not a busy loop; it
         // ends when a payload is held, the connection is lost, or the stream is closed.
         for (;;) {
@@ -121,11 +102,20 @@ public:
             if (lost_) {
                 co_return asio::error::connection_reset;
             }
-            if (const auto error = co_await pump(keepalive_tick())) {
-                if (!held_.empty()) {
-                    co_return error_code{}; // deliver what arrived before the loss first
+            ping_if_due();
+            if (lost_) {
+                continue;
+            }
+            auto ready = co_await (tcp_->wait_readable() || timer_->wait_for(tick()));
+            if (closed_) {
+                co_return asio::error::operation_aborted;
+            }
+            if (ready.index() == 0) {
+                if (const auto error = std::get<0>(ready)) {
+                    lose(error.message());
+                    continue;
                 }
-                co_return error;
+                read_available();
             }
         }
     }
@@ -133,12 +123,16 @@ public:
     read_result read_now(std::span<std::byte> space) override {
         std::size_t n = 0;
         while (n < space.size() && !held_.empty()) {
-            const std::string& front = held_.front();
-            const std::size_t take = std::min(space.size() - n, front.size() - offset_);
-            std::memcpy(space.data() + n, front.data() + offset_, take);
+            held_message& front = held_.front();
+            const std::size_t take = std::min(space.size() - n, front.record.size() - offset_);
+            std::memcpy(space.data() + n, front.record.data() + offset_, take);
             n += take;
             offset_ += take;
-            if (offset_ == front.size()) {
+            if (offset_ == front.record.size()) {
+                delivered_ += front.record.size();
+                for (const auto id : front.acks) {
+                    acks_.push_back({delivered_, id}); // acknowledged once processed
+                }
                 held_.pop_front();
                 offset_ = 0;
             }
@@ -161,12 +155,13 @@ public:
             options_.counters->dropped_at_close.fetch_add(held_.size(), std::memory_order_relaxed);
         }
         held_.clear();
-        if (client_ != nullptr && connack_ && !lost_) {
-            mosquitto_disconnect(client_); // best effort: the socket is non-blocking
+        if (!lost_) {
+            // Best effort (the socket does not wait): the broker keeps the session, and every
+            // message not acknowledged in it.
+            const std::string bye = mqtt::disconnect_packet();
+            static_cast<void>(tcp_->write_now(std::as_bytes(std::span(bye))));
         }
-        if (watch_) {
-            watch_->cancel();
-        }
+        tcp_->close();
         timer_->cancel();
     }
 
@@ -174,134 +169,220 @@ public:
         return "mqtt " + options_.host + ":" + std::to_string(options_.port);
     }
 
+    /// Processing has finished with the source's stream up to `stream_bytes`: the QoS 1
+    /// messages read before it are acknowledged, in order.
+    void acknowledge_through(std::uint64_t stream_bytes) {
+        if (closed_ || lost_) {
+            return; // the broker sends them again in the next session
+        }
+        std::size_t count = 0;
+        while (!acks_.empty() && acks_.front().end <= stream_bytes) {
+            outbox_ += mqtt::puback_packet(acks_.front().packet_id);
+            acks_.pop_front();
+            ++count;
+        }
+        if (count > 0) {
+            flush();
+            if (options_.counters) {
+                options_.counters->acknowledged.fetch_add(count, std::memory_order_relaxed);
+            }
+        }
+    }
+
+    const std::string& loss() const noexcept { return loss_; }
+
 private:
-    duration keepalive_tick() const {
-        return std::min<duration>(std::chrono::seconds(1), options_.keepalive / 2);
+    static constexpr std::uint16_t subscribe_id = 1;
+
+    struct held_message {
+        std::string record;              ///< payload and '\n'
+        std::vector<std::uint16_t> acks; ///< QoS 1 packet ids to acknowledge after it
+    };
+    struct pending_ack {
+        std::uint64_t end = 0; ///< the source's stream offset just after its record
+        std::uint16_t packet_id = 0;
+    };
+
+    duration tick() const {
+        return std::clamp<duration>(options_.keepalive / 2, std::chrono::milliseconds(10),
+                                    std::chrono::seconds(1));
     }
 
-    /// One step of the library's loop: keepalive bookkeeping, pending writes, then a read when
-    /// the socket is readable (or nothing when `bound` passes first).
-    asio::awaitable<error_code> pump(duration bound) {
+    /// A PINGREQ when nothing was sent for half the keepalive; the connection is lost when no
+    /// answer came within a keepalive of it.
+    void ping_if_due() {
+        if (options_.keepalive.count() == 0) {
+            return;
+        }
+        const auto now = env_.now();
+        if (ping_outstanding_ && now - ping_sent_ > duration(options_.keepalive)) {
+            lose("no PINGRESP within the keepalive of " +
+                 std::to_string(options_.keepalive.count()) + " s");
+            return;
+        }
+        if (!ping_outstanding_ && now - last_sent_ >= duration(options_.keepalive) / 2) {
+            send(mqtt::pingreq_packet());
+            ping_outstanding_ = true;
+            ping_sent_ = now;
+        }
+        flush(); // what the socket did not take before
+    }
+
+    void send(const std::string& packet) {
+        outbox_ += packet;
+        flush();
+    }
+
+    void flush() {
+        while (!outbox_.empty() && !lost_) {
+            const auto [error, n] = tcp_->write_now(std::as_bytes(std::span(outbox_)));
+            if (error) {
+                lose("writing to the broker: " + error.message());
+                return;
+            }
+            if (n == 0) {
+                break; // the socket is full: the next turn tries again
+            }
+            outbox_.erase(0, n);
+            last_sent_ = env_.now();
+        }
+        if (outbox_.size() > outbox_bytes_max) {
+            lose("the broker does not take our acknowledgements");
+        }
+    }
+
+    /// One wait of the handshake for the socket, bounded by `deadline`.
+    asio::awaitable<std::string> turn_before(time_point deadline) {
         using namespace asio::experimental::awaitable_operators;
-        if (lost_) {
-            co_return asio::error::connection_reset;
-        }
-        if (const int rc = mosquitto_loop_misc(client_); rc != MOSQ_ERR_SUCCESS) {
-            co_return lose(rc);
-        }
-        if (mosquitto_want_write(client_)) {
-            // Also the TCP connect's completion (the CONNECT packet waits for it): bounded.
-            auto writable = co_await (watch_->wait_writable() || timer_->wait_for(bound));
-            if (writable.index() == 1) {
-                co_return error_code{}; // the bound passed: the caller's deadline decides
-            }
-            if (const auto error = std::get<0>(writable)) {
-                co_return error;
-            }
-            if (const int rc = mosquitto_loop_write(client_, 1); rc != MOSQ_ERR_SUCCESS) {
-                co_return lose(rc);
-            }
-            co_return error_code{};
-        }
-        auto outcome = co_await (watch_->wait_readable() || timer_->wait_for(bound));
-        if (outcome.index() == 1) {
-            co_return error_code{}; // the tick: keepalive runs on the next turn
-        }
-        if (const auto error = std::get<0>(outcome)) {
-            co_return error;
-        }
-        if (closed_) {
-            co_return asio::error::operation_aborted;
-        }
-        if (const int rc = mosquitto_loop_read(client_, 1); rc != MOSQ_ERR_SUCCESS) {
-            co_return lose(rc);
-        }
-        // Send the PUBACKs for what was just read now (the socket is non-blocking; what does not
-        // fit goes on the next turn): the sooner the broker has them, the fewer redeliveries a
-        // broker crash can cause.
-        if (mosquitto_want_write(client_)) {
-            if (const int rc = mosquitto_loop_write(client_, 1); rc != MOSQ_ERR_SUCCESS) {
-                co_return lose(rc);
-            }
-        }
-        if (lost_) {
-            co_return lose(MOSQ_ERR_CONN_LOST); // a disconnect reported inside the loop call
-        }
-        co_return error_code{};
-    }
-
-    /// The connection is gone (the library has closed its socket): the watch goes now, not at
-    /// the reopen, so nothing of this session is registered while the source backs off.
-    error_code lose(int rc) noexcept {
-        if (loss_.empty()) {
-            loss_ = rc == MOSQ_ERR_ERRNO ? std::strerror(errno) : mosquitto_strerror(rc);
-        }
-        lost_ = true;
-        watch_.reset();
-        return asio::error::connection_reset;
-    }
-
-    /// One pump step of the handshake, or why it cannot continue.
-    asio::awaitable<std::string> step_before(environment& env, time_point deadline) {
-        const auto remaining = deadline - env.now();
+        const auto remaining = deadline - env_.now();
         if (remaining <= duration::zero()) {
             co_return "no CONNACK or SUBACK within the handshake timeout";
         }
-        if (const auto error = co_await pump(remaining)) {
-            if (error == asio::error::operation_aborted) {
-                co_return "stopped during the connect";
+        flush();
+        auto ready = co_await (tcp_->wait_readable() || timer_->wait_for(remaining));
+        if (closed_) {
+            co_return "stopped during the connect";
+        }
+        if (ready.index() == 0) {
+            if (const auto error = std::get<0>(ready)) {
+                lose(error.message());
+            } else {
+                read_available();
             }
-            co_return "connection lost before the session was set up: " +
-                (loss_.empty() ? error.message() : loss_);
+        }
+        if (lost_) {
+            co_return "connection lost before the session was set up: " + loss_;
         }
         co_return std::string{};
     }
 
-    static mqtt_stream& self(void* user) { return *static_cast<mqtt_stream*>(user); }
-    static void on_connect(mosquitto* /*client*/, void* user, int code) {
-        self(user).connack_ = true;
-        self(user).connack_code_ = code;
+    /// Reads what the socket has (one chunk) and takes the packets in it.
+    void read_available() {
+        const read_result r = tcp_->read_now(std::as_writable_bytes(std::span(chunk_)));
+        if (r.state == read_result::status::data) {
+            last_received_ = env_.now();
+            reader_.feed(std::as_bytes(std::span(chunk_.data(), r.bytes)));
+        } else if (r.state == read_result::status::end_of_stream) {
+            lose("the broker closed the connection");
+        } else if (r.state == read_result::status::error) {
+            lose(r.error.message());
+        }
+        while (auto p = reader_.next()) {
+            take(*p);
+        }
+        if (!reader_.error().empty()) {
+            lose("the broker sent " + reader_.error());
+        }
     }
-    static void on_subscribe(mosquitto* /*client*/, void* user, int /*mid*/, int /*count*/,
-                             const int* /*granted*/) {
-        auto& s = self(user);
-        s.suback_pending_ = s.suback_pending_ > 0 ? s.suback_pending_ - 1 : 0;
+
+    void take(mqtt::packet& p) {
+        switch (p.type) {
+        case mqtt::packet_type::connack:
+            connack_ = true;
+            connack_code_ = p.connack_code;
+            break;
+        case mqtt::packet_type::suback:
+            if (p.packet_id == subscribe_id) {
+                suback_ = true;
+                granted_ = std::move(p.granted);
+            }
+            break;
+        case mqtt::packet_type::pingresp:
+            ping_outstanding_ = false;
+            break;
+        case mqtt::packet_type::publish:
+            take_message(p.message);
+            break;
+        default:
+            break;
+        }
     }
-    static void on_message(mosquitto* /*client*/, void* user, const mosquitto_message* message) {
-        auto& s = self(user);
-        const auto length = static_cast<std::size_t>(std::max(0, message->payloadlen));
-        if (length > s.options_.payload_bytes_max) {
-            if (s.options_.counters) {
-                s.options_.counters->oversize_dropped.fetch_add(1, std::memory_order_relaxed);
+
+    void take_message(mqtt::publish& m) {
+        if (options_.counters && m.dup) {
+            options_.counters->redelivered.fetch_add(1, std::memory_order_relaxed);
+        }
+        if (m.oversize || m.payload.size() > options_.payload_bytes_max) {
+            if (options_.counters) {
+                options_.counters->oversize_dropped.fetch_add(1, std::memory_order_relaxed);
+            }
+            if (m.qos == 1) {
+                // Dropped by policy, so done with: acknowledged in its turn, after what came
+                // before it is processed.
+                if (!held_.empty()) {
+                    held_.back().acks.push_back(m.packet_id);
+                } else {
+                    acks_.push_back({delivered_, m.packet_id});
+                }
             }
             return;
         }
-        std::string record(static_cast<const char*>(message->payload), length);
-        record.push_back('\n');
-        s.held_.push_back(std::move(record));
-        if (s.options_.counters) {
-            s.options_.counters->messages.fetch_add(1, std::memory_order_relaxed);
+        held_message h;
+        h.record = std::move(m.payload);
+        h.record.push_back('\n');
+        if (m.qos == 1) {
+            h.acks.push_back(m.packet_id);
+        }
+        held_.push_back(std::move(h));
+        if (options_.counters) {
+            options_.counters->messages.fetch_add(1, std::memory_order_relaxed);
         }
     }
-    static void on_disconnect(mosquitto* /*client*/, void* user, int /*code*/) {
-        self(user).lost_ = true;
+
+    void lose(std::string why) {
+        if (!lost_) {
+            loss_ = std::move(why);
+            lost_ = true;
+            outbox_.clear();
+        }
     }
 
+    environment& env_;
     mqtt_options options_; ///< a copy: the stream may outlive the source's members
+    std::unique_ptr<byte_stream> tcp_;
     std::unique_ptr<timer> timer_;
-    mosquitto* client_ = nullptr;
-    std::unique_ptr<descriptor_watch> watch_;
-    std::deque<std::string> held_; ///< received, not yet read; bounded by one read of the socket
-    std::size_t offset_ = 0;       ///< bytes of held_.front() already read
+    mqtt::packet_reader reader_;
+    std::array<char, read_chunk_bytes> chunk_{};
+    std::deque<held_message> held_; ///< received, not yet read; bounded by one read
+    std::size_t offset_ = 0;        ///< bytes of held_.front() already read
+    /// Read QoS 1 messages not yet acknowledged, in order; bounded by the source's buffers.
+    std::deque<pending_ack> acks_;
+    std::uint64_t delivered_; ///< the source's stream offset after the last whole record read
+    std::string outbox_;
+    time_point last_sent_;
+    time_point last_received_;
+    time_point ping_sent_{};
+    bool ping_outstanding_ = false;
     bool connack_ = false;
-    int connack_code_ = 0;
-    std::size_t suback_pending_ = 0;
+    std::uint8_t connack_code_ = 0;
+    bool suback_ = false;
+    std::vector<std::uint8_t> granted_;
     bool lost_ = false;
     bool closed_ = false;
-    std::string loss_; ///< why the connection was lost (the library's or the system's words)
+    std::string loss_; ///< why the connection was lost
 };
 
-} // namespace
+} // namespace detail
 
 mqtt_source::mqtt_source(environment& env, executor lane, mqtt_options options)
     : reopening_source(env, std::move(lane)), options_(std::move(options)) {
@@ -315,6 +396,19 @@ std::string mqtt_source::describe() const {
         topics += (topics.empty() ? "" : ",") + t;
     }
     return "mqtt " + options_.host + ":" + std::to_string(options_.port) + " " + topics;
+}
+
+std::string mqtt_source::error_detail() const {
+    if (session_ != nullptr && !session_->loss().empty()) {
+        return session_->loss();
+    }
+    return last_error_;
+}
+
+void mqtt_source::processed(std::uint64_t stream_bytes) {
+    if (session_ != nullptr) {
+        session_->acknowledge_through(stream_bytes);
+    }
 }
 
 asio::awaitable<std::pair<std::string, std::string>> mqtt_source::look_up(const std::string& host) {
@@ -375,14 +469,16 @@ asio::awaitable<std::pair<std::string, std::string>> mqtt_source::look_up(const 
 
 asio::awaitable<std::pair<error_code, std::unique_ptr<byte_stream>>> mqtt_source::open_stream() {
     using answer = std::pair<error_code, std::unique_ptr<byte_stream>>;
-    library_once();
-    auto stream = std::make_unique<mqtt_stream>(env_, lane_, options_);
-    if (auto problem = stream->create(); !problem.empty()) {
-        last_error_ = problem;
+    // The session before this one is closed (a reopen follows a close): its messages not yet
+    // acknowledged come again in the new one.
+    session_ = nullptr;
+    if (!options_.clean_session && options_.client_id.empty()) {
+        last_error_ = "a client_id is required when clean_session is false";
         co_return answer{make_error_code(boost::system::errc::invalid_argument), nullptr};
     }
-    // One deadline for all of it: name lookup, TCP connect, CONNACK, SUBACKs.
+    // One deadline for all of it: name lookup, TCP connect, CONNACK, SUBACK.
     const auto deadline = env_.now() + options_.handshake_timeout;
+    const std::string where = options_.host + ":" + std::to_string(options_.port);
     std::string address = options_.host;
     if (!is_ip_literal(address)) {
         // Only a name lookup blocks: on the blocking pool, and a stop does not wait for it.
@@ -393,24 +489,24 @@ asio::awaitable<std::pair<error_code, std::unique_ptr<byte_stream>>> mqtt_source
         }
         address = std::move(looked_up.second);
     }
-    // The TCP connect does not block: it completes on the lane, within the deadline.
-    const int rc = mosquitto_connect_async(stream->client(), address.c_str(), options_.port,
-                                           static_cast<int>(options_.keepalive.count()));
-    if (rc != MOSQ_ERR_SUCCESS) {
-        last_error_ = "connect to " + options_.host + ":" + std::to_string(options_.port) + ": " +
-                      (rc == MOSQ_ERR_ERRNO ? std::strerror(errno) : mosquitto_strerror(rc));
-        co_return answer{asio::error::connection_refused, nullptr};
+    auto connected = co_await env_.connect(lane_, address, options_.port,
+                                           std::max(duration{1}, deadline - env_.now()));
+    if (connected.first) {
+        last_error_ = "connect to " + where + ": " + connected.first.message();
+        co_return answer{connected.first, nullptr};
     }
-    if (auto problem = co_await stream->handshake(env_, lane_, deadline); !problem.empty()) {
-        last_error_ =
-            "connect to " + options_.host + ":" + std::to_string(options_.port) + ": " + problem;
+    auto session = std::make_unique<detail::mqtt_session>(
+        env_, lane_, options_, std::move(connected.second), bytes_read());
+    if (auto problem = co_await session->handshake(deadline); !problem.empty()) {
+        last_error_ = "connect to " + where + ": " + problem;
         co_return answer{asio::error::connection_aborted, nullptr};
     }
     if (options_.counters) {
         options_.counters->connects.fetch_add(1, std::memory_order_relaxed);
     }
     last_error_.clear();
-    co_return answer{error_code{}, std::move(stream)};
+    session_ = session.get();
+    co_return answer{error_code{}, std::move(session)};
 }
 
 } // namespace sluice::runtime

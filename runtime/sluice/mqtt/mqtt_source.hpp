@@ -1,21 +1,29 @@
 #pragma once
-/// An MQTT source: libmosquitto driven by the source's lane, with no library thread. The TCP
-/// connect is non-blocking (`mosquitto_connect_async`) and completes on the lane; only a name
-/// lookup (a host that is not an IP address) runs on the bounded blocking pool. Lookup,
-/// connect, CONNACK and SUBACKs share one deadline (`handshake_timeout`), and a stop ends any
-/// of them at once. The lane watches the library's socket through the seam
-/// (`watch_descriptor`) and calls `mosquitto_loop_read/write/misc`; keepalive runs on the
-/// seam's timers. Each payload becomes
-/// one record (the payload and '\n'). The server reopens the source with its capped backoff
-/// when the broker is down or the connection drops.
+/// An MQTT source: an MQTT 3.1.1 client of its own on the source's lane, over the seam's TCP
+/// stream (no library thread). Only a name lookup (a host that is not an IP address) runs on
+/// the bounded blocking pool. Lookup, connect, CONNACK and SUBACK share one deadline
+/// (`handshake_timeout`), and a stop ends any of them at once. Keepalive (PINGREQ, and a
+/// PINGRESP within the keepalive) runs on the seam's timers. Each payload becomes one record
+/// (the payload and '\n'). The server reopens the source with its capped backoff when the
+/// broker is down or the connection drops.
 ///
 /// Delivery: QoS 0 and 1. With `clean_session = false` and a fixed `client_id` the broker keeps
-/// the subscription and queues QoS 1 messages while the source is disconnected, so a broker
-/// restart (with persistence) or a reconnect loses nothing. libmosquitto acknowledges a QoS 1
-/// message when it has received it; the source then holds it until it is read into a buffer,
-/// and reads from the broker only when nothing is held (so at most one read's worth is held).
-/// A stop or a lost connection drops what is held; `mqtt_counters::dropped_at_close` counts it.
-/// Payloads longer than `payload_bytes_max` are dropped and counted (policy: drop).
+/// the subscription and queues QoS 1 messages while the source is disconnected. A QoS 1 message
+/// is acknowledged (PUBACK, in the order received, as the protocol requires) only when
+/// processing has finished with it — the sink returned for the buffer that holds its record and
+/// for every earlier one (`source::processed`) — so a crash, a stop or a lost connection before
+/// that leaves it unacknowledged, and the broker sends it again (flag DUP): at least once. Why
+/// not libmosquitto, which the source used before: libmosquitto 2.0.11 (Debian 12) sends the
+/// PUBACK inside its own read of the socket, when the message arrives, and has no call to
+/// acknowledge later, so what a crash caught between receipt and processing was lost
+/// (`crash.sluiced_killed_while_mqtt_qos1_delivers_loses_no_message` failed with it); Paho C
+/// acknowledges when its callback returns, on a thread of its own, so it would need a blocked
+/// library thread per source.
+/// The source reads from the broker only when it holds nothing, so at most one read's worth
+/// is held outside a buffer; a stop or a lost connection drops what is held (unacknowledged:
+/// the broker keeps it), counted by `mqtt_counters::dropped_at_close`. Payloads longer than
+/// `payload_bytes_max` are skipped without being kept, counted, and acknowledged in their turn
+/// (policy: drop).
 
 #include <atomic>
 #include <cstdint>
@@ -32,6 +40,8 @@ struct mqtt_counters {
     std::atomic<std::uint64_t> oversize_dropped{0}; ///< payloads over payload_bytes_max
     std::atomic<std::uint64_t> connects{0};         ///< sessions established and subscribed
     std::atomic<std::uint64_t> dropped_at_close{0}; ///< held, not yet read, when the stream closed
+    std::atomic<std::uint64_t> acknowledged{0};     ///< QoS 1 PUBACKs sent, each after processing
+    std::atomic<std::uint64_t> redelivered{0};      ///< messages the broker sent again (DUP)
 };
 
 struct mqtt_options {
@@ -48,13 +58,21 @@ struct mqtt_options {
     std::shared_ptr<mqtt_counters> counters; ///< optional, shared with whoever wants to read them
 };
 
+namespace detail {
+class mqtt_session;
+}
+
 class mqtt_source final : public reopening_source {
 public:
     mqtt_source(environment& env, executor lane, mqtt_options options);
     source_kind kind() const noexcept override { return source_kind::mqtt; }
     std::string describe() const override;
     bool reconnects() const noexcept override { return true; }
-    std::string error_detail() const override { return last_error_; }
+    /// Why the last connect failed, or why the session open now was lost.
+    std::string error_detail() const override;
+    /// QoS 1: messages are acknowledged when processed.
+    bool tracks_processed() const noexcept override { return options_.qos == 1; }
+    void processed(std::uint64_t stream_bytes) override;
 
 private:
     boost::asio::awaitable<std::pair<boost::system::error_code, std::unique_ptr<byte_stream>>>
@@ -64,6 +82,8 @@ private:
 
     mqtt_options options_;
     std::string last_error_;
+    /// The session open now (owned as the current stream); null between sessions.
+    detail::mqtt_session* session_ = nullptr;
 };
 
 } // namespace sluice::runtime
