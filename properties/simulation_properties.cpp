@@ -244,6 +244,19 @@ TEST(simulation, a_parked_generator_ends_its_wait_at_close_before_or_during_the_
     }
 }
 
+/// 60 sources, all streams (files and peers), faults on, random or pct by the seed's parity.
+scenario streams_with_faults(std::uint64_t seed, std::uint64_t records) {
+    scenario s;
+    s.sources = 60;
+    s.records_per_source = records;
+    s.stream_fraction = 1.0;
+    s.faults = true;
+    s.order = seed % 2 == 0 ? strategy::random : strategy::pct;
+    s.seed = seed;
+    s.virtual_seconds = 0.05;
+    return s;
+}
+
 TEST(simulation,
      reconnects_restarts_and_exceptions_inside_records_lose_join_and_duplicate_nothing) {
     // Streams only, faults on: virtual peers reset at arbitrary byte offsets and send a cut
@@ -258,14 +271,7 @@ TEST(simulation,
     std::uint64_t dropped = 0;
     std::uint64_t factory_failures = 0;
     for (std::uint64_t seed = 1; seed <= 40; ++seed) {
-        scenario s;
-        s.sources = 60;
-        s.records_per_source = 120;
-        s.stream_fraction = 1.0;
-        s.faults = true;
-        s.order = seed % 2 == 0 ? strategy::random : strategy::pct;
-        s.seed = seed;
-        s.virtual_seconds = 0.05;
+        const scenario s = streams_with_faults(seed, 120);
         const report r = run(s);
         EXPECT_TRUE(r.ok()) << explain(s, r);
         EXPECT_EQ(r.bytes_delivered + r.bytes_discarded + r.bytes_dropped, r.bytes_produced)
@@ -297,14 +303,7 @@ TEST(simulation, a_whole_worker_crash_loses_no_file_record_and_repeats_only_its_
     std::uint64_t resumed = 0;
     std::uint64_t replayed = 0;
     for (std::uint64_t seed = 1; seed <= 40; ++seed) {
-        scenario s;
-        s.sources = 60;
-        s.records_per_source = 300;
-        s.stream_fraction = 1.0;
-        s.faults = true;
-        s.order = seed % 2 == 0 ? strategy::random : strategy::pct;
-        s.seed = seed;
-        s.virtual_seconds = 0.05;
+        const scenario s = streams_with_faults(seed, 300);
         const report r = run(s);
         EXPECT_TRUE(r.ok()) << explain(s, r);
         crashes += r.crashed ? 1 : 0;

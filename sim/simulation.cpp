@@ -410,6 +410,21 @@ void wind_down(const scenario& s, run_parts& r, operator_plan& plan, report& res
     check_registrations_undone(r.pool(), result);
 }
 
+/// The end of a worker's run after `end`: torn down when it did not finish, wound down, and,
+/// when it finished, checked as a whole (`buffers`: its pool's).
+void finish_worker(const scenario& s, run_parts& r, operator_plan& plan, const verifying_sink& out,
+                   drive_end end, std::uint32_t buffers, report& result) {
+    plan.close();
+    if (end != drive_end::finished) {
+        explain_and_tear_down(r, plan, result);
+    }
+    wind_down(s, r, plan, result);
+    take_run_tallies(r, result);
+    if (end == drive_end::finished) {
+        check_finished_run(s, plan, out, buffers, result);
+    }
+}
+
 /// A whole-worker crash: the engine and the checkpoint store see nothing more of this worker
 /// (its teardown delivers and saves nothing anyone keeps); its pool must still get every
 /// buffer back. Then a new worker on the same environment resumes the files from their
@@ -449,14 +464,8 @@ bool crash_and_resume(const scenario& s, const fault_plan& faults, const run_lim
     r.env.set_interleave_probability(0.0);
     resume_files(s, faults, r, crashed_at, crashed, before, resumed, result);
     const drive_end end = drive(s, r, resumed, after, nullptr, result);
-    resumed.close();
-    if (end != drive_end::finished) {
-        explain_and_tear_down(r, resumed, result);
-    }
-    wind_down(s, r, resumed, result);
-    take_run_tallies(r, result);
+    finish_worker(s, r, resumed, after, end, buffers, result);
     if (end == drive_end::finished) {
-        check_finished_run(s, resumed, after, buffers, result);
         check_resumed_files(s, resumed, after, result);
     }
     return end == drive_end::finished;
@@ -497,15 +506,7 @@ report run(const scenario& s) {
         if (end == drive_end::crashed) {
             crash_and_resume(s, faults, limits, r, plan, out, resumed_out, result);
         } else {
-            plan.close();
-            if (end != drive_end::finished) {
-                explain_and_tear_down(r, plan, result);
-            }
-            wind_down(s, r, plan, result);
-            take_run_tallies(r, result);
-            if (end == drive_end::finished) {
-                check_finished_run(s, plan, out, limits.buffers, result);
-            }
+            finish_worker(s, r, plan, out, end, limits.buffers, result);
         }
     }
     for (const auto* sink : {&out, &resumed_out}) {

@@ -21,13 +21,12 @@
 #include <signal.h>
 #include <unistd.h>
 
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
 #include <gtest/gtest.h>
 
 #include "sluice/checkpoint/checkpoint_store.hpp"
 #include "sluice/checkpoint/file_position.hpp"
 #include "testing/generator_text.hpp"
+#include "testing/mosquitto_broker.hpp"
 #include "testing/process.hpp"
 
 namespace {
@@ -149,60 +148,16 @@ TEST(crash, sluiced_killed_at_random_moments_delivers_every_file_record_at_least
     std::filesystem::remove_all(dir);
 }
 
-namespace {
-
-/// A mosquitto broker with persistence that queues everything for an offline persistent
-/// session (the default queue of 1,000 would drop the rest) and lets 20 QoS 1 messages be in
-/// flight to a client (its default).
-struct persistent_broker {
-    explicit persistent_broker(const std::filesystem::path& dir) : dir_(dir) {
-        std::filesystem::create_directories(dir_);
-        // mosquitto started as root drops to its own user, which must write its database here.
-        std::filesystem::permissions(dir_, std::filesystem::perms::all);
-        port_ = free_port();
-        std::ofstream(dir_ / "mosquitto.conf")
-            << "listener " << port_ << " 127.0.0.1\nallow_anonymous true\npersistence true\n"
-            << "persistence_location " << dir_.string() << "/\nmax_queued_messages 0\n"
-            << "max_inflight_messages 20\nlog_dest stderr\n";
-        process_ = std::make_unique<child_process>(
-            std::vector<std::string>{"/usr/sbin/mosquitto", "-c",
-                                     (dir_ / "mosquitto.conf").string()},
-            "crash_mosquitto");
-        const auto deadline = std::chrono::steady_clock::now() + 10s;
-        while (!accepts(port_) && std::chrono::steady_clock::now() < deadline) {
-            std::this_thread::sleep_for(20ms);
-        }
-    }
-    ~persistent_broker() {
-        process_->signal(SIGTERM);
-        process_->wait(10s);
-    }
-    static std::uint16_t free_port() {
-        boost::asio::io_context io;
-        boost::asio::ip::tcp::acceptor probe(io, {boost::asio::ip::make_address("127.0.0.1"), 0});
-        return probe.local_endpoint().port();
-    }
-    static bool accepts(std::uint16_t port) {
-        boost::asio::io_context io;
-        boost::asio::ip::tcp::socket s(io);
-        boost::system::error_code error;
-        s.connect({boost::asio::ip::make_address("127.0.0.1"), port}, error);
-        return !error;
-    }
-    std::filesystem::path dir_;
-    std::uint16_t port_ = 0;
-    std::unique_ptr<child_process> process_;
-};
-
-} // namespace
-
 TEST(crash, sluiced_killed_while_mqtt_qos1_delivers_loses_no_message) {
     const auto dir = std::filesystem::temp_directory_path() /
                      ("sluice-mqtt-crash-" + std::to_string(::getpid()));
     std::filesystem::remove_all(dir);
     std::filesystem::create_directories(dir);
-    persistent_broker broker(dir / "broker");
-    ASSERT_TRUE(persistent_broker::accepts(broker.port_)) << broker.process_->err();
+    // It queues everything for the offline session (its default queue of 1,000 would drop the
+    // rest) and lets 20 QoS 1 messages be in flight to a client (its default).
+    sluice::test::mosquitto_broker broker((dir / "broker").string(),
+                                          "max_queued_messages 0\nmax_inflight_messages 20\n");
+    broker.start();
     const auto records = dir / "records.out";
     const auto config = dir / "mqtt.toml";
     // A slow engine (20 ms a buffer of 256 bytes, about 32 messages): QoS 1 messages wait in
@@ -212,7 +167,7 @@ TEST(crash, sluiced_killed_while_mqtt_qos1_delivers_loses_no_message) {
                           << "[pool]\nbuffer_count = 64\nbuffer_size_bytes = 256\n"
                           << "processing_reserve = 8\nsources_max = 16\n"
                           << "[[source]]\nname = \"sensors\"\nkind = \"mqtt\"\nport = "
-                          << broker.port_ << "\ntopics = [\"sensors/#\"]\nqos = 1\n"
+                          << broker.port() << "\ntopics = [\"sensors/#\"]\nqos = 1\n"
                           << "client_id = \"crash-worker\"\nclean_session = false\n"
                           << "keepalive_s = 5\nreserve = 1\ncap = 2\nflush_timeout_ms = 5\n";
     const auto run_sluiced = [&] {
@@ -235,15 +190,11 @@ TEST(crash, sluiced_killed_while_mqtt_qos1_delivers_loses_no_message) {
         ASSERT_EQ(first->wait(30s), 0) << first->err();
     }
     constexpr int messages = 4000;
-    {
-        std::ofstream lines(dir / "lines.txt");
-        for (int i = 0; i < messages; ++i) {
-            lines << "m," << i << "\n";
-        }
+    std::string lines;
+    for (int i = 0; i < messages; ++i) {
+        lines += "m," + std::to_string(i) + "\n";
     }
-    const std::string publish = "mosquitto_pub -h 127.0.0.1 -p " + std::to_string(broker.port_) +
-                                " -q 1 -t sensors/a -l < " + (dir / "lines.txt").string();
-    ASSERT_EQ(std::system(publish.c_str()), 0) << publish; // queued in the offline session
+    broker.publish("sensors/a", lines, 1); // queued in the offline session
     const std::uint64_t seed = crash_seed();
     std::mt19937_64 random(seed);
     std::printf("crash seed %llu (SLUICE_CRASH_SEED=%llu reruns it)\n",
@@ -264,12 +215,12 @@ TEST(crash, sluiced_killed_while_mqtt_qos1_delivers_loses_no_message) {
         p->signal(SIGKILL);
         EXPECT_EQ(p->wait(10s), -1);
         const auto so_far = delivered();
-        std::size_t lines = 0;
+        std::size_t deliveries = 0;
         for (const auto& [line, count] : so_far) {
-            lines += static_cast<std::size_t>(count);
+            deliveries += static_cast<std::size_t>(count);
         }
         std::printf("kill %d: %zu distinct messages delivered, %zu deliveries\n", run + 1,
-                    so_far.size(), lines);
+                    so_far.size(), deliveries);
     }
     auto last = run_sluiced();
     ASSERT_TRUE(subscribed(*last)) << last->err();

@@ -22,6 +22,7 @@
 #include <gtest/gtest.h>
 
 #include "sluice/mqtt/mqtt_source.hpp"
+#include "testing/mosquitto_broker.hpp"
 #include "testing/process.hpp"
 #include "testing/test_worker.hpp"
 
@@ -33,68 +34,11 @@ using sluice::test::child_process;
 using sluice::test::test_worker;
 using namespace std::chrono_literals;
 
-std::uint16_t free_port() {
-    asio::io_context io;
-    asio::ip::tcp::acceptor probe(io, {asio::ip::make_address("127.0.0.1"), 0});
-    return probe.local_endpoint().port();
-}
+using broker_base = sluice::test::mosquitto_broker;
 
-bool accepts_connections(std::uint16_t port) {
-    asio::io_context io;
-    asio::ip::tcp::socket s(io);
-    boost::system::error_code error;
-    s.connect({asio::ip::make_address("127.0.0.1"), port}, error);
-    return !error;
-}
-
-/// A mosquitto broker on 127.0.0.1:port with persistence in its own directory; restartable.
-class broker {
-public:
-    explicit broker(std::string name)
-        : dir_(::testing::TempDir() + "/" + name), port_(free_port()) {
-        std::filesystem::remove_all(dir_);
-        std::filesystem::create_directories(dir_);
-        // mosquitto started as root drops to its own user, which must be able to write the
-        // persistence file here.
-        std::filesystem::permissions(dir_, std::filesystem::perms::all);
-        std::ofstream(dir_ + "/mosquitto.conf") << "listener " << port_ << " 127.0.0.1\n"
-                                                << "allow_anonymous true\n"
-                                                << "persistence true\n"
-                                                << "persistence_location " << dir_ << "/\n"
-                                                << "log_dest stderr\n";
-    }
-    void start() {
-        process_ = std::make_unique<child_process>(
-            std::vector<std::string>{"/usr/sbin/mosquitto", "-c", dir_ + "/mosquitto.conf"},
-            "mosquitto_" + std::to_string(port_) + "_" + std::to_string(starts_++));
-        const auto deadline = std::chrono::steady_clock::now() + 10s;
-        while (!accepts_connections(port_) && std::chrono::steady_clock::now() < deadline) {
-            std::this_thread::sleep_for(20ms);
-        }
-        ASSERT_TRUE(accepts_connections(port_)) << process_->err();
-    }
-    /// SIGTERM: mosquitto saves its persistent sessions and exits.
-    void stop() {
-        process_->signal(SIGTERM);
-        EXPECT_EQ(process_->wait(10s), 0) << process_->err();
-        process_.reset();
-    }
-    /// Publishes each line of `lines` as one message on `topic`.
-    void publish(const std::string& topic, const std::string& lines, int qos) const {
-        const std::string file = dir_ + "/publish.txt";
-        std::ofstream(file) << lines;
-        const std::string command = "mosquitto_pub -h 127.0.0.1 -p " + std::to_string(port_) +
-                                    " -q " + std::to_string(qos) + " -t '" + topic + "' -l < " +
-                                    file;
-        ASSERT_EQ(std::system(command.c_str()), 0) << command;
-    }
-    std::uint16_t port() const { return port_; }
-
-private:
-    std::string dir_;
-    std::uint16_t port_;
-    int starts_ = 0;
-    std::unique_ptr<child_process> process_;
+/// A broker in the test's temporary directory.
+struct broker : broker_base {
+    explicit broker(const std::string& name) : broker_base(::testing::TempDir() + "/" + name) {}
 };
 
 std::string numbered_lines(const std::string& prefix, int count) {

@@ -54,11 +54,10 @@ TEST(mqtt_packets, what_the_source_sends_is_mqtt_3_1_1_byte_for_byte) {
     EXPECT_EQ(connect_packet("w7", false, 30),
               std::string("\x10\x0E\x00\x04MQTT\x04\x00\x00\x1E\x00\x02w7", 16));
     EXPECT_EQ(connect_packet("", true, 5)[9], '\x02') << "the clean-session flag";
-    EXPECT_EQ(subscribe_packet(1, {"a/#", "b"}, 1),
-              std::string("\x82\x0C\x00\x01\x00\x03"
-                          "a/#\x01\x00\x01"
-                          "b\x01",
-                          14));
+    EXPECT_EQ(subscribe_packet(1, {"a/#", "b"}, 1), std::string("\x82\x0C\x00\x01\x00\x03"
+                                                                "a/#\x01\x00\x01"
+                                                                "b\x01",
+                                                                14));
     EXPECT_EQ(puback_packet(0x1234), std::string("\x40\x02\x12\x34", 4));
     EXPECT_EQ(pingreq_packet(), std::string("\xC0\x00", 2));
     EXPECT_EQ(disconnect_packet(), std::string("\xE0\x00", 2));

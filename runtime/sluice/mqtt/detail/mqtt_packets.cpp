@@ -162,7 +162,7 @@ std::optional<packet> packet_reader::next() {
         const std::string_view head = rest.substr(at, header_max);
         packet p;
         p.type = packet_type::publish;
-        const int qos = (first >> 1U) & 3U;
+        const int qos = static_cast<int>((first >> 1U) & 3U);
         const std::size_t topic_end = 2 + u16(head, 0);
         const std::size_t header = topic_end + (qos > 0 ? 2 : 0);
         if (header > length) {
@@ -221,7 +221,7 @@ bool packet_reader::parse(std::uint8_t first, std::string_view body, packet& out
         }
         return true;
     case packet_type::publish: {
-        const int qos = (first >> 1U) & 3U;
+        const int qos = static_cast<int>((first >> 1U) & 3U);
         if (qos == 3) {
             error_ = "a PUBLISH with QoS 3";
             return false;
