@@ -75,6 +75,15 @@ RULES = [
         "summary": 'No sluice worker is being scraped',
         "description": 'Prometheus sees no healthy sluice target: the worker is down or its metrics endpoint unreachable.',
     },
+    {
+        "alert": 'SluiceCheckpointWritesFailing',
+        "comment": 'Checkpoints cannot be saved: a crash would repeat more and more.',
+        "expr": 'sum by (job, instance) (increase(sluice_checkpoint_writes_total{result="failed"}[5m])) > 0 and sum by (job, instance) (increase(sluice_checkpoint_writes_total{result="ok"}[5m])) == 0',
+        "for_": '5m',
+        "severity": 'warning',
+        "summary": 'sluice {{ $labels.instance }}: no checkpoint saved for 5m, saves fail',
+        "description": 'Every checkpoint save fails (a full disk, a directory that went read-only): after a crash the file sources would read again everything since their last saved checkpoint.',
+    },
 ]
 
 

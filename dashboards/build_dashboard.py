@@ -132,6 +132,18 @@ panel("Pool tasks queued and active",
       [(f"sum by (pool) (sluice_thread_pool_queued_tasks{{{SEL}}})", "{{pool}} queued"),
        (f"sum by (pool) (sluice_thread_pool_active_tasks{{{SEL}}})", "{{pool}} active")], 8, 57)
 
+row("Delivery", 65)
+panel("Processed lag", "Bytes read by sources that track processed positions (checkpointed files, "
+      "MQTT QoS 1) and not yet processed, by kind.", "bytes",
+      [(f"sum by (kind) (sluice_processed_lag_bytes{{{SEL}}})", "{{kind}}")], 0, 66)
+panel("Processed lag age", "Longest time a tracked source's processed position has not moved while "
+      "its bytes wait, by kind.", "s",
+      [(f"max by (kind) (sluice_processed_lag_seconds{{{SEL}}})", "{{kind}}")], 8, 66)
+panel("Checkpoints", "Checkpoint saves per second by result, and the bytes processed but not yet "
+      "saved: what a crash now would deliver again.", "short",
+      [(f"sum by (result) (rate(sluice_checkpoint_writes_total{{{SEL}}}[{RI}]))", "writes {{result}}"),
+       (f"sum(sluice_checkpoint_unsaved_bytes{{{SEL}}})", "unsaved bytes")], 16, 66)
+
 dashboard = {
     "uid": "sluice-buffer-pressure",
     "title": "sluice — buffer pressure",
