@@ -13,6 +13,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -109,6 +110,15 @@ public:
             std::this_thread::sleep_for(std::chrono::milliseconds(20));
         }
         return false;
+    }
+
+    /// Polls stderr until it holds `text` (at or after byte `from`) or the bound passes.
+    bool wait_for_in_err(std::string_view text, std::size_t from, std::chrono::milliseconds bound) {
+        return wait_for_err(
+            [&](const std::string& e) { return e.find(text, from) != std::string::npos; }, bound);
+    }
+    bool wait_for_in_err(std::string_view text, std::chrono::milliseconds bound) {
+        return wait_for_in_err(text, 0, bound);
     }
 
     static std::string slurp(const std::string& path) {

@@ -97,10 +97,7 @@ TEST(crash, sluiced_killed_at_random_moments_delivers_every_file_record_at_least
         child_process p({SLUICE_SLUICED, "--quiet", "--config", config.string(), "--records-file",
                          records.string()},
                         "crash_run");
-        ASSERT_TRUE(p.wait_for_err(
-            [](const std::string& e) { return e.find("sources started") != std::string::npos; },
-            10s))
-            << p.err();
+        ASSERT_TRUE(p.wait_for_in_err("sources started", 10s)) << p.err();
         if (!last) {
             std::this_thread::sleep_for(std::chrono::milliseconds(50 + random() % 250));
             p.signal(SIGKILL);
@@ -177,9 +174,7 @@ TEST(crash, sluiced_killed_while_mqtt_qos1_delivers_loses_no_message) {
             "mqtt_crash_run");
     };
     const auto subscribed = [](child_process& p) {
-        return p.wait_for_err(
-            [](const std::string& e) { return e.find("sources started") != std::string::npos; },
-            10s);
+        return p.wait_for_in_err("sources started", 10s);
     };
     {
         // The first start makes the persistent session and its subscription; then a clean stop.

@@ -173,12 +173,9 @@ name = "in2"
 port = 0
 )");
     p.signal(SIGHUP);
-    ASSERT_TRUE(p.wait_for_err(
-        [](const std::string& e) {
-            return e.find("reload: 1 sources added, 1 removed, 0 changed, 1 unchanged; 1 "
-                          "listeners opened, 0 closed") != std::string::npos;
-        },
-        30s))
+    ASSERT_TRUE(p.wait_for_in_err("reload: 1 sources added, 1 removed, 0 changed, 1 unchanged; 1 "
+                                  "listeners opened, 0 closed",
+                                  30s))
         << p.err();
     std::smatch found;
     const std::string err = p.err();
@@ -190,11 +187,7 @@ port = 0
     ASSERT_EQ(load.wait(60s), 0) << load.err();
     ASSERT_EQ(load2.wait(60s), 0) << load2.err();
     const auto reloaded_at = p.err().find("reload: 1 sources added");
-    ASSERT_TRUE(p.wait_for_err(
-        [&](const std::string& e) {
-            return e.find("running 0 ", reloaded_at) != std::string::npos;
-        },
-        60s))
+    ASSERT_TRUE(p.wait_for_in_err("running 0 ", reloaded_at, 60s))
         << "every generator and connection ends: " << p.err();
     p.signal(SIGTERM);
     ASSERT_EQ(p.wait(30s), 0) << p.err();
@@ -212,14 +205,10 @@ port = 0
 TEST(daemon, a_reload_with_errors_keeps_everything_and_a_pool_change_waits_for_a_restart) {
     const auto path = write_file("daemon_reload_bad.toml", small_config());
     child_process p({SLUICE_SLUICED, "--config", path}, "daemon_reload_bad");
-    ASSERT_TRUE(p.wait_for_err(
-        [](const std::string& e) { return e.find("sources started") != std::string::npos; }, 30s))
-        << p.err();
+    ASSERT_TRUE(p.wait_for_in_err("sources started", 30s)) << p.err();
     replace_file(path, small_config("[[source]]\nname = \"x\"\nkind = \"telepathy\"\n"));
     p.signal(SIGHUP);
-    ASSERT_TRUE(p.wait_for_err(
-        [](const std::string& e) { return e.find("reload refused") != std::string::npos; }, 30s))
-        << p.err();
+    ASSERT_TRUE(p.wait_for_in_err("reload refused", 30s)) << p.err();
     EXPECT_NE(p.err().find("unknown source kind 'telepathy'"), std::string::npos) << p.err();
     EXPECT_TRUE(p.running()) << "a bad file must not end the worker";
     std::smatch found;
@@ -233,12 +222,9 @@ TEST(daemon, a_reload_with_errors_keeps_everything_and_a_pool_change_waits_for_a
     bigger.erase(bigger.find("[[listener]]"));
     replace_file(path, bigger);
     p.signal(SIGHUP);
-    ASSERT_TRUE(p.wait_for_err(
-        [](const std::string& e) {
-            return e.find("reload: 0 sources added, 0 removed, 0 changed, 1 unchanged; 0 "
-                          "listeners opened, 1 closed") != std::string::npos;
-        },
-        30s))
+    ASSERT_TRUE(p.wait_for_in_err("reload: 0 sources added, 0 removed, 0 changed, 1 unchanged; 0 "
+                                  "listeners opened, 1 closed",
+                                  30s))
         << p.err();
     EXPECT_NE(p.err().find("pool changed; it applies at the next restart"), std::string::npos)
         << p.err();
@@ -289,9 +275,7 @@ TEST(daemon, healthz_and_ready_answer_curl_and_other_paths_and_methods_are_refus
     child_process p({SLUICE_SLUICED, "--config", path}, "daemon_http");
     const int port = endpoint_port(p);
     ASSERT_GT(port, 0) << p.err();
-    ASSERT_TRUE(p.wait_for_err(
-        [](const std::string& e) { return e.find("sources started") != std::string::npos; }, 30s))
-        << p.err();
+    ASSERT_TRUE(p.wait_for_in_err("sources started", 30s)) << p.err();
     const std::string base = "http://127.0.0.1:" + std::to_string(port);
     std::string body;
     EXPECT_EQ(curl(base + "/healthz", body), 200);
@@ -358,8 +342,7 @@ cap = 16
     child_process p({SLUICE_SLUICED, "--config", path}, "daemon_drain");
     const int port = endpoint_port(p);
     ASSERT_GT(port, 0) << p.err();
-    ASSERT_TRUE(p.wait_for_err(
-        [](const std::string& e) { return e.find("sources started") != std::string::npos; }, 30s));
+    ASSERT_TRUE(p.wait_for_in_err("sources started", 30s));
     std::this_thread::sleep_for(300ms); // let buffers queue behind the slow engine
     p.signal(SIGTERM);
     const std::string base = "http://127.0.0.1:" + std::to_string(port);

@@ -121,9 +121,7 @@ records_per_second = 20000.0
     const auto summary = ::testing::TempDir() + "/sigterm_summary.json";
     child_process p({SLUICE_SLUICED, "--status", "--config", path, "--summary-json", summary},
                     "sigterm");
-    ASSERT_TRUE(p.wait_for_err(
-        [](const std::string& e) { return e.find("running 50") != std::string::npos; }, 30s))
-        << p.err();
+    ASSERT_TRUE(p.wait_for_in_err("running 50", 30s)) << p.err();
     p.signal(SIGTERM);
     ASSERT_EQ(p.wait(30s), 0) << p.err();
     EXPECT_NE(p.err().find("draining"), std::string::npos);
@@ -199,9 +197,7 @@ cap = 2
     EXPECT_EQ(load.wait(120s), 0) << load.out() << load.err();
     // Every connection has ended once a status line after the load shows none running.
     const std::size_t seen = worker.err().size();
-    EXPECT_TRUE(worker.wait_for_err(
-        [&](const std::string& e) { return e.find("running 0 ", seen) != std::string::npos; }, 60s))
-        << worker.err().substr(seen);
+    EXPECT_TRUE(worker.wait_for_in_err("running 0 ", seen, 60s)) << worker.err().substr(seen);
     worker.signal(SIGTERM);
     EXPECT_EQ(worker.wait(60s), 0) << worker.err();
     const auto json = child_process::slurp(summary);
@@ -284,8 +280,7 @@ port = 0
     const std::string err = worker.err();
     std::regex_search(err, match, endpoint);
     const std::string url = match[1];
-    ASSERT_TRUE(worker.wait_for_err(
-        [](const std::string& e) { return e.find("running 20") != std::string::npos; }, 30s));
+    ASSERT_TRUE(worker.wait_for_in_err("running 20", 30s));
     const std::string scraped = ::testing::TempDir() + "/metrics.txt";
     ASSERT_EQ(std::system(("curl -sf " + url + " > " + scraped).c_str()), 0);
     const std::string checked = ::testing::TempDir() + "/promtool_metrics.txt";
@@ -356,9 +351,7 @@ count = 4
 records_per_second = 100.0
 )");
     child_process p({SLUICE_SLUICED, "--status", "--config", path}, "signal_mask");
-    ASSERT_TRUE(p.wait_for_err(
-        [](const std::string& e) { return e.find("sources started") != std::string::npos; }, 30s))
-        << p.err();
+    ASSERT_TRUE(p.wait_for_in_err("sources started", 30s)) << p.err();
     const std::uint64_t stops = (1ULL << (SIGINT - 1)) | (1ULL << (SIGTERM - 1));
     const std::filesystem::path tasks = "/proc/" + std::to_string(p.pid()) + "/task";
     std::size_t threads = 0;
@@ -429,9 +422,7 @@ records_per_second = 1.0
     std::remove(summary.c_str());
     child_process p({SLUICE_SLUICED, "--status", "--config", path, "--summary-json", summary},
                     "startup_signal");
-    ASSERT_TRUE(p.wait_for_err(
-        [](const std::string& e) { return e.find("metrics on") != std::string::npos; }, 30s))
-        << p.err();
+    ASSERT_TRUE(p.wait_for_in_err("metrics on", 30s)) << p.err();
     p.signal(SIGTERM);
     ASSERT_EQ(p.wait(60s), 0) << p.err();
     EXPECT_NE(p.err().find("draining"), std::string::npos) << p.err();
@@ -460,13 +451,9 @@ cap = 40
 TEST(sluiced, a_second_signal_during_a_hung_drain_exits_at_once_with_its_own_code) {
     const auto path = hung_drain_config("second_signal", "drain_timeout_ms = 600000\n");
     child_process p({SLUICE_SLUICED, "--status", "--config", path}, "second_signal");
-    ASSERT_TRUE(p.wait_for_err(
-        [](const std::string& e) { return e.find("sources started") != std::string::npos; }, 30s))
-        << p.err();
+    ASSERT_TRUE(p.wait_for_in_err("sources started", 30s)) << p.err();
     p.signal(SIGTERM);
-    ASSERT_TRUE(p.wait_for_err(
-        [](const std::string& e) { return e.find("draining") != std::string::npos; }, 30s))
-        << p.err();
+    ASSERT_TRUE(p.wait_for_in_err("draining", 30s)) << p.err();
     std::this_thread::sleep_for(500ms);
     ASSERT_TRUE(p.running()) << "the drain should still owe the queued buffers: " << p.err();
     p.signal(SIGINT);
@@ -477,9 +464,7 @@ TEST(sluiced, a_second_signal_during_a_hung_drain_exits_at_once_with_its_own_cod
 TEST(sluiced, a_drain_that_passes_its_deadline_exits_with_its_own_code) {
     const auto path = hung_drain_config("drain_deadline", "drain_timeout_ms = 300\n");
     child_process p({SLUICE_SLUICED, "--status", "--config", path}, "drain_deadline");
-    ASSERT_TRUE(p.wait_for_err(
-        [](const std::string& e) { return e.find("sources started") != std::string::npos; }, 30s))
-        << p.err();
+    ASSERT_TRUE(p.wait_for_in_err("sources started", 30s)) << p.err();
     p.signal(SIGTERM);
     EXPECT_EQ(p.wait(20s), 5) << p.err();
     EXPECT_NE(p.err().find("drain_timeout_ms"), std::string::npos) << p.err();
@@ -527,11 +512,7 @@ port = 0
         peer.close(); // RST: each connection's source fails
     }
     // The status line (every 100 ms here) says when every reset has been seen.
-    ASSERT_TRUE(p.wait_for_err(
-        [&](const std::string& e) {
-            return e.find("source errors " + std::to_string(resets) + "\n") != std::string::npos;
-        },
-        30s))
+    ASSERT_TRUE(p.wait_for_in_err("source errors " + std::to_string(resets) + "\n", 30s))
         << p.err();
     p.signal(SIGTERM);
     ASSERT_EQ(p.wait(30s), 0) << p.err();
