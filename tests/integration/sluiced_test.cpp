@@ -195,7 +195,27 @@ cap = 2
                         std::to_string(connections), "--records", std::to_string(records)},
                        "loadgen_for_sluiced_" + std::to_string(connections));
     EXPECT_EQ(load.wait(120s), 0) << load.out() << load.err();
-    // Every connection has ended once a status line after the load shows none running.
+    // The load has sent everything, but the last connections may still wait in the listen
+    // backlog (a slow worker, under TSan): wait until the worker has accepted them all.
+    std::smatch found_url;
+    const std::string started = worker.err();
+    if (!std::regex_search(started, found_url,
+                           std::regex("metrics on (http://127\\.0\\.0\\.1:[0-9]+/metrics)"))) {
+        ADD_FAILURE() << "no metrics endpoint in the log: " << started;
+        return {};
+    }
+    const std::string scraped = ::testing::TempDir() + "/tcp_accepted.txt";
+    const std::string accepted_line = "sluice_listener_connections_total{result=\"accepted\"} " +
+                                      std::to_string(connections) + "\n";
+    const auto deadline = std::chrono::steady_clock::now() + 60s;
+    while (std::chrono::steady_clock::now() < deadline &&
+           (std::system(("curl -sf " + found_url[1].str() + " > " + scraped).c_str()) != 0 ||
+            child_process::slurp(scraped).find(accepted_line) == std::string::npos)) {
+        std::this_thread::sleep_for(50ms);
+    }
+    EXPECT_NE(child_process::slurp(scraped).find(accepted_line), std::string::npos)
+        << child_process::slurp(scraped);
+    // Every connection has ended once a status line after that shows none running.
     const std::size_t seen = worker.err().size();
     EXPECT_TRUE(worker.wait_for_in_err("running 0 ", seen, 60s)) << worker.err().substr(seen);
     worker.signal(SIGTERM);
