@@ -402,7 +402,6 @@ int run_worker(worker_config cfg, const std::string& config_name, command_line& 
         cl.summary_path = cfg.summary_json_path;
     }
     raise_open_file_limit();
-    mask_stop_signals(SIG_BLOCK); // until every thread of the worker and endpoint exists
     std::size_t threads_max = process_thread_count();
     // The sink outlives the worker, and the baseline (which feeds the worker's pool and
     // processing) is declared after it, so it is destroyed first.
@@ -423,7 +422,6 @@ int run_worker(worker_config cfg, const std::string& config_name, command_line& 
     if (endpoint_failed) {
         return exit_config_error;
     }
-    mask_stop_signals(SIG_UNBLOCK);
 
     source_set sources(core.server(), checkpoints.get(), cfg.checkpoint.interval);
     const start_counts counts = start_sources(cfg, sources, baseline);
@@ -431,9 +429,7 @@ int run_worker(worker_config cfg, const std::string& config_name, command_line& 
         return exit_config_error;
     }
     if (cfg.mode == runner_mode::thread_per_source) {
-        mask_stop_signals(SIG_BLOCK); // its threads inherit the mask
         baseline.start_all();
-        mask_stop_signals(SIG_UNBLOCK);
     }
     threads_max = std::max(threads_max, process_thread_count());
     const std::size_t started =
@@ -513,7 +509,7 @@ int main(int argc, char** argv) {
         std::cout << "sluiced " << sluice::version_string << "\n";
         return 0;
     }
-    install_stop_signals();
+    start_signal_thread();
     try {
         if (cl.print_default) {
             std::cout << default_worker_config();

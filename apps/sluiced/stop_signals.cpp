@@ -1,5 +1,6 @@
 #include "apps/sluiced/stop_signals.hpp"
 
+#include <pthread.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -13,44 +14,41 @@ std::atomic<int> hangups{0};
 
 namespace {
 
-void on_stop_signal(int number) {
-    if (stop_signals.fetch_add(1) == 0) {
-        first_signal.store(number);
-        return;
-    }
-    // Async-signal-safe: write(2) and _exit(2) only.
-    constexpr char message[] = "\nsluiced: second signal: exiting now, without draining\n";
-    [[maybe_unused]] const auto written = ::write(STDERR_FILENO, message, sizeof message - 1);
-    ::_exit(exit_second_signal);
+sigset_t stop_signal_set() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    return set;
 }
 
-void on_hangup(int /*number*/) {
-    hangups.fetch_add(1);
+/// Runs for the life of the process: sigwait fails only for an invalid set.
+void take_signals(sigset_t set) {
+    ::pthread_setname_np(::pthread_self(), "sluiced-signals");
+    int number = 0;
+    while (::sigwait(&set, &number) == 0) {
+        if (number == SIGHUP) {
+            hangups.fetch_add(1);
+            continue;
+        }
+        if (stop_signals.fetch_add(1) == 0) {
+            first_signal.store(number);
+            continue;
+        }
+        constexpr char message[] = "\nsluiced: second signal: exiting now, without draining\n";
+        [[maybe_unused]] const auto written = ::write(STDERR_FILENO, message, sizeof message - 1);
+        ::_exit(exit_second_signal);
+    }
+    std::fprintf(stderr, "sluiced: sigwait failed; stop signals are no longer answered\n");
 }
 
 } // namespace
 
-void mask_stop_signals(int how) {
-    sigset_t stops;
-    sigemptyset(&stops);
-    sigaddset(&stops, SIGINT);
-    sigaddset(&stops, SIGTERM);
-    sigaddset(&stops, SIGHUP);
-    ::pthread_sigmask(how, &stops, nullptr);
-}
-
-void install_stop_signals() {
-    struct sigaction action {};
-    action.sa_handler = on_stop_signal;
-    sigemptyset(&action.sa_mask);
-    action.sa_flags = SA_RESTART;
-    ::sigaction(SIGINT, &action, nullptr);
-    ::sigaction(SIGTERM, &action, nullptr);
-    struct sigaction hangup {};
-    hangup.sa_handler = on_hangup;
-    sigemptyset(&hangup.sa_mask);
-    hangup.sa_flags = SA_RESTART;
-    ::sigaction(SIGHUP, &hangup, nullptr);
+void start_signal_thread() {
+    const sigset_t set = stop_signal_set();
+    ::pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    std::thread(take_signals, set).detach();
 }
 
 drain_deadline::drain_deadline(duration deadline)

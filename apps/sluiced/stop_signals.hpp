@@ -1,7 +1,7 @@
 #pragma once
 /// sluiced's stop signals and drain deadline: SIGINT/SIGTERM ask for a drain, a second one ends
-/// the process at once; only the main thread takes them; a drain that passes its deadline ends
-/// the process with its own exit code.
+/// the process at once; one thread of their own takes them; a drain that passes its deadline
+/// ends the process with its own exit code.
 
 #include <signal.h>
 
@@ -25,17 +25,15 @@ extern std::atomic<int> first_signal;
 /// How many SIGHUPs arrived (the control loop answers them; the process never dies of one).
 extern std::atomic<int> hangups;
 
-/// Blocks (SIG_BLOCK) or unblocks (SIG_UNBLOCK) SIGINT, SIGTERM and SIGHUP in the calling thread;
-/// threads inherit the mask of the thread that creates them. main blocks them while the
-/// worker and the metrics endpoint start their threads and unblocks them in itself
-/// afterwards, so only the main thread ever takes a stop signal. A signal sent meanwhile stays
-/// pending and is taken at the unblock. (A signal taken by a thread sitting in a raw futex
-/// wait, as oneTBB's idle workers do, is run late under ThreadSanitizer, which defers handlers
-/// to the thread's next intercepted call.)
-void mask_stop_signals(int how);
-/// Installed before anything starts, so a signal during start-up drains too (and a SIGHUP
-/// then does not kill the process).
-void install_stop_signals();
+/// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread and starts the one thread that takes
+/// them, with sigwait(3): a first stop signal asks for a drain, a second ends the process at
+/// once (exit_second_signal), a SIGHUP counts in `hangups`. main calls it first, before any
+/// other thread exists, so every thread inherits the mask and no thread ever runs a handler for
+/// them. (With handlers, the kernel could hand a signal to any thread without the mask, and
+/// under ThreadSanitizer a handler taken by a thread parked in a raw futex wait, as oneTBB's
+/// idle workers are, runs only when that thread wakes: a SIGHUP went unanswered for 30 s.)
+/// A signal sent during start-up waits for the control loop like any other.
+void start_signal_thread();
 
 /// Ends the process with exit_drain_timeout unless `done()` is called within `deadline`: a
 /// drain that hangs (a source stuck in a system call) cannot keep the worker up forever.

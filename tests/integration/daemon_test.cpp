@@ -467,7 +467,7 @@ TEST(daemon, systemd_hears_ready_reloading_around_a_reload_and_stopping_at_the_d
     EXPECT_NE(ready.find("STATUS=4 sources started"), std::string::npos) << ready;
     p.signal(SIGHUP);
     const std::string reloading = systemd.receive_until("STATUS=reloaded", 30s);
-    EXPECT_NE(reloading.find("RELOADING=1"), std::string::npos) << reloading;
+    EXPECT_NE(reloading.find("RELOADING=1"), std::string::npos) << reloading << p.err();
     EXPECT_NE(reloading.find("READY=1\nSTATUS=reloaded"), std::string::npos) << reloading;
     p.signal(SIGTERM);
     const std::string stopping = systemd.receive_until("STOPPING=1", 30s);
