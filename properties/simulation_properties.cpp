@@ -172,6 +172,24 @@ TEST(simulation, parking_idle_sources_changes_no_delivered_byte) {
     EXPECT_EQ(parked.records_delivered, waited.records_delivered);
 }
 
+TEST(simulation, a_fleet_of_steady_sources_sends_for_the_whole_horizon_and_delivers_all) {
+    // --records-per-second: every generator paced alike (ci/bench runs 100,000 of them for 10
+    // virtual seconds); each must take records / rate virtual seconds, and all of it arrives.
+    scenario s;
+    s.sources = 2000;
+    s.records_per_source = 20;
+    s.records_per_second = 10.0; // 2 virtual seconds a generator
+    s.virtual_seconds = 2.0;
+    s.seed = 5;
+    const report r = run(s);
+    EXPECT_TRUE(r.ok()) << explain(s, r);
+    EXPECT_EQ(r.records_delivered, s.sources * s.records_per_source);
+    EXPECT_EQ(r.bytes_delivered, r.bytes_produced);
+    EXPECT_GE(r.virtual_seconds, 1.9) << "paced generators finished early";
+    EXPECT_GT(r.parks, s.sources) << "steady sources should park between records";
+    EXPECT_NE(reproduce_command(s).find("--records-per-second 10"), std::string::npos);
+}
+
 /// Opens a rate-limited generator on the simulator and takes the one record due at once, so
 /// its next burst is 1,000 virtual seconds away: a source that should park.
 void open_sleepy_generator(sim_environment& env, runtime::generator_source& gen) {

@@ -43,9 +43,13 @@ source_server::source_factory operator_plan::make_factory(std::uint32_t id, plan
         g.id = id;
         g.records_max = s_.records_per_source;
         // Half flat out, half paced (some slow enough to exercise flush timeouts).
-        g.records_per_second = env_.workload().chance(s_.paced_fraction)
-                                   ? 1000.0 + static_cast<double>(env_.workload().below(200000))
-                                   : 0.0;
+        if (s_.records_per_second > 0.0) {
+            g.records_per_second = s_.records_per_second;
+        } else {
+            g.records_per_second = env_.workload().chance(s_.paced_fraction)
+                                       ? 1000.0 + static_cast<double>(env_.workload().below(200000))
+                                       : 0.0;
+        }
         g.burst_records = 1 + static_cast<std::uint32_t>(env_.workload().below(64));
         return [g](environment& e, const executor& lane) -> std::unique_ptr<source> {
             return std::make_unique<generator_source>(e, lane, g);

@@ -37,6 +37,9 @@ std::string reproduce_command(const scenario& s) {
         << " --legacy-buffers-per-source " << s.legacy_buffers_per_source << " --records "
         << s.records_per_source << " --stream-fraction " << s.stream_fraction
         << " --paced-fraction " << s.paced_fraction << " --park " << (s.park_idle ? "on" : "off");
+    if (s.records_per_second > 0.0) {
+        out << " --records-per-second " << s.records_per_second;
+    }
     if (s.late_registrations > 0 || s.admission_wait_seconds != scenario{}.admission_wait_seconds) {
         out << " --late-registrations " << s.late_registrations << " --admission-wait "
             << s.admission_wait_seconds;

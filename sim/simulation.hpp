@@ -34,6 +34,9 @@ struct scenario {
     std::uint64_t records_per_source = 200; ///< 0 = infinite generators, stopped at the horizon
     double stream_fraction = 0.5;           ///< share of sources that are virtual streams
     double paced_fraction = 0.5;            ///< share of generators that are rate-limited
+    /// When set, every generator sends this many records a virtual second (a fleet of steady
+    /// sources: with records_per_source it fixes how long each runs); 0 = the mix above.
+    double records_per_second = 0.0;
     double watchdog_seconds = 10.0; ///< virtual seconds without a delivery while work is pending
     /// Registrations that come during the first half of the horizon and wait for admission
     /// (source_server::register_source_waiting); churn under faults adds some too.

@@ -51,6 +51,9 @@ int main(int argc, char** argv) {
     app.add_option("--paced-fraction", s.paced_fraction,
                    "share of generators that are rate-limited")
         ->check(CLI::Range(0.0, 1.0));
+    app.add_option("--records-per-second", s.records_per_second,
+                   "every generator paced at this rate (0 = the default mix of flat out and paced)")
+        ->check(CLI::NonNegativeNumber);
     app.add_option(
         "--late-registrations", s.late_registrations,
         "registrations that come in the first half of the horizon and wait for admission");
