@@ -42,60 +42,142 @@ def _met(ok):
     return "**met**" if ok else "**not met**"
 
 
+def best_peer(results, n, pad, key, lowest=False):
+    """The verified peer row at n connections with the best value of key (highest, or lowest)."""
+    rows = [r for r in results.get("peers", []) if r["sources"] == n and r.get("pad_bytes", 0) == pad
+            and r.get("verified_runs") and r.get(key)]
+    if not rows:
+        return None
+    return (min if lowest else max)(rows, key=lambda r: r[key])
+
+
 def targets(results):
-    """[(target, measured, met)] for the issue's targets."""
+    """[(target, measured, met)] for the targets of the peers issue (each a ratio in this run)."""
     rows = []
     counts = counts_of(results)
     sluice_threads = [_row(results, "sluice", n)["threads_max"] for n in counts if _row(results, "sluice", n)]
     base_threads = [_row(results, "thread_per_source", n)["threads_max"] for n in counts
                     if _row(results, "thread_per_source", n)]
     constant = bool(sluice_threads) and max(sluice_threads) - min(sluice_threads) <= 1
-    rows.append(("threads constant from 10 to 10,000 sources",
+    rows.append((f"threads constant from {min(counts):,} to {max(counts):,} sources",
                  f"sluice {min(sluice_threads)}–{max(sluice_threads)}; baseline {min(base_threads)}–{max(base_threads)}",
                  constant))
+    for pad, size in ((0, "19-byte"), (PAD, "1 KiB")):
+        for n in (1000, 10000):
+            s = _row(results, "sluice", n, pad)
+            fast = best_peer(results, n, pad, "gb_per_second")
+            lean = best_peer(results, n, pad, "cpu_seconds_per_gb", lowest=True)
+            if not s:
+                continue
+            if not fast or not lean:
+                rows.append((f"≥ 5× the best peer's GB/s and ≥ 10× less CPU per GB, {n:,} connections, "
+                             f"{size} records", "no peer counted every record here (see Peers)", False))
+                continue
+            g = _ratio(s["gb_per_second"], fast["gb_per_second"])
+            c = _ratio(lean["cpu_seconds_per_gb"], s["cpu_seconds_per_gb"])
+            rows.append((f"≥ 5× the best peer's GB/s and ≥ 10× less CPU per GB, {n:,} connections, {size} records",
+                         f"{s['gb_per_second']:.3f} vs {fast['gb_per_second']:.3f} GB/s ({fast['mode']}) = {g:.1f}×; "
+                         f"{s['cpu_seconds_per_gb']:.2f} vs {lean['cpu_seconds_per_gb']:.2f} CPU s/GB "
+                         f"({lean['mode']}) = {c:.1f}× less", g >= 5 and c >= 10))
+    iperf = _ceiling(results, "iperf3")
+    if iperf:
+        for pad, size, goal in ((0, "19-byte", 0.85), (PAD, "1 KiB", 0.95)):
+            runs = [r for r in results["ingest"] if r["mode"] == "sluice" and r.get("pad_bytes", 0) == pad]
+            if runs:
+                best = max(runs, key=lambda r: r["gb_per_second"])
+                rows.append((f"throughput ≥ {goal:.0%} of the iperf3 single-stream ceiling, {size} records",
+                             f"best sluice {best['gb_per_second']:.3f} GB/s ({best['sources']:,} sources) = "
+                             f"{100 * best['gb_per_second'] / iperf:.1f}% of {iperf:.2f} GB/s",
+                             best["gb_per_second"] >= goal * iperf))
     top = max(counts)
     s, b = _row(results, "sluice", top), _row(results, "thread_per_source", top)
     start_ratio = _ratio(b["start_seconds"], s["start_seconds"]) if s and b else float("nan")
     rows.append((f"start of {top:,} sources ≥ 30× faster than the baseline",
                  f"{s['start_seconds'] * 1e3:.1f} ms vs {b['start_seconds'] * 1e3:.1f} ms = {start_ratio:.1f}×",
                  start_ratio >= 30))
-    for pad, size in ((0, "19-byte"), (PAD, "1 KiB")):
-        for n in (1000, 10000):
-            s, b = _row(results, "sluice", n, pad), _row(results, "thread_per_source", n, pad)
-            if s and b:
-                r = _ratio(s["gb_per_second"], b["gb_per_second"])
-                rows.append((f"throughput ≥ 1.3× the baseline at {n:,} sources, {size} records",
-                             f"{s['gb_per_second']:.3f} vs {b['gb_per_second']:.3f} GB/s = {r:.2f}×", r >= 1.3))
-    iperf = _ceiling(results, "iperf3")
-    if iperf:
-        for pad, size in ((0, "19-byte"), (PAD, "1 KiB")):
-            runs = [r for r in results["ingest"] if r["mode"] == "sluice" and r.get("pad_bytes", 0) == pad]
-            if runs:
-                best = max(runs, key=lambda r: r["gb_per_second"])
-                rows.append((f"throughput ≥ 70% of the iperf3 single-stream ceiling, {size} records",
-                             f"best sluice {best['gb_per_second']:.3f} GB/s ({best['sources']:,} sources) = "
-                             f"{100 * best['gb_per_second'] / iperf:.1f}% of {iperf:.2f} GB/s",
-                             best["gb_per_second"] >= 0.7 * iperf))
-    s = _row(results, "sluice", top)
-    rows.append(("≤ 1 KiB resident per idle source",
-                 f"{s['rss_per_idle_source_bytes']:.0f} B at {top:,} sources", s["rss_per_idle_source_bytes"] <= 1024))
-    demand = [r for r in results["latency"] if r["mode"] == "sluice" and r["demand_flush"]]
-    if demand:
-        worst = max(r["p99_ms"] for r in demand)
-        rows.append(("p99 light-load latency ≤ 2 ms with demand flush",
-                     f"worst p99 {worst:.3f} ms over {', '.join(str(r['sources']) for r in demand)} sources",
-                     worst <= 2.0))
-    sims = [r for r in results["sim"] if r.get("ok")]
+    rows.append(("≤ 512 B resident per idle TCP source",
+                 f"{s['rss_per_idle_source_bytes']:.0f} B at {top:,} sources", s["rss_per_idle_source_bytes"] <= 512))
+    lat = {(r["mode"], r["demand_flush"]): r for r in results["latency"] if r["sources"] == 1000}
+    ls, lb = lat.get(("sluice", True)), lat.get(("thread_per_source", True))
+    if ls and lb:
+        rows.append(("p99 send-to-pipeline at 1,000 sources, light load, ≤ 0.5 ms and ≤ the baseline's",
+                     f"{ls['p99_ms']:.3f} ms (baseline {lb['p99_ms']:.3f} ms)",
+                     ls["p99_ms"] <= 0.5 and ls["p99_ms"] <= lb["p99_ms"]))
+    sims = [r for r in results["sim"] if r.get("ok") and r["sources"] == 10000]
     if sims:
-        # Judged at the largest run; the smaller ones are shown beside it.
-        big = max(sims, key=lambda r: r["sources"])
-        others = "".join(f"; {r['events_per_second'] / 1e6:.3f}M at {r['sources']:,}"
-                         for r in sorted(sims, key=lambda r: r["sources"]) if r is not big)
-        rows.append(("simulator ≥ 1M events/s",
-                     f"{big['events_per_second'] / 1e6:.3f}M events/s at {big['sources']:,} sources "
-                     f"(best of 3 seeds){others}",
-                     big["events_per_second"] >= 1e6))
+        r = sims[0]
+        rows.append(("simulator ≥ 1M events/s at 10,000 sources",
+                     f"{r['events_per_second'] / 1e6:.3f}M events/s (best of 3 seeds)", r["events_per_second"] >= 1e6))
+    big = results.get("sim_big")
+    if big:
+        rows.append((f"simulator: {big['sources']:,} virtual sources × {big['virtual_seconds']:g} virtual s "
+                     "in ≤ 30 s of wall time",
+                     (f"{big['wall_seconds']:.1f} s ({big['events']:,} events)" if big.get("ok")
+                      else f"failed: {big.get('problem', '')}"),
+                     bool(big.get("ok")) and big["wall_seconds"] <= 30))
+    held = results.get("connections_held")
+    if held:
+        rows.append((f"{held['sources']:,} connections held by one worker, all data verified",
+                     (f"{held['sources']:,} connections, {held['gb_per_second']:.3f} GB/s, verified"
+                      if held.get("verified") else f"not verified: {'; '.join(held.get('problems', []))[:200]}"),
+                     bool(held.get("verified"))))
     return rows
+
+
+def _peers_section(results, w):
+    rows = results.get("peers", [])
+    if not rows:
+        return
+    w("## Peers: rsyslog and syslog-ng, same load generator, same run\n")
+    w("rsyslog 8.2302 (`imptcp`) and syslog-ng 3.38 (`network()`), Debian 12's, each its own process "
+      "on its configuration in `bench/peers/` (what each setting is for is written there), driven "
+      "by the same `sluice-loadgen` with the same records and writes as sluice, in the same repeats "
+      "(sluice, baseline, rsyslog, syslog-ng, five times over). Each peer must read every record off "
+      "its socket and frame it at its newline, as sluice does; each then writes one byte per record "
+      "to a file (one `write(2)` per batch of thousands), and that file's size is its count: the "
+      "clock stops when it reaches N × R, and a run whose count is short or over is marked not "
+      "verified, never dropped. That is their cheapest way to keep a count: rsyslog has no null "
+      "output in Debian's build, and discarding would leave nothing to check. Both are at their "
+      "documented tuning for high rates (imptcp with its poller threads processing, a FixedArray "
+      "ruleset queue with 4,096-record batches and two workers; syslog-ng threaded with "
+      "`flags(no-parse)`, large fetch limits and window, flow control) and a listen backlog of "
+      "4,096: with their defaults a burst of 1,000 connections waited seconds for SYN retries. "
+      "sluice's row is the same run's `sluice-ingest-bench` (its sink also hashes every origin's "
+      "bytes, which the peers do not). Each peer gets a quarter of sluice's bytes (at their rates "
+      "that is seconds of sending); CPU, threads and memory are read from the server's own "
+      "`/proc/<pid>`, exactly as for sluice; idle memory is (RSS with N idle connections − RSS "
+      "before) / N.\n")
+    w("| connections | record bytes | server | GB/s | records/s | CPU s/GB | threads | idle B/conn | "
+      "accept N (ms) | verified runs | sluice ÷ it, GB/s | it ÷ sluice, CPU/GB |")
+    w("| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for pad in (0, PAD):
+        for n in sorted({r["sources"] for r in rows if r.get("pad_bytes", 0) == pad}):
+            s = _row(results, "sluice", n, pad)
+            size = f"{_record_size(s):,.0f}" if s else ("19" if pad == 0 else "1,020")
+            if s:
+                w(f"| {n:,} | {size} | **sluice** | {s['gb_per_second']:.3f} | "
+                  f"{s['gb_per_second'] * 1e9 / _record_size(s):,.0f} | {s['cpu_seconds_per_gb']:.2f} | "
+                  f"{s['threads_max']} | {s['rss_per_idle_source_bytes']:,.0f} | "
+                  f"{s['accept_seconds'] * 1e3:.0f} | {s.get('repeats', 1)} of {s.get('repeats', 1)} | | |")
+            for r in sorted((r for r in rows if r["sources"] == n and r.get("pad_bytes", 0) == pad),
+                            key=lambda r: r["mode"]):
+                ok = r["verified_runs"] == r["repeats"]
+                verified = f"{r['verified_runs']} of {r['repeats']}" + ("" if ok else " **(short: see below)**")
+                gb, cpu = r.get("gb_per_second", 0.0), r.get("cpu_seconds_per_gb", 0.0)
+                w(f"| {n:,} | {size} | {r['mode']} | {gb:.3f} | {r.get('records_per_second', 0):,} | "
+                  f"{cpu:.2f} | {r.get('threads_max', '')} | {r.get('rss_per_idle_source_bytes', 0):,.0f} | "
+                  f"{r.get('accept_seconds', 0) * 1e3:.0f} | {verified} | "
+                  f"{_ratio(s['gb_per_second'], gb) if s else float('nan'):.1f}× | "
+                  f"{_ratio(cpu, s['cpu_seconds_per_gb']) if s else float('nan'):.1f}× |")
+    w("")
+    problems = [f"{r['mode']} {r['sources']:,} connections, pad {r['pad_bytes']}: {p}"
+                for r in rows for p in r.get("problems", [])]
+    if problems:
+        w("Peer runs that were not verified (kept in the medians' run sets as measured; the median row "
+          "is taken among the verified runs where there are any): " + "; ".join(f"`{p}`" for p in problems) + "\n")
+    else:
+        w("Every peer run counted exactly N × R records.\n")
+    w("![peers throughput](plots/peers_throughput.png) ![peers cpu](plots/peers_cpu.png)\n")
 
 
 def render(results):
@@ -363,6 +445,8 @@ def render(results):
                   f"series: {min(samples):.2f}–{max(samples):.2f})") if len(samples) > 1 else ""
         w(f"| {c['measure']} | {c['gb_per_second']:.2f}{spread} |")
     w("")
+
+    _peers_section(results, w)
 
     w("## Ingestion: sluice vs thread per source\n")
     w("TCP sources on loopback (one accepted connection each), the same pool, processing "

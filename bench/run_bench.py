@@ -4,10 +4,13 @@
 Side by side in one run: sluice and the thread-per-source baseline at each source count
 (sluice-ingest-bench, fed by sluice-loadgen in its own process), the machine's ceilings (iperf3
 loopback single stream, memcpy), light-load latency (demand flush vs flush timeout only vs
-baseline), the simulator's speed, and the Google Benchmark microbenchmarks.
+baseline), the simulator's speed, and the Google Benchmark microbenchmarks. rsyslog and
+syslog-ng (bench/peers.py) run in the same repeats as sluice at 100, 1,000 and 10,000
+connections, on the same load generator.
 
---quick: small sizes, no microbenchmarks, no RESULTS.md; exits 1 if any run lost or corrupted
-a byte. Full: writes bench/RESULTS.md, bench/results.json and bench/plots/*.png.
+--quick: small sizes, no microbenchmarks, no RESULTS.md, the peers at 100 connections only;
+exits 1 if any sluice run lost or corrupted a byte or a peer could not run at all (a peer whose
+count is short is reported, loudly, not failed: it is the peer's measurement). Full: writes bench/RESULTS.md, bench/results.json and bench/plots/*.png.
 """
 import argparse
 import json
@@ -20,7 +23,10 @@ import sys
 import tempfile
 import time
 
+import peers  # bench/peers.py
+
 MODES = ["sluice", "thread_per_source"]
+PEERS = ["rsyslog", "syslog-ng"]
 PAD_BYTES = 1000  # the larger records: "<id>,<n>,<value>,<1,000 padding bytes>\n", about 1 KiB
 
 
@@ -124,12 +130,14 @@ def main():
     a = ap.parse_args()
 
     ingest = os.path.join(a.build, "bench", "sluice-ingest-bench")
+    loadgen = os.path.join(a.build, "bench", "sluice-loadgen")
     sim = os.path.join(a.build, "sim", "sluice-sim")
     counts = [10, 100, 1000] if a.quick else [10, 100, 1000, 10000]
     total_bytes = 20_000_000 if a.quick else 400_000_000
     repeats = 1 if a.quick else 5
     results = {"machine": machine(), "quick": a.quick, "ingest": [], "latency": [], "ceilings": [],
-               "sim": [], "micro": [], "baseline_incomplete": [], "park_off": []}
+               "sim": [], "micro": [], "baseline_incomplete": [], "park_off": [], "peers": [],
+               "peer_runs": []}
     failures = []
 
     print(f"bench: machine {results['machine']}", flush=True)
@@ -159,8 +167,14 @@ def main():
     # 100-source 1 KiB series): this box's loopback throughput drifts by a third within minutes,
     # so a ceiling taken once at the start made the ratio a matter of timing.
     iperf_samples = []
+    peer_series = {(100, 0)} if a.quick else {(n, pad) for n in (100, 1000, 10000) for pad in (0, PAD_BYTES)}
+    for name in PEERS:
+        why = peers.available(name)
+        if why:
+            failures.append(f"peer {name} cannot run: {why}")
     for n, pad, series_bytes in series:
         runs = {mode: [] for mode in MODES}
+        peer_runs = {name: [] for name in PEERS if (n, pad) in peer_series and not peers.available(name)}
         # Repeats alternate the runners, so a drift of the machine meets both alike.
         for _ in range(repeats):
             if n == 100 and pad == PAD_BYTES:
@@ -184,6 +198,26 @@ def main():
                         results["baseline_incomplete"].append(problem)
                 if objs:
                     runs[mode].append(objs[0])
+            for name in peer_runs:
+                # The peers get a quarter of sluice's bytes (they are slower by far; the rate
+                # settles within a second) and the same writes.
+                peer_bytes = series_bytes // 4
+                record_bytes = 19 + (pad + 1 if pad else 0)
+                r = peers.run(name, loadgen, n, max(1, peer_bytes // (n * record_bytes)), pad,
+                              65536 if pad else 16384, deadline_seconds=120 if a.quick else 300)
+                peer_runs[name].append(r)
+                results["peer_runs"].append(r)
+                if not r["verified"]:
+                    print(f"bench: PEER RUN NOT VERIFIED: {name} {n} connections, pad {pad}: "
+                          f"{'; '.join(r['problems'])}", flush=True)
+        for name, rows in peer_runs.items():
+            row = peers.summary(rows)
+            results["peers"].append(row)
+            print(f"bench: peer   {name:17} {n:6} conns,   pad {pad:4}: {row.get('gb_per_second', 0):.3f} GB/s, "
+                  f"{row.get('cpu_seconds_per_gb', 0):.2f} CPU s/GB, threads {row.get('threads_max')}, "
+                  f"accept {row.get('accept_seconds', 0) * 1e3:.0f} ms, idle "
+                  f"{row.get('rss_per_idle_source_bytes', 0):.0f} B/conn, verified {row['verified_runs']} of "
+                  f"{row['repeats']}", flush=True)
         for mode in MODES:
             if not runs[mode]:
                 continue
@@ -246,6 +280,37 @@ def main():
                   f"virtual/wall {r['virtual_per_wall']:.2f}", flush=True)
 
     if not a.quick:
+        # The simulator at scale: 100,000 virtual sources for 10 virtual seconds, timed whole: half
+        # generators sending 20 records a second (200 each: 10 s), half virtual streams.
+        t0 = time.monotonic()
+        rc, objs = run_json([sim, "--sources", "100000", "--virtual-seconds", "10", "--records", "200",
+                             "--records-per-second", "20", "--seed", "1", "--json"], 900)
+        big = {"sources": 100000, "virtual_seconds": 10, "ok": rc == 0 and bool(objs),
+               "wall_seconds": time.monotonic() - t0}
+        if big["ok"]:
+            big.update({"events": objs[0]["events"], "sim_wall_seconds": objs[0]["wall_seconds"],
+                        "virtual_seconds_run": objs[0]["virtual_seconds"],
+                        "records_delivered": objs[0]["records_delivered"]})
+        else:
+            big["problem"] = f"exit {rc}"
+            failures.append(f"sim 100,000 sources x 10 virtual s: exit {rc}")
+        results["sim_big"] = big
+        print(f"bench: sim 100,000 sources x 10 virtual s: {big['wall_seconds']:.1f} s wall, ok {big['ok']}",
+              flush=True)
+        # The most connections one worker can hold under this machine's open-file limit
+        # (20,000 a process), each sending records that are then verified.
+        held = 19000
+        rc, objs = run_json([ingest, "--mode", "sluice", "--sources", str(held), "--total-bytes",
+                             str(total_bytes // 2)], 900)
+        row = dict(objs[0]) if objs else {"sources": held, "verified": False}
+        row.setdefault("problems", [] if rc == 0 else [f"exit {rc}"])
+        results["connections_held"] = row
+        if not row.get("verified"):
+            failures.append(f"ingest sluice {held} connections: exit {rc} {row.get('problems')}")
+        print(f"bench: ingest sluice {held} connections: {row.get('gb_per_second', 0):.3f} GB/s, "
+              f"idle {row.get('rss_per_idle_source_bytes', 0):.0f} B/source, verified {row.get('verified')}",
+              flush=True)
+
         for name in ("sluice_pool_bench", "sluice_pipeline_bench"):
             binary = os.path.join(a.build, "bench", name)
             if os.path.exists(binary):
@@ -322,6 +387,42 @@ def plot(results, directory):
                   f"plot '{data}' using 1:2 with linespoints title 'sluice, demand flush', "
                   f"'{data}' using 1:3 with linespoints title 'sluice, flush timeout only', "
                   f"'{data}' using 1:4 with linespoints title 'thread per source'\n")
+        subprocess.run(["gnuplot"], input=script, text=True, check=True)
+        plot_peers(results, directory, tmp)
+
+
+def plot_peers(results, directory, tmp):
+    """GB/s and CPU s/GB against connections: sluice and each peer, both record sizes."""
+    servers = ["sluice"] + PEERS
+    counts = sorted({r["sources"] for r in results["peers"]})
+    if not counts:
+        return
+
+    def value(server, n, pad, key):
+        if server == "sluice":
+            r = row_for(results, "sluice", n, pad)
+        else:
+            r = next((p for p in results["peers"] if p["mode"] == server and p["sources"] == n
+                      and p["pad_bytes"] == pad and p.get("verified_runs")), None)
+        return r[key] if r and r.get(key) else "NaN"
+
+    for name, key, label in (("peers_throughput", "gb_per_second", "throughput (GB/s)"),
+                             ("peers_cpu", "cpu_seconds_per_gb", "server CPU seconds per GB")):
+        data = os.path.join(tmp, name + ".dat")
+        with open(data, "w") as f:
+            for n in counts:
+                f.write(f"{n} " + " ".join(str(value(s, n, pad, key)) for pad in (0, PAD_BYTES)
+                                           for s in servers) + "\n")
+        lines = []
+        column = 2
+        for size in ("19-byte", "1 KiB"):
+            for s in servers:
+                lines.append(f"'{data}' using 1:{column} with linespoints title '{s}, {size} records'")
+                column += 1
+        script = (f"set terminal pngcairo size 800,500\nset output '{directory}/{name}.png'\n"
+                  "set logscale x\nset logscale y\nset xlabel 'connections'\n"
+                  f"set ylabel '{label}'\nset key outside right\nset grid\n"
+                  f"plot {', '.join(lines)}\n")
         subprocess.run(["gnuplot"], input=script, text=True, check=True)
 
 
