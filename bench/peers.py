@@ -159,15 +159,18 @@ class _Peer:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def run(name, loadgen, connections, records_each, pad_bytes, chunk_bytes, deadline_seconds=600):
-    """One measurement of a peer; a dict like sluice-ingest-bench's JSON line."""
+def run(name, loadgen, connections, records_each, pad_bytes, chunk_bytes, deadline_seconds=600,
+        expect_extra=0):
+    """One measurement of a peer; a dict like sluice-ingest-bench's JSON line. expect_extra
+    (the self-test's) waits for that many records more than are sent: the run must come out
+    not verified, with the count it reached."""
     row = {"measure": "peer", "mode": name, "sources": connections, "pad_bytes": pad_bytes,
            "records_each": records_each, "verified": False, "problems": []}
     why = available(name)
     if why:
         row["problems"].append(why)
         return row
-    expected = connections * records_each
+    expected = connections * records_each + expect_extra
     peer = _Peer(name, connections)
     load = None
     load_out = os.path.join(peer.workdir, "loadgen.out")

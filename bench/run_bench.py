@@ -172,6 +172,14 @@ def main():
         why = peers.available(name)
         if why:
             failures.append(f"peer {name} cannot run: {why}")
+            continue
+        # The peers' count's self-test: a run that waits for one record more than is sent must
+        # come out not verified, short by exactly that one, or a peer's "verified" means nothing.
+        r = peers.run(name, loadgen, 10, 100, 0, 16384, deadline_seconds=2, expect_extra=1)
+        if r["verified"] or not any("counted 1000 of 1001" in p for p in r["problems"]):
+            failures.append(f"peer self-test {name}: a short count was not caught ({r['problems']})")
+        else:
+            print(f"bench: peer self-test {name}: a short count is caught ({r['problems'][0]})", flush=True)
     for n, pad, series_bytes in series:
         runs = {mode: [] for mode in MODES}
         peer_runs = {name: [] for name in PEERS if (n, pad) in peer_series and not peers.available(name)}
