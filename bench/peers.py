@@ -14,6 +14,7 @@ and the count it reached; nothing is dropped from the results.
 The peers are unpacked from Debian's packages by ci/deps into $SLUICE_PEERS_DIR
 (/opt/sluice-peers): as packages they conflict (each is the system-log-daemon).
 """
+import json
 import os
 import resource
 import shutil
@@ -223,7 +224,7 @@ def run(name, loadgen, connections, records_each, pad_bytes, chunk_bytes, deadli
         bytes_sent = 0
         for line in report.splitlines():
             if '"bytes_sent"' in line:
-                bytes_sent = int(__import__("json").loads(line)["bytes_sent"])
+                bytes_sent = int(json.loads(line)["bytes_sent"])
         time.sleep(0.2)  # a count above N x R would show now
         count = _size(peer.records)
         seconds = t_done - t_go
