@@ -60,7 +60,8 @@ def available(name):
     return ""
 
 
-def _free_port():
+def free_port():
+    """A free loopback port (run_bench.py uses it too)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -116,7 +117,7 @@ class _Peer:
     def __init__(self, name, connections):
         self.name = name
         self.workdir = tempfile.mkdtemp(prefix=f"sluice-peer-{name}-")
-        self.port = _free_port()
+        self.port = free_port()
         conf_name, argv_of, _ = PEERS[name]
         text = _read(os.path.join(CONFIG_DIR, conf_name))
         # syslog-ng's window must cover every connection's fetch limit, or it warns and pauses.

@@ -43,16 +43,10 @@ def run_json(argv, timeout, failure_expected=False):
     return proc.returncode, objects
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def iperf3_ceiling(seconds):
     if shutil.which("iperf3") is None:
         return None
-    port = free_port()
+    port = peers.free_port()
     server = subprocess.Popen(["iperf3", "-s", "-1", "-p", str(port), "-B", "127.0.0.1"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
