@@ -91,7 +91,13 @@ bool same_listener(const listener_options& a, const listener_options& b) {
                         l.flush_timeout, l.backlog, l.admission_wait, l.idle_timeout,
                         l.keepalive_idle, l.keepalive_interval, l.keepalive_probes);
     };
-    return fields(a) == fields(b);
+    const auto http = [](const listener_options& l) {
+        const http_options none;
+        const http_options& h = l.http ? *l.http : none;
+        return std::tie(h.paths, h.body_bytes_max, h.header_bytes_max, h.buffer_wait,
+                        h.header_timeout, h.retry_after_seconds);
+    };
+    return fields(a) == fields(b) && a.http.has_value() == b.http.has_value() && http(a) == http(b);
 }
 
 /// Opens `l`; a port the listener it replaces still holds (its close runs on its lane) is

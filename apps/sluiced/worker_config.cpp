@@ -588,46 +588,97 @@ configured_totals read_sources(checker& c, const toml::table& root, worker_confi
     return totals;
 }
 
-/// [[listener]] tables.
+/// What [[listener]] and [[http_listener]] share, read into `l`.
+void read_listener_keys(checker& c, const toml::table& t, const std::string& path,
+                        listener_options& l, std::set<std::string>& names) {
+    c.string(t, path, "name", l.name, "a unique name");
+    if (!names.insert(l.name).second) {
+        c.error(t.get("name") != nullptr ? t.get("name") : &t, path + ".name",
+                "duplicate name '" + l.name + "'", "a name used once");
+    }
+    c.string(t, path, "address", l.address, "an IP address");
+    check_address(c, t, path, l.address);
+    c.integer(t, path, "port", l.port, 0, 65535);
+    c.integer(t, path, "connections_max", l.connections_max, 1, 1'000'000);
+    c.integer(t, path, "backlog", l.backlog, 1, 65535);
+    c.milliseconds(t, path, "admission_wait_ms", l.admission_wait, 0, 60'000);
+    c.milliseconds(t, path, "idle_timeout_ms", l.idle_timeout, 0, 86'400'000);
+    std::int64_t keepalive_idle = l.keepalive_idle.count();
+    std::int64_t keepalive_interval = l.keepalive_interval.count();
+    c.integer(t, path, "keepalive_idle_s", keepalive_idle, 0, 86'400);
+    c.integer(t, path, "keepalive_interval_s", keepalive_interval, 1, 3'600);
+    c.integer(t, path, "keepalive_probes", l.keepalive_probes, 1, 100);
+    l.keepalive_idle = std::chrono::seconds(keepalive_idle);
+    l.keepalive_interval = std::chrono::seconds(keepalive_interval);
+    read_limits(c, t, path, l.limits, l.flush_timeout);
+}
+
+/// An [[http_listener]]'s own keys.
+void read_http_keys(checker& c, const toml::table& t, const std::string& path, http_options& h) {
+    if (c.strings(t, path, "paths", h.paths, "paths such as [\"/\", \"/ingest\"]")) {
+        if (h.paths.empty()) {
+            c.error(t.get("paths"), path + ".paths", "is empty",
+                    "at least one path, such as [\"/\"]");
+        }
+        for (std::size_t i = 0; i < h.paths.size(); ++i) {
+            if (h.paths[i].front() != '/' || h.paths[i].find('?') != std::string::npos) {
+                c.error(t.get("paths"), path + ".paths[" + std::to_string(i) + "]",
+                        "'" + h.paths[i] + "' is not a path", "a path starting with '/', no '?'");
+            }
+        }
+    }
+    c.integer(t, path, "body_bytes_max", h.body_bytes_max, 1, std::int64_t{1} << 40);
+    c.integer(t, path, "header_bytes_max", h.header_bytes_max, 1024, 1 << 20);
+    c.milliseconds(t, path, "buffer_wait_ms", h.buffer_wait, 0, 60'000);
+    c.milliseconds(t, path, "header_timeout_ms", h.header_timeout, 1, 3'600'000);
+    c.integer(t, path, "retry_after_s", h.retry_after_seconds, 1, 3'600);
+}
+
+/// [[listener]] tables (TCP) and [[http_listener]] tables: both become listener_options, an
+/// HTTP one with its `http` set.
 void read_listeners(checker& c, const toml::table& root, worker_config& cfg,
                     std::set<std::string>& names) {
-    if (const toml::node* node = root.get("listener")) {
+    for (const bool http : {false, true}) {
+        const std::string table = http ? "http_listener" : "listener";
+        const toml::node* node = root.get(table);
+        if (node == nullptr) {
+            continue;
+        }
         const toml::array* array = node->as_array();
         if (array == nullptr || !array->is_array_of_tables()) {
-            c.error(node, "listener", "is not an array of tables", "[[listener]] tables");
-        } else {
-            for (std::size_t i = 0; i < array->size(); ++i) {
-                const auto& t = *array->get(i)->as_table();
-                const std::string path = "listener[" + std::to_string(i) + "]";
-                listener_options l;
-                l.name = "listener-" + std::to_string(i);
+            c.error(node, table, "is not an array of tables", "[[" + table + "]] tables");
+            continue;
+        }
+        for (std::size_t i = 0; i < array->size(); ++i) {
+            const auto& t = *array->get(i)->as_table();
+            const std::string path = table + "[" + std::to_string(i) + "]";
+            listener_options l;
+            l.name = table + "-" + std::to_string(i);
+            if (http) {
+                c.unknown_keys(t, path,
+                               {"name", "address", "port", "connections_max", "reserve", "cap",
+                                "flush_timeout_ms", "backlog", "admission_wait_ms",
+                                "idle_timeout_ms", "keepalive_idle_s", "keepalive_interval_s",
+                                "keepalive_probes", "paths", "body_bytes_max",
+                                "header_bytes_max", "buffer_wait_ms", "header_timeout_ms",
+                                "retry_after_s"});
+                // Keep-alive connections that go quiet are closed after a minute by default.
+                l.idle_timeout = std::chrono::seconds(60);
+                l.http.emplace();
+                read_http_keys(c, t, path, *l.http);
+            } else {
                 c.unknown_keys(t, path,
                                {"name", "address", "port", "connections_max", "reserve", "cap",
                                 "flush_timeout_ms", "backlog", "admission_wait_ms",
                                 "idle_timeout_ms", "keepalive_idle_s", "keepalive_interval_s",
                                 "keepalive_probes"});
-                c.string(t, path, "name", l.name, "a unique name");
-                if (!names.insert(l.name).second) {
-                    c.error(t.get("name") != nullptr ? t.get("name") : &t, path + ".name",
-                            "duplicate name '" + l.name + "'", "a name used once");
-                }
-                c.string(t, path, "address", l.address, "an IP address");
-                check_address(c, t, path, l.address);
-                c.integer(t, path, "port", l.port, 0, 65535);
-                c.integer(t, path, "connections_max", l.connections_max, 1, 1'000'000);
-                c.integer(t, path, "backlog", l.backlog, 1, 65535);
-                c.milliseconds(t, path, "admission_wait_ms", l.admission_wait, 0, 60'000);
-                c.milliseconds(t, path, "idle_timeout_ms", l.idle_timeout, 0, 86'400'000);
-                std::int64_t keepalive_idle = l.keepalive_idle.count();
-                std::int64_t keepalive_interval = l.keepalive_interval.count();
-                c.integer(t, path, "keepalive_idle_s", keepalive_idle, 0, 86'400);
-                c.integer(t, path, "keepalive_interval_s", keepalive_interval, 1, 3'600);
-                c.integer(t, path, "keepalive_probes", l.keepalive_probes, 1, 100);
-                l.keepalive_idle = std::chrono::seconds(keepalive_idle);
-                l.keepalive_interval = std::chrono::seconds(keepalive_interval);
-                read_limits(c, t, path, l.limits, l.flush_timeout);
-                cfg.listeners.push_back(std::move(l));
             }
+            read_listener_keys(c, t, path, l, names);
+            if (http && cfg.mode == runner_mode::thread_per_source) {
+                c.error(&t, path, "HTTP listeners are not part of the thread-per-source baseline",
+                        "worker.mode = \"sluice\", or a [[listener]] instead");
+            }
+            cfg.listeners.push_back(std::move(l));
         }
     }
 }
@@ -726,8 +777,8 @@ config_result parse_worker_config(std::string_view text, std::string_view file_n
         return result;
     }
     c.unknown_keys(root, "",
-                   {"worker", "pool", "processing", "server", "source", "listener", "metrics",
-                    "log", "checkpoint"});
+                   {"worker", "pool", "processing", "server", "source", "listener",
+                    "http_listener", "metrics", "log", "checkpoint"});
     read_metrics(c, root, cfg);
     read_log(c, root, cfg);
     read_checkpoint(c, root, cfg);

@@ -188,6 +188,40 @@ count = 3
         << report;
 }
 
+TEST(worker_config, http_listeners_are_configured_with_their_own_keys) {
+    const auto ok = parse_worker_config(R"([[http_listener]]
+name = "web"
+port = 8080
+paths = ["/", "/ingest"]
+body_bytes_max = 65536
+buffer_wait_ms = 50
+header_timeout_ms = 2000
+retry_after_s = 3
+reserve = 2
+cap = 8
+
+[[listener]]
+name = "tcp"
+port = 9000
+)",
+                                        "http.toml");
+    ASSERT_TRUE(ok.ok()) << all_errors(ok);
+    ASSERT_EQ(ok.config.listeners.size(), 2U);
+    const auto& tcp = ok.config.listeners[0];
+    EXPECT_EQ(tcp.name, "tcp");
+    EXPECT_FALSE(tcp.http.has_value());
+    const auto& web = ok.config.listeners[1];
+    ASSERT_TRUE(web.http.has_value());
+    EXPECT_EQ(web.port, 8080);
+    EXPECT_EQ(web.http->paths, (std::vector<std::string>{"/", "/ingest"}));
+    EXPECT_EQ(web.http->body_bytes_max, 65536U);
+    EXPECT_EQ(web.http->buffer_wait, std::chrono::milliseconds(50));
+    EXPECT_EQ(web.http->header_timeout, std::chrono::milliseconds(2000));
+    EXPECT_EQ(web.http->retry_after_seconds, 3U);
+    EXPECT_EQ(web.limits.reserve, 2U);
+    EXPECT_EQ(web.idle_timeout, std::chrono::seconds(60)) << "keep-alive idle default";
+}
+
 } // namespace
 
 namespace {
@@ -264,6 +298,18 @@ TEST(worker_config, an_invalid_value_of_every_key_is_a_located_error_naming_it) 
         {"[[listener]]", "keepalive_idle_s = 100000", "listener[0].keepalive_idle_s"},
         {"[[listener]]", "keepalive_interval_s = 0", "listener[0].keepalive_interval_s"},
         {"[[listener]]", "keepalive_probes = 0", "listener[0].keepalive_probes"},
+        {"[[http_listener]]", "port = 70000", "http_listener[0].port"},
+        {"[[http_listener]]", "paths = []", "http_listener[0].paths"},
+        {"[[http_listener]]", "paths = [\"ingest\"]", "http_listener[0].paths[0]"},
+        {"[[http_listener]]", "paths = [\"/a?b\"]", "http_listener[0].paths[0]"},
+        {"[[http_listener]]", "body_bytes_max = 0", "http_listener[0].body_bytes_max"},
+        {"[[http_listener]]", "header_bytes_max = 10", "http_listener[0].header_bytes_max"},
+        {"[[http_listener]]", "buffer_wait_ms = -1", "http_listener[0].buffer_wait_ms"},
+        {"[[http_listener]]", "header_timeout_ms = 0", "http_listener[0].header_timeout_ms"},
+        {"[[http_listener]]", "retry_after_s = 0", "http_listener[0].retry_after_s"},
+        {"[[http_listener]]", "typo = 1", "http_listener[0].typo"},
+        {"[worker]\nmode = \"thread_per_source\"\n[[http_listener]]", "port = 1",
+         "http_listener[0]"},
         {"[worker]", "sink_cost_us_per_buffer = -1", "worker.sink_cost_us_per_buffer"},
         {"[worker]", "bogus = 1", "worker.bogus"},
     };

@@ -38,6 +38,9 @@ struct read_result {
     status state = status::would_block;
     std::size_t bytes = 0;
     boost::system::error_code error;
+    /// With `data`: these bytes end a message the source answers for (an HTTP request body):
+    /// the server hands the buffer to processing now and then calls `source::delivered`.
+    bool ends_message = false;
 };
 
 /// Called once, on the lane, when a parked wait ends (see `byte_stream::park`): with what

@@ -198,6 +198,33 @@ void collect_processing(builder& b, const processing_stats& q, const server_stat
 }
 
 /// Sources by kind and state, their bytes, records, errors, reconnects and time; listeners.
+/// HTTP listeners: requests, answers by status code (429 is backpressure answered), and the
+/// body bytes refused ones sent.
+void collect_http(builder& b, const server_stats& s) {
+    b.counter(b.family("sluice_http_requests_total", "HTTP request headers read.",
+                       MetricType::Counter),
+              d(s.http_requests_total));
+    {
+        auto& f = b.family("sluice_http_responses_total",
+                           "HTTP answers, by status code (204: the body was queued for "
+                           "processing; 429: no buffer within buffer_wait_ms).",
+                           MetricType::Counter);
+        for (std::size_t i = 0; i < http_answer_count; ++i) {
+            b.counter(f, d(s.http_answers_total[i]),
+                      {{"code", std::to_string(status_code(static_cast<http_answer>(i)))}});
+        }
+    }
+    b.counter(b.family("sluice_http_refused_body_bytes_total",
+                       "Body bytes of refused HTTP requests (4xx, 429), read and dropped.",
+                       MetricType::Counter),
+              d(s.http_refused_body_bytes_total));
+    b.counter(b.family("sluice_buffer_refusals_total",
+                       "Bounded buffer waits that expired: the source refused what it would have "
+                       "read (an HTTP 429).",
+                       MetricType::Counter),
+              d(s.buffer_refusals_total));
+}
+
 void collect_sources(builder& b, const server_stats& s, const processing_stats& q) {
     {
         auto& f =
@@ -255,6 +282,7 @@ void collect_sources(builder& b, const server_stats& s, const processing_stats& 
                        "Accept loops that failed (an exception) and were begun again.",
                        MetricType::Counter),
               d(s.listener_failures_total));
+    collect_http(b, s);
 }
 
 /// At-least-once delivery: how far processing trails tracked sources (processed positions), and

@@ -18,6 +18,8 @@ std::string_view to_string(flush_reason reason) noexcept {
         return "stop";
     case flush_reason::end_of_stream:
         return "end_of_stream";
+    case flush_reason::message:
+        return "message";
     }
     return "unknown";
 }

@@ -28,10 +28,11 @@ enum class flush_reason : std::uint8_t {
     pressure,      ///< waiters exist while the source held a partial buffer
     stop,          ///< the source was stopped by the engine
     end_of_stream, ///< the source reached end of stream (or failed) with a partial buffer
+    message,       ///< the source ended a message it answers for (an HTTP request body)
 };
 
 /// Number of `flush_reason` values, for arrays indexed by reason.
-inline constexpr std::size_t flush_reason_count = 7;
+inline constexpr std::size_t flush_reason_count = 8;
 
 /// Lower-case name of a flush reason, as used in metrics labels and logs.
 std::string_view to_string(flush_reason reason) noexcept;

@@ -36,6 +36,12 @@ void server_counters::snapshot_into(server_stats& s) const {
     s.queue_failures_total = queue_failures.load(std::memory_order_relaxed);
     s.final_events_lost_total = final_events_lost.load(std::memory_order_relaxed);
     s.failures_total = failures.load(std::memory_order_relaxed);
+    s.buffer_refusals_total = buffer_refusals.load(std::memory_order_relaxed);
+    for (std::size_t i = 0; i < http_answer_count; ++i) {
+        s.http_answers_total[i] = http.answers[i].load(std::memory_order_relaxed);
+    }
+    s.http_requests_total = http.requests.load(std::memory_order_relaxed);
+    s.http_refused_body_bytes_total = http.refused_body_bytes.load(std::memory_order_relaxed);
 }
 
 } // namespace sluice::runtime

@@ -9,6 +9,7 @@
 
 #include "sluice/core/histogram.hpp"
 #include "sluice/pool/buffer.hpp"
+#include "sluice/source/http_source.hpp"
 #include "sluice/source/source.hpp"
 
 namespace sluice::runtime {
@@ -54,6 +55,12 @@ struct server_stats {
     /// deadline or by shutdown.
     std::uint64_t admission_waits_timed_out_total = 0;
     std::uint64_t connections_closed_idle_total = 0; ///< by a listener's idle_timeout
+    /// Bounded buffer waits that expired: the source refused what it would have read (429).
+    std::uint64_t buffer_refusals_total = 0;
+    /// HTTP listeners' answers, by http_answer; requests read; refused body bytes dropped.
+    std::array<std::uint64_t, http_answer_count> http_answers_total{};
+    std::uint64_t http_requests_total = 0;
+    std::uint64_t http_refused_body_bytes_total = 0;
 };
 
 struct server_counters {
@@ -75,6 +82,8 @@ struct server_counters {
     std::atomic<std::uint64_t> admission_timeouts{0};
     std::atomic<std::uint64_t> idle_closed{0};
     std::atomic<std::uint64_t> final_events_lost{0};
+    std::atomic<std::uint64_t> buffer_refusals{0};
+    http_counters http; ///< every HTTP listener's connections
     std::array<std::atomic<std::uint64_t>, source_kind_max> reconnects_by_kind{};
     std::array<std::atomic<std::uint64_t>, source_kind_max> busy_ns{};
     std::array<std::atomic<std::uint64_t>, source_kind_max> idle_ns{};

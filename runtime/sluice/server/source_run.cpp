@@ -229,13 +229,13 @@ void source_server::opened(entry& e) noexcept {
     e.opened_before = true;
 }
 
-void source_server::emit(entry& e, buffer& filled, flush_reason reason) noexcept {
+bool source_server::emit(entry& e, buffer& filled, flush_reason reason) noexcept {
     if (!filled) {
-        return;
+        return true;
     }
     if (filled.size_bytes() == 0) {
         filled.reset(); // nothing to say: the buffer just goes back
-        return;
+        return true;
     }
     const std::uint32_t size = filled.size_bytes();
     const double fill = static_cast<double>(size) / static_cast<double>(filled.capacity_bytes());
@@ -263,17 +263,18 @@ void source_server::emit(entry& e, buffer& filled, flush_reason reason) noexcept
         counters_.bytes_dropped.fetch_add(size, std::memory_order_relaxed);
         e.emit_failed = true;
         request_stop(e);
-        return;
+        return false;
     }
     if (!queued) {
         // The sink failed this origin: processing discarded the buffer and sent the Error.
         uncount();
         request_stop(e);
-        return;
+        return false;
     }
     ++e.next_sequence;
     e.discontinuity_pending = false;
     counters_.fill_ratio.observe(fill);
+    return true;
 }
 
 buffer source_server::try_take(entry& e) {
@@ -289,9 +290,30 @@ asio::awaitable<buffer> source_server::acquire_wait(entry& e) {
     // (The pool's wait callback wakes partial holders once this acquisition is queued.)
     counters_.backpressure_waits.fetch_add(1, std::memory_order_relaxed);
     const auto started = env_.now();
+    // A source that can refuse what it would read (an HTTP body: 429) bounds the wait; at the
+    // bound the wait is aborted as a stop would abort it, and read_loop tells the source.
+    const duration bound = e.src->buffer_wait_max();
+    const bool bounded = bound != duration::max();
+    e.buffer_wait_expired = false;
+    if (bounded) {
+        // The callback touches the entry only when the time elapsed: a cancelled wait's runs
+        // later, maybe after the entry is gone.
+        flush_timer(e).on_expiry(bound, [&e](bool elapsed) {
+            if (elapsed) {
+                e.buffer_wait_expired = true;
+                e.acquire_cancel.emit(asio::cancellation_type::terminal);
+            }
+        });
+    }
     auto [error, granted] = co_await pool_.async_acquire(
         e.pool_id,
         asio::bind_cancellation_slot(e.acquire_cancel.slot(), asio::as_tuple(asio::use_awaitable)));
+    if (bounded) {
+        flush_timer(e).cancel();
+    }
+    if (granted) {
+        e.buffer_wait_expired = false; // granted just before the bound: it did not expire
+    }
     const auto waited = env_.now() - started;
     counters_.backpressured_ns[index_of(e.kind)].fetch_add(nanoseconds(waited),
                                                            std::memory_order_relaxed);
@@ -331,6 +353,15 @@ bool source_server::take_read(entry& e, buffer& current, const read_result& r,
         e.read_since_open = true;
         if (e.owner != nullptr && e.owner->options.idle_timeout.count() > 0) {
             e.last_data_ns.store(env_.now().count(), std::memory_order_relaxed);
+        }
+        if (r.ends_message) {
+            // The source answers for this message once it is queued: queue it now (with
+            // whatever earlier bytes the buffer holds; the message's earlier buffers are queued
+            // already), then tell it.
+            if (emit(e, current, flush_reason::message)) {
+                e.src->delivered();
+            }
+            return !e.stop_requested; // the next read takes a new buffer
         }
         if (current.full()) {
             emit(e, current, flush_reason::full);
@@ -423,7 +454,13 @@ asio::awaitable<source_server::loop_end> source_server::read_loop(entry& e, bool
             if (!current) {
                 current = co_await acquire_wait(e);
                 if (!current) {
-                    continue; // the wait was aborted by a stop
+                    if (std::exchange(e.buffer_wait_expired, false) && !e.stop_requested) {
+                        // No buffer within the source's bound: it refuses what it would have
+                        // read (429) and the loop waits for readiness again.
+                        counters_.buffer_refusals.fetch_add(1, std::memory_order_relaxed);
+                        src.buffer_refused();
+                    }
+                    continue; // the wait was aborted by a stop, or the source refused
                 }
             }
             e.partial_since = env_.now();

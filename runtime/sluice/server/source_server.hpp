@@ -53,6 +53,7 @@
 #include "sluice/pipeline/processing.hpp"
 #include "sluice/pool/buffer_pool.hpp"
 #include "sluice/server/server_stats.hpp"
+#include "sluice/source/http_source.hpp"
 #include "sluice/source/source.hpp"
 
 namespace sluice::runtime {
@@ -125,6 +126,9 @@ struct listener_options {
     std::chrono::seconds keepalive_idle{60};
     std::chrono::seconds keepalive_interval{10};
     int keepalive_probes = 5;
+    /// Set: an HTTP listener (add_http_listener): every connection is an `http_connection`
+    /// source whose request bodies are its bytes.
+    std::optional<http_options> http;
 };
 
 class source_server final {
@@ -170,6 +174,10 @@ public:
     /// Opens a TCP listener on a lane. Returns the bound port, or an error value.
     std::pair<boost::system::error_code, std::uint16_t>
     add_tcp_listener(const listener_options& options);
+    /// Opens an HTTP listener (`options.http` set, to `http` when given): as add_tcp_listener,
+    /// and every connection is an HTTP source (source/http_source.hpp).
+    std::pair<boost::system::error_code, std::uint16_t>
+    add_http_listener(listener_options options, http_options http = {});
     /// Closes the open listener named `name` (a reload removed it): it accepts no more
     /// connections and its port is free once the lane has run the close (asynchronous); its
     /// connections go on until they end. False when no open listener has that name.
@@ -271,7 +279,8 @@ private:
     timer& flush_timer(entry& e);
     /// Hands a filled buffer to processing. Never throws: a buffer that cannot be queued is
     /// dropped, counted, and ends the run with an Error.
-    void emit(entry& e, buffer& filled, flush_reason reason) noexcept;
+    /// True when it was queued (or held nothing to queue).
+    bool emit(entry& e, buffer& filled, flush_reason reason) noexcept;
     std::size_t pick_lane(std::size_t requested);
     /// Processing advanced the origin's processed position (a compute thread): its source
     /// hears of it on its lane, once for however many advances come before that runs.

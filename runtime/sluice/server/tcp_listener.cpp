@@ -1,4 +1,4 @@
-// TCP listeners: the accept loop (admission of each connection, bounded waits for its
+// TCP and HTTP listeners: the accept loop (admission of each connection, bounded waits for its
 // reserve, connections_max), the idle sweep (idle_timeout), and restarting a failed loop.
 #include <algorithm>
 #include <exception>
@@ -15,9 +15,18 @@
 
 #include "sluice/core/assert.hpp"
 #include "sluice/server/detail/server_parts.hpp"
+#include "sluice/source/http_source.hpp"
 #include "sluice/source/stream_sources.hpp"
 
 namespace sluice::runtime {
+
+std::pair<error_code, std::uint16_t> source_server::add_http_listener(listener_options options,
+                                                                    http_options http) {
+    if (!options.http) {
+        options.http = std::move(http);
+    }
+    return add_tcp_listener(options);
+}
 
 std::pair<error_code, std::uint16_t>
 source_server::add_tcp_listener(const listener_options& options) {
@@ -193,7 +202,11 @@ asio::awaitable<void> source_server::accept_loop(listener& l) {
         admission admitted = co_await await_admission(options.limits, l.options.admission_wait);
         const auto answer = finish_registration(
             options,
-            [transport](environment&, const executor&) -> std::unique_ptr<source> {
+            [this, transport, &l](environment& env, const executor&) -> std::unique_ptr<source> {
+                if (l.options.http) {
+                    return std::make_unique<http_connection_source>(
+                        env, std::move(*transport), *l.options.http, counters_.http);
+                }
                 return std::make_unique<stream_source>(source_kind::tcp_connection,
                                                        std::move(*transport));
             },

@@ -18,7 +18,8 @@ namespace {
 struct kind_registry {
     std::mutex mutex;
     std::array<std::string, source_kind_max> names{
-        "generator", "tcp_client", "tcp_connection", "udp", "file", "blocking", "mqtt"};
+        "generator", "tcp_client", "tcp_connection", "udp", "file", "blocking", "mqtt",
+        "http_connection"};
     std::atomic<std::size_t> defined{source_kind_builtin_count};
 };
 

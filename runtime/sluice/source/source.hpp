@@ -28,10 +28,11 @@ enum class source_kind : std::uint8_t {
     file,           ///< a file read to the end
     blocking,       ///< a legacy blocking reader on the bounded blocking pool
     mqtt,           ///< MQTT subscriptions through libmosquitto, driven by the lane
+    http_connection, ///< one accepted connection of an HTTP listener (request bodies)
 };
 
 /// Kinds sluice itself defines (the enumerators above).
-inline constexpr std::size_t source_kind_builtin_count = 7;
+inline constexpr std::size_t source_kind_builtin_count = 8;
 /// Kinds a process can have, built-in and defined. A bound, because every stats array and every
 /// metrics family has one entry per kind.
 inline constexpr std::size_t source_kind_max = 16;
@@ -124,6 +125,20 @@ public:
     /// `close`, which must make a blocked read return (the legacy adapter calls
     /// `blocking_reader::interrupt`); whatever that read returns then, the run ends as a stop.
     virtual boost::asio::awaitable<read_result> read_some(std::span<std::byte> space);
+
+    /// Messages a source answers for (an HTTP request body). The longest the server may wait
+    /// for a buffer before it tells the source `buffer_refused` instead of waiting on: a source
+    /// that can refuse what it is about to read (answer 429) says how long it may wait now; the
+    /// default, forever, is backpressure by suspension, as for every other source.
+    virtual duration buffer_wait_max() const noexcept { return duration::max(); }
+    /// The wait of `buffer_wait_max` passed without a buffer (on the lane, the source still
+    /// readable): the source refuses what it would have read (answers 429 and drops that
+    /// message) and the server waits for readiness again.
+    virtual void buffer_refused() {}
+    /// After a read whose result said `ends_message`: the buffer holding the message's last
+    /// byte has been queued for processing (the source may now say so to its peer: a 2xx).
+    /// Not called when it could not be queued (the run then ends).
+    virtual void delivered() {}
 };
 
 } // namespace sluice::runtime

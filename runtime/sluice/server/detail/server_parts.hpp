@@ -64,6 +64,8 @@ struct source_server::entry : flush_policy::client {
     bool emit_failed = false; ///< a buffer could not be queued: the run ends with an Error
     bool idle_closed = false; ///< its listener closed it for idleness: the run ends with an Error
     bool cannot_park = false; ///< its park() said no: it waits in its coroutine (lane-only)
+    /// The bounded buffer wait of a source that refuses (source::buffer_wait_max) expired.
+    bool buffer_wait_expired = false;
     /// Accepted connections of a listener with an idle timeout: when data last came (ns of
     /// env.now()), written on the lane, read by the listener's idle sweep.
     std::atomic<std::int64_t> last_data_ns{0};
