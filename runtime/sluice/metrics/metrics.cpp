@@ -1,6 +1,8 @@
 #include "sluice/metrics/metrics.hpp"
 
 #include <algorithm>
+#include <deque>
+#include <iterator>
 
 #include "sluice/env/process_threads.hpp"
 
@@ -13,13 +15,18 @@ using prometheus::MetricFamily;
 using prometheus::MetricType;
 using labels = std::vector<ClientMetric::Label>;
 
+/// Families are kept in a deque while they are filled: a family's reference stays valid when
+/// more families are added (a vector with a guessed reserve once moved them, and the samples
+/// added through an older reference went to freed memory).
 class builder {
 public:
-    explicit builder(std::vector<MetricFamily>& out) : out_(out) {}
-
     MetricFamily& family(std::string name, std::string help, MetricType type) {
-        out_.push_back(MetricFamily{std::move(name), std::move(help), type, {}});
-        return out_.back();
+        families_.push_back(MetricFamily{std::move(name), std::move(help), type, {}});
+        return families_.back();
+    }
+    std::vector<MetricFamily> take() {
+        return {std::make_move_iterator(families_.begin()),
+                std::make_move_iterator(families_.end())};
     }
     void gauge(MetricFamily& f, double value, labels l = {}) {
         ClientMetric m;
@@ -47,7 +54,7 @@ public:
     }
 
 private:
-    std::vector<MetricFamily>& out_;
+    std::deque<MetricFamily> families_;
 };
 
 double d(std::uint64_t v) {
@@ -380,9 +387,7 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
     const pool_stats p = pool_.stats();
     const server_stats s = server_.stats();
     const processing_stats q = pipeline_.stats();
-    std::vector<MetricFamily> out;
-    out.reserve(40);
-    builder b(out);
+    builder b;
 
     b.gauge(
         b.family("sluice_build_info", "Build of the running worker; always 1.", MetricType::Gauge),
@@ -394,7 +399,7 @@ std::vector<MetricFamily> metrics_collector::Collect() const {
     collect_sources(b, s, q);
     collect_threads(b, threads_, q);
     collect_delivery(b, q, checkpoints_ != nullptr ? checkpoints_->stats() : checkpoint_stats{});
-    return out;
+    return b.take();
 }
 
 } // namespace sluice::runtime
