@@ -92,7 +92,7 @@ bool same_listener(const listener_options& a, const listener_options& b) {
                         l.keepalive_idle, l.keepalive_interval, l.keepalive_probes);
     };
     const auto http = [](const listener_options& l) {
-        const http_options none;
+        static const http_options none; // the tuple refers to it: it must outlive the call
         const http_options& h = l.http ? *l.http : none;
         return std::tie(h.paths, h.body_bytes_max, h.header_bytes_max, h.buffer_wait,
                         h.header_timeout, h.retry_after_seconds);
