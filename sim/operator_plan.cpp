@@ -7,6 +7,7 @@
 #include <string>
 
 #include "sluice/source/generator_source.hpp"
+#include "sluice/source/http_source.hpp"
 #include "sluice/source/stream_sources.hpp"
 
 namespace sluice::sim {
@@ -21,7 +22,10 @@ operator_plan::operator_plan(const scenario& s, const fault_plan& faults, const 
       result_(result), checkpoints_(checkpoints),
       admission_wait_(std::chrono::duration_cast<duration>(
           std::chrono::duration<double>(s.admission_wait_seconds))),
-      infinite_(s.records_per_source == 0) {}
+      infinite_(s.records_per_source == 0) {
+    http_options_.paths = {"/ingest"};
+    http_options_.buffer_wait = std::chrono::microseconds(s.http_buffer_wait_us);
+}
 
 virtual_stream_script operator_plan::stream_shape(std::uint32_t id) {
     virtual_stream_script v;
@@ -36,7 +40,32 @@ virtual_stream_script operator_plan::stream_shape(std::uint32_t id) {
     return v;
 }
 
+source_server::source_factory operator_plan::http_factory(std::uint32_t id) {
+    virtual_http_script h;
+    h.id = id;
+    h.records = s_.records_per_source;
+    h.records_per_body_max = 1 + static_cast<std::uint32_t>(env_.workload().below(16));
+    h.chunk_bytes_max =
+        1 + static_cast<std::uint32_t>(env_.workload().below(std::uint64_t{2} * s_.buffer_size));
+    h.gap_max = std::chrono::microseconds(1 + env_.workload().below(500));
+    h.wrong_path = 0.1;
+    if (env_.faults().chance(faults_.reset)) {
+        h.reset_at_bytes = 1 + env_.faults().below(s_.records_per_source * 30);
+    }
+    return [this, h, random = env_.workload().split(id)](
+               environment& e, const executor& lane) -> std::unique_ptr<source> {
+        return std::make_unique<http_connection_source>(
+            e, std::make_unique<virtual_http_client>(env_, lane, h, random, http_tally_),
+            http_options_, http_counters_);
+    };
+}
+
 source_server::source_factory operator_plan::make_factory(std::uint32_t id, planned_source& p) {
+    // Drawn only when asked for, so runs without HTTP sources replay as before.
+    if (s_.http_fraction > 0.0 && !infinite_ && env_.workload().chance(s_.http_fraction)) {
+        p.what = planned_source::shape::http;
+        return http_factory(id);
+    }
     const bool generator = infinite_ || env_.workload().unit() >= s_.stream_fraction;
     if (generator) {
         generator_options g;

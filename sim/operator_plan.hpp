@@ -13,13 +13,15 @@
 #include "sim/sim_environment.hpp"
 #include "sim/simulation.hpp"
 #include "sim/verifying_sink.hpp"
+#include "sim/virtual_http_client.hpp"
 #include "sluice/checkpoint/checkpoint_store.hpp"
 #include "sluice/server/source_server.hpp"
+#include "sluice/source/http_source.hpp"
 
 namespace sluice::sim {
 
 struct planned_source {
-    enum class shape : std::uint8_t { generator, file, peer } what = shape::generator;
+    enum class shape : std::uint8_t { generator, file, peer, http } what = shape::generator;
     runtime::source_handle handle = 0;
     std::uint32_t id = 0; ///< its generator id (a file's path is "vs/<id>")
     bool stopped_by_plan = false;
@@ -58,8 +60,13 @@ public:
     const std::deque<planned_source>& sources() const noexcept { return sources_; }
     std::size_t initial_count() const noexcept { return initial_; }
     bool endless() const noexcept { return infinite_; }
+    /// What the HTTP sources' virtual clients heard, and the sources' own counts.
+    const http_tally& http_heard() const noexcept { return http_tally_; }
+    const runtime::http_counters& http_counted() const noexcept { return http_counters_; }
 
 private:
+    /// An HTTP source over a virtual client (sim/virtual_http_client.hpp).
+    runtime::source_server::source_factory http_factory(std::uint32_t id);
     /// How a virtual stream's records arrive (a file's or a peer's): chunks, gaps, short reads.
     virtual_stream_script stream_shape(std::uint32_t id);
     runtime::source_server::source_factory make_factory(std::uint32_t id, planned_source& p);
@@ -86,6 +93,9 @@ private:
     bool open_ = true;
     bool stop_all_requested_ = false;
     std::deque<planned_source> sources_; ///< stable references for scheduled actions
+    runtime::http_options http_options_;
+    runtime::http_counters http_counters_;
+    http_tally http_tally_;
     std::size_t initial_ = 0;
 };
 

@@ -40,6 +40,10 @@ std::string reproduce_command(const scenario& s) {
     if (s.records_per_second > 0.0) {
         out << " --records-per-second " << s.records_per_second;
     }
+    if (s.http_fraction > 0.0) {
+        out << " --http-fraction " << s.http_fraction << " --http-buffer-wait-us "
+            << s.http_buffer_wait_us;
+    }
     if (s.late_registrations > 0 || s.admission_wait_seconds != scenario{}.admission_wait_seconds) {
         out << " --late-registrations " << s.late_registrations << " --admission-wait "
             << s.admission_wait_seconds;
@@ -84,6 +88,11 @@ std::string report::to_json() const {
         {"peer_connections", peer_connections},
         {"peer_resets", peer_resets},
         {"interleavings", interleavings},
+        {"http_requests", http_requests},
+        {"http_204", http_204},
+        {"http_429", http_429},
+        {"http_404", http_404},
+        {"http_resets", http_resets},
         {"crashed", crashed},
         {"crash_seconds", crash_seconds},
         {"files_resumed", files_resumed},

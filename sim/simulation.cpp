@@ -306,6 +306,24 @@ void take_run_tallies(run_parts& r, report& result) {
     result.trace_hash = r.env.trace_hash();
 }
 
+/// What the HTTP sources answered and their virtual clients heard (both workers' after a
+/// crash); an answer a correct source never gives is a violation.
+void take_http_tallies(const operator_plan& plan, report& result) {
+    const auto& heard = plan.http_heard();
+    const auto count = [&](int code) {
+        const auto it = heard.answers.find(code);
+        return it == heard.answers.end() ? std::uint64_t{0} : it->second;
+    };
+    result.http_requests += plan.http_counted().requests.load();
+    result.http_204 += count(204);
+    result.http_429 += count(429);
+    result.http_404 += count(404);
+    result.http_resets += heard.resets;
+    for (const auto& problem : heard.problems) {
+        result.violations.push_back(problem);
+    }
+}
+
 /// The record of generator `id` that starts at byte `offset` of its stream; nullopt when no
 /// record starts there (a checkpoint off a record boundary).
 std::optional<std::uint64_t> record_at(std::uint64_t id, std::uint64_t records,
@@ -420,6 +438,7 @@ void finish_worker(const scenario& s, run_parts& r, operator_plan& plan, const v
     }
     wind_down(s, r, plan, result);
     take_run_tallies(r, result);
+    take_http_tallies(plan, result);
     if (end == drive_end::finished) {
         check_finished_run(s, plan, out, buffers, result);
     }

@@ -37,6 +37,10 @@ struct scenario {
     /// When set, every generator sends this many records a virtual second (a fleet of steady
     /// sources: with records_per_source it fixes how long each runs); 0 = the mix above.
     double records_per_second = 0.0;
+    /// Share of sources that are HTTP connections (sim/virtual_http_client.hpp): keep-alive
+    /// clients posting their records, 429s resent; 0 = none (and no draw for it).
+    double http_fraction = 0.0;
+    std::uint32_t http_buffer_wait_us = 200; ///< their listener's buffer_wait
     double watchdog_seconds = 10.0; ///< virtual seconds without a delivery while work is pending
     /// Registrations that come during the first half of the horizon and wait for admission
     /// (source_server::register_source_waiting); churn under faults adds some too.
@@ -82,6 +86,11 @@ struct report {
     std::uint64_t peer_connections = 0; ///< connections of reconnecting virtual peers
     std::uint64_t peer_resets = 0;      ///< of those, reset at an arbitrary byte offset
     std::uint64_t interleavings = 0;    ///< other work run inline at scheduling points
+    std::uint64_t http_requests = 0;    ///< request headers HTTP sources read
+    std::uint64_t http_204 = 0;         ///< bodies answered delivered
+    std::uint64_t http_429 = 0;         ///< bodies refused for want of a buffer (resent)
+    std::uint64_t http_404 = 0;         ///< requests to a path not served (resent)
+    std::uint64_t http_resets = 0;      ///< HTTP clients reset mid-request (a fault)
     std::uint64_t unregistered = 0;     ///< finished sources unregistered by churn
     bool crashed = false;               ///< a whole-worker crash happened (a fault)
     double crash_seconds = 0;           ///< when (virtual time)

@@ -48,6 +48,11 @@ int main(int argc, char** argv) {
     app.add_option("--stream-fraction", s.stream_fraction,
                    "share of sources that are virtual streams")
         ->check(CLI::Range(0.0, 1.0));
+    app.add_option("--http-fraction", s.http_fraction,
+                   "share of sources that are HTTP connections of virtual keep-alive clients")
+        ->check(CLI::Range(0.0, 1.0));
+    app.add_option("--http-buffer-wait-us", s.http_buffer_wait_us,
+                   "the HTTP sources' buffer_wait: no buffer this long is a 429");
     app.add_option("--paced-fraction", s.paced_fraction,
                    "share of generators that are rate-limited")
         ->check(CLI::Range(0.0, 1.0));
