@@ -6,8 +6,8 @@
 #include <utility>
 
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/async_result.hpp>
 #include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/async_result.hpp>
 #include <boost/asio/error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -40,7 +40,9 @@ virtual_http_client::virtual_http_client(sim_environment& env, runtime::executor
     start_request(env_.now());
 }
 
-virtual_http_client::~virtual_http_client() { close(); }
+virtual_http_client::~virtual_http_client() {
+    close();
+}
 
 void virtual_http_client::start_request(time_point when) {
     wire_.clear();
@@ -82,13 +84,15 @@ void virtual_http_client::arrive() {
     const auto gap = static_cast<std::uint64_t>(script_.gap_max.count());
     while (arrived_ < wire_.size() && next_arrival_ <= env_.now()) {
         arrived_ = std::min(wire_.size(),
-                            arrived_ + 1 + static_cast<std::size_t>(
-                                               random_.below(script_.chunk_bytes_max)));
+                            arrived_ + 1 +
+                                static_cast<std::size_t>(random_.below(script_.chunk_bytes_max)));
         next_arrival_ += duration(static_cast<duration::rep>(1 + random_.below(gap)));
     }
 }
 
-bool virtual_http_client::finished() const { return wire_.empty(); }
+bool virtual_http_client::finished() const {
+    return wire_.empty();
+}
 
 bool virtual_http_client::readable() const {
     const bool reset = script_.reset_at_bytes != 0 && wire_total_ >= script_.reset_at_bytes;
@@ -96,8 +100,7 @@ bool virtual_http_client::readable() const {
 }
 
 time_point virtual_http_client::next_event() const {
-    return arrived_ < wire_.size() ? std::max(next_arrival_, env_.now())
-                                   : env_.now() + poll_period;
+    return arrived_ < wire_.size() ? std::max(next_arrival_, env_.now()) : env_.now() + poll_period;
 }
 
 asio::awaitable<error_code> virtual_http_client::wait_readable() {
@@ -141,23 +144,22 @@ bool virtual_http_client::park(runtime::wake_callback wake) {
 
 void virtual_http_client::wait_for_event(runtime::wake_callback wake, int rounds) {
     const time_point when = closed_ ? env_.now() : next_event();
-    waiting_ = env_.add_timer(when, lane_,
-                              [this, wake = std::move(wake), rounds](error_code error) mutable {
-                                  waiting_ = 0;
-                                  if (error || closed_) {
-                                      wake(error ? error
-                                                 : error_code(asio::error::operation_aborted));
-                                      return;
-                                  }
-                                  arrive();
-                                  if (readable()) {
-                                      wake(error_code{});
-                                  } else if (rounds + 1 >= wait_rounds_max) {
-                                      wake(asio::error::timed_out);
-                                  } else {
-                                      wait_for_event(std::move(wake), rounds + 1);
-                                  }
-                              });
+    waiting_ = env_.add_timer(
+        when, lane_, [this, wake = std::move(wake), rounds](error_code error) mutable {
+            waiting_ = 0;
+            if (error || closed_) {
+                wake(error ? error : error_code(asio::error::operation_aborted));
+                return;
+            }
+            arrive();
+            if (readable()) {
+                wake(error_code{});
+            } else if (rounds + 1 >= wait_rounds_max) {
+                wake(asio::error::timed_out);
+            } else {
+                wait_for_event(std::move(wake), rounds + 1);
+            }
+        });
 }
 
 runtime::read_result virtual_http_client::read_now(std::span<std::byte> space) {
@@ -191,7 +193,8 @@ runtime::read_result virtual_http_client::read_now(std::span<std::byte> space) {
     return {status::data, n, {}};
 }
 
-std::pair<error_code, std::size_t> virtual_http_client::write_now(std::span<const std::byte> bytes) {
+std::pair<error_code, std::size_t>
+virtual_http_client::write_now(std::span<const std::byte> bytes) {
     if (closed_) {
         return {asio::error::not_connected, 0};
     }
@@ -216,17 +219,16 @@ void virtual_http_client::take_answers() {
             return; // its text is still to come
         }
         answers_.erase(0, end + 4 + length);
-        const int status = head.size() > 12 && head.rfind("HTTP/1.1 ", 0) == 0
-                               ? std::atoi(head.c_str() + 9)
-                               : -1;
+        const int status =
+            head.size() > 12 && head.rfind("HTTP/1.1 ", 0) == 0 ? std::atoi(head.c_str() + 9) : -1;
         answered(status);
     }
 }
 
 void virtual_http_client::answered(int status) {
     ++tally_.answers[status];
-    const std::string which = describe() + " request for records " + std::to_string(next_) +
-                              "+" + std::to_string(body_records_);
+    const std::string which = describe() + " request for records " + std::to_string(next_) + "+" +
+                              std::to_string(body_records_);
     if (status == 100) {
         return; // never asked for, but harmless
     }
@@ -235,9 +237,9 @@ void virtual_http_client::answered(int status) {
         return;
     }
     answered_ = true;
-    resend_at_ = env_.now() + duration(static_cast<duration::rep>(
-                                  1 + random_.below(static_cast<std::uint64_t>(
-                                          script_.gap_max.count()))));
+    resend_at_ =
+        env_.now() + duration(static_cast<duration::rep>(
+                         1 + random_.below(static_cast<std::uint64_t>(script_.gap_max.count()))));
     switch (status) {
     case 204:
         if (wrong_path_) {

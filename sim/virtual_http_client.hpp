@@ -20,15 +20,15 @@
 namespace sluice::sim {
 
 struct virtual_http_script {
-    std::uint64_t id = 0;                  ///< generator id of its records
-    std::uint64_t records = 100;           ///< records to deliver, then the client closes
+    std::uint64_t id = 0;        ///< generator id of its records
+    std::uint64_t records = 100; ///< records to deliver, then the client closes
     std::uint32_t records_per_body_max = 8;
-    std::uint32_t chunk_bytes_max = 256;   ///< wire bytes that arrive at once (at least 1)
+    std::uint32_t chunk_bytes_max = 256; ///< wire bytes that arrive at once (at least 1)
     duration gap_max = std::chrono::microseconds(200); ///< between arrivals and requests
-    double chunked = 0.5;                  ///< share of requests sent with chunked encoding
-    double wrong_path = 0.0;               ///< share of requests sent to a path not served
+    double chunked = 0.5;    ///< share of requests sent with chunked encoding
+    double wrong_path = 0.0; ///< share of requests sent to a path not served
     duration retry_after = std::chrono::milliseconds(1); ///< pause after a 429
-    std::uint64_t reset_at_bytes = 0;      ///< a fault: the connection resets here (0 = off)
+    std::uint64_t reset_at_bytes = 0; ///< a fault: the connection resets here (0 = off)
 };
 
 /// What every client of a run heard, and what no client should have heard.
@@ -73,19 +73,19 @@ private:
     virtual_http_script script_;
     random_stream random_;
     http_tally& tally_;
-    std::uint64_t next_ = 0;           ///< first record of the current request
-    std::uint64_t body_records_ = 0;   ///< records in it
-    bool wrong_path_ = false;          ///< the current request goes to a path not served
-    std::string wire_;                 ///< the current request's bytes
-    std::size_t sent_ = 0;             ///< read by the source
-    std::size_t arrived_ = 0;          ///< arrived so far
+    std::uint64_t next_ = 0;         ///< first record of the current request
+    std::uint64_t body_records_ = 0; ///< records in it
+    bool wrong_path_ = false;        ///< the current request goes to a path not served
+    std::string wire_;               ///< the current request's bytes
+    std::size_t sent_ = 0;           ///< read by the source
+    std::size_t arrived_ = 0;        ///< arrived so far
     time_point next_arrival_{};
-    bool answered_ = false;            ///< the current request has its answer
-    bool repeat_ = false;              ///< send the same records again next
+    bool answered_ = false; ///< the current request has its answer
+    bool repeat_ = false;   ///< send the same records again next
     time_point resend_at_{};
-    std::string answers_;              ///< answer bytes not yet parsed
-    std::uint64_t wire_total_ = 0;     ///< over every request, for the reset fault
-    bool stopped_ = false;             ///< a 503: the source stopped; the client sends no more
+    std::string answers_;          ///< answer bytes not yet parsed
+    std::uint64_t wire_total_ = 0; ///< over every request, for the reset fault
+    bool stopped_ = false;         ///< a 503: the source stopped; the client sends no more
     bool closed_ = false;
     sim_environment::timer_id waiting_ = 0;
 };

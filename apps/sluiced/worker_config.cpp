@@ -659,9 +659,8 @@ void read_listeners(checker& c, const toml::table& root, worker_config& cfg,
                                {"name", "address", "port", "connections_max", "reserve", "cap",
                                 "flush_timeout_ms", "backlog", "admission_wait_ms",
                                 "idle_timeout_ms", "keepalive_idle_s", "keepalive_interval_s",
-                                "keepalive_probes", "paths", "body_bytes_max",
-                                "header_bytes_max", "buffer_wait_ms", "header_timeout_ms",
-                                "retry_after_s"});
+                                "keepalive_probes", "paths", "body_bytes_max", "header_bytes_max",
+                                "buffer_wait_ms", "header_timeout_ms", "retry_after_s"});
                 // Keep-alive connections that go quiet are closed after a minute by default.
                 l.idle_timeout = std::chrono::seconds(60);
                 l.http.emplace();
@@ -777,8 +776,8 @@ config_result parse_worker_config(std::string_view text, std::string_view file_n
         return result;
     }
     c.unknown_keys(root, "",
-                   {"worker", "pool", "processing", "server", "source", "listener",
-                    "http_listener", "metrics", "log", "checkpoint"});
+                   {"worker", "pool", "processing", "server", "source", "listener", "http_listener",
+                    "metrics", "log", "checkpoint"});
     read_metrics(c, root, cfg);
     read_log(c, root, cfg);
     read_checkpoint(c, root, cfg);

@@ -96,11 +96,33 @@ TEST(http_listener, curl_keep_alive_bodies_arrive_in_order_each_ending_a_record)
     const std::string a = lines_text("a", 3);
     const std::string b = "b-without-a-final-newline";
     const std::string big = lines_text("big", 20000); // ~600 KiB: many buffers, 100-continue
-    const auto out = run({"/usr/bin/curl", "-s", "-o", "/dev/null", "-w", "%{http_code}\n",
-                          "--data-binary", "@" + write_file("a", a), h.url, "--next", "-s", "-o",
-                          "/dev/null", "-w", "%{http_code}\n", "--data-binary",
-                          "@" + write_file("b", b), h.url, "--next", "-s", "-o", "/dev/null", "-w",
-                          "%{http_code}\n", "--data-binary", "@" + write_file("big", big), h.url},
+    const auto out = run({"/usr/bin/curl",
+                          "-s",
+                          "-o",
+                          "/dev/null",
+                          "-w",
+                          "%{http_code}\n",
+                          "--data-binary",
+                          "@" + write_file("a", a),
+                          h.url,
+                          "--next",
+                          "-s",
+                          "-o",
+                          "/dev/null",
+                          "-w",
+                          "%{http_code}\n",
+                          "--data-binary",
+                          "@" + write_file("b", b),
+                          h.url,
+                          "--next",
+                          "-s",
+                          "-o",
+                          "/dev/null",
+                          "-w",
+                          "%{http_code}\n",
+                          "--data-binary",
+                          "@" + write_file("big", big),
+                          h.url},
                          "curl");
     EXPECT_EQ(out, "204\n204\n204\n");
     const std::string expected = a + b + "\n" + big;
@@ -170,7 +192,9 @@ TEST(http_listener, pipelined_requests_are_answered_in_order_and_arrive_in_order
 
 /// A raw socket peer, for what no well-behaved client sends.
 struct raw_peer {
-    explicit raw_peer(std::uint16_t port) { socket.connect({asio::ip::make_address("127.0.0.1"), port}); }
+    explicit raw_peer(std::uint16_t port) {
+        socket.connect({asio::ip::make_address("127.0.0.1"), port});
+    }
     void send(const std::string& bytes) { asio::write(socket, asio::buffer(bytes)); }
     /// Everything until the server closes (bounded by the socket's own timeout).
     std::string read_to_end() {
@@ -281,8 +305,8 @@ TEST(http_listener, a_flood_under_pressure_gets_429s_and_every_204_body_arrives_
     http.buffer_wait = 5ms;
     http_worker h(http, {40, 4096, 4, 256});
     h.w.sink.on_each_buffer = [] { std::this_thread::sleep_for(2ms); };
-    const auto out = run(
-        {"/usr/bin/python3", clients, "flood", std::to_string(h.port), "24", "40"}, "flood", 120s);
+    const auto out = run({"/usr/bin/python3", clients, "flood", std::to_string(h.port), "24", "40"},
+                         "flood", 120s);
     const auto results = boost::json::parse(out).at("results").as_array();
     std::set<std::pair<int, int>> accepted;
     std::set<std::pair<int, int>> refused;

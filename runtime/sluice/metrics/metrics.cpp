@@ -208,9 +208,9 @@ void collect_processing(builder& b, const processing_stats& q, const server_stat
 /// HTTP listeners: requests, answers by status code (429 is backpressure answered), and the
 /// body bytes refused ones sent.
 void collect_http(builder& b, const server_stats& s) {
-    b.counter(b.family("sluice_http_requests_total", "HTTP request headers read.",
-                       MetricType::Counter),
-              d(s.http_requests_total));
+    b.counter(
+        b.family("sluice_http_requests_total", "HTTP request headers read.", MetricType::Counter),
+        d(s.http_requests_total));
     {
         auto& f = b.family("sluice_http_responses_total",
                            "HTTP answers, by status code (204: the body was queued for "

@@ -176,8 +176,8 @@ public:
     add_tcp_listener(const listener_options& options);
     /// Opens an HTTP listener (`options.http` set, to `http` when given): as add_tcp_listener,
     /// and every connection is an HTTP source (source/http_source.hpp).
-    std::pair<boost::system::error_code, std::uint16_t>
-    add_http_listener(listener_options options, http_options http = {});
+    std::pair<boost::system::error_code, std::uint16_t> add_http_listener(listener_options options,
+                                                                          http_options http = {});
     /// Closes the open listener named `name` (a reload removed it): it accepts no more
     /// connections and its port is free once the lane has run the close (asynchronous); its
     /// connections go on until they end. False when no open listener has that name.

@@ -21,7 +21,7 @@
 namespace sluice::runtime {
 
 std::pair<error_code, std::uint16_t> source_server::add_http_listener(listener_options options,
-                                                                    http_options http) {
+                                                                      http_options http) {
     if (!options.http) {
         options.http = std::move(http);
     }

@@ -94,17 +94,22 @@ private:
 
 http_connection_source::http_connection_source(environment& env,
                                                std::unique_ptr<byte_stream> stream,
-                                               const http_options& options,
-                                               http_counters& counters)
+                                               const http_options& options, http_counters& counters)
     : env_(env), stream_(std::move(stream)), options_(options), counters_(counters) {}
 
 http_connection_source::~http_connection_source() = default;
 
-std::string http_connection_source::describe() const { return "http " + stream_->describe(); }
+std::string http_connection_source::describe() const {
+    return "http " + stream_->describe();
+}
 
-boost::asio::awaitable<error_code> http_connection_source::open() { co_return error_code{}; }
+boost::asio::awaitable<error_code> http_connection_source::open() {
+    co_return error_code{};
+}
 
-std::optional<error_code> http_connection_source::open_now() { return error_code{}; }
+std::optional<error_code> http_connection_source::open_now() {
+    return error_code{};
+}
 
 boost::asio::awaitable<error_code> http_connection_source::wait_readable() {
     for (;;) {
@@ -137,7 +142,8 @@ bool http_connection_source::park(wake_callback wake) {
 void http_connection_source::woke(error_code error) {
     // Protocol work without a buffer: the server hears of readiness only when body bytes (or
     // the end) are there; headers, refused bodies and answers are handled here.
-    if (!error && work({}) == outcome::blocked && stream_->park([this](error_code e) { woke(e); })) {
+    if (!error && work({}) == outcome::blocked &&
+        stream_->park([this](error_code e) { woke(e); })) {
         return;
     }
     auto wake = std::move(wake_);
@@ -265,7 +271,8 @@ bool http_connection_source::parse_once(outcome& result) {
     }
     if (ec) {
         answer(http_answer::bad_request, true, "malformed request: " + ec.message());
-        end({read_result::status::error, 0, ec}, "malformed request: " + ec.message() + " (400 sent)");
+        end({read_result::status::error, 0, ec},
+            "malformed request: " + ec.message() + " (400 sent)");
         return true;
     }
     if (phase_ == phase::header && parser_->is_header_done()) {
@@ -379,8 +386,8 @@ read_result http_connection_source::fill() {
 void http_connection_source::answer(http_answer answer, bool close_after, std::string_view why) {
     counters_.answers[static_cast<std::size_t>(answer)].fetch_add(1, std::memory_order_relaxed);
     const auto& text = answer_texts[static_cast<std::size_t>(answer)];
-    std::string out = "HTTP/1.1 " + std::to_string(text.code) + " " + std::string(text.reason) +
-                      "\r\n";
+    std::string out =
+        "HTTP/1.1 " + std::to_string(text.code) + " " + std::string(text.reason) + "\r\n";
     if (answer == http_answer::too_many_requests) {
         out += "Retry-After: " + std::to_string(options_.retry_after_seconds) + "\r\n";
     }
@@ -453,8 +460,8 @@ void http_connection_source::delivered() {
 }
 
 void http_connection_source::close() noexcept {
-    const bool unanswered = (phase_ == phase::header && (parser_ || wire_begin_ != wire_end_)) ||
-                            phase_ == phase::body;
+    const bool unanswered =
+        (phase_ == phase::header && (parser_ || wire_begin_ != wire_end_)) || phase_ == phase::body;
     if (unanswered && !answer_owed_) {
         // Stopped (a drain, a shutdown) while a request is under way: say so, best effort.
         try {

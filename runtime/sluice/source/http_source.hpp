@@ -36,8 +36,8 @@ namespace sluice::runtime {
 
 /// An HTTP listener's settings beyond a TCP listener's (listener_options::http).
 struct http_options {
-    std::vector<std::string> paths{"/"}; ///< request targets accepted (the part before '?')
-    std::uint64_t body_bytes_max = 1U << 20U; ///< larger bodies are answered 413
+    std::vector<std::string> paths{"/"};         ///< request targets accepted (the part before '?')
+    std::uint64_t body_bytes_max = 1U << 20U;    ///< larger bodies are answered 413
     std::uint32_t header_bytes_max = 16U << 10U; ///< a larger header is answered 400
     /// Longest a body waits for a buffer before it is answered 429 (backpressure as an answer).
     duration buffer_wait = std::chrono::milliseconds(20);
@@ -64,8 +64,8 @@ std::uint16_t status_code(http_answer answer) noexcept;
 /// What the HTTP sources of a server count (relaxed atomics, written on the lanes).
 struct http_counters {
     std::array<std::atomic<std::uint64_t>, http_answer_count> answers{};
-    std::atomic<std::uint64_t> requests{0};            ///< request headers read
-    std::atomic<std::uint64_t> refused_body_bytes{0};  ///< body bytes read and dropped
+    std::atomic<std::uint64_t> requests{0};           ///< request headers read
+    std::atomic<std::uint64_t> refused_body_bytes{0}; ///< body bytes read and dropped
 };
 
 class http_connection_source final : public source {
@@ -149,12 +149,12 @@ private:
     std::uint64_t body_bytes_ = 0; ///< of the current body, placed
     time_point header_since_{};
     phase phase_ = phase::header;
-    bool need_more_ = false;      ///< the parser wants more bytes than the header buffer holds
-    bool refusable_ = false;      ///< no byte of the current body placed yet
-    bool last_newline_ = true;    ///< the last body byte placed was '\n'
-    bool newline_owed_ = false;   ///< the body ended without one: place it before the end
-    bool answer_owed_ = false;    ///< a body ended: 204 once delivered
-    bool close_after_ = false;    ///< the request asked to close after its answer
+    bool need_more_ = false;    ///< the parser wants more bytes than the header buffer holds
+    bool refusable_ = false;    ///< no byte of the current body placed yet
+    bool last_newline_ = true;  ///< the last body byte placed was '\n'
+    bool newline_owed_ = false; ///< the body ended without one: place it before the end
+    bool answer_owed_ = false;  ///< a body ended: 204 once delivered
+    bool close_after_ = false;  ///< the request asked to close after its answer
     bool expect_continue_ = false;
     bool continue_sent_ = false;
     bool method_post_ = false;

@@ -17,9 +17,9 @@ namespace {
 /// without the mutex after `defined` (release/acquire) says the slot is written.
 struct kind_registry {
     std::mutex mutex;
-    std::array<std::string, source_kind_max> names{
-        "generator", "tcp_client", "tcp_connection", "udp", "file", "blocking", "mqtt",
-        "http_connection"};
+    std::array<std::string, source_kind_max> names{"generator", "tcp_client",     "tcp_connection",
+                                                   "udp",       "file",           "blocking",
+                                                   "mqtt",      "http_connection"};
     std::atomic<std::size_t> defined{source_kind_builtin_count};
 };
 

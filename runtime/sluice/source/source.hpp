@@ -21,13 +21,13 @@ namespace sluice::runtime {
 /// built-in kinds come first; an embedder adds its own with define_source_kind. Stats are arrays
 /// indexed by the kind, `source_kind_max` long.
 enum class source_kind : std::uint8_t {
-    generator,      ///< synthetic, deterministic content, rate-limited by timers
-    tcp_client,     ///< connects out; reconnects with capped backoff and jitter
-    tcp_connection, ///< one accepted TCP connection of a listener
-    udp,            ///< datagrams on a bound socket
-    file,           ///< a file read to the end
-    blocking,       ///< a legacy blocking reader on the bounded blocking pool
-    mqtt,           ///< MQTT subscriptions through libmosquitto, driven by the lane
+    generator,       ///< synthetic, deterministic content, rate-limited by timers
+    tcp_client,      ///< connects out; reconnects with capped backoff and jitter
+    tcp_connection,  ///< one accepted TCP connection of a listener
+    udp,             ///< datagrams on a bound socket
+    file,            ///< a file read to the end
+    blocking,        ///< a legacy blocking reader on the bounded blocking pool
+    mqtt,            ///< MQTT subscriptions through libmosquitto, driven by the lane
     http_connection, ///< one accepted connection of an HTTP listener (request bodies)
 };
 
