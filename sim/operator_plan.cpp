@@ -96,7 +96,7 @@ source_server::source_factory operator_plan::make_factory(std::uint32_t id, plan
         env_.add_virtual_peer(name, peer);
         return [name](environment& e, const executor& lane) -> std::unique_ptr<source> {
             return std::make_unique<tcp_client_source>(
-                e, lane, tcp_client_options{name, 0, std::chrono::milliseconds(5)});
+                e, lane, tcp_client_options{name, 0, std::chrono::milliseconds(5), {}});
         };
     }
     p.what = planned_source::shape::file;

@@ -121,6 +121,9 @@ int check_config(const std::string& path) {
     for (const auto& error : result.errors) {
         std::cerr << error.to_string() << "\n";
     }
+    for (const auto& warning : result.warnings) {
+        std::cerr << "warning: " << warning.to_string() << "\n";
+    }
     if (!result.ok()) {
         std::cerr << path << ": " << result.errors.size() << " error(s)\n";
         return exit_config_error;
@@ -530,6 +533,9 @@ int main(int argc, char** argv) {
             return exit_config_error;
         }
         configure_log(cl, parsed.config.log);
+        for (const auto& warning : parsed.warnings) {
+            log_warning("config_warning", warning.to_string());
+        }
         if (name == builtin_config_name) {
             log_info("built_in_config", std::string("no --config and no ") + default_config_path +
                                             ": running the built-in demo configuration "

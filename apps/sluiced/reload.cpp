@@ -85,6 +85,17 @@ std::vector<std::string> restart_only_changes(const worker_config& a, const work
     return changed;
 }
 
+/// The same TLS settings (both none, or the same files and options). A listener or client whose
+/// files changed on disk but not in the configuration is not reopened by a reload: renewed
+/// certificates take a new path (or a restart).
+bool same_tls(const std::optional<tls_options>& a, const std::optional<tls_options>& b) {
+    const auto fields = [](const tls_options& t) {
+        return std::tie(t.certificate_file, t.key_file, t.ca_file, t.verify_peer, t.min_version,
+                        t.server_name, t.handshake_timeout);
+    };
+    return a.has_value() == b.has_value() && (!a || fields(*a) == fields(*b));
+}
+
 bool same_listener(const listener_options& a, const listener_options& b) {
     const auto fields = [](const listener_options& l) {
         return std::tie(l.address, l.port, l.connections_max, l.limits.reserve, l.limits.cap,
@@ -97,7 +108,8 @@ bool same_listener(const listener_options& a, const listener_options& b) {
         return std::tie(h.paths, h.body_bytes_max, h.header_bytes_max, h.buffer_wait,
                         h.header_timeout, h.retry_after_seconds);
     };
-    return fields(a) == fields(b) && a.http.has_value() == b.http.has_value() && http(a) == http(b);
+    return fields(a) == fields(b) && a.http.has_value() == b.http.has_value() &&
+           http(a) == http(b) && same_tls(a.tls, b.tls);
 }
 
 /// Opens `l`; a port the listener it replaces still holds (its close runs on its lane) is
@@ -171,7 +183,9 @@ bool same_source(const source_spec& a, const source_spec& b) {
                                                                b.generator.burst_records);
     case source_kind::tcp_client:
         return std::tie(a.tcp_client.address, a.tcp_client.port, a.tcp_client.connect_timeout) ==
-               std::tie(b.tcp_client.address, b.tcp_client.port, b.tcp_client.connect_timeout);
+                   std::tie(b.tcp_client.address, b.tcp_client.port,
+                            b.tcp_client.connect_timeout) &&
+               same_tls(a.tcp_client.tls, b.tcp_client.tls);
     case source_kind::udp:
         return std::tie(a.udp.address, a.udp.port) == std::tie(b.udp.address, b.udp.port);
     case source_kind::file:

@@ -14,6 +14,7 @@
 
 #include "sluice/checkpoint/checkpoint_store.hpp"
 #include "sluice/checkpoint/file_position.hpp"
+#include "sluice/tls/tls.hpp"
 
 namespace sluice::runtime {
 
@@ -84,6 +85,23 @@ class checker {
 public:
     checker(std::string file, std::vector<config_error>& errors)
         : file_(std::move(file)), errors_(errors) {}
+
+    /// Where warnings go (none are kept without it).
+    void collect_warnings(std::vector<config_error>* warnings) { warnings_ = warnings; }
+    void warning(const toml::node* at, std::string key, std::string problem) {
+        if (warnings_ == nullptr) {
+            return;
+        }
+        config_error w;
+        w.file = file_;
+        if (at != nullptr) {
+            w.line = at->source().begin.line;
+            w.column = at->source().begin.column;
+        }
+        w.key = std::move(key);
+        w.problem = std::move(problem);
+        warnings_->push_back(std::move(w));
+    }
 
     void error(const toml::node* at, std::string key, std::string problem, std::string allowed) {
         config_error e;
@@ -238,6 +256,7 @@ public:
 private:
     std::string file_;
     std::vector<config_error>& errors_;
+    std::vector<config_error>* warnings_ = nullptr;
 };
 
 void read_limits(checker& c, const toml::table& t, const std::string& path, source_limits& limits,
@@ -444,6 +463,52 @@ void read_generator(checker& c, const toml::table& t, const std::string& path, s
     next_generator_id += spec.count;
 }
 
+/// A `tls` table under the table at `path` ([listener.tls], [source.tls], …): its keys, then
+/// the files themselves (readable, a certificate and its key, a CA), each problem located at
+/// the table.
+void read_tls(checker& c, const toml::table& parent, const std::string& path, tls_role role,
+              std::optional<tls_options>& out) {
+    const toml::node* node = parent.get("tls");
+    if (node == nullptr) {
+        return;
+    }
+    const std::string p = path + ".tls";
+    const toml::table* t = node->as_table();
+    if (t == nullptr) {
+        c.error(node, p, "is not a table", "a tls table with certificate_file, key_file, …");
+        return;
+    }
+    c.unknown_keys(*t, p,
+                   {"certificate_file", "key_file", "ca_file", "verify_peer", "min_version",
+                    "server_name", "handshake_timeout_ms"});
+    tls_options o;
+    c.string(*t, p, "certificate_file", o.certificate_file, "a PEM file");
+    c.string(*t, p, "key_file", o.key_file, "a PEM file");
+    c.string(*t, p, "ca_file", o.ca_file, "a PEM file");
+    c.boolean(*t, p, "verify_peer", o.verify_peer);
+    c.string(*t, p, "min_version", o.min_version, "\"1.2\" or \"1.3\"");
+    c.milliseconds(*t, p, "handshake_timeout_ms", o.handshake_timeout, 1, 600'000);
+    if (role == tls_role::server && t->get("server_name") != nullptr) {
+        c.error(t->get("server_name"), p + ".server_name", "is for clients (the name they verify)",
+                "no server_name on a listener");
+    } else if (role == tls_role::client) {
+        c.string(*t, p, "server_name", o.server_name, "the server's DNS name");
+        if (t->get("verify_peer") != nullptr) {
+            c.error(t->get("verify_peer"), p + ".verify_peer",
+                    "is for listeners (a client always verifies its server)",
+                    "no verify_peer on a client");
+        }
+    }
+    const tls_check check = check_tls(o, role);
+    for (const auto& problem : check.errors) {
+        c.error(t, p, problem, "readable PEM files that belong together");
+    }
+    for (const auto& problem : check.warnings) {
+        c.warning(t, p, problem);
+    }
+    out = std::move(o);
+}
+
 /// kind = "tcp_client"
 void read_tcp_client(checker& c, const toml::table& t, const std::string& path, source_spec& spec) {
     spec.kind = source_kind::tcp_client;
@@ -454,6 +519,7 @@ void read_tcp_client(checker& c, const toml::table& t, const std::string& path, 
     }
     c.integer(t, path, "port", spec.tcp_client.port, 1, 65535);
     c.milliseconds(t, path, "connect_timeout_ms", spec.tcp_client.connect_timeout, 1, 600'000);
+    read_tls(c, t, path, tls_role::client, spec.tcp_client.tls);
 }
 
 /// kind = "udp"
@@ -557,10 +623,26 @@ configured_totals read_sources(checker& c, const toml::table& root, worker_confi
                 source_spec spec;
                 spec.name = "source-" + std::to_string(i);
                 c.unknown_keys(t, path,
-                               {"name", "kind", "count", "reserve", "cap", "flush_timeout_ms",
-                                "records_per_second", "records_max", "burst_records", "address",
-                                "port", "connect_timeout_ms", "path", "topics", "qos", "client_id",
-                                "clean_session", "keepalive_s", "payload_bytes_max"});
+                               {"name",
+                                "kind",
+                                "count",
+                                "reserve",
+                                "cap",
+                                "flush_timeout_ms",
+                                "records_per_second",
+                                "records_max",
+                                "burst_records",
+                                "address",
+                                "port",
+                                "connect_timeout_ms",
+                                "tls",
+                                "path",
+                                "topics",
+                                "qos",
+                                "client_id",
+                                "clean_session",
+                                "keepalive_s",
+                                "payload_bytes_max"});
                 c.string(t, path, "name", spec.name, "a unique name");
                 if (!names.insert(spec.name).second) {
                     c.error(t.get("name") != nullptr ? t.get("name") : &t, path + ".name",
@@ -611,6 +693,7 @@ void read_listener_keys(checker& c, const toml::table& t, const std::string& pat
     l.keepalive_idle = std::chrono::seconds(keepalive_idle);
     l.keepalive_interval = std::chrono::seconds(keepalive_interval);
     read_limits(c, t, path, l.limits, l.flush_timeout);
+    read_tls(c, t, path, tls_role::server, l.tls);
 }
 
 /// An [[http_listener]]'s own keys.
@@ -656,11 +739,26 @@ void read_listeners(checker& c, const toml::table& root, worker_config& cfg,
             l.name = table + "-" + std::to_string(i);
             if (http) {
                 c.unknown_keys(t, path,
-                               {"name", "address", "port", "connections_max", "reserve", "cap",
-                                "flush_timeout_ms", "backlog", "admission_wait_ms",
-                                "idle_timeout_ms", "keepalive_idle_s", "keepalive_interval_s",
-                                "keepalive_probes", "paths", "body_bytes_max", "header_bytes_max",
-                                "buffer_wait_ms", "header_timeout_ms", "retry_after_s"});
+                               {"name",
+                                "address",
+                                "port",
+                                "connections_max",
+                                "reserve",
+                                "cap",
+                                "flush_timeout_ms",
+                                "backlog",
+                                "admission_wait_ms",
+                                "idle_timeout_ms",
+                                "keepalive_idle_s",
+                                "keepalive_interval_s",
+                                "keepalive_probes",
+                                "tls",
+                                "paths",
+                                "body_bytes_max",
+                                "header_bytes_max",
+                                "buffer_wait_ms",
+                                "header_timeout_ms",
+                                "retry_after_s"});
                 // Keep-alive connections that go quiet are closed after a minute by default.
                 l.idle_timeout = std::chrono::seconds(60);
                 l.http.emplace();
@@ -670,7 +768,7 @@ void read_listeners(checker& c, const toml::table& root, worker_config& cfg,
                                {"name", "address", "port", "connections_max", "reserve", "cap",
                                 "flush_timeout_ms", "backlog", "admission_wait_ms",
                                 "idle_timeout_ms", "keepalive_idle_s", "keepalive_interval_s",
-                                "keepalive_probes"});
+                                "keepalive_probes", "tls"});
             }
             read_listener_keys(c, t, path, l, names);
             if (http && cfg.mode == runner_mode::thread_per_source) {
@@ -761,6 +859,7 @@ config_result parse_worker_config(std::string_view text, std::string_view file_n
     config_result result;
     auto& cfg = result.config;
     checker c(std::string(file_name), result.errors);
+    c.collect_warnings(&result.warnings);
     toml::table root;
     try {
         root = toml::parse(text, file_name);

@@ -109,6 +109,9 @@ struct config_error {
 struct config_result {
     worker_config config;
     std::vector<config_error> errors;
+    /// Not errors, but worth saying (an expired TLS certificate): printed by --check-config,
+    /// logged at start.
+    std::vector<config_error> warnings;
     bool ok() const noexcept { return errors.empty(); }
 };
 

@@ -132,7 +132,7 @@ struct record_worker {
 source_server::source_factory tcp_client_to(std::uint16_t port) {
     return [port](environment& env, const executor& lane) -> std::unique_ptr<source> {
         return std::make_unique<tcp_client_source>(env, lane,
-                                                   tcp_client_options{"127.0.0.1", port, 1s});
+                                                   tcp_client_options{"127.0.0.1", port, 1s, {}});
     };
 }
 
@@ -436,7 +436,7 @@ TEST(fault_paths, a_stop_cancels_a_tcp_connect_in_progress) {
                 named("client"),
                 [port](environment& env, const executor& lane) -> std::unique_ptr<source> {
                     return std::make_unique<tcp_client_source>(
-                        env, lane, tcp_client_options{"127.0.0.1", port, 30s});
+                        env, lane, tcp_client_options{"127.0.0.1", port, 30s, {}});
                 })
             .handle;
     ASSERT_TRUE(w.server.start(h));

@@ -408,8 +408,8 @@ TEST(source_server, tcp_client_to_a_closed_port_backs_off_then_reports_error) {
     }
     const auto answer = w.server.register_source(
         named("client"), [port](environment& env, const executor& lane) -> std::unique_ptr<source> {
-            return std::make_unique<tcp_client_source>(env, lane,
-                                                       tcp_client_options{"127.0.0.1", port, 1s});
+            return std::make_unique<tcp_client_source>(
+                env, lane, tcp_client_options{"127.0.0.1", port, 1s, {}});
         });
     ASSERT_TRUE(w.server.start(answer.handle));
     ASSERT_TRUE(w.sink.wait_for([&] { return w.sink.errors_locked() == 1; }));
@@ -672,8 +672,8 @@ TEST(source_server, a_tcp_client_parks_between_bursts_and_across_a_reconnect_wit
     const std::uint16_t port = acceptor.local_endpoint().port();
     const auto answer = w.server.register_source(
         named("client"), [port](environment& env, const executor& lane) -> std::unique_ptr<source> {
-            return std::make_unique<tcp_client_source>(env, lane,
-                                                       tcp_client_options{"127.0.0.1", port, 1s});
+            return std::make_unique<tcp_client_source>(
+                env, lane, tcp_client_options{"127.0.0.1", port, 1s, {}});
         });
     ASSERT_TRUE(answer.admitted()) << answer.message;
     ASSERT_TRUE(w.server.start(answer.handle));

@@ -225,6 +225,14 @@ void collect_http(builder& b, const server_stats& s) {
                        "Body bytes of refused HTTP requests (4xx, 429), read and dropped.",
                        MetricType::Counter),
               d(s.http_refused_body_bytes_total));
+    {
+        auto& f =
+            b.family("sluice_tls_handshakes_total",
+                     "TLS handshakes of listeners' connections, by result.", MetricType::Counter);
+        b.counter(f, d(s.tls_handshakes_ok_total), {{"result", "ok"}});
+        b.counter(f, d(s.tls_handshakes_failed_total), {{"result", "failed"}});
+        b.counter(f, d(s.tls_handshakes_timed_out_total), {{"result", "timed_out"}});
+    }
     b.counter(b.family("sluice_buffer_refusals_total",
                        "Bounded buffer waits that expired: the source refused what it would have "
                        "read (an HTTP 429).",

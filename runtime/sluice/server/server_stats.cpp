@@ -42,6 +42,9 @@ void server_counters::snapshot_into(server_stats& s) const {
     }
     s.http_requests_total = http.requests.load(std::memory_order_relaxed);
     s.http_refused_body_bytes_total = http.refused_body_bytes.load(std::memory_order_relaxed);
+    s.tls_handshakes_ok_total = tls.ok.load(std::memory_order_relaxed);
+    s.tls_handshakes_failed_total = tls.failed.load(std::memory_order_relaxed);
+    s.tls_handshakes_timed_out_total = tls.timed_out.load(std::memory_order_relaxed);
 }
 
 } // namespace sluice::runtime

@@ -11,6 +11,7 @@
 #include "sluice/pool/buffer.hpp"
 #include "sluice/source/http_source.hpp"
 #include "sluice/source/source.hpp"
+#include "sluice/tls/tls.hpp"
 
 namespace sluice::runtime {
 
@@ -61,6 +62,10 @@ struct server_stats {
     std::array<std::uint64_t, http_answer_count> http_answers_total{};
     std::uint64_t http_requests_total = 0;
     std::uint64_t http_refused_body_bytes_total = 0;
+    /// TLS handshakes of listeners' and clients' connections, by result.
+    std::uint64_t tls_handshakes_ok_total = 0;
+    std::uint64_t tls_handshakes_failed_total = 0;
+    std::uint64_t tls_handshakes_timed_out_total = 0;
 };
 
 struct server_counters {
@@ -84,6 +89,7 @@ struct server_counters {
     std::atomic<std::uint64_t> final_events_lost{0};
     std::atomic<std::uint64_t> buffer_refusals{0};
     http_counters http; ///< every HTTP listener's connections
+    tls_counters tls;   ///< every TLS listener's connections
     std::array<std::atomic<std::uint64_t>, source_kind_max> reconnects_by_kind{};
     std::array<std::atomic<std::uint64_t>, source_kind_max> busy_ns{};
     std::array<std::atomic<std::uint64_t>, source_kind_max> idle_ns{};

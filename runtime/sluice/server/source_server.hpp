@@ -55,6 +55,7 @@
 #include "sluice/server/server_stats.hpp"
 #include "sluice/source/http_source.hpp"
 #include "sluice/source/source.hpp"
+#include "sluice/tls/tls.hpp"
 
 namespace sluice::runtime {
 
@@ -129,6 +130,9 @@ struct listener_options {
     /// Set: an HTTP listener (add_http_listener): every connection is an `http_connection`
     /// source whose request bodies are its bytes.
     std::optional<http_options> http;
+    /// Set: connections speak TLS (sluice/tls/tls.hpp); a bad setting makes add_tcp_listener
+    /// fail with invalid_argument (check_tls says why).
+    std::optional<tls_options> tls;
 };
 
 class source_server final {

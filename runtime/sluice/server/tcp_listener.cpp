@@ -32,6 +32,13 @@ std::pair<error_code, std::uint16_t>
 source_server::add_tcp_listener(const listener_options& options) {
     auto l = std::make_unique<listener>();
     l->options = options;
+    if (options.tls) {
+        try {
+            l->tls = std::make_unique<tls_context>(*options.tls, tls_role::server);
+        } catch (const std::invalid_argument&) {
+            return {asio::error::invalid_argument, 0}; // check_tls names the problem
+        }
+    }
     l->lane_index = pick_lane(source_options::any_lane);
     auto [error, acceptor] = env_.listen(env_.lane_executor(l->lane_index), options.address,
                                          options.port, options.backlog);
@@ -202,13 +209,18 @@ asio::awaitable<void> source_server::accept_loop(listener& l) {
         admission admitted = co_await await_admission(options.limits, l.options.admission_wait);
         const auto answer = finish_registration(
             options,
-            [this, transport, &l](environment& env, const executor&) -> std::unique_ptr<source> {
+            [this, transport, &l](environment& env,
+                                  const executor& on_lane) -> std::unique_ptr<source> {
+                std::unique_ptr<byte_stream> connection = std::move(*transport);
+                if (l.tls) {
+                    connection = l.tls->wrap(env, on_lane, std::move(connection), counters_.tls);
+                }
                 if (l.options.http) {
                     return std::make_unique<http_connection_source>(
-                        env, std::move(*transport), *l.options.http, counters_.http);
+                        env, std::move(connection), *l.options.http, counters_.http);
                 }
                 return std::make_unique<stream_source>(source_kind::tcp_connection,
-                                                       std::move(*transport));
+                                                       std::move(connection));
             },
             &l, admitted);
         if (!answer.admitted()) {

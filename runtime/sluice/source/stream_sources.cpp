@@ -86,16 +86,25 @@ void reopening_source::close() noexcept {
 }
 
 tcp_client_source::tcp_client_source(environment& env, executor lane, tcp_client_options options)
-    : reopening_source(env, std::move(lane)), options_(std::move(options)) {}
+    : reopening_source(env, std::move(lane)), options_(std::move(options)) {
+    if (options_.tls) {
+        tls_ = std::make_shared<const tls_context>(*options_.tls, tls_role::client);
+    }
+}
 
 std::string tcp_client_source::describe() const {
-    return "tcp client " + options_.address + ":" + std::to_string(options_.port);
+    return std::string(tls_ ? "tls" : "tcp") + " client " + options_.address + ":" +
+           std::to_string(options_.port);
 }
 
 asio::awaitable<std::pair<error_code, std::unique_ptr<byte_stream>>>
 tcp_client_source::open_stream() {
-    co_return co_await env_.connect(lane_, options_.address, options_.port,
-                                    options_.connect_timeout);
+    auto opened =
+        co_await env_.connect(lane_, options_.address, options_.port, options_.connect_timeout);
+    if (!opened.first && tls_) {
+        opened.second = tls_->wrap(env_, lane_, std::move(opened.second), tls_handshakes_);
+    }
+    co_return opened;
 }
 
 stream_source::stream_source(source_kind kind, std::unique_ptr<byte_stream> stream)

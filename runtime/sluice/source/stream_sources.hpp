@@ -14,6 +14,7 @@
 
 #include "sluice/env/environment.hpp"
 #include "sluice/source/source.hpp"
+#include "sluice/tls/tls.hpp"
 
 namespace sluice::runtime {
 
@@ -21,6 +22,8 @@ struct tcp_client_options {
     std::string address = "127.0.0.1"; ///< numeric IPv4 or IPv6 address
     std::uint16_t port = 0;
     duration connect_timeout = std::chrono::seconds(2);
+    /// Set: every connection speaks TLS as a client (the server verified against ca_file).
+    std::optional<tls_options> tls;
 };
 
 /// A source over a stream it opens itself and can open again (after a failure, or a restart):
@@ -79,6 +82,8 @@ private:
     open_stream() override;
 
     tcp_client_options options_;
+    std::shared_ptr<const tls_context> tls_; ///< when options_.tls
+    tls_counters tls_handshakes_;            ///< this source's own (not in server stats)
 };
 
 /// Wraps an already open stream: an accepted TCP connection, or a file.

@@ -86,6 +86,7 @@ struct source_server::listener {
     bool closing = false;              ///< lane-only
     bool closed_by_engine = false;     ///< close_tcp_listener was called (under mutex_)
     std::unique_ptr<timer> idle_sweep; ///< lane-only; while idle_timeout is set
+    std::unique_ptr<tls_context> tls;  ///< when options.tls: every connection's TLS
 };
 
 struct source_server::loop_end {
