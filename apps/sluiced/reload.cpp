@@ -193,8 +193,9 @@ bool same_source(const source_spec& a, const source_spec& b) {
     case source_kind::mqtt:
         return std::tie(a.mqtt.host, a.mqtt.port, a.mqtt.client_id, a.mqtt.topics, a.mqtt.qos,
                         a.mqtt.clean_session, a.mqtt.keepalive, a.mqtt.payload_bytes_max) ==
-               std::tie(b.mqtt.host, b.mqtt.port, b.mqtt.client_id, b.mqtt.topics, b.mqtt.qos,
-                        b.mqtt.clean_session, b.mqtt.keepalive, b.mqtt.payload_bytes_max);
+                   std::tie(b.mqtt.host, b.mqtt.port, b.mqtt.client_id, b.mqtt.topics, b.mqtt.qos,
+                            b.mqtt.clean_session, b.mqtt.keepalive, b.mqtt.payload_bytes_max) &&
+               same_tls(a.mqtt.tls, b.mqtt.tls);
     default:
         return false;
     }

@@ -567,6 +567,7 @@ void read_mqtt(checker& c, const toml::table& t, const std::string& path, source
     c.integer(t, path, "keepalive_s", keepalive, 5, 3600);
     m.keepalive = std::chrono::seconds(keepalive);
     c.integer(t, path, "payload_bytes_max", m.payload_bytes_max, 1, 1 << 26);
+    read_tls(c, t, path, tls_role::client, m.tls);
     if (!m.clean_session && m.client_id.empty()) {
         c.error(&t, path + ".client_id",
                 "is missing: a persistent session (clean_session = false) needs a "

@@ -24,6 +24,7 @@
 #include "sluice/mqtt/mqtt_source.hpp"
 #include "testing/mosquitto_broker.hpp"
 #include "testing/process.hpp"
+#include "testing/test_certificates.hpp"
 #include "testing/test_worker.hpp"
 
 namespace {
@@ -38,7 +39,8 @@ using broker_base = sluice::test::mosquitto_broker;
 
 /// A broker in the test's temporary directory.
 struct broker : broker_base {
-    explicit broker(const std::string& name) : broker_base(::testing::TempDir() + "/" + name) {}
+    explicit broker(const std::string& name, const std::string& extra = {})
+        : broker_base(::testing::TempDir() + "/" + name, extra) {}
 };
 
 std::string numbered_lines(const std::string& prefix, int count) {
@@ -391,6 +393,79 @@ TEST(mqtt, a_broker_named_by_host_name_is_looked_up_off_the_lane_and_a_bad_name_
     EXPECT_NE((*bad_source)->error_detail().find("look up 'no-such-broker.invalid'"),
               std::string::npos)
         << (*bad_source)->error_detail();
+}
+
+} // namespace
+
+namespace {
+
+/// A broker with a second listener that speaks TLS (the test CA's localhost certificate).
+struct tls_broker {
+    explicit tls_broker(const std::string& name)
+        : tls_port(sluice::test::free_loopback_port()),
+          b(name, "listener " + std::to_string(tls_port) + " 127.0.0.1\ncertfile " +
+                      sluice::test::certs().path("server.pem") + "\nkeyfile " +
+                      sluice::test::certs().path("server.key") + "\n") {}
+    std::uint16_t tls_port;
+    broker b;
+};
+
+mqtt_options tls_options_to(std::uint16_t port, const std::string& ca) {
+    mqtt_options o;
+    o.host = "127.0.0.1";
+    o.port = port;
+    o.client_id = "tls-client";
+    o.topics = {"sensors/#"};
+    o.qos = 1;
+    o.clean_session = true;
+    o.handshake_timeout = 5s;
+    o.counters = std::make_shared<mqtt_counters>();
+    o.tls.emplace();
+    o.tls->ca_file = sluice::test::certs().path(ca);
+    o.tls->server_name = "localhost";
+    return o;
+}
+
+TEST(mqtt, over_tls_messages_published_with_mosquitto_pub_cafile_arrive_and_another_ca_fails) {
+    tls_broker t("mqtt_tls");
+    t.b.start();
+    server_options once = quick_backoff();
+    once.reconnect_attempts_max = 1;
+    test_worker w({64, 4096, 8, 64}, {2, 2, 1}, once);
+    w.sink.check_generator_records = false;
+    w.sink.keep_raw = true;
+    source_options options;
+    options.name = "mqtt-tls";
+    options.flush_timeout = 10ms;
+    const mqtt_options good_options = tls_options_to(t.tls_port, "ca.pem");
+    const auto good =
+        w.server.register_source(options, [good_options](environment& e, const executor& lane) {
+            return std::make_unique<mqtt_source>(e, lane, good_options);
+        });
+    ASSERT_TRUE(good.admitted()) << good.message;
+    w.server.start(good.handle);
+    // Connected and subscribed over TLS; then publish over TLS from another process.
+    ASSERT_TRUE(w.sink.wait_for([&] { return good_options.counters->connects.load() == 1; }, 20s))
+        << w.sink.origin(good.handle).error_message;
+    const std::string file = ::testing::TempDir() + "/mqtt_tls_publish.txt";
+    std::ofstream(file) << "over-tls-1\nover-tls-2\nover-tls-3\n";
+    const std::string command = "mosquitto_pub -h localhost -p " + std::to_string(t.tls_port) +
+                                " --cafile " + sluice::test::certs().path("ca.pem") +
+                                " -q 1 -t sensors/tls -l < " + file;
+    ASSERT_EQ(std::system(command.c_str()), 0) << command;
+    ASSERT_TRUE(w.sink.wait_for([&] { return w.sink.total_records_locked() == 3; }, 20s));
+    EXPECT_EQ(w.sink.origin(good.handle).raw, "over-tls-1\nover-tls-2\nover-tls-3\n");
+
+    const auto bad = w.server.register_source(
+        options,
+        [o = tls_options_to(t.tls_port, "other_ca.pem")](environment& e, const executor& lane) {
+            return std::make_unique<mqtt_source>(e, lane, o);
+        });
+    ASSERT_TRUE(bad.admitted()) << bad.message;
+    w.server.start(bad.handle);
+    ASSERT_TRUE(w.sink.wait_for([&] { return w.sink.errors_locked() == 1; }, 20s));
+    const std::string why = w.sink.origin(bad.handle).error_message;
+    EXPECT_NE(why.find("certificate verify failed"), std::string::npos) << why;
 }
 
 } // namespace

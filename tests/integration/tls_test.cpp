@@ -24,12 +24,14 @@
 #include "sluice/source/stream_sources.hpp"
 #include "testing/generator_text.hpp"
 #include "testing/process.hpp"
+#include "testing/test_certificates.hpp"
 #include "testing/test_worker.hpp"
 
 namespace {
 
 namespace asio = boost::asio;
 using namespace sluice::runtime;
+using sluice::test::certs;
 using sluice::test::child_process;
 using sluice::test::test_worker;
 using namespace std::chrono_literals;
@@ -52,47 +54,6 @@ int run_status(const std::vector<std::string>& argv, const std::string& tag,
                   << c.err() << "\n";
     }
     return code;
-}
-
-/// A CA, a server certificate for localhost/127.0.0.1 signed by it, a client certificate, and
-/// the same again from a second CA nobody trusts; an expired server certificate.
-struct certificates {
-    std::string dir;
-    certificates() {
-        dir = sluice::test::temp_directory() + "/sluice_tls_" + std::to_string(::getpid());
-        std::filesystem::create_directories(dir);
-        std::ofstream(dir + "/server.ext") << "subjectAltName=DNS:localhost,IP:127.0.0.1\n";
-        std::ofstream(dir + "/client.ext") << "extendedKeyUsage=clientAuth\n";
-        for (const std::string ca : {"ca", "other_ca"}) {
-            openssl({"req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                     "-nodes", "-keyout", path(ca + ".key"), "-out", path(ca + ".pem"), "-days",
-                     "2", "-subj", "/CN=sluice test " + ca});
-        }
-        issue("server", "ca", "localhost", "server.ext", "2");
-        issue("client", "ca", "sluice-client", "client.ext", "2");
-        issue("other_server", "other_ca", "localhost", "server.ext", "2");
-        issue("expired", "ca", "localhost", "server.ext", "-1");
-    }
-    ~certificates() { std::filesystem::remove_all(dir); }
-    std::string path(const std::string& name) const { return dir + "/" + name; }
-    void issue(const std::string& name, const std::string& ca, const std::string& cn,
-               const std::string& ext, const std::string& days) {
-        openssl({"req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                 "-keyout", path(name + ".key"), "-out", path(name + ".csr"), "-subj",
-                 "/CN=" + cn});
-        openssl({"x509", "-req", "-in", path(name + ".csr"), "-CA", path(ca + ".pem"), "-CAkey",
-                 path(ca + ".key"), "-CAcreateserial", "-out", path(name + ".pem"), "-days", days,
-                 "-extfile", path(ext)});
-    }
-    void openssl(std::vector<std::string> args) {
-        args.insert(args.begin(), "/usr/bin/openssl");
-        ASSERT_EQ(run_status(args, "openssl"), 0);
-    }
-};
-
-const certificates& certs() {
-    static const certificates made;
-    return made;
 }
 
 tls_options server_tls(const std::string& name = "server") {

@@ -388,6 +388,13 @@ mqtt_source::mqtt_source(environment& env, executor lane, mqtt_options options)
     : reopening_source(env, std::move(lane)), options_(std::move(options)) {
     SLUICE_ASSERT(!options_.topics.empty());
     SLUICE_ASSERT(options_.qos == 0 || options_.qos == 1);
+    if (options_.tls) {
+        tls_options tls = *options_.tls;
+        if (tls.server_name.empty() && !is_ip_literal(options_.host)) {
+            tls.server_name = options_.host; // the name the broker's certificate must carry
+        }
+        tls_ = std::make_shared<const tls_context>(tls, tls_role::client);
+    }
 }
 
 std::string mqtt_source::describe() const {
@@ -494,6 +501,11 @@ asio::awaitable<std::pair<error_code, std::unique_ptr<byte_stream>>> mqtt_source
     if (connected.first) {
         last_error_ = "connect to " + where + ": " + connected.first.message();
         co_return answer{connected.first, nullptr};
+    }
+    if (tls_) {
+        // The TLS handshake runs inside the session's first turns (CONNECT waits in its outbox
+        // until it is over), under the same deadline.
+        connected.second = tls_->wrap(env_, lane_, std::move(connected.second), tls_handshakes_);
     }
     auto session = std::make_unique<detail::mqtt_session>(
         env_, lane_, options_, std::move(connected.second), bytes_read());

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "sluice/source/stream_sources.hpp"
+#include "sluice/tls/tls.hpp"
 
 namespace sluice::runtime {
 
@@ -56,6 +57,9 @@ struct mqtt_options {
     duration handshake_timeout = std::chrono::seconds(5);
     std::uint32_t payload_bytes_max = 65536;
     std::shared_ptr<mqtt_counters> counters; ///< optional, shared with whoever wants to read them
+    /// Set: the connection to the broker speaks TLS (sluice/tls/tls.hpp), the broker verified
+    /// against ca_file (and server_name, or else the host when it is a name).
+    std::optional<tls_options> tls;
 };
 
 namespace detail {
@@ -81,6 +85,8 @@ private:
     boost::asio::awaitable<std::pair<std::string, std::string>> look_up(const std::string& host);
 
     mqtt_options options_;
+    std::shared_ptr<const tls_context> tls_; ///< when options_.tls
+    tls_counters tls_handshakes_;
     std::string last_error_;
     /// The session open now (owned as the current stream); null between sessions.
     detail::mqtt_session* session_ = nullptr;
