@@ -47,7 +47,14 @@ void configure(ssl::context& context, const tls_options& o, tls_role role, tls_c
         SSL_CTX_set_min_proto_version(context.native_handle(),
                                       o.min_version == "1.3" ? TLS1_3_VERSION : TLS1_2_VERSION);
     }
-    SSL_CTX_set_mode(context.native_handle(), SSL_MODE_RELEASE_BUFFERS); // idle connections
+    // Idle connections hold no record buffers. A server keeps no sessions (no cache, no TLS 1.3
+    // tickets): ingest clients reconnect rarely, and OpenSSL's default cache grows to 20,000
+    // sessions in a listener's context.
+    SSL_CTX_set_mode(context.native_handle(), SSL_MODE_RELEASE_BUFFERS);
+    if (role == tls_role::server) {
+        SSL_CTX_set_session_cache_mode(context.native_handle(), SSL_SESS_CACHE_OFF);
+        SSL_CTX_set_num_tickets(context.native_handle(), 0);
+    }
     const bool needs_certificate = role == tls_role::server || !o.key_file.empty();
     if (needs_certificate && o.certificate_file.empty()) {
         fail(std::string(role == tls_role::server ? "a TLS listener" : "a TLS client with a key") +

@@ -19,29 +19,92 @@ using boost::system::error_code;
 
 namespace {
 
-/// Ciphertext read from the inner stream at once (a TLS record is at most 16 KiB + overhead).
-constexpr std::size_t cipher_chunk = 17U << 10U;
 /// Ciphertext for the peer that may wait unwritten before the connection fails.
 constexpr std::size_t pending_bytes_max = 1U << 20U;
-/// Rounds of read-decrypt in one read_now (each consumes input or returns): a bound.
-constexpr int rounds_max = 64;
+
+/// sluice's BIO method: reads and writes go straight to the tls_stream's inner stream.
+int read_ex(BIO* bio, char* out, std::size_t size, std::size_t* read) {
+    BIO_clear_retry_flags(bio);
+    const int got =
+        tls_stream::bio_read(*static_cast<tls_stream*>(BIO_get_data(bio)), out, size, *read);
+    if (got == 0) {
+        BIO_set_retry_read(bio); // nothing now: OpenSSL says WANT_READ
+    }
+    return got > 0 ? 1 : 0; // below 0: the end or an error, no retry
+}
+int write_ex(BIO* bio, const char* in, std::size_t size, std::size_t* written) {
+    BIO_clear_retry_flags(bio);
+    *written = size;
+    return tls_stream::bio_write(*static_cast<tls_stream*>(BIO_get_data(bio)), in, size);
+}
+long control(BIO* /*bio*/, int command, long /*number*/, void* /*pointer*/) {
+    return command == BIO_CTRL_FLUSH ? 1 : 0; // writes are never held by the BIO itself
+}
+int create(BIO* bio) {
+    BIO_set_init(bio, 1);
+    return 1;
+}
+
+const BIO_METHOD* stream_method() {
+    static BIO_METHOD* const method = [] {
+        BIO_METHOD* m =
+            BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "sluice byte stream");
+        if (m == nullptr) {
+            throw std::bad_alloc();
+        }
+        BIO_meth_set_read_ex(m, read_ex);
+        BIO_meth_set_write_ex(m, write_ex);
+        BIO_meth_set_ctrl(m, control);
+        BIO_meth_set_create(m, create);
+        return m;
+    }();
+    return method;
+}
 
 } // namespace
+
+int tls_stream::bio_read(tls_stream& stream, char* out, std::size_t size, std::size_t& read) {
+    read = 0;
+    const read_result r =
+        stream.inner_->read_now(std::span(reinterpret_cast<std::byte*>(out), size));
+    if (r.state == read_result::status::data) {
+        read = r.bytes;
+        return 1;
+    }
+    if (r.state == read_result::status::would_block) {
+        return 0;
+    }
+    stream.inner_end_ = r; // the end or an error: SSL_read then fails, and read_now says this
+    return -1;
+}
+
+int tls_stream::bio_write(tls_stream& stream, const char* in, std::size_t size) {
+    if (stream.pending_.empty()) {
+        const auto [error, n] =
+            stream.inner_->write_now(std::span(reinterpret_cast<const std::byte*>(in), size));
+        if (error) {
+            return 1; // the connection is gone: its next read says so
+        }
+        in += n;
+        size -= n;
+    }
+    stream.pending_.append(in, size);
+    return 1;
+}
 
 tls_stream::tls_stream(environment& env, const executor& lane, SSL_CTX* context, tls_role role,
                        const tls_options& options, std::unique_ptr<byte_stream> inner,
                        tls_counters& counters)
     : inner_(std::move(inner)), counters_(counters) {
     ssl_ = SSL_new(context);
-    in_ = BIO_new(BIO_s_mem());
-    out_ = BIO_new(BIO_s_mem());
-    if (ssl_ == nullptr || in_ == nullptr || out_ == nullptr) {
-        BIO_free(in_);
-        BIO_free(out_);
+    BIO* bio = BIO_new(stream_method());
+    if (ssl_ == nullptr || bio == nullptr) {
+        BIO_free(bio);
         SSL_free(ssl_);
         throw std::bad_alloc();
     }
-    SSL_set_bio(ssl_, in_, out_); // ssl_ owns both from here
+    BIO_set_data(bio, this);
+    SSL_set_bio(ssl_, bio, bio); // ssl_ owns it from here
     if (role == tls_role::server) {
         SSL_set_accept_state(ssl_);
     } else {
@@ -55,7 +118,6 @@ tls_stream::tls_stream(environment& env, const executor& lane, SSL_CTX* context,
         // The client speaks first: its hello goes out now, not at the first read.
         ERR_clear_error();
         SSL_do_handshake(ssl_);
-        flush();
     }
     // The handshake's bound: at the deadline the inner stream is closed, which ends a parked or
     // waiting read with an error. The callback touches the stream only when the time elapsed
@@ -76,7 +138,7 @@ tls_stream::~tls_stream() {
 }
 
 bool tls_stream::buffered() const {
-    return SSL_pending(ssl_) > 0 || BIO_ctrl_pending(in_) > 0;
+    return SSL_has_pending(ssl_) != 0;
 }
 
 asio::awaitable<error_code> tls_stream::wait_readable() {
@@ -103,6 +165,9 @@ void tls_stream::handshake_over(bool ok) {
         handshake_timer_->cancel();
     }
     if (ok) {
+        // Never called from the timer's own callback (that is the failure path): the timer can
+        // go, so an idle TLS connection does not keep one.
+        handshake_timer_.reset();
         counters_.ok.fetch_add(1, std::memory_order_relaxed);
     } else if (timed_out_) {
         counters_.timed_out.fetch_add(1, std::memory_order_relaxed);
@@ -112,84 +177,95 @@ void tls_stream::handshake_over(bool ok) {
 }
 
 error_code tls_stream::failure(int ssl_error) {
+    if (failed_) {
+        return failed_; // OpenSSL says why once; later calls only fail
+    }
     const unsigned long reason = ERR_get_error();
     ERR_clear_error();
-    if (ssl_error == SSL_ERROR_SYSCALL || reason == 0) {
-        return asio::ssl::error::stream_truncated;
-    }
-    return {static_cast<int>(reason), asio::error::get_ssl_category()};
+    failed_ = ssl_error == SSL_ERROR_SYSCALL || reason == 0
+                  ? error_code(asio::ssl::error::stream_truncated)
+                  : error_code(static_cast<int>(reason), asio::error::get_ssl_category());
+    return failed_;
 }
 
 bool tls_stream::flush() {
-    std::array<char, 4096> chunk{};
-    for (;;) {
-        if (!pending_.empty()) {
-            const auto [error, n] = inner_->write_now(std::as_bytes(std::span(pending_)));
-            if (error) {
-                pending_.clear(); // the connection is gone: its next read says so
-                return true;
-            }
-            pending_.erase(0, n);
-            if (!pending_.empty()) {
-                return pending_.size() <= pending_bytes_max;
-            }
-        }
-        const int n = BIO_read(out_, chunk.data(), static_cast<int>(chunk.size()));
-        if (n <= 0) {
-            return true;
-        }
-        pending_.append(chunk.data(), static_cast<std::size_t>(n));
+    if (pending_.empty()) {
+        return true;
     }
+    const auto [error, n] = inner_->write_now(std::as_bytes(std::span(pending_)));
+    if (error) {
+        pending_ = std::string(); // the connection is gone: its next read says so
+        return true;
+    }
+    pending_.erase(0, n);
+    if (pending_.empty()) {
+        pending_.shrink_to_fit(); // an idle connection keeps no buffer
+    }
+    return pending_.size() <= pending_bytes_max;
+}
+
+read_result tls_stream::inner_outcome() {
+    const read_result end = std::exchange(inner_end_, read_result{});
+    if (end.state == read_result::status::end_of_stream && !handshake_done_) {
+        handshake_over(false);
+        return {read_result::status::error, 0, asio::ssl::error::stream_truncated};
+    }
+    if (end.state == read_result::status::end_of_stream ||
+        end.state == read_result::status::error) {
+        return end; // the end after the handshake (without close_notify), or the error
+    }
+    return {read_result::status::would_block, 0, {}};
 }
 
 read_result tls_stream::read_now(std::span<std::byte> space) {
+    if (failed_) {
+        return {read_result::status::error, 0, failed_};
+    }
     if (closed_ || timed_out_) {
         return {read_result::status::error, 0,
                 timed_out_ ? error_code(asio::error::timed_out)
                            : error_code(asio::error::operation_aborted)};
     }
-    for (int round = 0; round < rounds_max; ++round) {
-        ERR_clear_error();
-        const int n = SSL_read(ssl_, space.data(), static_cast<int>(space.size()));
-        if (n > 0) {
-            handshake_over(true);
-            if (!flush()) {
-                return {read_result::status::error, 0, asio::error::no_buffer_space};
-            }
-            return {read_result::status::data, static_cast<std::size_t>(n), {}};
-        }
-        const int error = SSL_get_error(ssl_, n);
-        if (SSL_is_init_finished(ssl_) != 0) {
-            handshake_over(true);
-        }
-        if (error == SSL_ERROR_ZERO_RETURN) {
-            flush();
-            return {read_result::status::end_of_stream, 0, {}}; // the peer's close_notify
-        }
-        if (error != SSL_ERROR_WANT_READ && error != SSL_ERROR_WANT_WRITE) {
-            const error_code why = failure(error);
-            flush(); // the alert that tells the peer why
-            handshake_over(false);
-            return {read_result::status::error, 0, why};
-        }
+    if (!flush()) {
+        return {read_result::status::error, 0, asio::error::no_buffer_space};
+    }
+    ERR_clear_error();
+    const int n = SSL_read(ssl_, space.data(), static_cast<int>(space.size()));
+    if (SSL_is_init_finished(ssl_) != 0) {
+        handshake_over(true);
+    }
+    if (n > 0) {
         if (!flush()) {
             return {read_result::status::error, 0, asio::error::no_buffer_space};
         }
-        std::array<std::byte, cipher_chunk> cipher{};
-        const read_result r = inner_->read_now(cipher);
-        if (r.state != read_result::status::data) {
-            if (r.state == read_result::status::end_of_stream && !handshake_done_) {
-                handshake_over(false);
-                return {read_result::status::error, 0, asio::ssl::error::stream_truncated};
-            }
-            return r; // would_block, an error, or the end after the handshake
-        }
-        BIO_write(in_, cipher.data(), static_cast<int>(r.bytes));
+        return {read_result::status::data, static_cast<std::size_t>(n), {}};
     }
-    return {read_result::status::would_block, 0, {}}; // the next turn goes on
+    const int error = SSL_get_error(ssl_, n);
+    if (error == SSL_ERROR_ZERO_RETURN) {
+        flush();
+        return {read_result::status::end_of_stream, 0, {}}; // the peer's close_notify
+    }
+    // The inner stream ended or failed (OpenSSL calls an end without close_notify an error):
+    // that is the outcome, as for a plain stream; an end inside the handshake is a failure.
+    if (error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE ||
+        inner_end_.state != read_result::status::would_block) {
+        ERR_clear_error();
+        if (!flush()) {
+            return {read_result::status::error, 0, asio::error::no_buffer_space};
+        }
+        return inner_outcome();
+    }
+    const error_code why = failure(error);
+    flush(); // the alert that tells the peer why
+    handshake_over(false);
+    inner_end_ = {};
+    return {read_result::status::error, 0, why};
 }
 
 std::pair<error_code, std::size_t> tls_stream::write_now(std::span<const std::byte> bytes) {
+    if (failed_) {
+        return {failed_, 0};
+    }
     if (closed_ || bytes.empty()) {
         return {closed_ ? error_code(asio::error::not_connected) : error_code{}, 0};
     }
