@@ -89,31 +89,13 @@ public:
     /// Where warnings go (none are kept without it).
     void collect_warnings(std::vector<config_error>* warnings) { warnings_ = warnings; }
     void warning(const toml::node* at, std::string key, std::string problem) {
-        if (warnings_ == nullptr) {
-            return;
+        if (warnings_ != nullptr) {
+            warnings_->push_back(located(at, std::move(key), std::move(problem), {}));
         }
-        config_error w;
-        w.file = file_;
-        if (at != nullptr) {
-            w.line = at->source().begin.line;
-            w.column = at->source().begin.column;
-        }
-        w.key = std::move(key);
-        w.problem = std::move(problem);
-        warnings_->push_back(std::move(w));
     }
 
     void error(const toml::node* at, std::string key, std::string problem, std::string allowed) {
-        config_error e;
-        e.file = file_;
-        if (at != nullptr) {
-            e.line = at->source().begin.line;
-            e.column = at->source().begin.column;
-        }
-        e.key = std::move(key);
-        e.problem = std::move(problem);
-        e.allowed = std::move(allowed);
-        errors_.push_back(std::move(e));
+        errors_.push_back(located(at, std::move(key), std::move(problem), std::move(allowed)));
     }
 
     /// Reports keys of `table` that are not in `known`.
@@ -254,6 +236,20 @@ public:
     }
 
 private:
+    config_error located(const toml::node* at, std::string key, std::string problem,
+                         std::string allowed) const {
+        config_error e;
+        e.file = file_;
+        if (at != nullptr) {
+            e.line = at->source().begin.line;
+            e.column = at->source().begin.column;
+        }
+        e.key = std::move(key);
+        e.problem = std::move(problem);
+        e.allowed = std::move(allowed);
+        return e;
+    }
+
     std::string file_;
     std::vector<config_error>& errors_;
     std::vector<config_error>* warnings_ = nullptr;

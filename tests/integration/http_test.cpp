@@ -96,34 +96,17 @@ TEST(http_listener, curl_keep_alive_bodies_arrive_in_order_each_ending_a_record)
     const std::string a = lines_text("a", 3);
     const std::string b = "b-without-a-final-newline";
     const std::string big = lines_text("big", 20000); // ~600 KiB: many buffers, 100-continue
-    const auto out = run({"/usr/bin/curl",
-                          "-s",
-                          "-o",
-                          "/dev/null",
-                          "-w",
-                          "%{http_code}\n",
-                          "--data-binary",
-                          "@" + write_file("a", a),
-                          h.url,
-                          "--next",
-                          "-s",
-                          "-o",
-                          "/dev/null",
-                          "-w",
-                          "%{http_code}\n",
-                          "--data-binary",
-                          "@" + write_file("b", b),
-                          h.url,
-                          "--next",
-                          "-s",
-                          "-o",
-                          "/dev/null",
-                          "-w",
-                          "%{http_code}\n",
-                          "--data-binary",
-                          "@" + write_file("big", big),
-                          h.url},
-                         "curl");
+    // One curl, three POSTs on one keep-alive connection (--next keeps the connection).
+    std::vector<std::string> argv{"/usr/bin/curl"};
+    const std::vector<std::pair<std::string, std::string>> posts{{"a", a}, {"b", b}, {"big", big}};
+    for (const auto& [name, content] : posts) {
+        if (argv.size() > 1) {
+            argv.emplace_back("--next");
+        }
+        argv.insert(argv.end(), {"-s", "-o", "/dev/null", "-w", "%{http_code}\n", "--data-binary",
+                                 "@" + write_file(name, content), h.url});
+    }
+    const auto out = run(argv, "curl");
     EXPECT_EQ(out, "204\n204\n204\n");
     const std::string expected = a + b + "\n" + big;
     ASSERT_TRUE(h.w.sink.wait_for([&] { return h.w.sink.end_of_streams_locked() == 1; }));
