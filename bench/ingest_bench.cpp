@@ -56,6 +56,7 @@
 #include "sluice/source/generator_source.hpp"
 #include "sluice/worker.hpp"
 #include "testing/process.hpp"
+#include "testing/test_certificates.hpp"
 
 namespace {
 
@@ -80,6 +81,10 @@ struct bench_options {
     bool check_records = false;    ///< ingest: check every record as it arrives, not the checksum
     bool corrupt_one_byte = false; ///< ingest: the verification's self-test (must exit 1)
     std::uint32_t chunk_bytes = 16384; ///< ingest: the load generator's bytes per write
+    /// ingest: tcp, http (POST bodies on keep-alive connections), tls, or https.
+    std::string transport = "tcp";
+    bool http() const { return transport == "http" || transport == "https"; }
+    bool tls() const { return transport == "tls" || transport == "https"; }
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -421,6 +426,20 @@ public:
         l.connections_max = connections + 16;
         l.limits = source_limits{1, 4};
         l.backlog = 4096;
+        if (o_.http()) {
+            l.http.emplace();
+            l.http->body_bytes_max = std::uint64_t{1} << 24U;
+        }
+        if (o_.tls()) {
+            // Certificates made for this run (sluice::test::certs: openssl at run time).
+            if (!sluice::test::certs().ok) {
+                std::cerr << "ingest-bench: " << sluice::test::certs().problem << "\n";
+                return 0;
+            }
+            l.tls.emplace();
+            l.tls->certificate_file = sluice::test::certs().path("server.pem");
+            l.tls->key_file = sluice::test::certs().path("server.key");
+        }
         const auto [error, port] =
             sluice() ? server_.add_tcp_listener(l) : baseline_.add_tcp_listener(l);
         if (error) {
@@ -723,6 +742,7 @@ boost::json::array json_strings(const std::vector<std::string>& items) {
 int run_throughput(const bench_options& o) {
     boost::json::object json{{"measure", "ingest"},
                              {"mode", o.mode},
+                             {"transport", o.transport},
                              {"sources", o.sources},
                              {"open_file_limit", raise_open_file_limit()}};
 
@@ -741,10 +761,28 @@ int run_throughput(const bench_options& o) {
     const std::uint64_t record_bytes = 22 + (o.pad_bytes == 0 ? 0 : o.pad_bytes + 1);
     const std::uint64_t records_each =
         std::max<std::uint64_t>(1, o.total_bytes / o.sources / record_bytes);
-    const auto load = start_loadgen(
-        {o.loadgen, "--port", std::to_string(port), "--connections", std::to_string(o.sources),
-         "--records", std::to_string(records_each), "--id-base", "0", "--pad-bytes",
-         std::to_string(o.pad_bytes), "--chunk-bytes", std::to_string(o.chunk_bytes), "--hold"});
+    std::vector<std::string> load_argv{o.loadgen,
+                                       "--port",
+                                       std::to_string(port),
+                                       "--connections",
+                                       std::to_string(o.sources),
+                                       "--records",
+                                       std::to_string(records_each),
+                                       "--id-base",
+                                       "0",
+                                       "--pad-bytes",
+                                       std::to_string(o.pad_bytes),
+                                       "--chunk-bytes",
+                                       std::to_string(o.chunk_bytes),
+                                       "--hold"};
+    if (o.http()) {
+        load_argv.emplace_back("--http");
+    }
+    if (o.tls()) {
+        load_argv.insert(load_argv.end(),
+                         {"--tls", "--ca-file", sluice::test::certs().path("ca.pem")});
+    }
+    const auto load = start_loadgen(load_argv);
     const auto idle = accept_idle(o, w, *load, before);
     if (!idle) {
         return 1;
@@ -789,6 +827,8 @@ int run_throughput(const bench_options& o) {
     json["cpu_seconds"] = fixed(sent.cpu, 3);
     json["cpu_seconds_per_gb"] = fixed(gb > 0 ? sent.cpu / gb : 0, 3);
     json["loadgen_cpu_seconds"] = fixed(json_number(sent.report, "send_cpu_seconds"), 3);
+    json["http_refused"] =
+        static_cast<std::int64_t>(std::max(0.0, json_number(sent.report, "http_refused")));
     json["backpressure_waits"] = sent.backpressure;
     json["flushes"] = flushes_json(sent.flushes);
     json["verified"] = problems.empty();
@@ -918,7 +958,15 @@ int main(int argc, char** argv) {
                  "ingest: self-test of the verification; one delivered byte is flipped before it "
                  "is checked, "
                  "and the run must fail");
+    app.add_option("--transport", o.transport,
+                   "ingest: tcp | http (POST bodies, keep-alive) | tls | https (sluice only)")
+        ->check(CLI::IsMember({"tcp", "http", "tls", "https"}));
     CLI11_PARSE(app, argc, argv);
+    if (o.transport != "tcp" && (o.mode != "sluice" || o.latency)) {
+        std::cerr << "ingest-bench: --transport " << o.transport
+                  << " measures sluice's throughput only: use --mode sluice without --latency\n";
+        return 2;
+    }
     if (o.pad_bytes != 0 &&
         o.pad_bytes + sluice::runtime::generator_record_bytes_max >= o.buffer_bytes) {
         std::cerr << "ingest-bench: --pad-bytes " << o.pad_bytes << " makes records longer than a "

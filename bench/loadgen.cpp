@@ -24,9 +24,15 @@
 /// sending). In the report, "send_cpu_seconds" is the CPU from the start of sending to the end
 /// (from the signal with --hold; otherwise from the first connect, so connecting is in it), and
 /// "wall_seconds" and "cpu_seconds" cover the whole run, writing the records included.
+///
+/// --http: every write is one POST body of whole records on a keep-alive connection, the next
+/// sent when the answer (204) came; a 429 sends the same body again. --tls: connections speak
+/// TLS (--ca-file verifies the server). Both together: HTTPS.
 
+#include <array>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <deque>
 #include <memory>
@@ -37,7 +43,11 @@
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/read_until.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/json/object.hpp>
@@ -65,6 +75,9 @@ struct options {
     std::uint32_t pad_bytes = 0; ///< a padding field this long in every record (not with --latency)
     std::uint64_t prerender_max_bytes = std::uint64_t{4}
                                         << 30U; ///< bound on the records held in memory
+    bool http = false;   ///< each write is a POST body (whole records), keep-alive, 429s resent
+    bool tls = false;    ///< every connection speaks TLS (--ca-file verifies the server)
+    std::string ca_file; ///< with --tls: the CA of the server's certificate (none: no check)
 };
 
 /// "<id>,<n>,<send time ns>\n"
@@ -79,7 +92,9 @@ std::size_t format_timestamped_record(std::uint64_t id, std::uint64_t n, char* o
 }
 
 struct connection {
-    tcp::socket socket;
+    /// Plain connections use only the next layer (the socket).
+    asio::ssl::stream<tcp::socket> stream;
+    tcp::socket& socket; ///< stream.next_layer()
     asio::steady_timer timer;
     std::uint64_t id;
     std::uint64_t next = 0;
@@ -91,8 +106,12 @@ struct connection {
     /// Every record, written before sending (see --prerender-max-bytes); empty otherwise.
     std::string rendered;
     std::size_t rendered_sent = 0; ///< bytes of `rendered` handed to the socket
-    connection(asio::io_context& io, std::uint64_t connection_id, std::size_t pad_bytes)
-        : socket(io), timer(io), id(connection_id), writer(connection_id, 0, pad_bytes) {}
+    std::string request;           ///< --http: the header of the POST being sent
+    std::string answer;            ///< --http: the answer being read
+    connection(asio::io_context& io, asio::ssl::context& tls, std::uint64_t connection_id,
+               std::size_t pad_bytes)
+        : stream(io, tls), socket(stream.next_layer()), timer(io), id(connection_id),
+          writer(connection_id, 0, pad_bytes) {}
 };
 
 /// Records [0, count) of `writer` in one string, exactly as write_next lays them out.
@@ -113,7 +132,13 @@ std::string render_records(sluice::runtime::generator_record_writer& writer, std
 
 class generator_load {
 public:
-    generator_load(asio::io_context& io, const options& o) : io_(io), o_(o), go_(io, SIGUSR1) {}
+    generator_load(asio::io_context& io, const options& o)
+        : io_(io), o_(o), tls_(asio::ssl::context::tls_client), go_(io, SIGUSR1) {
+        if (!o_.ca_file.empty()) {
+            tls_.load_verify_file(o_.ca_file);
+            tls_.set_verify_mode(asio::ssl::verify_peer);
+        }
+    }
 
     void start() {
         endpoint_ = tcp::endpoint(asio::ip::make_address(o_.host), o_.port);
@@ -133,6 +158,7 @@ public:
     std::uint64_t records = 0;
     std::uint32_t failed = 0;
     std::uint32_t completed = 0;
+    std::uint64_t refused = 0;   ///< --http: bodies answered 429 (and sent again)
     double send_cpu_start = 0.0; ///< process CPU when sending began
 
 private:
@@ -181,7 +207,7 @@ private:
         }
         const std::uint32_t index = pending_.front();
         pending_.pop_front();
-        auto c = std::make_shared<connection>(io_, o_.id_base + index, o_.pad_bytes);
+        auto c = std::make_shared<connection>(io_, tls_, o_.id_base + index, o_.pad_bytes);
         if (!rendered_.empty()) {
             c->rendered = std::move(rendered_[index]);
         }
@@ -189,22 +215,125 @@ private:
             c->chunk = std::move(chunks_[index]);
         }
         c->socket.async_connect(endpoint_, [this, c](const boost::system::error_code& error) {
-            connect_next();
-            if (error) {
-                std::fprintf(stderr, "loadgen: connect %lu: %s\n",
-                             static_cast<unsigned long>(c->id), error.message().c_str());
-                ++failed;
-            } else if (!o_.hold) {
-                c->origin = std::chrono::steady_clock::now();
-                schedule(c);
+            if (!error && (o_.http || o_.tls)) {
+                // Request and answer, or records cut into TLS records: no Nagle wait on the
+                // last small segment (curl does the same).
+                boost::system::error_code ignored;
+                c->socket.set_option(tcp::no_delay(true), ignored);
+            }
+            if (!error && o_.tls) {
+                c->stream.async_handshake(
+                    asio::ssl::stream_base::client,
+                    [this, c](const boost::system::error_code& e) { connected(c, e); });
                 return;
-            } else {
-                held_.push_back(c);
             }
-            if (o_.hold && held_.size() + failed == o_.connections) {
-                release_held();
-            }
+            connected(c, error);
         });
+    }
+
+    /// Connected (and, with --tls, the handshake done), or failed.
+    void connected(const std::shared_ptr<connection>& c, const boost::system::error_code& error) {
+        connect_next();
+        if (error) {
+            std::fprintf(stderr, "loadgen: connect %lu: %s\n", static_cast<unsigned long>(c->id),
+                         error.message().c_str());
+            ++failed;
+        } else if (!o_.hold) {
+            c->origin = std::chrono::steady_clock::now();
+            schedule(c);
+            return;
+        } else {
+            held_.push_back(c);
+        }
+        if (o_.hold && held_.size() + failed == o_.connections) {
+            release_held();
+        }
+    }
+
+    /// Writes `size` bytes at `data` (plain or TLS); --http: as a POST body, then reads the
+    /// answer and sends the same body again after a 429. `done(error)` once it is taken.
+    template <typename Done>
+    void deliver(const std::shared_ptr<connection>& c, const char* data, std::size_t size,
+                 Done done) {
+        if (!o_.http) {
+            write(c, asio::buffer(data, size),
+                  [done](const boost::system::error_code& error, std::size_t) { done(error); });
+            return;
+        }
+        c->request = "POST / HTTP/1.1\r\nHost: sluice\r\nContent-Length: " + std::to_string(size) +
+                     "\r\n\r\n";
+        const std::array<asio::const_buffer, 2> request{asio::buffer(c->request),
+                                                        asio::buffer(data, size)};
+        write(c, request,
+              [this, c, data, size, done](const boost::system::error_code& error, std::size_t) {
+                  if (error) {
+                      done(error);
+                      return;
+                  }
+                  read_answer(c, [this, c, data, size, done](const boost::system::error_code& e,
+                                                             int status) {
+                      if (e || status == 204) {
+                          done(e);
+                      } else if (status == 429) {
+                          ++refused;
+                          deliver(c, data, size, done); // the same body again
+                      } else {
+                          std::fprintf(stderr, "loadgen: answer %d\n", status);
+                          done(asio::error::connection_aborted);
+                      }
+                  });
+              });
+    }
+
+    /// Reads one HTTP answer (header and its Content-Length of text): its status.
+    template <typename Done> void read_answer(const std::shared_ptr<connection>& c, Done done) {
+        const auto parsed = [this, c, done](const boost::system::error_code& error, std::size_t n) {
+            if (error) {
+                done(error, 0);
+                return;
+            }
+            const std::string head = c->answer.substr(0, n);
+            const int status = head.size() > 12 ? std::atoi(head.c_str() + 9) : 0;
+            std::size_t length = 0;
+            if (const auto at = head.find("Content-Length: "); at != std::string::npos) {
+                length = std::stoul(head.substr(at + 16));
+            }
+            c->answer.erase(0, n);
+            if (c->answer.size() >= length) {
+                c->answer.erase(0, length);
+                done(boost::system::error_code{}, status);
+                return;
+            }
+            const std::size_t more = length - c->answer.size();
+            read(c, asio::dynamic_buffer(c->answer), more,
+                 [c, length, status, done](const boost::system::error_code& e, std::size_t) {
+                     c->answer.erase(0, std::min(length, c->answer.size()));
+                     done(e, status);
+                 });
+        };
+        if (o_.tls) {
+            asio::async_read_until(c->stream, asio::dynamic_buffer(c->answer), "\r\n\r\n", parsed);
+        } else {
+            asio::async_read_until(c->socket, asio::dynamic_buffer(c->answer), "\r\n\r\n", parsed);
+        }
+    }
+
+    template <typename Buffers, typename Handler>
+    void write(const std::shared_ptr<connection>& c, const Buffers& buffers, Handler handler) {
+        if (o_.tls) {
+            asio::async_write(c->stream, buffers, std::move(handler));
+        } else {
+            asio::async_write(c->socket, buffers, std::move(handler));
+        }
+    }
+
+    template <typename Buffer, typename Handler>
+    void read(const std::shared_ptr<connection>& c, Buffer buffer, std::size_t n, Handler handler) {
+        if (o_.tls) {
+            asio::async_read(c->stream, buffer, asio::transfer_exactly(n), std::move(handler));
+        } else {
+            asio::async_read(c->socket, buffer, asio::transfer_exactly(n), std::move(handler));
+        }
     }
 
     /// Every connection is up (or failed): report, then wait for SIGUSR1 and send.
@@ -250,16 +379,16 @@ private:
             finish(c);
             return;
         }
-        asio::async_write(c->socket, asio::buffer(c->chunk),
-                          [this, c](const boost::system::error_code& error, std::size_t n) {
-                              if (error) {
-                                  ++failed;
-                                  return;
-                              }
-                              bytes += n;
-                              records += c->chunk_records;
-                              schedule(c);
-                          });
+        deliver(c, c->chunk.data(), c->chunk.size(),
+                [this, c](const boost::system::error_code& error) {
+                    if (error) {
+                        ++failed;
+                        return;
+                    }
+                    bytes += c->chunk.size();
+                    records += c->chunk_records;
+                    schedule(c);
+                });
     }
 
     /// Everything is sent: end the stream (the receiver sees end of stream) and count it.
@@ -279,18 +408,24 @@ private:
             finish(c);
             return;
         }
-        const std::size_t size =
-            std::min<std::size_t>(left, std::max<std::uint32_t>(o_.chunk_bytes, 1));
-        asio::async_write(c->socket, asio::buffer(c->rendered.data() + c->rendered_sent, size),
-                          [this, c](const boost::system::error_code& error, std::size_t n) {
-                              if (error) {
-                                  ++failed;
-                                  return;
-                              }
-                              bytes += n;
-                              c->rendered_sent += n;
-                              send_rendered(c);
-                          });
+        std::size_t size = std::min<std::size_t>(left, std::max<std::uint32_t>(o_.chunk_bytes, 1));
+        if (o_.http && size < left) {
+            // A body is whole records: it ends at the last newline the chunk holds.
+            const auto last = c->rendered.rfind('\n', c->rendered_sent + size - 1);
+            if (last != std::string::npos && last >= c->rendered_sent) {
+                size = last + 1 - c->rendered_sent;
+            }
+        }
+        deliver(c, c->rendered.data() + c->rendered_sent, size,
+                [this, c, size](const boost::system::error_code& error) {
+                    if (error) {
+                        ++failed;
+                        return;
+                    }
+                    bytes += size;
+                    c->rendered_sent += size;
+                    send_rendered(c);
+                });
     }
 
     /// Flat out: sends now. At --rate: connection i of N sends record k at
@@ -316,6 +451,7 @@ private:
 
     asio::io_context& io_;
     options o_;
+    asio::ssl::context tls_;
     tcp::endpoint endpoint_;
     std::deque<std::uint32_t> pending_;
     std::vector<std::shared_ptr<connection>> held_;
@@ -348,6 +484,11 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(std::uint32_t{0},
                            static_cast<std::uint32_t>(sluice::runtime::generator_pad_bytes_max)))
         ->excludes("--latency");
+    app.add_flag("--http", o.http,
+                 "each write is a POST body of whole records on a keep-alive connection; a 429 "
+                 "is sent again");
+    app.add_flag("--tls", o.tls, "connections speak TLS");
+    app.add_option("--ca-file", o.ca_file, "with --tls: verify the server against this CA");
     CLI11_PARSE(app, argc, argv);
 
     sluice::runtime::raise_open_file_limit();
@@ -364,6 +505,7 @@ int main(int argc, char** argv) {
         {"failed", load.failed},
         {"bytes_sent", load.bytes},
         {"records_sent", load.records},
+        {"http_refused", load.refused},
         {"wall_seconds", wall},
         {"cpu_seconds", sluice::runtime::process_cpu_seconds()},
         {"send_cpu_seconds", sluice::runtime::process_cpu_seconds() - load.send_cpu_start}};

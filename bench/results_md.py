@@ -192,6 +192,32 @@ def _peers_section(results, w):
     w("![peers throughput](plots/peers_throughput.png) ![peers cpu](plots/peers_cpu.png)\n")
 
 
+def _transports_section(results, w):
+    rows = results.get("transports", [])
+    if not rows:
+        return
+    w("## Transports: TCP, HTTP, TLS and HTTPS into sluice, same run
+")
+    w("`sluice-ingest-bench --transport tcp|http|tls|https`: the same 1 KiB records written 64 KiB at "
+      "a time by `sluice-loadgen` (its own process), in alternating repeats, each run verified "
+      "origin by origin like the TCP rows. HTTP: every write is one POST body of whole records on "
+      "a keep-alive connection, the next sent when its 204 came (a 429 is sent again and counted). "
+      "TLS: OpenSSL's default suite for TLS 1.3 (AES-256-GCM here, with AES-NI), the certificates "
+      "made with `openssl` for the run. Idle memory is per connection with its handshake done.\n")
+    w("| connections | transport | GB/s | CPU s/GB | ÷ TCP, GB/s | × TCP, CPU/GB | idle B/conn | accept N (ms) | 429s | verified |")
+    w("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for n in sorted({r["sources"] for r in rows}):
+        tcp = next((r for r in rows if r["sources"] == n and r["transport"] == "tcp"), None)
+        for r in (r for t in ("tcp", "http", "tls", "https") for r in rows
+                  if r["sources"] == n and r["transport"] == t):
+            w(f"| {n:,} | {r['transport']} | {r['gb_per_second']:.3f} | {r['cpu_seconds_per_gb']:.2f} | "
+              f"{_ratio(r['gb_per_second'], tcp['gb_per_second']) if tcp else float('nan'):.2f} | "
+              f"{_ratio(r['cpu_seconds_per_gb'], tcp['cpu_seconds_per_gb']) if tcp else float('nan'):.2f} | "
+              f"{r['rss_per_idle_source_bytes']:,.0f} | {r['accept_seconds'] * 1e3:.0f} | "
+              f"{r.get('http_refused', 0)} | {r['verified']} |")
+    w("")
+
+
 def render(results):
     m = results["machine"]
     out = []
@@ -507,6 +533,7 @@ def render(results):
     w("")
 
     _peers_section(results, w)
+    _transports_section(results, w)
 
     w("## Ingestion: sluice vs thread per source\n")
     w("TCP sources on loopback (one accepted connection each), the same pool, processing "

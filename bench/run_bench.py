@@ -27,6 +27,7 @@ import peers  # bench/peers.py
 
 MODES = ["sluice", "thread_per_source"]
 PEERS = ["rsyslog", "syslog-ng"]
+TRANSPORTS = ["tcp", "http", "tls", "https"]  # sluice-ingest-bench --transport
 PAD_BYTES = 1000  # the larger records: "<id>,<n>,<value>,<1,000 padding bytes>\n", about 1 KiB
 
 
@@ -116,6 +117,15 @@ def median(values):
     return values[len(values) // 2]
 
 
+def median_row(runs, keys):
+    """The median run by throughput, with `keys` replaced by their medians over the run set."""
+    row = dict(sorted(runs, key=lambda r: r["gb_per_second"])[len(runs) // 2])
+    for key in keys:
+        row[key] = median([r[key] for r in runs])
+    row["repeats"] = len(runs)
+    return row
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", required=True, help="build directory (build/release)")
@@ -129,7 +139,7 @@ def main():
     counts = [10, 100, 1000] if a.quick else [10, 100, 1000, 10000]
     total_bytes = 20_000_000 if a.quick else 400_000_000
     repeats = 1 if a.quick else 5
-    results = {"machine": machine(), "quick": a.quick, "ingest": [], "latency": [], "ceilings": [],
+    results = {"machine": machine(), "quick": a.quick, "ingest": [], "transports": [], "latency": [], "ceilings": [],
                "sim": [], "micro": [], "baseline_incomplete": [], "park_off": [], "peers": [],
                "peer_runs": []}
     failures = []
@@ -223,12 +233,8 @@ def main():
         for mode in MODES:
             if not runs[mode]:
                 continue
-            # The median run by throughput; start and memory from the same run set's medians.
-            row = dict(sorted(runs[mode], key=lambda r: r["gb_per_second"])[len(runs[mode]) // 2])
-            for key in ("start_seconds", "accept_seconds", "rss_per_idle_source_bytes",
-                        "heap_per_idle_source_bytes", "cpu_seconds_per_gb"):
-                row[key] = median([r[key] for r in runs[mode]])
-            row["repeats"] = len(runs[mode])
+            row = median_row(runs[mode], ("start_seconds", "accept_seconds", "rss_per_idle_source_bytes",
+                                          "heap_per_idle_source_bytes", "cpu_seconds_per_gb"))
             results["ingest"].append(row)
             print(f"bench: ingest {mode:17} {n:6} sources, pad {pad:4}: {row['gb_per_second']:.3f} GB/s, "
                   f"{row['cpu_seconds_per_gb']:.2f} CPU s/GB, threads {row['threads_max']}, "
@@ -238,6 +244,30 @@ def main():
         results["ceilings"].append({"measure": "iperf3", "gb_per_second": median(iperf_samples),
                                     "samples": iperf_samples, "seconds": 2})
         print(f"bench: iperf3 {', '.join(f'{x:.2f}' for x in iperf_samples)} GB/s", flush=True)
+
+    # Transports into sluice: plain TCP, HTTP keep-alive (POST bodies of whole records, each
+    # answered before the next), TLS and HTTPS, 1 KiB records written 64 KiB at a time, in
+    # alternating repeats; every run is verified record for record like the TCP runs.
+    for n in ([100] if a.quick else [100, 1000]):
+        runs = {t: [] for t in TRANSPORTS}
+        for _ in range(repeats):
+            for t in TRANSPORTS:
+                rc, objs = run_json([ingest, "--mode", "sluice", "--sources", str(n), "--total-bytes",
+                                     str(total_bytes), "--pad-bytes", str(PAD_BYTES), "--chunk-bytes",
+                                     "65536", "--transport", t], 900)
+                if rc != 0 or not objs or not objs[0].get("verified"):
+                    failures.append(f"ingest {t} {n}: exit {rc} {objs[0].get('problems') if objs else ''}")
+                if objs:
+                    runs[t].append(objs[0])
+        for t in TRANSPORTS:
+            if not runs[t]:
+                continue
+            row = median_row(runs[t], ("accept_seconds", "rss_per_idle_source_bytes", "cpu_seconds_per_gb"))
+            results["transports"].append(row)
+            print(f"bench: transport {t:5} {n:6} conns, pad {PAD_BYTES}: {row['gb_per_second']:.3f} GB/s, "
+                  f"{row['cpu_seconds_per_gb']:.2f} CPU s/GB, idle {row['rss_per_idle_source_bytes']:.0f} B/conn, "
+                  f"accept {row['accept_seconds'] * 1e3:.0f} ms, 429s {row.get('http_refused', 0)}, "
+                  f"verified {row['verified']}", flush=True)
 
     # Idle memory with parking off, same binary and run: what parking saves per idle source.
     if not a.quick:

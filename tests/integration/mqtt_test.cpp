@@ -427,6 +427,7 @@ mqtt_options tls_options_to(std::uint16_t port, const std::string& ca) {
 }
 
 TEST(mqtt, over_tls_messages_published_with_mosquitto_pub_cafile_arrive_and_another_ca_fails) {
+    ASSERT_TRUE(sluice::test::certs().ok) << sluice::test::certs().problem;
     tls_broker t("mqtt_tls");
     t.b.start();
     server_options once = quick_backoff();

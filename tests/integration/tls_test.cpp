@@ -72,6 +72,7 @@ std::string write_file(const std::string& name, const std::string& content) {
 
 struct tls_worker {
     explicit tls_worker(const tls_options& tls, bool http = false) {
+        EXPECT_TRUE(certs().ok) << certs().problem;
         w.sink.keep_raw = true;
         w.sink.check_generator_records = false;
         listener_options options;
