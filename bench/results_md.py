@@ -196,8 +196,7 @@ def _transports_section(results, w):
     rows = results.get("transports", [])
     if not rows:
         return
-    w("## Transports: TCP, HTTP, TLS and HTTPS into sluice, same run
-")
+    w("## Transports: TCP, HTTP, TLS and HTTPS into sluice, same run\n")
     w("`sluice-ingest-bench --transport tcp|http|tls|https`: the same 1 KiB records written 64 KiB at "
       "a time by `sluice-loadgen` (its own process), in alternating repeats, each run verified "
       "origin by origin like the TCP rows. HTTP: every write is one POST body of whole records on "
