@@ -33,7 +33,10 @@ int read_ex(BIO* bio, char* out, std::size_t size, std::size_t* read) {
     return got > 0 ? 1 : 0; // below 0: the end or an error, no retry
 }
 int write_ex(BIO* bio, const char* in, std::size_t size, std::size_t* written) {
-    BIO_clear_retry_flags(bio);
+    // A write never retries (what the inner stream does not take waits in pending_), and it
+    // must not clear the flags: the BIO is also the read side, and a write between a read
+    // that would block and OpenSSL's look at the flags made a would-block read an error
+    // (SSL_ERROR_SYSCALL, "stream truncated") in a handshake driven by SSL_write.
     *written = size;
     return tls_stream::bio_write(*static_cast<tls_stream*>(BIO_get_data(bio)), in, size);
 }
@@ -176,15 +179,19 @@ void tls_stream::handshake_over(bool ok) {
     }
 }
 
-error_code tls_stream::failure(int ssl_error) {
+error_code tls_stream::failure(int /*ssl_error*/) {
     if (failed_) {
         return failed_; // OpenSSL says why once; later calls only fail
     }
-    const unsigned long reason = ERR_get_error();
+    unsigned long reason = ERR_get_error();
     ERR_clear_error();
-    failed_ = ssl_error == SSL_ERROR_SYSCALL || reason == 0
-                  ? error_code(asio::ssl::error::stream_truncated)
-                  : error_code(static_cast<int>(reason), asio::error::get_ssl_category());
+    if (reason == 0 && SSL_get_verify_result(ssl_) != X509_V_OK) {
+        // A handshake that SSL_write drove fails without a reason on the queue: the
+        // verification's result still says what it was.
+        reason = ERR_PACK(ERR_LIB_SSL, 0, SSL_R_CERTIFICATE_VERIFY_FAILED);
+    }
+    failed_ = reason == 0 ? error_code(asio::ssl::error::stream_truncated)
+                          : error_code(static_cast<int>(reason), asio::error::get_ssl_category());
     return failed_;
 }
 
@@ -245,10 +252,14 @@ read_result tls_stream::read_now(std::span<std::byte> space) {
         flush();
         return {read_result::status::end_of_stream, 0, {}}; // the peer's close_notify
     }
-    // The inner stream ended or failed (OpenSSL calls an end without close_notify an error):
-    // that is the outcome, as for a plain stream; an end inside the handshake is a failure.
+    // The inner stream ended or failed: that is the outcome, as for a plain stream (OpenSSL
+    // calls an end without close_notify an error of its own); an end inside the handshake is a
+    // failure. Any other TLS failure (a certificate refused) is said with OpenSSL's reason.
+    const bool inner_ended = inner_end_.state != read_result::status::would_block;
+    const bool unexpected_eof = error == SSL_ERROR_SSL && ERR_GET_REASON(ERR_peek_error()) ==
+                                                              SSL_R_UNEXPECTED_EOF_WHILE_READING;
     if (error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE ||
-        inner_end_.state != read_result::status::would_block) {
+        (inner_ended && (error == SSL_ERROR_SYSCALL || unexpected_eof))) {
         ERR_clear_error();
         if (!flush()) {
             return {read_result::status::error, 0, asio::error::no_buffer_space};
