@@ -215,6 +215,11 @@ def _transports_section(results, w):
               f"{r['rss_per_idle_source_bytes']:,.0f} | {r['accept_seconds'] * 1e3:.0f} | "
               f"{r.get('http_refused', 0)} | {r['verified']} |")
     w("")
+    w("HTTP keep-alive sends one 64 KiB body per round trip on each connection (the loadgen waits "
+      "for each answer). TLS costs 2–3.5× TCP's CPU per byte here; where that CPU goes has not "
+      "been profiled yet (OpenSSL's read-ahead is on: in side-by-side runs it cut TLS from "
+      "2.3–2.7 to 1.9–2.0 CPU s/GB). Idle memory at 100 connections carries the allocator's "
+      "arenas; the 1,000-connection rows are the better estimate of one connection's cost.\n")
 
 
 def render(results):
