@@ -308,7 +308,7 @@ void take_run_tallies(run_parts& r, report& result) {
 
 /// What the HTTP sources answered and their virtual clients heard (both workers' after a
 /// crash); an answer a correct source never gives is a violation.
-void take_http_tallies(const operator_plan& plan, report& result) {
+void take_http_tallies(const operator_plan& plan, const source_server& server, report& result) {
     const auto& heard = plan.http_heard();
     const auto count = [&](int code) {
         const auto it = heard.answers.find(code);
@@ -321,6 +321,17 @@ void take_http_tallies(const operator_plan& plan, report& result) {
     result.http_resets += heard.resets;
     for (const auto& problem : heard.problems) {
         result.violations.push_back(problem);
+    }
+    // Every bounded buffer wait that expired is one refusal answered 429: a wait aborted by
+    // anything else (a stale expiry from an earlier wait) would be counted without one.
+    const auto refusals = server.stats().buffer_refusals_total;
+    const auto answered = plan.http_counted()
+                              .answers[static_cast<std::size_t>(http_answer::too_many_requests)]
+                              .load();
+    if (refusals != answered) {
+        result.violations.push_back("the server refused " + std::to_string(refusals) +
+                                    " bounded buffer waits but HTTP sources answered " +
+                                    std::to_string(answered) + " with 429");
     }
 }
 
@@ -438,7 +449,7 @@ void finish_worker(const scenario& s, run_parts& r, operator_plan& plan, const v
     }
     wind_down(s, r, plan, result);
     take_run_tallies(r, result);
-    take_http_tallies(plan, result);
+    take_http_tallies(plan, r.server(), result);
     if (end == drive_end::finished) {
         check_finished_run(s, plan, out, buffers, result);
     }

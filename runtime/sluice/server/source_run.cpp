@@ -3,6 +3,7 @@
 // around each turn, emit into processing, and the end of the run (EoS, Error or a stop).
 #include <algorithm>
 #include <exception>
+#include <memory>
 #include <stdexcept>
 #include <utility>
 
@@ -295,11 +296,14 @@ asio::awaitable<buffer> source_server::acquire_wait(entry& e) {
     const duration bound = e.src->buffer_wait_max();
     const bool bounded = bound != duration::max();
     e.buffer_wait_expired = false;
+    // True while this wait is pending: the timer's callback touches the entry only then. A
+    // callback that fired as the acquisition completed runs later, maybe during a later wait
+    // (it aborted that one) or after the entry is gone.
+    std::shared_ptr<bool> pending;
     if (bounded) {
-        // The callback touches the entry only when the time elapsed: a cancelled wait's runs
-        // later, maybe after the entry is gone.
-        flush_timer(e).on_expiry(bound, [&e](bool elapsed) {
-            if (elapsed) {
+        pending = std::make_shared<bool>(true);
+        flush_timer(e).on_expiry(bound, [&e, pending](bool elapsed) {
+            if (elapsed && *pending) {
                 e.buffer_wait_expired = true;
                 e.acquire_cancel.emit(asio::cancellation_type::terminal);
             }
@@ -309,6 +313,7 @@ asio::awaitable<buffer> source_server::acquire_wait(entry& e) {
         e.pool_id,
         asio::bind_cancellation_slot(e.acquire_cancel.slot(), asio::as_tuple(asio::use_awaitable)));
     if (bounded) {
+        *pending = false;
         flush_timer(e).cancel();
     }
     if (granted) {
