@@ -123,11 +123,11 @@ tls_stream::tls_stream(environment& env, const executor& lane, SSL_CTX* context,
         SSL_do_handshake(ssl_);
     }
     // The handshake's bound: at the deadline the inner stream is closed, which ends a parked or
-    // waiting read with an error. The callback touches the stream only when the time elapsed
-    // (a cancelled wait's callback runs later, maybe after the stream is gone).
+    // waiting read with an error. The callback touches the stream only while it lives: one
+    // that fired just before the stream was destroyed still runs, later.
     handshake_timer_ = env.make_timer(lane);
-    handshake_timer_->on_expiry(options.handshake_timeout, [this](bool elapsed) {
-        if (elapsed && !handshake_done_ && !closed_) {
+    handshake_timer_->on_expiry(options.handshake_timeout, [this, alive = alive_](bool elapsed) {
+        if (elapsed && *alive && !handshake_done_ && !closed_) {
             timed_out_ = true;
             handshake_over(false);
             inner_->close();
@@ -136,6 +136,7 @@ tls_stream::tls_stream(environment& env, const executor& lane, SSL_CTX* context,
 }
 
 tls_stream::~tls_stream() {
+    *alive_ = false;
     handshake_timer_.reset();
     SSL_free(ssl_);
 }

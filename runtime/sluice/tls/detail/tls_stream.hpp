@@ -65,6 +65,8 @@ private:
     /// What the inner stream's last read said when it was not data (its end, or an error).
     read_result inner_end_;
     std::unique_ptr<timer> handshake_timer_;
+    /// False once the stream is gone: the handshake timer's callback checks it first.
+    std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
     /// The first failure OpenSSL reported (with its reason); every later call returns it.
     boost::system::error_code failed_;
     bool handshake_done_ = false;
