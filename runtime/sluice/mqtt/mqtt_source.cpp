@@ -505,7 +505,7 @@ asio::awaitable<std::pair<error_code, std::unique_ptr<byte_stream>>> mqtt_source
     if (tls_) {
         // The TLS handshake runs inside the session's first turns (CONNECT waits in its outbox
         // until it is over), under the same deadline.
-        connected.second = tls_->wrap(env_, lane_, std::move(connected.second), tls_handshakes_);
+        connected.second = tls_->wrap(env_, lane_, std::move(connected.second));
     }
     auto session = std::make_unique<detail::mqtt_session>(
         env_, lane_, options_, std::move(connected.second), bytes_read());

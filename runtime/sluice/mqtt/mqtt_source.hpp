@@ -86,7 +86,6 @@ private:
 
     mqtt_options options_;
     std::shared_ptr<const tls_context> tls_; ///< when options_.tls
-    tls_counters tls_handshakes_;
     std::string last_error_;
     /// The session open now (owned as the current stream); null between sessions.
     detail::mqtt_session* session_ = nullptr;

@@ -213,7 +213,7 @@ asio::awaitable<void> source_server::accept_loop(listener& l) {
                                   const executor& on_lane) -> std::unique_ptr<source> {
                 std::unique_ptr<byte_stream> connection = std::move(*transport);
                 if (l.tls) {
-                    connection = l.tls->wrap(env, on_lane, std::move(connection), counters_.tls);
+                    connection = l.tls->wrap(env, on_lane, std::move(connection), &counters_.tls);
                 }
                 if (l.options.http) {
                     return std::make_unique<http_connection_source>(

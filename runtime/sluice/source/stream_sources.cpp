@@ -102,7 +102,7 @@ tcp_client_source::open_stream() {
     auto opened =
         co_await env_.connect(lane_, options_.address, options_.port, options_.connect_timeout);
     if (!opened.first && tls_) {
-        opened.second = tls_->wrap(env_, lane_, std::move(opened.second), tls_handshakes_);
+        opened.second = tls_->wrap(env_, lane_, std::move(opened.second));
     }
     co_return opened;
 }

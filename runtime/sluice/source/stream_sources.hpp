@@ -83,7 +83,6 @@ private:
 
     tcp_client_options options_;
     std::shared_ptr<const tls_context> tls_; ///< when options_.tls
-    tls_counters tls_handshakes_;            ///< this source's own (not in server stats)
 };
 
 /// Wraps an already open stream: an accepted TCP connection, or a file.

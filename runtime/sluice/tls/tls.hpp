@@ -59,10 +59,11 @@ public:
     tls_context& operator=(const tls_context&) = delete;
 
     /// A TLS stream over `inner` (connected), bound to `lane`. A client's handshake begins at
-    /// once; a server's when the peer's first bytes come.
+    /// once; a server's when the peer's first bytes come. Its handshake is counted in
+    /// `counters` when given (a listener's; clients are not counted).
     std::unique_ptr<byte_stream> wrap(environment& env, const executor& lane,
                                       std::unique_ptr<byte_stream> inner,
-                                      tls_counters& counters) const;
+                                      tls_counters* counters = nullptr) const;
     const tls_options& options() const noexcept { return options_; }
 
 private:

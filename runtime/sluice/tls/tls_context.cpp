@@ -164,7 +164,7 @@ tls_context::~tls_context() = default;
 
 std::unique_ptr<byte_stream> tls_context::wrap(environment& env, const executor& lane,
                                                std::unique_ptr<byte_stream> inner,
-                                               tls_counters& counters) const {
+                                               tls_counters* counters) const {
     return std::make_unique<detail::tls_stream>(env, lane, impl_->context.native_handle(), role_,
                                                 options_, std::move(inner), counters);
 }

@@ -6,7 +6,6 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
-#include <array>
 #include <utility>
 
 #include <boost/asio/error.hpp>
@@ -97,7 +96,7 @@ int tls_stream::bio_write(tls_stream& stream, const char* in, std::size_t size) 
 
 tls_stream::tls_stream(environment& env, const executor& lane, SSL_CTX* context, tls_role role,
                        const tls_options& options, std::unique_ptr<byte_stream> inner,
-                       tls_counters& counters)
+                       tls_counters* counters)
     : inner_(std::move(inner)), counters_(counters) {
     ssl_ = SSL_new(context);
     BIO* bio = BIO_new(stream_method());
@@ -172,15 +171,14 @@ void tls_stream::handshake_over(bool ok) {
         // Never called from the timer's own callback (that is the failure path): the timer can
         // go, so an idle TLS connection does not keep one.
         handshake_timer_.reset();
-        counters_.ok.fetch_add(1, std::memory_order_relaxed);
-    } else if (timed_out_) {
-        counters_.timed_out.fetch_add(1, std::memory_order_relaxed);
-    } else {
-        counters_.failed.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (counters_ != nullptr) {
+        auto& count = ok ? counters_->ok : timed_out_ ? counters_->timed_out : counters_->failed;
+        count.fetch_add(1, std::memory_order_relaxed);
     }
 }
 
-error_code tls_stream::failure(int /*ssl_error*/) {
+error_code tls_stream::failure() {
     if (failed_) {
         return failed_; // OpenSSL says why once; later calls only fail
     }
@@ -267,7 +265,7 @@ read_result tls_stream::read_now(std::span<std::byte> space) {
         }
         return inner_outcome();
     }
-    const error_code why = failure(error);
+    const error_code why = failure();
     flush(); // the alert that tells the peer why
     handshake_over(false);
     inner_end_ = {};
@@ -292,7 +290,7 @@ std::pair<error_code, std::size_t> tls_stream::write_now(std::span<const std::by
         if (error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE) {
             return {error_code{}, 0}; // the handshake is not over yet
         }
-        return {failure(error), 0};
+        return {failure(), 0};
     }
     flush();
     return {error_code{}, static_cast<std::size_t>(n)};

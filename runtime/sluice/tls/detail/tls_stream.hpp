@@ -21,7 +21,7 @@ class tls_stream final : public byte_stream {
 public:
     tls_stream(environment& env, const executor& lane, SSL_CTX* context, tls_role role,
                const tls_options& options, std::unique_ptr<byte_stream> inner,
-               tls_counters& counters);
+               tls_counters* counters);
     ~tls_stream() override;
     tls_stream(const tls_stream&) = delete;
     tls_stream& operator=(const tls_stream&) = delete;
@@ -56,10 +56,10 @@ private:
     /// The handshake ended (`ok`) or failed: counted once.
     void handshake_over(bool ok);
     /// An OpenSSL failure as an error value (its reason string is the message), kept in failed_.
-    boost::system::error_code failure(int ssl_error);
+    boost::system::error_code failure();
 
     std::unique_ptr<byte_stream> inner_;
-    tls_counters& counters_;
+    tls_counters* counters_; ///< null: not counted
     SSL* ssl_ = nullptr;
     std::string pending_; ///< ciphertext the inner stream did not take yet
     /// What the inner stream's last read said when it was not data (its end, or an error).
