@@ -254,7 +254,7 @@ bool source_server::emit(entry& e, buffer& filled, flush_reason reason) noexcept
     };
     bool queued = false;
     try {
-        queued = processing_.submit(e.channel, std::move(filled));
+        queued = processing_.submit(channel(e), std::move(filled));
     } catch (...) {
         uncount();
         // Out of memory queueing it: the buffer went back to the pool with its bytes, which are
@@ -571,7 +571,7 @@ void source_server::finish(entry& e, bool ended, std::string failure) {
                       std::to_string(e.bytes_dropped) + " bytes read were dropped";
         }
     }
-    const bool sink_failed = processing::sink_failed(*e.channel);
+    const bool sink_failed = e.channel && processing::sink_failed(*e.channel);
     e.finished.store(ended || !failure.empty() || sink_failed);
     if (sink_failed) {
         // Processing sent the origin's Error when the sink threw; nothing follows it.
@@ -579,11 +579,11 @@ void source_server::finish(entry& e, bool ended, std::string failure) {
         e.final_state = source_state::failed;
     } else if (!failure.empty()) {
         counters_.failures.fetch_add(1, std::memory_order_relaxed);
-        processing_.error(e.channel, "source '" + e.name + "': " + failure);
+        processing_.error(channel(e), "source '" + e.name + "': " + failure);
         e.final_state = source_state::failed;
     } else if (ended) {
         counters_.end_of_stream.fetch_add(1, std::memory_order_relaxed);
-        processing_.end_of_stream(e.channel);
+        processing_.end_of_stream(channel(e));
         e.final_state = source_state::stopped;
     } else {
         e.final_state = source_state::stopped; // the engine asked: neither EoS nor Error

@@ -158,8 +158,6 @@ registration source_server::finish_registration(const source_options& options,
             e->last_data_ns.store(env_.now().count(), std::memory_order_relaxed); // idle from now
         }
         const std::lock_guard lock(mutex_);
-        e->channel =
-            processing_.open_channel(next_handle_, index_of(e->kind), e->src->tracks_processed());
         e->handle = next_handle_;
         entries_.emplace(e->handle, std::move(e));
         answer.handle = next_handle_++;
@@ -342,7 +340,7 @@ void source_server::shutdown() {
             handles.push_back(handle);
             if (e->src->tracks_processed()) {
                 // Nothing runs now: the final position, whatever a post may have missed.
-                e->src->processed(processing::processed_through(*e->channel));
+                e->src->processed(processed_through(*e));
             }
         }
     }
@@ -382,10 +380,21 @@ void source_server::tell_processed(source_handle handle) {
     entry& e = *it->second;
     e.processed_posted.store(false);
     try {
-        e.src->processed(processing::processed_through(*e.channel));
+        e.src->processed(processed_through(e));
     } catch (...) {
         // A source's bookkeeping failed; its next position is told as usual.
     }
+}
+
+const std::shared_ptr<processing::channel>& source_server::channel(entry& e) {
+    if (!e.channel) {
+        e.channel = processing_.open_channel(e.handle, index_of(e.kind), e.src->tracks_processed());
+    }
+    return e.channel;
+}
+
+std::uint64_t source_server::processed_through(const entry& e) noexcept {
+    return e.channel ? processing::processed_through(*e.channel) : 0;
 }
 
 std::string source_server::check_wakeups() const {

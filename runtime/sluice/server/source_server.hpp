@@ -291,6 +291,12 @@ private:
     void processed(std::uint64_t origin);
     /// On the source's lane: tells it its processed position.
     void tell_processed(source_handle handle);
+    /// The entry's processing channel, opened on first use (its first buffer or final event;
+    /// lane-only, or with nothing running): an idle connection that never sent anything holds
+    /// none (processing keeps a weak reference per channel too).
+    const std::shared_ptr<processing::channel>& channel(entry& e);
+    /// Its processed position; 0 before its channel exists.
+    static std::uint64_t processed_through(const entry& e) noexcept;
 
     environment& env_;
     buffer_pool& pool_;

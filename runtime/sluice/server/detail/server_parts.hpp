@@ -37,7 +37,7 @@ struct source_server::entry : flush_policy::client {
     duration flush_timeout{}; ///< source_options::flush_timeout
     source_id pool_id;
     std::unique_ptr<source> src;
-    std::shared_ptr<processing::channel> channel;
+    std::shared_ptr<processing::channel> channel; ///< made on first use (source_server::channel)
     listener* owner = nullptr; ///< the listener of an accepted connection, else null
 
     // Touched only on the entry's lane.
