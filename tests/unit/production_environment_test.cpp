@@ -2,15 +2,18 @@
 // sluice_thread_pool_active_tasks for the io and blocking pools; and the callback waits that
 // parked sources use (timer on_expiry, a TCP stream's park).
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
 #include <future>
 #include <thread>
+#include <vector>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/dispatch.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
@@ -20,6 +23,7 @@
 #include <oneapi/tbb/parallel_for.h>
 
 #include "sluice/env/production_environment.hpp"
+#include "sluice/env/transport.hpp"
 
 namespace {
 
@@ -124,6 +128,13 @@ template <typename Work> void on_lane(const sluice::runtime::executor& lane, Wor
     done.get_future().wait();
 }
 
+/// Runs `work` on `lane` and returns its result.
+template <typename Work> auto on_lane_result(const sluice::runtime::executor& lane, Work work) {
+    std::promise<decltype(work())> done;
+    asio::post(lane, [&] { done.set_value(work()); });
+    return done.get_future().get();
+}
+
 TEST(production_environment, timer_on_expiry_reports_elapsed_or_cancelled_on_the_lane) {
     production_environment env(production_options{1, 1, 1});
     const auto lane = env.lane_executor(0);
@@ -219,6 +230,162 @@ TEST(production_environment, parked_tcp_wait_wakes_on_data_after_returning_and_e
     EXPECT_TRUE(parked_after_close.get_future().get())
         << "a closed stream's wait must end with an error";
     on_lane(lane, [&] { stream.reset(); });
+}
+
+/// TCP streams are watched by their lane's own epoll set (env/production/lane_poller.hpp),
+/// edge-triggered: more parked streams than one epoll_wait returns all wake, each once; a wait
+/// that begins with bytes already queued completes (no new edge will come); a wait in a parallel
+/// group ends when the other branch wins, and the stream can wait again; and a wake that closes
+/// a stream whose readiness is in the same batch ends that stream's wait with an error, once.
+TEST(production_environment, tcp_streams_on_the_lane_poller_wake_once_each_and_never_miss_data) {
+    using boost::system::error_code;
+    using sluice::runtime::byte_stream;
+    using sluice::runtime::read_result;
+    constexpr std::size_t n = 300; // more than the poller reads per round and per pass
+    production_environment env(production_options{1, 1, 1});
+    const auto lane = env.lane_executor(0);
+    auto [listen_error, listener] = env.listen(lane, "127.0.0.1", 0, 512);
+    ASSERT_FALSE(listen_error) << listen_error.message();
+    std::vector<std::unique_ptr<byte_stream>> streams;
+    std::promise<void> all_accepted;
+    asio::co_spawn(
+        lane,
+        [&]() -> asio::awaitable<void> {
+            while (streams.size() < n) {
+                auto [error, stream] = co_await listener->accept(lane);
+                EXPECT_FALSE(error) << error.message();
+                if (error) {
+                    break;
+                }
+                streams.push_back(std::move(stream));
+            }
+            all_accepted.set_value();
+        },
+        asio::detached);
+    asio::io_context io;
+    std::vector<asio::ip::tcp::socket> peers;
+    for (std::size_t i = 0; i < n; ++i) {
+        peers.emplace_back(io);
+        peers.back().connect({asio::ip::make_address("127.0.0.1"), listener->port()});
+    }
+    all_accepted.get_future().wait();
+    ASSERT_EQ(streams.size(), n);
+    const auto write_all = [&](const char* text, std::size_t bytes) {
+        for (auto& peer : peers) {
+            asio::write(peer, asio::buffer(text, bytes));
+        }
+    };
+    // Reads every stream dry (each holds `bytes` now); true when each gave exactly that.
+    const auto drain_all = [&](std::size_t bytes) {
+        bool exact = true;
+        on_lane(lane, [&] {
+            for (auto& stream : streams) {
+                std::array<std::byte, 64> space{};
+                std::size_t got = 0;
+                for (int reads = 0; reads < 16; ++reads) {
+                    const auto r = stream->read_now(space);
+                    if (r.state != read_result::status::data) {
+                        break;
+                    }
+                    got += r.bytes;
+                }
+                exact = exact && got == bytes;
+            }
+        });
+        return exact;
+    };
+
+    // 1. All parked, then data for all: every wait ends once, without an error.
+    std::vector<int> woke(n, 0);
+    std::atomic<std::size_t> woken{0};
+    std::atomic<std::size_t> failed{0};
+    on_lane(lane, [&] {
+        for (std::size_t i = 0; i < n; ++i) {
+            ASSERT_TRUE(streams[i]->should_park());
+            streams[i]->park([&, i](error_code error) {
+                ++woke[i];
+                failed += error ? 1 : 0;
+                ++woken;
+            });
+        }
+    });
+    write_all("ab", 2);
+    ASSERT_TRUE(eventually([&] { return woken.load() == n; })) << woken.load() << " of " << n;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20)); // a second wake would show now
+    on_lane(lane, [&] {
+        EXPECT_EQ(std::count(woke.begin(), woke.end(), 1), static_cast<std::ptrdiff_t>(n));
+    });
+    EXPECT_EQ(failed.load(), 0U);
+
+    // 2. Half read, then a coroutine wait: the queued byte must end it (no new edge comes).
+    std::atomic<std::size_t> ready{0};
+    on_lane(lane, [&] {
+        for (auto& stream : streams) {
+            std::array<std::byte, 1> one{};
+            EXPECT_EQ(stream->read_now(one).bytes, 1U);
+            asio::co_spawn(
+                lane,
+                [&, s = stream.get()]() -> asio::awaitable<void> {
+                    const error_code error = co_await s->wait_readable();
+                    EXPECT_FALSE(error) << error.message();
+                    ++ready;
+                },
+                asio::detached);
+        }
+    });
+    ASSERT_TRUE(eventually([&] { return ready.load() == n; }))
+        << ready.load() << " of " << n << " waits that began with a byte queued ended";
+    EXPECT_TRUE(drain_all(1));
+
+    // 3. A wait in a parallel group that the timer wins ends; the next wait gets the data.
+    std::promise<std::pair<std::size_t, error_code>> raced;
+    asio::co_spawn(
+        lane,
+        [&]() -> asio::awaitable<void> {
+            using namespace asio::experimental::awaitable_operators;
+            auto timer = env.make_timer(lane);
+            const auto first = co_await (streams[0]->wait_readable() ||
+                                         timer->wait_for(std::chrono::milliseconds(20)));
+            const error_code second = co_await streams[0]->wait_readable();
+            raced.set_value({first.index(), second});
+        },
+        asio::detached);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    asio::write(peers[0], asio::buffer("c", 1));
+    const auto [winner, second] = raced.get_future().get();
+    EXPECT_EQ(winner, 1U) << "the timer should have won";
+    EXPECT_FALSE(second) << second.message();
+    EXPECT_TRUE(on_lane_result(lane, [&] {
+        std::array<std::byte, 8> space{};
+        return streams[0]->read_now(space).bytes == 1;
+    }));
+
+    // 4. Each wake closes its partner (0-1, 2-3, ...) when the partner has not woken: the
+    // partner's readiness may already be in the same batch. Each wait still ends exactly once.
+    std::fill(woke.begin(), woke.end(), 0);
+    woken = 0;
+    failed = 0;
+    on_lane(lane, [&] {
+        for (std::size_t i = 0; i < n; ++i) {
+            ASSERT_TRUE(streams[i]->should_park());
+            streams[i]->park([&, i](error_code error) {
+                ++woke[i];
+                failed += error ? 1 : 0;
+                ++woken;
+                if (!error && woke[i ^ 1U] == 0) {
+                    streams[i ^ 1U]->close();
+                }
+            });
+        }
+    });
+    write_all("d", 1);
+    ASSERT_TRUE(eventually([&] { return woken.load() == n; })) << woken.load() << " of " << n;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    on_lane(lane, [&] {
+        EXPECT_EQ(std::count(woke.begin(), woke.end(), 1), static_cast<std::ptrdiff_t>(n));
+    });
+    EXPECT_EQ(failed.load(), n / 2) << "one of each pair was closed while it waited";
+    on_lane(lane, [&] { streams.clear(); });
 }
 
 /// An engine that embeds sluice keeps its own oneTBB parallelism: sluice's compute limit is its

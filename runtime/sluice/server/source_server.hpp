@@ -7,7 +7,8 @@
 ///
 /// Parking (server_options::park_idle): a running source that is idle — no buffer held, its
 /// transport drained — ends its coroutine and waits as the transport's own readiness operation
-/// (a socket's async_wait, a timer) holding a small callback. Readiness runs one read turn in
+/// (a TCP stream's watch in its lane's poller, a UDP socket's async_wait, a timer) holding a
+/// small callback. Readiness runs one read turn in
 /// that callback (a step) and parks again; the coroutine is spawned again only when the source
 /// must wait inside a turn (backpressure, a reconnect) or data is still there after a full turn.
 /// A source that opens without waiting starts the same way. DESIGN.md says one coroutine per

@@ -130,8 +130,8 @@ inline auto parked_wait_handler(wake_callback wake) {
 /// What every lane executor holds inside its any_io_executor (see lane_executor).
 using lane_executor_type = counting_executor<asio::io_context::executor_type>;
 /// A TCP socket bound to a lane's concrete executor rather than to any_io_executor: 48 bytes
-/// less in the socket and in every pending operation's handler work, which is memory per idle
-/// connection (each one is parked on an async_wait).
+/// less in the socket and in every pending operation's handler work. Used only to connect: a
+/// connected stream leaves Asio for the lane's poller (lane_poller.hpp).
 using lane_tcp_socket = asio::basic_stream_socket<tcp, lane_executor_type>;
 
 /// True when the socket has no bytes (or datagram) queued: one FIONREAD, asked only when the
