@@ -114,6 +114,9 @@ void lane_poller::arm() {
         return;
     }
     armed_ = true;
+    // Asio re-arms the epoll descriptor's registration for every wait (EPOLL_CTL_MOD), which
+    // reports readiness already there: streams that became ready before this wait are not
+    // missed, and no stream's callback runs inside the caller's wait.
     descriptor_.async_wait(asio::posix::stream_descriptor::wait_read,
                            asio::bind_executor(*lane_, [this](const error_code& error) {
                                armed_ = false;
@@ -121,9 +124,6 @@ void lane_poller::arm() {
                                    pass();
                                }
                            }));
-    // A stream that became ready before the wait was queued made its edge while nobody
-    // watched: look once now (events read here leave the queued wait to complete spuriously).
-    pass();
 }
 
 void lane_poller::pass() {

@@ -75,7 +75,8 @@ public:
 
 private:
     void shutdown() override;
-    /// Watches the epoll descriptor unless it is watched, or nothing waits, or a pass runs.
+    /// Watches the epoll descriptor unless it is watched, or nothing waits, or a pass runs (it
+    /// arms at its end).
     void arm();
     /// Reads ready events and runs their streams, a bounded number of rounds; then arms again.
     void pass();
