@@ -385,6 +385,35 @@ TEST(production_environment, tcp_streams_on_the_lane_poller_wake_once_each_and_n
         EXPECT_EQ(std::count(woke.begin(), woke.end(), 1), static_cast<std::ptrdiff_t>(n));
     });
     EXPECT_EQ(failed.load(), n / 2) << "one of each pair was closed while it waited";
+
+    // 5. A stream that read itself empty and does not wait yet (an HTTP source answering, a
+    // source waiting for a buffer) gets bytes; a pass reads their edge while it is not waiting
+    // (another stream's wake). Its later wait must still end: the edge is gone.
+    std::size_t quiet = n;
+    std::size_t busy = n;
+    on_lane(lane, [&] {
+        for (std::size_t i = 0; i < n && (quiet == n || busy == n); ++i) {
+            std::array<std::byte, 8> space{};
+            const auto r = streams[i]->read_now(space);
+            if (r.state == read_result::status::data) {
+                EXPECT_EQ(streams[i]->read_now(space).state, read_result::status::would_block);
+                (quiet == n ? quiet : busy) = i; // open (read its byte) and now drained
+            }
+        }
+    });
+    ASSERT_LT(busy, n) << "two streams of step 4 should still be open";
+    std::promise<void> busy_woke;
+    on_lane(lane, [&] { streams[busy]->park([&](error_code) { busy_woke.set_value(); }); });
+    asio::write(peers[quiet], asio::buffer("e", 1));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    asio::write(peers[busy], asio::buffer("f", 1));
+    busy_woke.get_future().wait(); // the pass that woke it read the quiet stream's edge too
+    std::promise<error_code> late;
+    on_lane(lane, [&] { streams[quiet]->park([&](error_code e) { late.set_value(e); }); });
+    auto late_future = late.get_future();
+    ASSERT_EQ(late_future.wait_for(std::chrono::seconds(5)), std::future_status::ready)
+        << "a wait that began after its edge was read while not waiting never ended";
+    EXPECT_FALSE(late_future.get());
     on_lane(lane, [&] { streams.clear(); });
 }
 

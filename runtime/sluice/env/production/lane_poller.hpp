@@ -10,9 +10,9 @@
 /// (16 B) and what its stream object holds, and a wake-up costs no operation to allocate.
 ///
 /// Edge-triggered, as Asio's reactor is: readiness that comes while a stream is not waiting is
-/// dropped, so a wait begins either right after a read found the stream empty (in the same
-/// handler: later bytes make a new edge) or by re-arming the registration, which reports what is
-/// queued now (what Asio's async_wait does with an epoll_ctl each time). A wake-up may be
+/// dropped, so a wait begins either after a read found the stream empty with no edge since
+/// (later bytes make a new edge) or by re-arming the registration, which reports what is queued
+/// now (what Asio's async_wait does with an epoll_ctl each time). A wake-up may be
 /// spurious (the stream reads would_block and waits again).
 ///
 /// Lane-only, except `of` and `lane`, which any thread may call.
