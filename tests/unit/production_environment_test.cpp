@@ -295,26 +295,44 @@ TEST(production_environment, tcp_streams_on_the_lane_poller_wake_once_each_and_n
         return exact;
     };
 
-    // 1. All parked, then data for all: every wait ends once, without an error.
+    // Parks every stream, counting each one's wakes and errors; `close_partner`: a wake that
+    // ends without an error closes its partner (0-1, 2-3, ...) if that one has not woken yet.
     std::vector<int> woke(n, 0);
     std::atomic<std::size_t> woken{0};
     std::atomic<std::size_t> failed{0};
-    on_lane(lane, [&] {
-        for (std::size_t i = 0; i < n; ++i) {
-            ASSERT_TRUE(streams[i]->should_park());
-            streams[i]->park([&, i](error_code error) {
-                ++woke[i];
-                failed += error ? 1 : 0;
-                ++woken;
-            });
+    const auto park_all = [&](bool close_partner) {
+        std::fill(woke.begin(), woke.end(), 0);
+        woken = 0;
+        failed = 0;
+        on_lane(lane, [&] {
+            for (std::size_t i = 0; i < n; ++i) {
+                ASSERT_TRUE(streams[i]->should_park());
+                streams[i]->park([&, i, close_partner](error_code error) {
+                    ++woke[i];
+                    failed += error ? 1 : 0;
+                    ++woken;
+                    if (close_partner && !error && woke[i ^ 1U] == 0) {
+                        streams[i ^ 1U]->close();
+                    }
+                });
+            }
+        });
+    };
+    // True when every wait ended, each exactly once.
+    const auto each_woke_once = [&] {
+        if (!eventually([&] { return woken.load() == n; })) {
+            return false;
         }
-    });
+        std::this_thread::sleep_for(std::chrono::milliseconds(20)); // a second wake shows now
+        return on_lane_result(lane, [&] {
+            return std::count(woke.begin(), woke.end(), 1) == static_cast<std::ptrdiff_t>(n);
+        });
+    };
+
+    // 1. All parked, then data for all: every wait ends once, without an error.
+    park_all(false);
     write_all("ab", 2);
-    ASSERT_TRUE(eventually([&] { return woken.load() == n; })) << woken.load() << " of " << n;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20)); // a second wake would show now
-    on_lane(lane, [&] {
-        EXPECT_EQ(std::count(woke.begin(), woke.end(), 1), static_cast<std::ptrdiff_t>(n));
-    });
+    ASSERT_TRUE(each_woke_once()) << woken.load() << " of " << n << " woke";
     EXPECT_EQ(failed.load(), 0U);
 
     // 2. Half read, then a coroutine wait: the queued byte must end it (no new edge comes).
@@ -362,28 +380,9 @@ TEST(production_environment, tcp_streams_on_the_lane_poller_wake_once_each_and_n
 
     // 4. Each wake closes its partner (0-1, 2-3, ...) when the partner has not woken: the
     // partner's readiness may already be in the same batch. Each wait still ends exactly once.
-    std::fill(woke.begin(), woke.end(), 0);
-    woken = 0;
-    failed = 0;
-    on_lane(lane, [&] {
-        for (std::size_t i = 0; i < n; ++i) {
-            ASSERT_TRUE(streams[i]->should_park());
-            streams[i]->park([&, i](error_code error) {
-                ++woke[i];
-                failed += error ? 1 : 0;
-                ++woken;
-                if (!error && woke[i ^ 1U] == 0) {
-                    streams[i ^ 1U]->close();
-                }
-            });
-        }
-    });
+    park_all(true);
     write_all("d", 1);
-    ASSERT_TRUE(eventually([&] { return woken.load() == n; })) << woken.load() << " of " << n;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    on_lane(lane, [&] {
-        EXPECT_EQ(std::count(woke.begin(), woke.end(), 1), static_cast<std::ptrdiff_t>(n));
-    });
+    ASSERT_TRUE(each_woke_once()) << woken.load() << " of " << n << " woke";
     EXPECT_EQ(failed.load(), n / 2) << "one of each pair was closed while it waited";
 
     // 5. A stream that read itself empty and does not wait yet (an HTTP source answering, a
