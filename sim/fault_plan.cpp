@@ -23,9 +23,15 @@ fault_plan fault_plan::draw(const scenario& s) {
     f.peer_share = plan.unit();
     f.sink_throw = plan.chance(0.3) ? plan.unit() * 0.01 : 0.0;
     f.enqueue_throw = plan.chance(0.3) ? plan.unit() * 0.01 : 0.0;
+    if (s.enqueue_fault >= 0.0) {
+        f.enqueue_throw = s.enqueue_fault; // after the draw: the others stay as the seed says
+    }
     f.factory_throw = plan.chance(0.3) ? plan.unit() * 0.2 : 0.0;
     f.waiting_share = plan.unit();
     f.interleave = plan.unit() * 0.5;
+    if (s.interleave >= 0.0) {
+        f.interleave = s.interleave;
+    }
     f.checkpoint_interval = std::chrono::microseconds(50 + plan.below(5000));
     // Not with an OpenMetrics timeline: its collector reads the first worker only.
     f.crash_at = plan.chance(0.4) && s.openmetrics_path.empty() ? 0.1 + plan.unit() * 0.8 : 0.0;

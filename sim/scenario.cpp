@@ -37,6 +37,15 @@ std::string reproduce_command(const scenario& s) {
         << " --legacy-buffers-per-source " << s.legacy_buffers_per_source << " --records "
         << s.records_per_source << " --stream-fraction " << s.stream_fraction
         << " --paced-fraction " << s.paced_fraction << " --park " << (s.park_idle ? "on" : "off");
+    if (s.drain_channels != scenario{}.drain_channels) {
+        out << " --drain-channels " << s.drain_channels;
+    }
+    if (s.enqueue_fault >= 0.0) {
+        out << " --enqueue-fault " << s.enqueue_fault;
+    }
+    if (s.interleave >= 0.0) {
+        out << " --interleave " << s.interleave;
+    }
     if (s.records_per_second > 0.0) {
         out << " --records-per-second " << s.records_per_second;
     }

@@ -40,9 +40,10 @@ sim_options environment_options(const scenario& s, const fault_plan& faults) {
     return options;
 }
 
-processing_options pipeline_options() {
+processing_options pipeline_options(const scenario& s) {
     processing_options options;
     options.output_per_buffer = true; // processing competes for buffers (P2 under legacy)
+    options.batch_channels_max = s.drain_channels;
     return options;
 }
 
@@ -59,7 +60,7 @@ server_options run_server_options(const scenario& s) {
 /// next starts on the same environment (virtual time, streams and checkpoints go on).
 struct worker_parts {
     worker_parts(const scenario& s, buffer_pool& pool, sim_environment& env, verifying_sink& out)
-        : pipeline(env, pool, out, pipeline_options()),
+        : pipeline(env, pool, out, pipeline_options(s)),
           server(env, pool, pipeline, run_server_options(s)) {}
     processing pipeline;
     source_server server;
@@ -155,11 +156,13 @@ void begin_liveness(run_parts& r, operator_plan& plan, verifying_sink& out) {
 void check_step(const scenario& s, run_parts& r, int& wakeup_violations, report& result) {
     r.pool().check_accounting();
     if (s.policy != pool_policy::legacy && wakeup_violations < 3) {
-        if (auto lost = r.server().check_wakeups(); !lost.empty()) {
-            ++wakeup_violations;
-            result.violations.push_back(
-                std::move(lost) + " (virtual time " +
-                std::to_string(std::chrono::duration<double>(r.env.now()).count()) + " s)");
+        for (auto lost : {r.server().check_wakeups(), r.pipeline().check_drainers()}) {
+            if (!lost.empty()) {
+                ++wakeup_violations;
+                result.violations.push_back(
+                    std::move(lost) + " (virtual time " +
+                    std::to_string(std::chrono::duration<double>(r.env.now()).count()) + " s)");
+            }
         }
     }
     if ((r.env.steps() & 0xFFFU) == 0) {

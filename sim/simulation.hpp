@@ -30,6 +30,17 @@ struct scenario {
     bool faults = false;
     runtime::pool_policy policy = runtime::pool_policy::sluice;
     bool park_idle = true; ///< server_options::park_idle (both paths stay proven)
+    /// processing_options::batch_channels_max. 1 by default: a compute task's effects happen
+    /// when it starts and its worker is busy for its cost afterwards, so a task that drains
+    /// many channels would hand back all their buffers at one instant; one channel per task
+    /// keeps the timing as fine as the work. Larger values prove the drainer's own loop.
+    std::uint32_t drain_channels = 1;
+    /// With faults: the chance that queueing a buffer fails (its drainer's post throws);
+    /// negative = drawn from the seed like the other fault rates (at most 1%).
+    double enqueue_fault = -1.0;
+    /// With faults: the chance that a scheduling point runs another lane's handler or a compute
+    /// task there; negative = drawn from the seed (at most 50%).
+    double interleave = -1.0;
     std::uint32_t legacy_buffers_per_source = 5;
     std::uint64_t records_per_source = 200; ///< 0 = infinite generators, stopped at the horizon
     double stream_fraction = 0.5;           ///< share of sources that are virtual streams

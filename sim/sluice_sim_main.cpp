@@ -42,6 +42,15 @@ int main(int argc, char** argv) {
     app.add_option("--park", park,
                    "on | off: idle sources park without a coroutine (server_options::park_idle)")
         ->check(CLI::IsMember({"on", "off"}));
+    app.add_option("--drain-channels", s.drain_channels,
+                   "channels one compute task drains (processing_options::batch_channels_max)")
+        ->check(CLI::Range(1U, 4096U));
+    app.add_option("--enqueue-fault", s.enqueue_fault,
+                   "with faults: chance a buffer's queueing fails (default: drawn, at most 1%)")
+        ->check(CLI::Range(0.0, 1.0));
+    app.add_option("--interleave", s.interleave,
+                   "with faults: chance a scheduling point runs other work (default: drawn)")
+        ->check(CLI::Range(0.0, 1.0));
     app.add_option("--legacy-buffers-per-source", s.legacy_buffers_per_source,
                    "legacy: fixed buffers per source");
     app.add_option("--records", s.records_per_source, "records per source");

@@ -1,6 +1,10 @@
+#include <chrono>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -118,6 +122,113 @@ TEST(processing, oversize_records_are_dropped_and_counted_and_the_rest_survive) 
 // Found by fuzz_framing: wait_idle could return between the last task's decrement and its
 // notification, and the owner then destroyed processing under the task (a use-after-free that
 // the sanitizer presets catch). Many short-lived pipelines on one environment make it likely.
+/// Reassembles each origin's text apart (origins' calls may overlap; one origin's never do).
+class per_origin_sink final : public sink {
+public:
+    void on_data(const data_event& event) override {
+        const std::lock_guard lock(mutex_);
+        auto& text = texts_[event.origin_id];
+        text.append(reinterpret_cast<const char*>(event.spanning_record.data()),
+                    event.spanning_record.size());
+        text.append(reinterpret_cast<const char*>(event.records.data()), event.records.size());
+    }
+    void on_end_of_stream(std::uint64_t origin_id) override {
+        const std::lock_guard lock(mutex_);
+        ++ends_[origin_id];
+    }
+    void on_error(std::uint64_t /*origin_id*/, std::string_view /*message*/) override {}
+    std::map<std::uint64_t, std::string> texts() const {
+        const std::lock_guard lock(mutex_);
+        return texts_;
+    }
+    std::map<std::uint64_t, int> ends() const {
+        const std::lock_guard lock(mutex_);
+        return ends_;
+    }
+
+private:
+    mutable std::mutex mutex_;
+    std::map<std::uint64_t, std::string> texts_;
+    std::map<std::uint64_t, int> ends_;
+};
+
+TEST(processing, drainers_take_every_channel_listed_while_they_run_on_real_threads) {
+    // Four producer threads (as lanes) each feed 16 channels a buffer at a time, so channels
+    // are listed while the two compute threads drain others; two buffers per channel and three
+    // channels per task make drainers re-queue channels and post themselves again. Each
+    // processing is destroyed the moment it is idle, while a drainer may still be leaving.
+    // Run under TSan by ci/test.
+    constexpr int producers = 4;
+    constexpr int channels_each = 16;
+    const std::string input = csv_records(60, 5);
+    production_environment env({1, 2, 1});
+    for (int round = 0; round < 40; ++round) {
+        per_origin_sink out;
+        buffer_pool pool({producers * channels_each * 4 + 8, 128, 8, producers * channels_each});
+        {
+            processing_options options{framing::newline, 0, 2};
+            options.batch_channels_max = 3;
+            processing pipeline(env, pool, out, options);
+            std::vector<std::thread> threads;
+            for (int p = 0; p < producers; ++p) {
+                threads.emplace_back([&, p] {
+                    struct fed {
+                        source_id id;
+                        std::shared_ptr<processing::channel> channel;
+                        std::size_t pos = 0;
+                        std::uint64_t sequence = 0;
+                    };
+                    std::vector<fed> mine;
+                    for (int c = 0; c < channels_each; ++c) {
+                        const auto id = pool.register_source({1, 4}).id;
+                        mine.push_back({id, pipeline.open_channel(id.value())});
+                    }
+                    std::mt19937 random(static_cast<std::uint32_t>(round * 31 + p));
+                    const auto deadline =
+                        std::chrono::steady_clock::now() + std::chrono::seconds(60);
+                    for (std::size_t left = mine.size(); left > 0;) {
+                        left = 0;
+                        for (auto& f : mine) {
+                            if (f.pos == input.size()) {
+                                continue;
+                            }
+                            ++left;
+                            buffer b = pool.try_acquire(f.id);
+                            if (!b) { // all four queued: processing gives them back
+                                ASSERT_LT(std::chrono::steady_clock::now(), deadline);
+                                std::this_thread::yield();
+                                continue;
+                            }
+                            const std::size_t n =
+                                std::min<std::size_t>(input.size() - f.pos, 1 + random() % 128);
+                            std::memcpy(b.storage().data(), input.data() + f.pos, n);
+                            b.set_size_bytes(static_cast<std::uint32_t>(n));
+                            b.set_sequence(f.sequence++);
+                            ASSERT_TRUE(pipeline.submit(f.channel, std::move(b)));
+                            f.pos += n;
+                            if (f.pos == input.size()) {
+                                pipeline.end_of_stream(f.channel);
+                            }
+                        }
+                    }
+                });
+            }
+            for (auto& t : threads) {
+                t.join();
+            }
+        } // destroyed as soon as wait_idle returns
+        const auto texts = out.texts();
+        const auto ends = out.ends();
+        ASSERT_EQ(texts.size(), static_cast<std::size_t>(producers * channels_each));
+        for (const auto& [origin, text] : texts) {
+            ASSERT_EQ(text, input) << "origin " << origin << ", round " << round;
+            ASSERT_EQ(ends.at(origin), 1) << "origin " << origin;
+        }
+        // Every buffer came back (the sources stay registered: their reserves are still theirs).
+        ASSERT_EQ(pool.stats().free, pool.config().buffer_count);
+    }
+}
+
 TEST(processing, wait_idle_returns_only_after_the_last_task_is_done_with_processing) {
     production_environment env({1, 2, 1});
     const std::string input = csv_records(40, 3);

@@ -33,13 +33,14 @@ processing::processing(environment& env, buffer_pool& pool, sink& out,
                        const processing_options& options)
     : env_(env), pool_(pool), sink_(out), options_(options),
       framer_(options.custom_framer != nullptr ? *options.custom_framer
-                                               : builtin_framer(options.record_framing)) {
+                                               : builtin_framer(options.record_framing)),
+      ready_(std::make_shared<ready_list>(*this, env)) {
     const auto buffer_size = pool_.config().buffer_size_bytes;
     if (options_.record_bytes_max == 0 || options_.record_bytes_max > buffer_size) {
         // A reassembled record must fit one output buffer.
         options_.record_bytes_max = buffer_size;
     }
-    SLUICE_ASSERT(options_.batch_buffers_max >= 1);
+    SLUICE_ASSERT(options_.batch_buffers_max >= 1 && options_.batch_channels_max >= 1);
     // Each running task holds at most one output buffer, so a processing reserve of at least
     // the compute concurrency means processing never waits (the legacy policy has none).
     SLUICE_ASSERT(pool_.config().policy == pool_policy::legacy ||
@@ -76,6 +77,11 @@ std::vector<std::shared_ptr<processing::channel>> processing::live_channels() co
 
 std::uint64_t processing::discard_queued() {
     std::uint64_t dropped = 0;
+    {
+        const std::lock_guard lock(ready_->mutex);
+        while (ready_->pop()) {
+        }
+    }
     for (const auto& c : live_channels()) {
         channel::item_ring items;
         bool final_dropped = false;
@@ -141,13 +147,15 @@ void processing::set_failure_callback(std::function<void(std::uint64_t)> callbac
     failure_callback_ = std::move(callback);
 }
 
-// Items are counted once queued, under the channel's lock; the same lock claims the drain task
-// when none is pending, and the post comes after the lock (a drain task started at once would
-// wait for it otherwise). A push that throws (the ring growing) leaves nothing queued or
-// counted. A post that throws is undone: a channel has one producer at a time (its source's
-// lane), and a claim is only made when no drain is pending or running, so the queue then holds
-// just the item (or final event) this call added, which is taken back before the exception
-// leaves. Nothing is left queued that no drain will take.
+// Items are counted once queued, under the channel's lock; the same lock claims the channel
+// (it goes into the ready list) when it is neither listed nor being drained, and the listing
+// comes after the lock (a drainer started at once would wait for it otherwise). A push that
+// throws (the ring growing) leaves nothing queued or counted. A drainer's post that throws
+// when no other drainer is sure to take the channel is undone (see schedule): a channel has
+// one producer at a time (its source's lane), and a claim is only made when the channel is
+// neither listed nor drained, so the queue then holds just the item (or final event) this
+// call added, which is taken back before the exception leaves. Nothing is left queued that no
+// drainer will take.
 
 bool processing::submit(const std::shared_ptr<channel>& target, buffer filled) {
     SLUICE_ASSERT(filled);
@@ -175,10 +183,7 @@ bool processing::submit(const std::shared_ptr<channel>& target, buffer filled) {
     }
     if (post) {
         try {
-            if (env_.inject(fault_site::enqueue_exception)) {
-                throw std::bad_alloc();
-            }
-            post_drain(target);
+            schedule(target, true);
         } catch (...) {
             buffer lost;
             {
@@ -220,7 +225,7 @@ void processing::enqueue_final(const std::shared_ptr<channel>& target, bool is_e
     }
     if (post) {
         try {
-            post_drain(target);
+            schedule(target);
         } catch (...) {
             {
                 const std::lock_guard lock(target->mutex_);
@@ -234,28 +239,120 @@ void processing::enqueue_final(const std::shared_ptr<channel>& target, bool is_e
     }
 }
 
-void processing::post_drain(const std::shared_ptr<channel>& target) {
-    env_.post_compute([this, target] { drain(target); });
+void processing::schedule(const std::shared_ptr<channel>& target, bool may_inject) {
+    auto& ready = *ready_;
+    bool post = false;
+    {
+        const std::lock_guard lock(ready.mutex);
+        ready.push(target);
+        // A drainer runs until the list is empty, so a listed channel needs a new one only to
+        // use another compute thread, or when every drainer counted is still being posted (and
+        // its post may fail).
+        if (ready.drainers < env_.compute_concurrency() || ready.drainers == ready.posting) {
+            ++ready.drainers;
+            ++ready.posting;
+            post = true;
+        }
+    }
+    if (!post) {
+        return;
+    }
+    // Another lane may list its channel, or a drainer take this one, before the post returns.
+    env_.scheduling_point();
+    try {
+        if (may_inject && env_.inject(fault_site::enqueue_exception)) {
+            throw std::bad_alloc();
+        }
+        env_.post_compute([ready = ready_] { run_drainer(ready); });
+    } catch (...) {
+        const std::lock_guard lock(ready.mutex);
+        --ready.drainers;
+        --ready.posting;
+        // Unless a drainer that was posted is there to take it (or has taken it, with this
+        // item), the channel comes out again. Another channel still listed was listed by a
+        // producer whose own post is on its way, or that had a posted drainer to count on.
+        if (ready.drainers == ready.posting && ready.remove(*target)) {
+            throw;
+        }
+        return;
+    }
+    const std::lock_guard lock(ready.mutex);
+    --ready.posting;
 }
 
-void processing::drain(const std::shared_ptr<channel>& target) {
+std::string processing::check_drainers() const {
+    const std::lock_guard lock(ready_->mutex);
+    if (!ready_->head || ready_->drainers > ready_->posting) {
+        return {};
+    }
+    std::size_t listed = 0;
+    for (const channel* c = ready_->head.get(); c != nullptr; c = c->ready_next_.get()) {
+        ++listed;
+    }
+    return "lost drainer: " + std::to_string(listed) +
+           " channels are ready and no drainer is posted to take them";
+}
+
+void processing::run_drainer(const std::shared_ptr<ready_list>& ready) {
+    processing& self = *ready->owner; // only touched while a channel taken has items queued
     std::uint64_t done = 0;
-    // The items handled are finished in every case (also when something below throws), so
-    // wait_idle and the idle callback never wait for an item that is gone.
-    struct finishes {
-        processing* self;
-        std::uint64_t& count;
-        ~finishes() { self->finished_items(count); }
-    } const finish_done{this, done};
-    while (drain_batch(target, done)) {
-        try {
-            // Yield to other sources' channels rather than run one source to exhaustion.
-            post_drain(target);
-            return;
-        } catch (...) {
-            // Out of memory for the post: go on here, with the claim still held (the queue is
-            // bounded by the source's cap, so this ends).
+    std::uint32_t channels = 0;
+    for (;;) {
+        std::shared_ptr<channel> next;
+        {
+            const std::lock_guard lock(ready->mutex);
+            next = ready->pop();
         }
+        if (!next) {
+            // The items first (processing may go once they are), then the last look, under
+            // the lock a producer lists under: what it lists after this has its own drainer.
+            if (done > 0) {
+                self.finished_items(std::exchange(done, 0));
+            }
+            ready->env->scheduling_point(); // a lane may list a channel counting on this drainer
+            const std::lock_guard lock(ready->mutex);
+            if (!ready->head) {
+                --ready->drainers;
+                return;
+            }
+            continue;
+        }
+        bool more = false;
+        try {
+            more = self.drain_batch(next, done);
+        } catch (...) {
+            // Nothing below drain_batch throws for a buffer (deliver catches what the sink and
+            // stages throw): only a broken invariant gets here.
+            self.finished_items(done);
+            const std::lock_guard lock(ready->mutex);
+            --ready->drainers;
+            throw;
+        }
+        if (more) {
+            // Behind every other ready channel rather than run one source to exhaustion.
+            const std::lock_guard lock(ready->mutex);
+            ready->push(next);
+        }
+        if (++channels < self.options_.batch_channels_max) {
+            continue;
+        }
+        bool listed = false;
+        {
+            const std::lock_guard lock(ready->mutex);
+            listed = static_cast<bool>(ready->head);
+        }
+        if (!listed) {
+            continue; // the loop's top finds the list empty and leaves: no successor needed
+        }
+        channels = 0;
+        try {
+            // Lets other compute work run; the successor takes over this drainer's count.
+            self.env_.post_compute([ready] { run_drainer(ready); });
+        } catch (...) {
+            continue; // out of memory for the post: go on here (every channel's queue is bounded)
+        }
+        self.finished_items(done);
+        return;
     }
 }
 
@@ -443,7 +540,7 @@ bool processing::take_output(const std::shared_ptr<channel>& target) {
                 return; // aborted at teardown (buffer_pool::abort_processing_waiters)
             }
             target->output_ = std::move(granted);
-            post_drain(target);
+            schedule(target);
         }));
     return false;
 }

@@ -9,6 +9,7 @@
 #include <string>
 #include <utility>
 
+#include "sluice/core/assert.hpp"
 #include "sluice/pipeline/framer.hpp"
 #include "sluice/pipeline/processing.hpp"
 #include "sluice/pool/buffer.hpp"
@@ -116,12 +117,70 @@ private:
     final_event final_ = final_event::none;      ///< queued after the data (under mutex_)
     std::atomic<bool> sink_failed_{false};
     std::unique_ptr<progress> progress_; ///< null unless tracked
-    // Touched only by the single drain task running for this channel:
+    // Touched only by the one drainer draining this channel at a time:
     framing_state framing_;               ///< the record carried between buffers
     std::uint64_t expected_sequence_ = 0; ///< next sequence, checked
     buffer output_;                       ///< output_per_buffer: granted, not yet used
     std::uint8_t kind_index_;             ///< < processing_kinds_max
-    bool scheduled_ = false;              ///< a drain task is posted or running (under mutex_)
+    bool scheduled_ = false;              ///< ready, or being drained (under mutex_)
+    /// The next channel in processing's ready list while this one is in it (under processing's
+    /// ready mutex); the list holds each channel by its predecessor's link.
+    std::shared_ptr<channel> ready_next_;
+};
+
+/// Channels ready for a drainer, and the drainer tasks posted or running (see
+/// processing::schedule). Shared with those tasks: a drainer that runs after the last item was
+/// finished finds the list empty and touches only this, never the processing, which may be gone
+/// by then. A listed channel always has something queued, so processing is there while a
+/// drainer holds one (or has not yet finished the items it took).
+struct processing::ready_list {
+    ready_list(processing& p, environment& e) noexcept : owner(&p), env(&e) {}
+
+    void push(const std::shared_ptr<channel>& c) noexcept {
+        SLUICE_ASSERT(!c->ready_next_);
+        if (tail != nullptr) {
+            tail->ready_next_ = c;
+        } else {
+            head = c;
+        }
+        tail = c.get();
+    }
+    std::shared_ptr<channel> pop() noexcept {
+        auto front = std::move(head);
+        if (front) {
+            head = std::move(front->ready_next_);
+            if (!head) {
+                tail = nullptr;
+            }
+        }
+        return front;
+    }
+    /// Takes `c` out; false when it is not listed.
+    bool remove(const channel& c) noexcept {
+        std::shared_ptr<channel>* link = &head;
+        channel* before = nullptr;
+        while (*link && link->get() != &c) {
+            before = link->get();
+            link = &(*link)->ready_next_;
+        }
+        if (!*link) {
+            return false;
+        }
+        auto taken = std::move(*link);
+        *link = std::move(taken->ready_next_);
+        if (tail == &c) {
+            tail = before;
+        }
+        return true;
+    }
+
+    processing* const owner;
+    environment* const env;        ///< outlives the processing (its tasks run on env's threads)
+    std::mutex mutex;              ///< guards everything below
+    std::shared_ptr<channel> head; ///< each later one is held by its predecessor's ready_next_
+    channel* tail = nullptr;
+    std::size_t drainers = 0; ///< posted (or being posted) and not yet finished
+    std::size_t posting = 0;  ///< of those, posts not yet returned (they may still fail)
 };
 
 } // namespace sluice::runtime
