@@ -536,6 +536,15 @@ def render(results):
       "`accept4` | RSS / heap B per idle source, 10,000 sources, three runs each / GB/s at 1,000 "
       "sources, 19-byte records, three alternating rounds | 749–761 / 719–721; 1.20–2.24 GB/s | "
       "458–466 / 395; 1.32–1.61 GB/s (within the noise) |")
+    w("| 2026-12-06: ready channels go into a list that at most one compute task per thread drains, "
+      "each taking channels in turn (a batch each, up to 64 per task), instead of one oneTBB task per "
+      "buffer (an enqueue on the lane, a task switch and an idle spin on a worker each) | 1,000 "
+      "sources, 1 KiB records, five alternating pairs of old and new binaries (the new one ahead in "
+      "every pair), medians: GB/s / CPU s per GB / context switches per run; oneTBB workers' CPU ms "
+      "(five more pairs, from /proc) | 1.33 / 0.97 / 40.6k; 339 | 1.47 / 0.91 / 31.4k; 299 |")
+    w("| the same | start of 10,000 sources, `--start-only`, eight alternating pairs, median | "
+      "23.5 ms | 23.3 ms (within the noise: the first records are one small buffer per channel "
+      "either way) |")
     w("")
 
     w("## Ceilings (same run)\n")

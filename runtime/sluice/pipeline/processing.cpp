@@ -34,7 +34,7 @@ processing::processing(environment& env, buffer_pool& pool, sink& out,
     : env_(env), pool_(pool), sink_(out), options_(options),
       framer_(options.custom_framer != nullptr ? *options.custom_framer
                                                : builtin_framer(options.record_framing)),
-      ready_(std::make_shared<ready_list>(*this, env)) {
+      ready_(std::make_shared<ready_list>(*this, env, options.batch_channels_max)) {
     const auto buffer_size = pool_.config().buffer_size_bytes;
     if (options_.record_bytes_max == 0 || options_.record_bytes_max > buffer_size) {
         // A reassembled record must fit one output buffer.
@@ -295,7 +295,6 @@ std::string processing::check_drainers() const {
 
 void processing::run_drainer(const std::shared_ptr<ready_list>& ready) {
     processing& self = *ready->owner; // only touched while a channel taken has items queued
-    std::uint64_t done = 0;
     std::uint32_t channels = 0;
     for (;;) {
         std::shared_ptr<channel> next;
@@ -304,11 +303,8 @@ void processing::run_drainer(const std::shared_ptr<ready_list>& ready) {
             next = ready->pop();
         }
         if (!next) {
-            // The items first (processing may go once they are), then the last look, under
-            // the lock a producer lists under: what it lists after this has its own drainer.
-            if (done > 0) {
-                self.finished_items(std::exchange(done, 0));
-            }
+            // The last look, under the lock a producer lists under: what it lists after this
+            // has its own drainer.
             ready->env->scheduling_point(); // a lane may list a channel counting on this drainer
             const std::lock_guard lock(ready->mutex);
             if (!ready->head) {
@@ -317,6 +313,7 @@ void processing::run_drainer(const std::shared_ptr<ready_list>& ready) {
             }
             continue;
         }
+        std::uint64_t done = 0;
         bool more = false;
         try {
             more = self.drain_batch(next, done);
@@ -333,7 +330,13 @@ void processing::run_drainer(const std::shared_ptr<ready_list>& ready) {
             const std::lock_guard lock(ready->mutex);
             ready->push(next);
         }
-        if (++channels < self.options_.batch_channels_max) {
+        next.reset();
+        // Finished at once, not when the drainer leaves: the lanes' demand decisions read
+        // queued() (holding partial buffers while it says busy cost a light load's p99 twice
+        // over). From here the processing may be gone: only `ready` is touched until another
+        // channel is taken (which has items queued).
+        self.finished_items(done);
+        if (++channels < ready->channels_max) {
             continue;
         }
         bool listed = false;
@@ -347,11 +350,10 @@ void processing::run_drainer(const std::shared_ptr<ready_list>& ready) {
         channels = 0;
         try {
             // Lets other compute work run; the successor takes over this drainer's count.
-            self.env_.post_compute([ready] { run_drainer(ready); });
+            ready->env->post_compute([ready] { run_drainer(ready); });
         } catch (...) {
             continue; // out of memory for the post: go on here (every channel's queue is bounded)
         }
-        self.finished_items(done);
         return;
     }
 }

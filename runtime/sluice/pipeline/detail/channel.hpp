@@ -132,9 +132,10 @@ private:
 /// processing::schedule). Shared with those tasks: a drainer that runs after the last item was
 /// finished finds the list empty and touches only this, never the processing, which may be gone
 /// by then. A listed channel always has something queued, so processing is there while a
-/// drainer holds one (or has not yet finished the items it took).
+/// drainer holds one (until it has finished the items it took).
 struct processing::ready_list {
-    ready_list(processing& p, environment& e) noexcept : owner(&p), env(&e) {}
+    ready_list(processing& p, environment& e, std::uint32_t batch_channels_max) noexcept
+        : owner(&p), env(&e), channels_max(batch_channels_max) {}
 
     void push(const std::shared_ptr<channel>& c) noexcept {
         SLUICE_ASSERT(!c->ready_next_);
@@ -175,9 +176,10 @@ struct processing::ready_list {
     }
 
     processing* const owner;
-    environment* const env;        ///< outlives the processing (its tasks run on env's threads)
-    std::mutex mutex;              ///< guards everything below
-    std::shared_ptr<channel> head; ///< each later one is held by its predecessor's ready_next_
+    environment* const env;           ///< outlives the processing (its tasks run on env's threads)
+    const std::uint32_t channels_max; ///< processing_options::batch_channels_max
+    std::mutex mutex;                 ///< guards everything below
+    std::shared_ptr<channel> head;    ///< each later one is held by its predecessor's ready_next_
     channel* tail = nullptr;
     std::size_t drainers = 0; ///< posted (or being posted) and not yet finished
     std::size_t posting = 0;  ///< of those, posts not yet returned (they may still fail)
