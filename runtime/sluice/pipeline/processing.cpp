@@ -332,9 +332,9 @@ void processing::run_drainer(const std::shared_ptr<ready_list>& ready) {
         }
         next.reset();
         // Finished at once, not when the drainer leaves: the lanes' demand decisions read
-        // queued() (holding partial buffers while it says busy cost a light load's p99 twice
-        // over). From here the processing may be gone: only `ready` is touched until another
-        // channel is taken (which has items queued).
+        // queued(), and while it says busy they hold partial buffers for a wake-up or their
+        // flush timeout. From here the processing may be gone: only `ready` is touched until
+        // another channel is taken (which has items queued).
         self.finished_items(done);
         if (++channels < ready->channels_max) {
             continue;
